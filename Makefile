@@ -1,0 +1,71 @@
+# Every day-to-day command of sesame-pi. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+ARCH ?= arm64
+INVENTORY ?= ansible/inventory/example.yml
+LIMIT ?= all
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint demo run bench test-faults container container-test \
+        ansible-test image image-test deploy collect-logs ci clean
+
+help: ## List the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: app/pyproject.toml
+	bash app/scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e 'app[dev,bench,lint]'
+	touch $@
+
+install: $(VENV)/.installed ## Install system packages and the app (editable) into .venv
+
+test: install ## Lint, then unit and integration tests (fast; no Docker, no root file systems)
+	$(MAKE) --no-print-directory lint
+	$(PYTEST) tests/unit tests/integration
+
+lint: install ## ruff, mypy, shellcheck, yamllint, ansible-lint, hadolint
+	$(VENV)/bin/ruff check app tests
+	$(VENV)/bin/ruff format --check app tests
+	$(VENV)/bin/mypy app/src
+	bash tests/lint-files.sh
+
+demo: install ## A whole call with no token and no hardware (stand-in server, virtual audio)
+	bash app/scripts/demo.sh
+
+bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, underruns
+	$(PY) tests/bench/run.py
+
+test-faults: install ## Network, protocol, token, device faults and a compressed soak (needs root)
+	$(PYTEST) tests/faults
+
+container: install ## Build the app image (linux/arm64; ARCH=armv7 for 32-bit)
+	ARCH=$(ARCH) bash app/container/build.sh
+
+container-test: install ## Build the image under qemu and place a whole call inside it
+	ARCH=$(ARCH) $(PYTEST) tests/system/test_container.py
+
+ansible-test: install ## Lint the playbooks and apply them twice to an arm64 root file system
+	$(PYTEST) tests/system/test_ansible.py
+
+image: install ## Build the SD card image with pi-gen (needs internet and Docker)
+	bash image/build.sh
+
+image-test: install ## Run the image's custom stage and first boot against an arm64 root file system
+	$(PYTEST) tests/system/test_image.py
+
+deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group]
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' site.yml
+
+collect-logs: install ## Fetch the JSON event logs from the fleet into ./fleet-logs
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' collect-logs.yml
+
+ci: ## What CI runs
+	bash .ci/run
+
+clean: ## Remove the virtual environment and build output
+	rm -rf $(VENV) build dist app/build app/src/*.egg-info

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages the app and its tests need (idempotent; quiet when all are present).
+# Used by `make install`; `.ci/run` calls the same script.
+set -euo pipefail
+
+packages=(
+  portaudio19-dev libasound2-plugins alsa-utils   # PyAudio build, ALSA plugins (pulse, file, plug)
+  pulseaudio pulseaudio-utils sox                 # virtual audio devices for the demo and benchmarks
+  iproute2 iptables                               # network namespaces and netem for fault tests
+)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  sudo="sudo"
+fi
+echo "install-system-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

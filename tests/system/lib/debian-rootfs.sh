@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Build (once) and cache a Debian arm64 root file system as a tarball, then print the tarball's path.
+#
+# Usage: debian-rootfs.sh minbase|pi [SUITE]
+#   minbase  the smallest root (debootstrap --variant=minbase): the base of the container image.
+#   pi       minbase plus what Raspberry Pi OS Lite has that our Ansible roles rely on
+#            (systemd, udev, python3 for Ansible's chroot connection, sudo, ca-certificates).
+# The cache lives in ${SESAME_PI_CACHE:-/var/cache/sesame-pi}/rootfs; the key is the suite, the
+# variant and the package list, so changing the list rebuilds. A cold cache takes a few minutes
+# (the second stage runs under qemu-user-static).
+set -euo pipefail
+
+variant="${1:?usage: debian-rootfs.sh minbase|pi [suite]}"
+suite="${2:-trixie}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+cache="${SESAME_PI_CACHE:-/var/cache/sesame-pi}/rootfs"
+
+case "$variant" in
+  minbase) include="" ;;
+  pi) include="systemd,systemd-sysv,udev,dbus,python3,python3-apt,sudo,ca-certificates,iproute2,kmod,procps" ;;
+  *) echo "debian-rootfs.sh: unknown variant '$variant' (minbase or pi)" >&2; exit 2 ;;
+esac
+
+key="$(printf '%s|%s|%s' "$suite" "$variant" "$include" | sha256sum | cut -c1-12)"
+tarball="$cache/debian-$suite-arm64-$variant-$key.tar"
+if [[ -s "$tarball" ]]; then
+  echo "$tarball"
+  exit 0
+fi
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need debootstrap || ! [[ -e /usr/bin/qemu-aarch64-static || -e /usr/bin/qemu-aarch64 ]]; then
+  echo "debian-rootfs.sh: installing debootstrap and qemu-user-static" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap qemu-user-static binfmt-support >&2
+fi
+if ! [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  update-binfmts --enable qemu-aarch64 >&2 || true
+fi
+if ! [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  echo "debian-rootfs.sh: binfmt_misc has no qemu-aarch64 entry; cannot run arm64 binaries here" >&2
+  exit 1
+fi
+
+mkdir -p "$cache"
+work="$(mktemp -d "$cache/.build-XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+args=(--variant=minbase --arch=arm64 --components=main)
+[[ -n "$include" ]] && args+=("--include=$include")
+echo "debian-rootfs.sh: debootstrap $suite arm64 ($variant) into the cache; this takes a few minutes" >&2
+debootstrap "${args[@]}" "$suite" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+  tail -n 30 "$work/debootstrap.log" >&2
+  [[ -f "$work/root/debootstrap/debootstrap.log" ]] && tail -n 30 "$work/root/debootstrap/debootstrap.log" >&2
+  exit 1
+}
+rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
+tar --numeric-owner -C "$work/root" -cf "$tarball.part" .
+mv "$tarball.part" "$tarball"
+echo "$tarball"
