@@ -1,0 +1,27 @@
+"""The session's states: shared by the session (which decides) and feedback (which shows them)."""
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """Where the appliance is. Values appear in log lines and the heartbeat file."""
+
+    STARTING = "starting"  # before the first link attempt
+    IDLE = "idle"  # warm link, waiting for a press
+    OFFLINE = "offline"  # idle, but the link is down and being retried
+    CONNECTING = "connecting"  # press seen, call being placed
+    LIVE = "live"  # full-duplex call
+    ENDING = "ending"  # call_disconnect sent, waiting for the response
+    RECONNECTING = "reconnecting"  # link lost mid-call; resuming by itself
+    NEEDS_TOKEN = "needs_token"  # auth refused or token expired; a person must act
+    DEVICE_ERROR = "device_error"  # microphone or speaker missing; retrying to open it
+    STOPPING = "stopping"  # shutting down on SIGTERM/SIGINT
+
+
+class Earcon(StrEnum):
+    """Short generated tones the person hears."""
+
+    CALL_START = "call_start"  # press accepted, placing the call
+    LIVE = "live"  # the agent is on the line
+    END = "end"  # the call ended
+    ERROR = "error"  # something needs attention
