@@ -1,0 +1,105 @@
+"""Wires the parts together for `sesame-pi run` and owns their lifetime (start, signals, close)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import urllib.parse
+
+from . import __version__
+from .audio import AudioDeviceError, AudioEngine
+from .auth import TokenError, TokenProvider
+from .button import ButtonUnavailable, make_button
+from .config import Config
+from .feedback import Feedback
+from .heartbeat import Heartbeat
+from .logs import event, setup_logging
+from .session import Session
+
+EXIT_TOKEN = 3
+EXIT_HARDWARE = 4
+
+
+def _say(message: str) -> None:
+    print(f"sesame-pi: {message}", file=sys.stderr)
+
+
+async def run_appliance(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    setup_logging(cfg)
+    server = urllib.parse.urlsplit(cfg.server)
+    event(
+        "app_started",
+        version=__version__,
+        server=f"{server.scheme}://{server.netloc}{server.path}",
+        character=cfg.character,
+        button=cfg.button,
+        button_pin=cfg.button_pin,
+        input_device=cfg.input_device,
+        output_device=cfg.output_device,
+    )
+    tokens = TokenProvider(cfg)
+    try:
+        info = tokens.load()
+    except TokenError as exc:
+        event("token_error", logging.ERROR, detail=str(exc))
+        _say(str(exc))
+        return EXIT_TOKEN
+    event("token_ok", seconds_left=info.seconds_left, anonymous=info.anonymous)
+
+    loop = asyncio.get_running_loop()
+    sessions: list[Session] = []
+
+    def device_error(message: str) -> None:
+        if sessions:
+            sessions[0].audio_device_error(message)
+
+    audio = AudioEngine(cfg, loop, on_device_error=device_error)
+    feedback = Feedback(cfg, play_earcon=audio.play_earcon)
+    heartbeat = Heartbeat(cfg.heartbeat_file) if cfg.heartbeat_file else None
+    session = Session(cfg, audio=audio, feedback=feedback, tokens=tokens, heartbeat=heartbeat)
+    sessions.append(session)
+    try:
+        button = make_button(cfg, session, loop)
+    except ButtonUnavailable as exc:
+        event("button_unavailable", logging.ERROR, detail=str(exc))
+        _say(str(exc))
+        feedback.close()
+        audio.close()
+        return EXIT_HARDWARE
+
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(name: str) -> None:
+        if not stopping:
+            event("signal", signal=name)
+            stopping.append(asyncio.create_task(session.stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    background: list[asyncio.Task[None]] = [asyncio.create_task(tokens.watch(), name="token-watch")]
+    button.start()
+    reader = getattr(button, "run", None)
+    if reader is not None:
+        background.append(asyncio.create_task(reader(), name="button-reader"))
+    try:
+        await asyncio.to_thread(audio.probe)
+    except AudioDeviceError as exc:
+        session.audio_device_error(str(exc))
+    try:
+        await session.run()
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        button.close()
+        feedback.close()
+        audio.close()
+        event("app_stopped", calls=session.calls_placed, resumed=session.calls_resumed)
+    return 0

@@ -1,0 +1,212 @@
+"""`sesame-pi run / check / devices / status / token / standin`.
+
+Exit codes: 0 fine, 1 unexpected failure, 2 bad configuration or usage, 3 token problem,
+4 hardware unavailable (no GPIO chip), 5 `check` found a problem, 6 `status` says unhealthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, load
+
+EXIT_CONFIG = 2
+EXIT_TOKEN = 3
+EXIT_HARDWARE = 4
+EXIT_CHECK = 5
+EXIT_UNHEALTHY = 6
+
+# Flags that map one-to-one to config fields (flag dest == field name).
+RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--server", {"help": "WebSocket URL of the agent (wss://, or ws:// for a local server)"}),
+    ("--token-file", {"dest": "token_file", "help": "file holding the ID token (JWT)"}),
+    ("--ca-file", {"dest": "ca_file", "help": "extra CA certificate(s) to trust (PEM)"}),
+    ("--character", {"help": "Maya or Miles"}),
+    ("--button", {"help": "gpio (default), stdin (lines 'press'/'release'), or none"}),
+    ("--button-pin", {"dest": "button_pin", "help": "BCM pin of the button (default 17)"}),
+    ("--button-pull", {"dest": "button_pull", "help": "down (default), up (ReSpeaker HAT) or floating"}),
+    ("--led-pin", {"dest": "led_pin", "help": "BCM pin of a status LED (optional)"}),
+    ("--input-device", {"dest": "input_device", "help": "microphone: 'default', a name or an index"}),
+    ("--output-device", {"dest": "output_device", "help": "speaker: 'default', a name or an index"}),
+    ("--log-file", {"dest": "log_file", "help": "JSON event log (rotated); 'none' for stdout only"}),
+    ("--log-level", {"dest": "log_level", "help": "DEBUG, INFO, WARNING or ERROR"}),
+    ("--heartbeat-file", {"dest": "heartbeat_file", "help": "status file for `sesame-pi status`"}),
+)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (default /etc/sesame-pi/config.toml)")
+    for flag, options in RUN_FLAGS:
+        parser.add_argument(flag, default=None, **options)
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    flags = {}
+    for flag, options in RUN_FLAGS:
+        name = options.get("dest", flag.lstrip("-").replace("-", "_"))
+        flags[name] = getattr(args, name, None)
+    return load(getattr(args, "config", None), flags=flags)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sesame-pi",
+        description="Push-button voice appliance for the Sesame voice agent.",
+    )
+    parser.add_argument("--version", action="version", version=f"sesame-pi {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the appliance (press to call, hold 2 s to hang up)")
+    _add_config_flags(run)
+
+    check = commands.add_parser("check", help="check config, token and that the server answers")
+    _add_config_flags(check)
+
+    commands.add_parser("devices", help="list audio devices PortAudio can open")
+
+    status = commands.add_parser("status", help="health from the heartbeat file (for HEALTHCHECK)")
+    _add_config_flags(status)
+    status.add_argument("--max-age", type=float, default=30.0, help="seconds before a heartbeat is stale")
+
+    token = commands.add_parser("token", help="show the token's expiry (never the token itself)")
+    _add_config_flags(token)
+
+    standin = commands.add_parser("standin", help="run a local Sesame-compatible server")
+    standin.add_argument("--host", default="127.0.0.1")
+    standin.add_argument("--port", type=int, default=8765)
+    standin.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this cert")
+    standin.add_argument("--mode", default="echo", choices=("echo", "tone", "silence"))
+    standin.add_argument("--expect-token", help="accept only this token (default: any)")
+    standin.add_argument("--refuse-auth", action="store_true", help="answer every connect with 403")
+    standin.add_argument("--drop-after", type=float, help="drop the socket N s into each call")
+    standin.add_argument("--delay-ms", type=float, default=0.0, help="delay every frame we send")
+    standin.add_argument("--junk", action="store_true", help="mix malformed frames into calls")
+    standin.add_argument("--greeting-ms", type=int, default=400, help="agent greeting tone length")
+    standin.add_argument("--server-pings", action="store_true", help="send JSON pings to the client")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"sesame-pi: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "devices": cmd_devices,
+        "status": cmd_status,
+        "token": cmd_token,
+        "standin": cmd_standin,
+    }
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except KeyboardInterrupt:
+        return 0
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import run_appliance
+
+    cfg = _config_from(args)
+    return asyncio.run(run_appliance(cfg))
+
+
+# ---------------------------------------------------------------- check / token / status / devices
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .checks import run_checks
+
+    cfg = _config_from(args)
+    return 0 if asyncio.run(run_checks(cfg)) else EXIT_CHECK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .auth import TokenError, TokenProvider
+
+    cfg = _config_from(args)
+    try:
+        info = TokenProvider(cfg).load()
+    except TokenError as exc:
+        return _fail(str(exc), EXIT_TOKEN)
+    expires = info.expires_at.isoformat() if info.expires_at else "never (no exp claim)"
+    left = f"{info.seconds_left / 60:.1f} min" if info.seconds_left is not None else "unknown"
+    print(f"token file: {info.source}\nexpires:    {expires}\ntime left:  {left}")
+    if info.anonymous:
+        print("warning:    this is an anonymous account's token; the service refuses those")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .heartbeat import check
+
+    cfg = _config_from(args)
+    if cfg.heartbeat_file is None:
+        return _fail("no heartbeat file configured (--heartbeat-file or heartbeat_file)", EXIT_CONFIG)
+    healthy, line = check(cfg.heartbeat_file, args.max_age)
+    print(line)
+    return 0 if healthy else EXIT_UNHEALTHY
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    from .audio import AudioDeviceError, format_devices, list_devices
+
+    try:
+        print(format_devices(list_devices()))
+    except AudioDeviceError as exc:
+        return _fail(str(exc), EXIT_HARDWARE)
+    return 0
+
+
+# ---------------------------------------------------------------- standin
+
+
+def cmd_standin(args: argparse.Namespace) -> int:
+    from .standin import Standin, StandinOptions, server_tls
+
+    options = StandinOptions(
+        mode=args.mode,
+        expect_token=args.expect_token,
+        refuse_auth=args.refuse_auth,
+        drop_after_s=args.drop_after,
+        delay_ms=args.delay_ms,
+        junk=args.junk,
+        greeting_ms=args.greeting_ms,
+        server_pings=args.server_pings,
+    )
+
+    async def serve() -> None:
+        standin = Standin(options, log_events=True)
+        tls = server_tls(*args.tls) if args.tls else None
+        await standin.start(args.host, args.port, tls)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        standin.log("standin_stopped", calls=standin.record.calls, violations=len(standin.record.violations))
+        await standin.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

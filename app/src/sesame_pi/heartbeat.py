@@ -1,0 +1,53 @@
+"""A small status file the app rewrites every few seconds, so a container HEALTHCHECK (or a person)
+can tell a live appliance from a hung one without talking to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .states import State
+
+# States that mean "running, but a person must act"; `status` reports them as unhealthy.
+UNHEALTHY = frozenset({State.NEEDS_TOKEN, State.DEVICE_ERROR})
+
+
+class Heartbeat:
+    """Writes {"ts", "state", "pid", "link_up"} atomically to one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._link_up: bool | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def update(self, state: State, link_up: bool | None = None) -> None:
+        if link_up is not None:
+            self._link_up = link_up
+        body = {"ts": time.time(), "state": state.value, "pid": os.getpid(), "link_up": self._link_up}
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            temp.write_text(json.dumps(body))
+            os.replace(temp, self.path)
+        except OSError:
+            pass  # a full or read-only disk must not stop the appliance; status will say stale
+
+
+def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:
+    """(healthy, one line for a person) from the heartbeat file."""
+    try:
+        body = json.loads(path.read_text())
+        age = time.time() - float(body["ts"])
+        state = State(body["state"])
+    except FileNotFoundError:
+        return False, f"no heartbeat at {path}: is `sesame-pi run` running with --heartbeat-file?"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, f"heartbeat at {path} is unreadable: {exc}"
+    if age > max_age_s:
+        return False, f"heartbeat is {age:.0f} s old (state {state.value}): the app looks hung"
+    link = body.get("link_up")
+    line = f"state {state.value}, link {'up' if link else 'down' if link is False else 'unknown'}, {age:.0f} s ago"
+    if state in UNHEALTHY:
+        return False, line
+    return True, line

@@ -1,0 +1,340 @@
+"""The one state machine: the link, audio, button and feedback report here, and only this decides.
+
+    IDLE ─press─► CONNECTING ─call_connect_response─► LIVE ─held─► ENDING ─► IDLE
+    LIVE ─link lost─► RECONNECTING ─link back─► LIVE (a new call_connect, no press needed)
+    any ─auth refused / token expired─► NEEDS_TOKEN ─new token─► IDLE
+    CONNECTING/LIVE ─device error─► DEVICE_ERROR ─device back─► IDLE
+
+A short press while LIVE is ignored and logged: only a hold ends a call (the safeguard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Protocol
+
+import tenacity
+
+from .audio import AudioDeviceError
+from .config import Config
+from .heartbeat import Heartbeat
+from .link import PLANNED_CLOSE, CallFailed, Link, LinkLost
+from .logs import event
+from .states import Earcon, State
+
+CALL_STATES = frozenset({State.CONNECTING, State.LIVE, State.RECONNECTING})
+
+
+class AudioPort(Protocol):
+    """What the session needs from the audio engine (see audio.AudioEngine)."""
+
+    def start_call(self, playback_rate: int) -> None: ...
+    def stop_call(self) -> None: ...
+    async def next_frame(self) -> bytes: ...
+    def play(self, pcm: bytes) -> None: ...
+    def probe(self) -> None: ...
+    def stats(self) -> dict[str, int | float]: ...
+
+
+class FeedbackPort(Protocol):
+    """What the session needs from feedback (see feedback.Feedback)."""
+
+    def show(self, state: State) -> None: ...
+    def earcon(self, which: Earcon) -> None: ...
+
+
+class Session:
+    """Owns the state and every task that runs because of it."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        link_factory: type[Link] | None = None,
+        *,
+        audio: AudioPort,
+        feedback: FeedbackPort,
+        tokens: object,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.audio = audio
+        self.feedback = feedback
+        self.heartbeat = heartbeat
+        factory = link_factory or Link
+        self.link = factory(cfg, tokens, self)  # type: ignore[arg-type]
+        self.state = State.STARTING
+        self._call_task: asyncio.Task[None] | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self._resume_deadline: float | None = None
+        self._device_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.calls_placed = 0
+        self.calls_resumed = 0
+        self._call_started_at: float | None = None
+
+    # ------------------------------------------------------------ state
+
+    def _set(self, new: State, **fields: object) -> None:
+        if new == self.state:
+            return
+        previous, self.state = self.state, new
+        event("state_changed", state=new.value, previous=previous.value, **fields)
+        self.feedback.show(new)
+        if self.heartbeat is not None:
+            self.heartbeat.update(new)
+
+    # ------------------------------------------------------------ button (ButtonListener)
+
+    def button_pressed(self) -> None:
+        event("button_pressed", state=self.state.value)
+        if self.state in (State.IDLE, State.OFFLINE, State.STARTING):
+            self._begin_call()
+        elif self.state in CALL_STATES:
+            event("press_ignored", reason="call in progress; hold to end it", state=self.state.value)
+        elif self.state is State.NEEDS_TOKEN:
+            event("press_ignored", logging.WARNING, reason="a new token is needed first")
+            self.feedback.earcon(Earcon.ERROR)
+            self.link.wake()
+        elif self.state is State.DEVICE_ERROR:
+            event("press_ignored", logging.WARNING, reason="audio device unavailable")
+            self.feedback.earcon(Earcon.ERROR)
+
+    def button_held(self) -> None:
+        event("button_held", state=self.state.value)
+        if self.state in CALL_STATES:
+            self._spawn_end("user_request")
+
+    def button_released(self, held: bool) -> None:
+        event("button_released", held=held)
+
+    # ------------------------------------------------------------ link (LinkListener)
+
+    def link_up(self) -> None:
+        if self.state is State.RECONNECTING:
+            self._call_task = asyncio.create_task(self._place_call(resume=True), name="resume-call")
+        elif self.state in (State.STARTING, State.OFFLINE, State.NEEDS_TOKEN):
+            self._set(State.IDLE)
+
+    def link_down(self, reason: str) -> None:
+        if reason == PLANNED_CLOSE:
+            return  # we closed it after a call; the supervisor reopens at once
+        if self.state is State.LIVE:
+            self._stop_audio()
+            self._resume_deadline = time.monotonic() + self.cfg.call_resume_window_s
+            self.link.set_call_pending(True)
+            self._set(State.RECONNECTING, reason=reason)
+        elif self.state is State.IDLE:
+            self._set(State.OFFLINE, reason=reason)
+        elif self.state is State.RECONNECTING and self._resume_expired():
+            self._give_up_resume()
+
+    def server_audio(self, pcm: bytes) -> None:
+        if self.state is State.LIVE:
+            self.audio.play(pcm)
+
+    def server_hangup(self, reason: str) -> None:
+        if self.state in CALL_STATES:
+            self._finish_call(f"server: {reason}")
+
+    def token_needed(self, detail: str) -> None:
+        event("token_needed", logging.ERROR, detail=detail, action=f"put a fresh token in {self.cfg.token_file}")
+        if self.state in CALL_STATES:
+            self._stop_audio()
+            self._stop_uplink()
+        self.link.set_call_pending(False)
+        self._set(State.NEEDS_TOKEN, detail=detail)
+        self.feedback.earcon(Earcon.ERROR)
+
+    # ------------------------------------------------------------ calls
+
+    def _begin_call(self) -> None:
+        if self._call_task is not None and not self._call_task.done():
+            return
+        self._call_task = asyncio.create_task(self._place_call(resume=False), name="place-call")
+
+    async def _place_call(self, resume: bool) -> None:
+        if not resume:
+            self._set(State.CONNECTING)
+            self.feedback.earcon(Earcon.CALL_START)
+            self.link.set_call_pending(True)
+        pressed = time.monotonic()
+        try:
+            if not self.link.up and not await self.link.wait_up(self.cfg.handshake_timeout_s):
+                raise LinkLost("the service cannot be reached")
+            info = await self.link.start_call(reconnect=resume)
+        except LinkLost as exc:
+            if resume:
+                if self._resume_expired():
+                    self._give_up_resume()
+                return  # link_up will try again
+            self._call_failed(str(exc))
+            return
+        except CallFailed as exc:
+            self._call_failed(str(exc), code=exc.code)
+            return
+        if self.state not in (State.CONNECTING, State.RECONNECTING):
+            await self.link.end_call("user_request")  # the person gave up while we were connecting
+            return
+        try:
+            self.audio.start_call(info.sample_rate)
+        except AudioDeviceError as exc:
+            await self.link.end_call("error")
+            self._device_failed(str(exc))
+            return
+        self._resume_deadline = None
+        self._call_started_at = self._call_started_at if resume else time.monotonic()
+        if resume:
+            self.calls_resumed += 1
+        else:
+            self.calls_placed += 1
+        self._set(
+            State.LIVE,
+            call_id=str(info.call_id),
+            server_rate=info.sample_rate,
+            resumed=resume,
+            connect_ms=round((time.monotonic() - pressed) * 1000, 1),
+        )
+        event("call_live", call_id=str(info.call_id), resumed=resume, server_rate=info.sample_rate)
+        self.feedback.earcon(Earcon.LIVE)
+        self._uplink_task = asyncio.create_task(self._uplink(), name="uplink")
+
+    async def _uplink(self) -> None:
+        """Microphone frames to the link, continuously (the server does its own turn detection)."""
+        first = True
+        while self.state is State.LIVE:
+            try:
+                frame = await self.audio.next_frame()
+            except AudioDeviceError as exc:
+                self._device_failed(str(exc))
+                return
+            try:
+                await self.link.send_audio(frame)
+            except LinkLost:
+                return  # link_down moves us to RECONNECTING
+            if first:
+                first = False
+                event("uplink_started", frame_bytes=len(frame))
+
+    def _spawn_end(self, reason: str) -> None:
+        task = asyncio.create_task(self._end_call(reason), name="end-call")
+        task.add_done_callback(lambda _t: None)
+
+    async def _end_call(self, reason: str) -> None:
+        if self.state not in CALL_STATES:
+            return
+        was = self.state
+        self._set(State.ENDING, reason=reason)
+        self._stop_uplink()
+        if self._call_task is not None and was is not State.LIVE:
+            self._call_task.cancel()
+        answered = await self.link.end_call(reason)
+        self._finish_call(reason, answered=answered)
+
+    def _finish_call(self, reason: str, answered: bool | None = None) -> None:
+        self._stop_uplink()
+        self._stop_audio()
+        self.link.set_call_pending(False)
+        duration = time.monotonic() - self._call_started_at if self._call_started_at else 0.0
+        self._call_started_at = None
+        event(
+            "call_ended",
+            reason=reason,
+            disconnect_answered=answered,
+            duration_s=round(duration, 2),
+            audio=self.audio.stats(),
+            link=self.link.stats.as_dict(),
+        )
+        self.feedback.earcon(Earcon.END)
+        self._set(State.IDLE)
+
+    def _call_failed(self, reason: str, code: int | str | None = None) -> None:
+        event("call_failed", logging.ERROR, reason=reason, code=code)
+        self.link.set_call_pending(False)
+        self.feedback.earcon(Earcon.ERROR)
+        self._set(State.IDLE if self.link.up else State.OFFLINE, reason=reason)
+
+    def _resume_expired(self) -> bool:
+        return self._resume_deadline is not None and time.monotonic() > self._resume_deadline
+
+    def _give_up_resume(self) -> None:
+        event("call_resume_gave_up", logging.ERROR, window_s=self.cfg.call_resume_window_s)
+        self._resume_deadline = None
+        self._finish_call("link lost; could not resume")
+        self.feedback.earcon(Earcon.ERROR)
+
+    def _stop_uplink(self) -> None:
+        task, self._uplink_task = self._uplink_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _stop_audio(self) -> None:
+        with contextlib.suppress(AudioDeviceError):
+            self.audio.stop_call()
+
+    # ------------------------------------------------------------ devices
+
+    def audio_device_error(self, message: str) -> None:
+        """Called by the audio engine (on the loop) when a stream dies."""
+        self._device_failed(message)
+
+    def _device_failed(self, message: str) -> None:
+        if self.state is State.DEVICE_ERROR:
+            return
+        event("audio_device_error", logging.ERROR, detail=message, action="check the microphone and speaker; `sesame-pi devices` lists them")
+        in_call = self.state in CALL_STATES
+        self._stop_uplink()
+        self._stop_audio()
+        self.link.set_call_pending(False)
+        self._set(State.DEVICE_ERROR, detail=message)
+        self.feedback.earcon(Earcon.ERROR)
+        if in_call:
+            asyncio.create_task(self.link.end_call("error"), name="end-call-device")
+        if self._device_task is None or self._device_task.done():
+            self._device_task = asyncio.create_task(self._wait_for_device(), name="device-retry")
+
+    async def _wait_for_device(self) -> None:
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(AudioDeviceError),
+            wait=tenacity.wait_exponential_jitter(initial=0.5, max=10.0),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.to_thread(self.audio.probe)
+        event("audio_device_back")
+        self._set(State.IDLE if self.link.up else State.OFFLINE)
+
+    # ------------------------------------------------------------ lifetime
+
+    async def run(self) -> None:
+        """Run until `stop()`: the link supervisor and the heartbeat."""
+        link_task = asyncio.create_task(self.link.run(), name="link")
+        beat_task = asyncio.create_task(self._beat(), name="heartbeat") if self.heartbeat else None
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.link.stop()
+            for task in (link_task, beat_task, self._device_task, self._call_task):
+                if task is not None:
+                    task.cancel()
+            for task in (link_task, beat_task):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _beat(self) -> None:
+        assert self.heartbeat is not None
+        while True:
+            self.heartbeat.update(self.state, link_up=self.link.up)
+            await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        """Graceful: end a live call (bounded), then stop everything."""
+        if self.state in CALL_STATES:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._end_call("user_request"), self.cfg.disconnect_timeout_s + 2)
+        self._set(State.STOPPING)
+        self._stopped.set()
