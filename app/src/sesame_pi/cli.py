@@ -121,9 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config_from(args)  # validate before importing the hardware layers
     from .app import run_appliance
 
-    cfg = _config_from(args)
     return asyncio.run(run_appliance(cfg))
 
 

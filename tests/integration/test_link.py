@@ -1,0 +1,233 @@
+"""The link against the real websockets stand-in over TLS with certificate verification on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sesame_pi.auth import TokenProvider
+from sesame_pi.config import Config
+from sesame_pi.link import Link
+from sesame_pi.logs import setup_logging
+from sesame_pi.standin import Standin, StandinOptions, server_tls
+from support.credentials import TestPKI, make_pki, make_token, write_token
+
+FRAME = b"\x11\x00" * 320  # 20 ms at 16 kHz
+
+
+class Recorder:
+    """A LinkListener that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.ups = 0
+        self.downs: list[str] = []
+        self.audio_bytes = 0
+        self.hangups: list[str] = []
+        self.token_problems: list[str] = []
+        self.up_event = asyncio.Event()
+        self.up_times: list[float] = []
+
+    def link_up(self) -> None:
+        self.ups += 1
+        self.up_times.append(time.monotonic())
+        self.up_event.set()
+
+    def link_down(self, reason: str) -> None:
+        self.downs.append(reason)
+        self.up_event.clear()
+
+    def server_audio(self, pcm: bytes) -> None:
+        self.audio_bytes += len(pcm)
+
+    def server_hangup(self, reason: str) -> None:
+        self.hangups.append(reason)
+
+    def token_needed(self, detail: str) -> None:
+        self.token_problems.append(detail)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return make_pki(tmp_path)
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> str:
+    return make_token()
+
+
+def make_config(tmp_path: Path, port: int, pki: TestPKI | None, token: str, **changes: object) -> Config:
+    token_file = write_token(tmp_path / "token", token)
+    scheme = "wss" if pki else "ws"
+    cfg = Config(
+        server=f"{scheme}://127.0.0.1:{port}/agent-service-0/v1/connect",
+        ca_file=pki.ca_file if pki else None,
+        token_file=token_file,
+        log_file=tmp_path / "events.jsonl",
+        backoff_initial_s=0.1,
+        backoff_max_s=2.0,
+        healthy_after_s=1.0,
+    )
+    cfg = cfg.replace(**changes) if changes else cfg
+    setup_logging(cfg)
+    return cfg
+
+
+async def start_standin(pki: TestPKI | None, port: int = 0, **options: object) -> Standin:
+    standin = Standin(StandinOptions(**options))  # type: ignore[arg-type]
+    tls = server_tls(str(pki.cert_file), str(pki.key_file)) if pki else None
+    await standin.start("127.0.0.1", port, tls)
+    return standin
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def up(link: Link, recorder: Recorder, running: list[asyncio.Task[None]], timeout: float = 5) -> None:
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.wait_for(recorder.up_event.wait(), timeout)
+
+
+async def test_full_call_over_tls_with_pings_both_ways(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki, server_pings=True, greeting_ms=0)
+    cfg = make_config(tmp_path, standin.port, pki, token, ping_interval_s=0.1)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    info = await link.start_call()
+    assert isinstance(info.call_id, int)
+    assert info.sample_rate == 24000
+    for _ in range(50):
+        await link.send_audio(FRAME)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(1.2)
+    assert await link.end_call() is True
+    await standin.stop()
+    record = standin.record
+    assert record.violations == []
+    assert record.location_states == 1
+    assert record.call_connects[0]["settings"] == {"character": "Maya"}
+    assert record.audio_frame_sizes == {640: 50}
+    assert record.disconnects == ["user_request"]
+    assert record.server_pings_answered >= 1
+    assert link.stats.pongs >= 5 and record.pings >= 5
+    assert recorder.audio_bytes == 50 * 960  # echoed, resampled 16 kHz -> 24 kHz
+
+
+async def test_reconnects_within_two_seconds_of_server_return(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki)
+    port = standin.port
+    cfg = make_config(tmp_path, port, pki, token)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    await standin.stop()
+    await asyncio.sleep(4.0)  # several failed attempts: backoff grows toward its cap
+    assert not link.up
+    restarted = await start_standin(pki, port=port)
+    back_at = time.monotonic()
+    await asyncio.wait_for(recorder.up_event.wait(), 5)
+    assert recorder.up_times[-1] - back_at < 2.0
+    assert recorder.ups == 2
+    await restarted.stop()
+
+
+async def test_auth_refusal_reports_and_does_not_hammer(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki, refuse_auth=True)
+    cfg = make_config(tmp_path, standin.port, pki, token, auth_retry_per_minute=3)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.sleep(8.0)
+    assert recorder.token_problems, "the session must hear that a new token is needed"
+    assert "403" in recorder.token_problems[0]
+    assert standin.record.auth_refusals <= 2, "same token must not be retried in a loop"
+    assert recorder.ups == 0
+    await standin.stop()
+
+
+async def test_new_token_file_ends_the_auth_wait(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki, expect_token="the-right-one" + token[-5:])
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.sleep(1.5)
+    assert recorder.token_problems and recorder.ups == 0
+    await standin.stop()
+    good = make_token(uid="another-user")
+    standin = await start_standin(pki, port=standin.port, expect_token=good)
+    await asyncio.sleep(0.05)
+    write_token(cfg.token_file, good)
+    await asyncio.wait_for(recorder.up_event.wait(), 15)
+    assert standin.record.connections == 1
+    await standin.stop()
+
+
+async def test_junk_frames_are_counted_and_the_call_goes_on(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki, junk=True, greeting_ms=0)
+    cfg = make_config(tmp_path, standin.port, pki, token, ping_interval_s=0.1)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    await link.start_call()
+    for _ in range(125):  # 2.5 s of audio
+        await link.send_audio(FRAME)
+        await asyncio.sleep(0.02)
+    assert link.up
+    assert {"not_json", "not_object", "missing_type", "bad_base64", "odd_pcm", "missing_field"} <= set(link.stats.bad_frames)
+    assert link.stats.ignored["mystery_event"] >= 1
+    assert await link.end_call() is True
+    assert recorder.downs in ([], ["planned"])
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    bad = [json.loads(line) for line in lines if '"bad_frame"' in line]
+    assert len(bad) == len({entry["kind"] for entry in bad}), "each kind is logged once, then counted"
+    await standin.stop()
+
+
+async def test_unknown_ca_is_refused(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+    standin = await start_standin(pki)
+    cfg = make_config(tmp_path, standin.port, None, token)
+    cfg = cfg.replace(server=cfg.server.replace("ws://", "wss://"))
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.sleep(2.0)
+    assert recorder.ups == 0
+    assert standin.record.connections == 0
+    log = (tmp_path / "events.jsonl").read_text()
+    assert "certificate" in log.lower()
+    await standin.stop()
+
+
+async def test_plain_ws_for_local_servers(tmp_path: Path, token: str, running: list) -> None:
+    standin = await start_standin(None, greeting_ms=0)
+    cfg = make_config(tmp_path, standin.port, None, token)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    info = await link.start_call()
+    assert info.sample_rate == 24000
+    assert await link.end_call()
+    await standin.stop()
+
+
+def test_client_refuses_unverified_tls_by_construction(tmp_path: Path, pki: TestPKI) -> None:
+    from sesame_pi.link import make_ssl_context
+
+    cfg = Config(server="wss://127.0.0.1:1/agent-service-0/v1/connect", ca_file=pki.ca_file)
+    context = make_ssl_context(cfg)
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
