@@ -62,7 +62,9 @@ def token(tmp_path: Path) -> str:
     return make_token()
 
 
-def make_config(tmp_path: Path, port: int, pki: TestPKI | None, token: str, **changes: object) -> Config:
+def make_config(
+    tmp_path: Path, port: int, pki: TestPKI | None, token: str, **changes: object
+) -> Config:
     token_file = write_token(tmp_path / "token", token)
     scheme = "wss" if pki else "ws"
     cfg = Config(
@@ -95,12 +97,19 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def up(link: Link, recorder: Recorder, running: list[asyncio.Task[None]], timeout: float = 5) -> None:
+async def up(
+    link: Link,
+    recorder: Recorder,
+    running: list[asyncio.Task[None]],
+    within_s: float = 5,
+) -> None:
     running.append(asyncio.create_task(link.run()))
-    await asyncio.wait_for(recorder.up_event.wait(), timeout)
+    await asyncio.wait_for(recorder.up_event.wait(), within_s)
 
 
-async def test_full_call_over_tls_with_pings_both_ways(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_full_call_over_tls_with_pings_both_ways(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki, server_pings=True, greeting_ms=0)
     cfg = make_config(tmp_path, standin.port, pki, token, ping_interval_s=0.1)
     recorder = Recorder()
@@ -126,7 +135,9 @@ async def test_full_call_over_tls_with_pings_both_ways(tmp_path: Path, pki: Test
     assert recorder.audio_bytes == 50 * 960  # echoed, resampled 16 kHz -> 24 kHz
 
 
-async def test_reconnects_within_two_seconds_of_server_return(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_reconnects_within_two_seconds_of_server_return(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki)
     port = standin.port
     cfg = make_config(tmp_path, port, pki, token)
@@ -144,7 +155,9 @@ async def test_reconnects_within_two_seconds_of_server_return(tmp_path: Path, pk
     await restarted.stop()
 
 
-async def test_auth_refusal_reports_and_does_not_hammer(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_auth_refusal_reports_and_does_not_hammer(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki, refuse_auth=True)
     cfg = make_config(tmp_path, standin.port, pki, token, auth_retry_per_minute=3)
     recorder = Recorder()
@@ -158,7 +171,9 @@ async def test_auth_refusal_reports_and_does_not_hammer(tmp_path: Path, pki: Tes
     await standin.stop()
 
 
-async def test_new_token_file_ends_the_auth_wait(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_new_token_file_ends_the_auth_wait(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki, expect_token="the-right-one" + token[-5:])
     cfg = make_config(tmp_path, standin.port, pki, token)
     recorder = Recorder()
@@ -176,7 +191,9 @@ async def test_new_token_file_ends_the_auth_wait(tmp_path: Path, pki: TestPKI, t
     await standin.stop()
 
 
-async def test_junk_frames_are_counted_and_the_call_goes_on(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_junk_frames_are_counted_and_the_call_goes_on(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki, junk=True, greeting_ms=0)
     cfg = make_config(tmp_path, standin.port, pki, token, ping_interval_s=0.1)
     recorder = Recorder()
@@ -187,17 +204,28 @@ async def test_junk_frames_are_counted_and_the_call_goes_on(tmp_path: Path, pki:
         await link.send_audio(FRAME)
         await asyncio.sleep(0.02)
     assert link.up
-    assert {"not_json", "not_object", "missing_type", "bad_base64", "odd_pcm", "missing_field"} <= set(link.stats.bad_frames)
+    assert {
+        "not_json",
+        "not_object",
+        "missing_type",
+        "bad_base64",
+        "odd_pcm",
+        "missing_field",
+    } <= set(link.stats.bad_frames)
     assert link.stats.ignored["mystery_event"] >= 1
     assert await link.end_call() is True
     assert recorder.downs in ([], ["planned"])
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     bad = [json.loads(line) for line in lines if '"bad_frame"' in line]
-    assert len(bad) == len({entry["kind"] for entry in bad}), "each kind is logged once, then counted"
+    assert len(bad) == len({entry["kind"] for entry in bad}), (
+        "each kind is logged once, then counted"
+    )
     await standin.stop()
 
 
-async def test_unknown_ca_is_refused(tmp_path: Path, pki: TestPKI, token: str, running: list) -> None:
+async def test_unknown_ca_is_refused(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
     standin = await start_standin(pki)
     cfg = make_config(tmp_path, standin.port, None, token)
     cfg = cfg.replace(server=cfg.server.replace("ws://", "wss://"))

@@ -1,4 +1,4 @@
-"""Test credentials: a private CA (trustme) for TLS with verification on, and JWTs with chosen expiry."""
+"""Test credentials: a private CA (trustme) for verified TLS, and JWTs with a chosen expiry."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TEST_SIGNING_KEY = "sesame-pi-tests-only-signing-key-0123456789"
 
 
 def make_token(exp_in_s: float = 3600, anonymous: bool = False, uid: str = "user-123") -> str:
-    """A Firebase-shaped ID token; the app never checks signatures, so HS256 with a test key will do."""
+    """A Firebase-shaped ID token; the app never checks signatures, so HS256 will do."""
     now = int(time.time())
     claims = {
         "iss": "https://securetoken.google.com/test-project",

@@ -28,7 +28,10 @@ def test_defaults_match_the_web_client(tmp_path: Path) -> None:
 
 
 def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
-    config_file = write(tmp_path / "c.toml", 'character = "Miles"\nbutton_pin = 22\n[audio]\nframe_ms = 10\n')
+    config_file = write(
+        tmp_path / "c.toml",
+        'character = "Miles"\nbutton_pin = 22\n[audio]\nframe_ms = 10\n',
+    )
     env = {"SESAME_PI_BUTTON_PIN": "23", "SESAME_PI_CHARACTER": "Maya"}
     cfg = load(config_file, environ=env, flags={"character": "Miles", "log_file": None})
     assert cfg.character == "Miles"  # flag
@@ -36,7 +39,9 @@ def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
     assert cfg.frame_ms == 10  # file, from a [section]
 
 
-def test_missing_default_file_is_fine_but_an_explicit_one_is_not(tmp_path: Path) -> None:
+def test_missing_default_file_is_fine_but_an_explicit_one_is_not(
+    tmp_path: Path,
+) -> None:
     assert isinstance(load(None, environ={"SESAME_PI_TIMEZONE": "Europe/Berlin"}), Config)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load(tmp_path / "absent.toml", environ={})
@@ -53,7 +58,10 @@ def test_missing_default_file_is_fine_but_an_explicit_one_is_not(tmp_path: Path)
         ({"SESAME_PI_BUTTON_PULL": "sideways"}, "button_pull 'sideways'"),
         ({"SESAME_PI_EARCON_VOLUME": "3"}, "earcon_volume 3.0 must be between 0 and 1"),
         ({"SESAME_PI_LED_PIN": "17"}, "led_pin and button_pin must be different"),
-        ({"SESAME_PI_CA_FILE": "/nonexistent/ca.pem"}, "ca_file /nonexistent/ca.pem does not exist"),
+        (
+            {"SESAME_PI_CA_FILE": "/nonexistent/ca.pem"},
+            "ca_file /nonexistent/ca.pem does not exist",
+        ),
         ({"SESAME_PI_REFRESH_TOKEN_FILE": "/tmp/r"}, "firebase_api_key is empty"),
     ],
 )
@@ -75,7 +83,16 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sesame_pi.cli", "run", "--config", "/dev/null", "--button-pin", "41"],
+        [
+            sys.executable,
+            "-m",
+            "sesame_pi.cli",
+            "run",
+            "--config",
+            "/dev/null",
+            "--button-pin",
+            "41",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -31,7 +31,15 @@ def test_call_connect_uses_character_and_declares_our_rate() -> None:
 
 
 def test_call_id_goes_back_with_the_json_type_it_came_with() -> None:
-    answer = p.decode(json.dumps({"type": "call_connect_response", "call_id": 4711, "content": {"sample_rate": 24000}}))
+    answer = p.decode(
+        json.dumps(
+            {
+                "type": "call_connect_response",
+                "call_id": 4711,
+                "content": {"sample_rate": 24000},
+            }
+        )
+    )
     assert isinstance(answer, p.CallConnectResponse)
     ping = json.loads(p.ping(p.Envelope(SESSION, answer.call_id), "r"))
     assert ping["call_id"] == 4711 and isinstance(ping["call_id"], int)
@@ -52,7 +60,12 @@ def test_audio_and_location_state_carry_no_request_id() -> None:
     assert base64.b64decode(audio["content"]["audio_data"]) == b"\x01\x00\x02\x00"
     location = json.loads(p.client_location_state(p.Envelope(SESSION, 5), "Europe/Berlin"))
     assert "request_id" not in location and location["call_id"] is None
-    assert location["content"] == {"latitude": 0, "longitude": 0, "address": "", "timezone": "Europe/Berlin"}
+    assert location["content"] == {
+        "latitude": 0,
+        "longitude": 0,
+        "address": "",
+        "timezone": "Europe/Berlin",
+    }
 
 
 def test_initialize_session_id_from_top_level_or_content() -> None:
@@ -66,18 +79,26 @@ def test_error_and_server_disconnect_are_data() -> None:
             {
                 "type": "error",
                 "request_id": "r1",
-                "content": {"code": 5000, "message": "Preset name was not found.", "close_connection": True},
+                "content": {
+                    "code": 5000,
+                    "message": "Preset name was not found.",
+                    "close_connection": True,
+                },
             }
         )
     )
     assert err == p.Error(5000, "Preset name was not found.", "", True, "r1")
-    hangup = p.decode('{"type":"call_disconnect","content":{"reason":"call_duration_limit_exceeded"}}')
+    hangup = p.decode(
+        '{"type":"call_disconnect","content":{"reason":"call_duration_limit_exceeded"}}'
+    )
     assert hangup == p.CallDisconnect("call_duration_limit_exceeded", None)
 
 
 def test_json_in_a_binary_frame_is_accepted() -> None:
     pcm = b"\x10\x00" * 4
-    frame = json.dumps({"type": "audio", "content": {"audio_data": base64.b64encode(pcm).decode()}}).encode()
+    frame = json.dumps(
+        {"type": "audio", "content": {"audio_data": base64.b64encode(pcm).decode()}}
+    ).encode()
     assert p.decode(frame) == p.Audio(pcm)
 
 
@@ -92,7 +113,10 @@ def test_json_in_a_binary_frame_is_accepted() -> None:
         ('{"type":"audio","content":{}}', "missing_field"),
         ('{"type":"initialize"}', "missing_field"),
         ('{"type":"call_connect_response","content":{}}', "missing_field"),
-        ('{"type":"call_connect_response","call_id":1,"content":{"sample_rate":"fast"}}', "bad_field"),
+        (
+            '{"type":"call_connect_response","call_id":1,"content":{"sample_rate":"fast"}}',
+            "bad_field",
+        ),
         (b"\xff\xfe", "not_json"),
     ],
 )
@@ -111,18 +135,34 @@ def test_unknown_and_ignored_types_never_raise() -> None:
 def test_oversize_audio_is_refused_before_decoding() -> None:
     big = base64.b64encode(bytes(10_000)).decode()
     with pytest.raises(p.FrameError) as info:
-        p.decode(json.dumps({"type": "audio", "content": {"audio_data": big}}), max_audio_bytes=4096)
+        p.decode(
+            json.dumps({"type": "audio", "content": {"audio_data": big}}),
+            max_audio_bytes=4096,
+        )
     assert info.value.kind == "oversize"
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 types = st.sampled_from(
-    ["audio", "initialize", "call_connect_response", "ping", "ping_response", "error", "chat",
-     "call_disconnect", "call_disconnect_response", "webrtc_config", "mystery"]
+    [
+        "audio",
+        "initialize",
+        "call_connect_response",
+        "ping",
+        "ping_response",
+        "error",
+        "chat",
+        "call_disconnect",
+        "call_disconnect_response",
+        "webrtc_config",
+        "mystery",
+    ]
 )
 envelopes = st.fixed_dictionaries(
     {"type": types},
@@ -130,7 +170,11 @@ envelopes = st.fixed_dictionaries(
         "session_id": json_values,
         "call_id": json_values,
         "request_id": json_values,
-        "content": json_values | st.fixed_dictionaries({"audio_data": st.text(max_size=40)}, optional={"sample_rate": json_values, "call_id": json_values}),
+        "content": json_values
+        | st.fixed_dictionaries(
+            {"audio_data": st.text(max_size=40)},
+            optional={"sample_rate": json_values, "call_id": json_values},
+        ),
     },
 )
 
@@ -152,7 +196,16 @@ def test_decoder_survives_arbitrary_bytes_and_text(frame: bytes | str) -> None:
     try:
         p.decode(frame)
     except p.FrameError as exc:
-        assert exc.kind in {"not_json", "not_object", "missing_type", "missing_field", "bad_base64", "odd_pcm", "bad_field", "oversize"}
+        assert exc.kind in {
+            "not_json",
+            "not_object",
+            "missing_type",
+            "missing_field",
+            "bad_base64",
+            "odd_pcm",
+            "bad_field",
+            "oversize",
+        }
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,4 +1,4 @@
-"""`sesame-pi check`: is this appliance ready? Config, token, and a real handshake with the server."""
+"""`sesame-pi check`: is this appliance ready? Config, token, and a real handshake."""
 
 from __future__ import annotations
 
@@ -33,8 +33,14 @@ async def run_checks(cfg: Config) -> bool:
     except TokenError as exc:
         _line(False, "token", str(exc))
         return False
-    left = f"{info.seconds_left / 60:.0f} min left" if info.seconds_left is not None else "no expiry"
-    _line(not info.anonymous, "token", left + (" (anonymous account: refused by the service)" if info.anonymous else ""))
+    left = (
+        f"{info.seconds_left / 60:.0f} min left" if info.seconds_left is not None else "no expiry"
+    )
+    _line(
+        not info.anonymous,
+        "token",
+        left + (" (anonymous account: refused by the service)" if info.anonymous else ""),
+    )
     link = Link(cfg, tokens, _Quiet())
     try:
         token = await tokens.valid_token()

@@ -32,18 +32,32 @@ RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--character", {"help": "Maya or Miles"}),
     ("--button", {"help": "gpio (default), stdin (lines 'press'/'release'), or none"}),
     ("--button-pin", {"dest": "button_pin", "help": "BCM pin of the button (default 17)"}),
-    ("--button-pull", {"dest": "button_pull", "help": "down (default), up (ReSpeaker HAT) or floating"}),
+    (
+        "--button-pull",
+        {"dest": "button_pull", "help": "down (default), up (ReSpeaker HAT) or floating"},
+    ),
     ("--led-pin", {"dest": "led_pin", "help": "BCM pin of a status LED (optional)"}),
-    ("--input-device", {"dest": "input_device", "help": "microphone: 'default', a name or an index"}),
-    ("--output-device", {"dest": "output_device", "help": "speaker: 'default', a name or an index"}),
-    ("--log-file", {"dest": "log_file", "help": "JSON event log (rotated); 'none' for stdout only"}),
+    (
+        "--input-device",
+        {"dest": "input_device", "help": "microphone: 'default', a name or an index"},
+    ),
+    (
+        "--output-device",
+        {"dest": "output_device", "help": "speaker: 'default', a name or an index"},
+    ),
+    (
+        "--log-file",
+        {"dest": "log_file", "help": "JSON event log (rotated); 'none' for stdout only"},
+    ),
     ("--log-level", {"dest": "log_level", "help": "DEBUG, INFO, WARNING or ERROR"}),
     ("--heartbeat-file", {"dest": "heartbeat_file", "help": "status file for `sesame-pi status`"}),
 )
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML config file (default /etc/sesame-pi/config.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="TOML config file (default /etc/sesame-pi/config.toml)"
+    )
     for flag, options in RUN_FLAGS:
         parser.add_argument(flag, default=None, **options)
 
@@ -74,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="health from the heartbeat file (for HEALTHCHECK)")
     _add_config_flags(status)
-    status.add_argument("--max-age", type=float, default=30.0, help="seconds before a heartbeat is stale")
+    status.add_argument(
+        "--max-age", type=float, default=30.0, help="seconds before a heartbeat is stale"
+    )
 
     token = commands.add_parser("token", help="show the token's expiry (never the token itself)")
     _add_config_flags(token)
@@ -82,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     standin = commands.add_parser("standin", help="run a local Sesame-compatible server")
     standin.add_argument("--host", default="127.0.0.1")
     standin.add_argument("--port", type=int, default=8765)
-    standin.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this cert")
+    standin.add_argument(
+        "--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this cert"
+    )
     standin.add_argument("--mode", default="echo", choices=("echo", "tone", "silence"))
     standin.add_argument("--expect-token", help="accept only this token (default: any)")
     standin.add_argument("--refuse-auth", action="store_true", help="answer every connect with 403")
@@ -90,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     standin.add_argument("--delay-ms", type=float, default=0.0, help="delay every frame we send")
     standin.add_argument("--junk", action="store_true", help="mix malformed frames into calls")
     standin.add_argument("--greeting-ms", type=int, default=400, help="agent greeting tone length")
-    standin.add_argument("--server-pings", action="store_true", help="send JSON pings to the client")
+    standin.add_argument(
+        "--server-pings", action="store_true", help="send JSON pings to the client"
+    )
     return parser
 
 
@@ -158,7 +178,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = _config_from(args)
     if cfg.heartbeat_file is None:
-        return _fail("no heartbeat file configured (--heartbeat-file or heartbeat_file)", EXIT_CONFIG)
+        return _fail(
+            "no heartbeat file configured (--heartbeat-file or heartbeat_file)", EXIT_CONFIG
+        )
     healthy, line = check(cfg.heartbeat_file, args.max_age)
     print(line)
     return 0 if healthy else EXIT_UNHEALTHY
@@ -200,7 +222,9 @@ def cmd_standin(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        standin.log("standin_stopped", calls=standin.record.calls, violations=len(standin.record.violations))
+        standin.log(
+            "standin_stopped", calls=standin.record.calls, violations=len(standin.record.violations)
+        )
         await standin.stop()
 
     with contextlib.suppress(KeyboardInterrupt):

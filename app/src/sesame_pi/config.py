@@ -158,7 +158,9 @@ def validate(cfg: Config) -> Config:
     try:
         zoneinfo.ZoneInfo(cfg.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"timezone {cfg.timezone!r} is not an IANA zone such as Europe/Berlin") from None
+        raise ConfigError(
+            f"timezone {cfg.timezone!r} is not an IANA zone such as Europe/Berlin"
+        ) from None
     _check(cfg.button in BUTTON_KINDS, f"button {cfg.button!r} is not one of gpio, stdin, none")
     _check(cfg.button_pin in GPIO_PINS, f"button_pin {cfg.button_pin} is not a GPIO pin (0-27)")
     _check(
@@ -166,28 +168,52 @@ def validate(cfg: Config) -> Config:
         f"led_pin {cfg.led_pin} is not a GPIO pin (0-27)",
     )
     _check(cfg.led_pin != cfg.button_pin, "led_pin and button_pin must be different pins")
-    _check(cfg.button_pull in PULLS, f"button_pull {cfg.button_pull!r} is not one of down, up, floating")
+    _check(
+        cfg.button_pull in PULLS,
+        f"button_pull {cfg.button_pull!r} is not one of down, up, floating",
+    )
     _check(0 <= cfg.bounce_ms <= 500, f"bounce_ms {cfg.bounce_ms} must be between 0 and 500")
     _check(0.5 <= cfg.hold_s <= 10, f"hold_s {cfg.hold_s} must be between 0.5 and 10 seconds")
-    _check(cfg.capture_rate in (8000, 16000, 24000, 48000), f"capture_rate {cfg.capture_rate} is not 8000, 16000, 24000 or 48000")
+    _check(
+        cfg.capture_rate in (8000, 16000, 24000, 48000),
+        f"capture_rate {cfg.capture_rate} is not 8000, 16000, 24000 or 48000",
+    )
     _check(5 <= cfg.frame_ms <= 64, f"frame_ms {cfg.frame_ms} must be between 5 and 64")
-    _check(0 <= cfg.prebuffer_ms <= 1000, f"prebuffer_ms {cfg.prebuffer_ms} must be between 0 and 1000")
+    _check(
+        0 <= cfg.prebuffer_ms <= 1000, f"prebuffer_ms {cfg.prebuffer_ms} must be between 0 and 1000"
+    )
     _check(
         cfg.jitter_max_ms >= cfg.prebuffer_ms + cfg.frame_ms,
         f"jitter_max_ms {cfg.jitter_max_ms} must exceed prebuffer_ms + frame_ms",
     )
     _check(1 <= cfg.output_latency_ms <= 500, "output_latency_ms must be between 1 and 500")
-    _check(0.0 <= cfg.earcon_volume <= 1.0, f"earcon_volume {cfg.earcon_volume} must be between 0 and 1")
+    _check(
+        0.0 <= cfg.earcon_volume <= 1.0,
+        f"earcon_volume {cfg.earcon_volume} must be between 0 and 1",
+    )
     _check(0.05 <= cfg.ping_interval_s <= 60, "ping_interval_s must be between 0.05 and 60")
-    _check(0.5 <= cfg.idle_ping_interval_s <= 300, "idle_ping_interval_s must be between 0.5 and 300")
+    _check(
+        0.5 <= cfg.idle_ping_interval_s <= 300, "idle_ping_interval_s must be between 0.5 and 300"
+    )
     _check(1 <= cfg.ping_misses_allowed <= 100, "ping_misses_allowed must be between 1 and 100")
-    _check(0 < cfg.backoff_initial_s <= cfg.backoff_max_s, "backoff_initial_s must be > 0 and <= backoff_max_s")
+    _check(
+        0 < cfg.backoff_initial_s <= cfg.backoff_max_s,
+        "backoff_initial_s must be > 0 and <= backoff_max_s",
+    )
     _check(cfg.backoff_max_s <= 3600, "backoff_max_s must be at most 3600")
     _check(1 <= cfg.auth_retry_per_minute <= 10, "auth_retry_per_minute must be between 1 and 10")
-    _check(cfg.handshake_timeout_s > 0 and cfg.disconnect_timeout_s > 0, "timeouts must be positive")
+    _check(
+        cfg.handshake_timeout_s > 0 and cfg.disconnect_timeout_s > 0, "timeouts must be positive"
+    )
     _check(cfg.max_frame_bytes >= 4096, "max_frame_bytes must be at least 4096")
-    _check(cfg.log_level.upper() in LOG_LEVELS, f"log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    _check(cfg.log_max_bytes >= 10_000 and cfg.log_backups >= 1, "log_max_bytes >= 10000 and log_backups >= 1")
+    _check(
+        cfg.log_level.upper() in LOG_LEVELS,
+        f"log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
+    )
+    _check(
+        cfg.log_max_bytes >= 10_000 and cfg.log_backups >= 1,
+        "log_max_bytes >= 10000 and log_backups >= 1",
+    )
     _check(
         cfg.ca_file is None or cfg.ca_file.is_file(),
         f"ca_file {cfg.ca_file} does not exist or is not a file",

@@ -25,7 +25,12 @@ class Heartbeat:
     def update(self, state: State, link_up: bool | None = None) -> None:
         if link_up is not None:
             self._link_up = link_up
-        body = {"ts": time.time(), "state": state.value, "pid": os.getpid(), "link_up": self._link_up}
+        body = {
+            "ts": time.time(),
+            "state": state.value,
+            "pid": os.getpid(),
+            "link_up": self._link_up,
+        }
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             temp.write_text(json.dumps(body))
@@ -47,7 +52,8 @@ def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:
     if age > max_age_s:
         return False, f"heartbeat is {age:.0f} s old (state {state.value}): the app looks hung"
     link = body.get("link_up")
-    line = f"state {state.value}, link {'up' if link else 'down' if link is False else 'unknown'}, {age:.0f} s ago"
+    link_text = "up" if link else "down" if link is False else "unknown"
+    line = f"state {state.value}, link {link_text}, {age:.0f} s ago"
     if state in UNHEALTHY:
         return False, line
     return True, line

@@ -207,10 +207,10 @@ class Link:
         """While a call waits to resume, cap the backoff low: a person is waiting."""
         self._call_pending = pending
 
-    async def wait_up(self, timeout: float) -> bool:
+    async def wait_up(self, within_s: float) -> bool:
         self.wake()
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            await asyncio.wait_for(self._up.wait(), within_s)
         except TimeoutError:
             return False
         return True
@@ -355,7 +355,9 @@ class Link:
             await ws.close()
             reason = "no initialize from server" if isinstance(exc, TimeoutError) else "closed"
             if isinstance(exc, ConnectionClosed) and self._is_auth_close(exc):
-                raise AuthRefused(f"auth refused: close {exc.rcvd.code if exc.rcvd else ''}") from None
+                raise AuthRefused(
+                    f"auth refused: close {exc.rcvd.code if exc.rcvd else ''}"
+                ) from None
             raise LinkLost(reason) from None
         return _Connection(ws, session_id)
 
@@ -559,4 +561,3 @@ class Link:
 
 class _HealthyEnd(Exception):
     """The connection ended after a healthy period or by plan: reconnect with a fresh backoff."""
-

@@ -70,6 +70,7 @@ class Session:
         self._uplink_task: asyncio.Task[None] | None = None
         self._resume_deadline: float | None = None
         self._device_task: asyncio.Task[None] | None = None
+        self._end_task: asyncio.Task[bool] | None = None
         self._stopped = asyncio.Event()
         self.calls_placed = 0
         self.calls_resumed = 0
@@ -93,7 +94,9 @@ class Session:
         if self.state in (State.IDLE, State.OFFLINE, State.STARTING):
             self._begin_call()
         elif self.state in CALL_STATES:
-            event("press_ignored", reason="call in progress; hold to end it", state=self.state.value)
+            event(
+                "press_ignored", reason="call in progress; hold to end it", state=self.state.value
+            )
         elif self.state is State.NEEDS_TOKEN:
             event("press_ignored", logging.WARNING, reason="a new token is needed first")
             self.feedback.earcon(Earcon.ERROR)
@@ -140,7 +143,12 @@ class Session:
             self._finish_call(f"server: {reason}")
 
     def token_needed(self, detail: str) -> None:
-        event("token_needed", logging.ERROR, detail=detail, action=f"put a fresh token in {self.cfg.token_file}")
+        event(
+            "token_needed",
+            logging.ERROR,
+            detail=detail,
+            action=f"put a fresh token in {self.cfg.token_file}",
+        )
         if self.state in CALL_STATES:
             self._stop_audio()
             self._stop_uplink()
@@ -283,7 +291,12 @@ class Session:
     def _device_failed(self, message: str) -> None:
         if self.state is State.DEVICE_ERROR:
             return
-        event("audio_device_error", logging.ERROR, detail=message, action="check the microphone and speaker; `sesame-pi devices` lists them")
+        event(
+            "audio_device_error",
+            logging.ERROR,
+            detail=message,
+            action="check the microphone and speaker; `sesame-pi devices` lists them",
+        )
         in_call = self.state in CALL_STATES
         self._stop_uplink()
         self._stop_audio()
@@ -291,7 +304,7 @@ class Session:
         self._set(State.DEVICE_ERROR, detail=message)
         self.feedback.earcon(Earcon.ERROR)
         if in_call:
-            asyncio.create_task(self.link.end_call("error"), name="end-call-device")
+            self._end_task = asyncio.create_task(self.link.end_call("error"), name="end-device")
         if self._device_task is None or self._device_task.done():
             self._device_task = asyncio.create_task(self._wait_for_device(), name="device-retry")
 
@@ -335,6 +348,8 @@ class Session:
         """Graceful: end a live call (bounded), then stop everything."""
         if self.state in CALL_STATES:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._end_call("user_request"), self.cfg.disconnect_timeout_s + 2)
+                await asyncio.wait_for(
+                    self._end_call("user_request"), self.cfg.disconnect_timeout_s + 2
+                )
         self._set(State.STOPPING)
         self._stopped.set()

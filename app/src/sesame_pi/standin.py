@@ -1,9 +1,10 @@
 """A local Sesame-compatible server: the demo's peer, the self-test's and the tests'.
 
-It is strict where the real service is known to be strict (the handshake headers, `settings.character`
-rather than `preset`, base64 16-bit PCM, the `call_id` type we issued) and records every violation, so
-tests can assert the client is a well-behaved peer. Fault switches make it misbehave on purpose: drop
-the socket after N seconds, refuse auth, delay every frame, or mix junk frames into the call.
+It is strict where the real service is known to be strict (the handshake headers,
+`settings.character` rather than `preset`, base64 16-bit PCM, the `call_id` type we issued) and
+records every violation, so tests can assert the client is a well-behaved peer. Fault switches make
+it misbehave on purpose: drop the socket after N seconds, refuse auth, delay every frame, or mix
+junk frames into the call.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def tone(freq: float, ms: int, rate: int = SERVER_RATE, level: float = 0.3) -> b
     """A sine tone, s16le mono (generated once per call; not in any real-time path)."""
     count = rate * ms // 1000
     amp = int(32767 * level)
-    samples = array.array("h", (int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(count)))
+    samples = array.array(
+        "h", (int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(count))
+    )
     return samples.tobytes()
 
 
@@ -151,7 +154,9 @@ class _Peer:
 
     async def serve(self) -> None:
         self.tasks.append(asyncio.create_task(self.sender()))
-        self.send(self.envelope("initialize", {"session_id": self.session_id, "webrtc_ice_servers": []}))
+        self.send(
+            self.envelope("initialize", {"session_id": self.session_id, "webrtc_ice_servers": []})
+        )
         self.send(self.envelope("webrtc_config", {"ice_servers": []}))
         self.send(self.envelope("chat", {"messages": []}))
         try:
@@ -210,13 +215,22 @@ class _Peer:
         self.record.call_connects.append(content)
         settings = content.get("settings")
         if isinstance(settings, dict) and "preset" in settings and "character" not in settings:
-            error = {"code": 5000, "message": "Preset name was not found.", "detail": "", "close_connection": False}
+            error = {
+                "code": 5000,
+                "message": "Preset name was not found.",
+                "detail": "",
+                "close_connection": False,
+            }
             self.send(self.envelope("error", error, request_id))
             return
         if not isinstance(settings, dict) or settings.get("character") not in ("Maya", "Miles"):
             self.violation("call_connect without settings.character Maya or Miles")
         rate = content.get("sample_rate")
-        if not isinstance(rate, int) or isinstance(rate, bool) or rate not in (8000, 16000, 24000, 48000):
+        if (
+            not isinstance(rate, int)
+            or isinstance(rate, bool)
+            or rate not in (8000, 16000, 24000, 48000)
+        ):
             self.violation(f"call_connect sample_rate {rate!r} is not an integer PCM rate")
             rate = 16000
         if content.get("audio_codec") != "none":
@@ -253,7 +267,9 @@ class _Peer:
 
     async def speak(self, mode: str) -> None:
         """Agent audio in real time: a tone one second on, one off (or silence)."""
-        chunk = tone(440.0, CHUNK_MS) if mode == "tone" else bytes(SERVER_RATE * CHUNK_MS // 1000 * 2)
+        chunk = (
+            tone(440.0, CHUNK_MS) if mode == "tone" else bytes(SERVER_RATE * CHUNK_MS // 1000 * 2)
+        )
         quiet = bytes(len(chunk))
         start = time.monotonic()
         sent = 0
@@ -379,7 +395,10 @@ class Standin:
             problems.append("usercontext is not JSON")
         if not request.headers.get("Origin"):
             problems.append("no Origin header")
-        if len(request.headers.get_all("Upgrade")) != 1 or len(request.headers.get_all("Sec-WebSocket-Key")) != 1:
+        if (
+            len(request.headers.get_all("Upgrade")) != 1
+            or len(request.headers.get_all("Sec-WebSocket-Key")) != 1
+        ):
             headers = Headers([("Content-Type", "text/plain")])
             return Response(426, "Upgrade Required", headers, b"duplicate handshake headers\n")
         for problem in problems:
@@ -391,7 +410,9 @@ class Standin:
         self.log("standin_connection", number=self.record.connections)
         await _Peer(self, ws).serve()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> int:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> int:
         self._server = await serve(
             self._handler,
             host,
@@ -404,7 +425,13 @@ class Standin:
         )
         sockets = list(self._server.sockets)
         self.port = int(sockets[0].getsockname()[1])
-        self.log("standin_listening", host=host, port=self.port, tls=tls is not None, mode=self.options.mode)
+        self.log(
+            "standin_listening",
+            host=host,
+            port=self.port,
+            tls=tls is not None,
+            mode=self.options.mode,
+        )
         return self.port
 
     async def stop(self) -> None:
