@@ -31,7 +31,7 @@ test: install ## Lint, then unit and integration tests (fast; no Docker, no root
 lint: install ## ruff, mypy, shellcheck, yamllint, ansible-lint, hadolint
 	$(VENV)/bin/ruff check app tests
 	$(VENV)/bin/ruff format --check app tests
-	$(VENV)/bin/mypy app/src
+	$(VENV)/bin/mypy --config-file app/pyproject.toml app/src
 	bash tests/lint-files.sh
 
 demo: install ## A whole call with no token and no hardware (stand-in server, virtual audio)

@@ -1,0 +1,1 @@
+"""Shared test harnesses: virtual audio, TLS certificates, tokens, stand-in servers."""
