@@ -233,8 +233,8 @@ def decode(frame: str | bytes, max_audio_bytes: int | None = None) -> ServerMess
     if kind == "call_disconnect_response":
         return CallDisconnectResponse(request_id)
     if kind == "chat":
-        content = msg.get("content")
-        messages = content.get("messages") if isinstance(content, dict) else None
+        chat = msg.get("content")
+        messages = chat.get("messages") if isinstance(chat, dict) else None
         return Chat(len(messages) if isinstance(messages, list) else 0)
     if kind in IGNORED_TYPES or kind.startswith("webrtc_"):
         return Ignored(kind)
