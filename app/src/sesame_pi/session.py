@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import tenacity
 
@@ -68,9 +68,10 @@ class Session:
         self.state = State.STARTING
         self._call_task: asyncio.Task[None] | None = None
         self._uplink_task: asyncio.Task[None] | None = None
-        self._resume_deadline: float | None = None
+        self._resume_pending = False
+        self._resume_timer: asyncio.TimerHandle | None = None
         self._device_task: asyncio.Task[None] | None = None
-        self._end_task: asyncio.Task[bool] | None = None
+        self._end_task: asyncio.Task[Any] | None = None
         self._stopped = asyncio.Event()
         self.calls_placed = 0
         self.calls_resumed = 0
@@ -107,7 +108,7 @@ class Session:
 
     def button_held(self) -> None:
         event("button_held", state=self.state.value)
-        if self.state in CALL_STATES:
+        if self.state in CALL_STATES or self._resume_pending:
             self._spawn_end("user_request")
 
     def button_released(self, held: bool) -> None:
@@ -116,8 +117,10 @@ class Session:
     # ------------------------------------------------------------ link (LinkListener)
 
     def link_up(self) -> None:
-        if self.state is State.RECONNECTING:
-            self._call_task = asyncio.create_task(self._place_call(resume=True), name="resume-call")
+        if self._resume_pending:
+            self._set(State.RECONNECTING)
+            if self._call_task is None or self._call_task.done():
+                self._call_task = asyncio.create_task(self._place_call(resume=True), name="resume")
         elif self.state in (State.STARTING, State.OFFLINE, State.NEEDS_TOKEN):
             self._set(State.IDLE)
 
@@ -125,14 +128,20 @@ class Session:
         if reason == PLANNED_CLOSE:
             return  # we closed it after a call; the supervisor reopens at once
         if self.state is State.LIVE:
-            self._stop_audio()
-            self._resume_deadline = time.monotonic() + self.cfg.call_resume_window_s
-            self.link.set_call_pending(True)
+            self._lose_call()
             self._set(State.RECONNECTING, reason=reason)
         elif self.state is State.IDLE:
             self._set(State.OFFLINE, reason=reason)
-        elif self.state is State.RECONNECTING and self._resume_expired():
-            self._give_up_resume()
+
+    def _lose_call(self) -> None:
+        """The live call's link is gone: stop the audio and try to resume it for a while."""
+        self._stop_uplink()
+        self._stop_audio()
+        self._resume_pending = True
+        self.link.set_call_pending(True)
+        if self._resume_timer is None:
+            window = self.cfg.call_resume_window_s
+            self._resume_timer = asyncio.get_running_loop().call_later(window, self._give_up_resume)
 
     def server_audio(self, pcm: bytes) -> None:
         if self.state is State.LIVE:
@@ -149,10 +158,8 @@ class Session:
             detail=detail,
             action=f"put a fresh token in {self.cfg.token_file}",
         )
-        if self.state in CALL_STATES:
-            self._stop_audio()
-            self._stop_uplink()
-        self.link.set_call_pending(False)
+        if self.state is State.LIVE:
+            self._lose_call()  # resumes by itself if a new token arrives within the window
         self._set(State.NEEDS_TOKEN, detail=detail)
         self.feedback.earcon(Earcon.ERROR)
 
@@ -175,9 +182,7 @@ class Session:
             info = await self.link.start_call(reconnect=resume)
         except LinkLost as exc:
             if resume:
-                if self._resume_expired():
-                    self._give_up_resume()
-                return  # link_up will try again
+                return  # the next link_up tries again, until the resume window closes
             self._call_failed(str(exc))
             return
         except CallFailed as exc:
@@ -192,7 +197,7 @@ class Session:
             await self.link.end_call("error")
             self._device_failed(str(exc))
             return
-        self._resume_deadline = None
+        self._clear_resume()
         self._call_started_at = self._call_started_at if resume else time.monotonic()
         if resume:
             self.calls_resumed += 1
@@ -227,11 +232,11 @@ class Session:
                 event("uplink_started", frame_bytes=len(frame))
 
     def _spawn_end(self, reason: str) -> None:
-        task = asyncio.create_task(self._end_call(reason), name="end-call")
-        task.add_done_callback(lambda _t: None)
+        if self._end_task is None or self._end_task.done():
+            self._end_task = asyncio.create_task(self._end_call(reason), name="end-call")
 
     async def _end_call(self, reason: str) -> None:
-        if self.state not in CALL_STATES:
+        if self.state not in CALL_STATES and not self._resume_pending:
             return
         was = self.state
         self._set(State.ENDING, reason=reason)
@@ -242,6 +247,7 @@ class Session:
         self._finish_call(reason, answered=answered)
 
     def _finish_call(self, reason: str, answered: bool | None = None) -> None:
+        self._clear_resume()
         self._stop_uplink()
         self._stop_audio()
         self.link.set_call_pending(False)
@@ -264,14 +270,24 @@ class Session:
         self.feedback.earcon(Earcon.ERROR)
         self._set(State.IDLE if self.link.up else State.OFFLINE, reason=reason)
 
-    def _resume_expired(self) -> bool:
-        return self._resume_deadline is not None and time.monotonic() > self._resume_deadline
+    def _clear_resume(self) -> None:
+        self._resume_pending = False
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
 
     def _give_up_resume(self) -> None:
+        self._resume_timer = None
+        if not self._resume_pending:
+            return
         event("call_resume_gave_up", logging.ERROR, window_s=self.cfg.call_resume_window_s)
-        self._resume_deadline = None
+        if self._call_task is not None:
+            self._call_task.cancel()
+        needs_token = self.state is State.NEEDS_TOKEN
         self._finish_call("link lost; could not resume")
         self.feedback.earcon(Earcon.ERROR)
+        if needs_token:
+            self._set(State.NEEDS_TOKEN)
 
     def _stop_uplink(self) -> None:
         task, self._uplink_task = self._uplink_task, None
