@@ -39,6 +39,8 @@ def write_token(path: Path, token: str) -> Path:
 
 @dataclass(frozen=True)
 class TestPKI:
+    __test__ = False  # a data holder, not a test class
+
     ca_file: Path
     cert_file: Path
     key_file: Path

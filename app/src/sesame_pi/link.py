@@ -227,7 +227,9 @@ class Link:
     def _backoff(self, state: tenacity.RetryCallState) -> float:
         cap = min(self.cfg.backoff_max_s, 1.5) if self._call_pending else self.cfg.backoff_max_s
         initial = self.cfg.backoff_initial_s
-        strategy = tenacity.wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
+        strategy = tenacity.wait_exponential(multiplier=initial, max=cap) + tenacity.wait_random(
+            0, initial
+        )
         return min(float(strategy(state)), cap)
 
     async def _sleep(self, seconds: float) -> None:

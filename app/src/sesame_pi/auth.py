@@ -1,0 +1,329 @@
+"""Where the ID token comes from: the token file, its expiry (PyJWT), and an optional refresh.
+
+The token is a Firebase ID token (a JWT valid for an hour). We read `exp` without verifying the
+signature (the service verifies it; we only need to know when to refresh). Every token we touch is
+registered with the log redaction first, and no message, repr or exception here contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+import stat
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from .config import Config
+from .logs import event, register_secret
+
+MIN_VALID_S = 60.0
+
+
+class TokenError(Exception):
+    """A token problem a person must fix; the text says what to do and never holds the token."""
+
+
+class TokenMissing(TokenError):
+    pass
+
+
+class TokenInvalid(TokenError):
+    pass
+
+
+class TokenExpired(TokenError):
+    pass
+
+
+class RefreshFailed(TokenError):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    expires_at: datetime | None
+    seconds_left: float | None
+    anonymous: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class _FileStamp:
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def _stamp(path: Path) -> _FileStamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def write_secret_file(path: Path, value: str) -> None:
+    """Atomically replace `path` with `value`, mode 0600 from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value.strip() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The JWT's claims, unverified; TokenInvalid if it is not a JWT at all."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        raise TokenInvalid(
+            "the token file does not hold a JWT (an ID token has three dot-separated parts)"
+        ) from None
+    return claims
+
+
+class TokenProvider:
+    """Hands out a valid ID token per connect; refreshes it when it can."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._token: str | None = None
+        self._exp: float | None = None
+        self._anonymous = False
+        self._stamp: _FileStamp | None = None
+        self._refresh_failures = 0
+        self._next_refresh_at = 0.0
+        self._warned_expiry_for: float | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(file={self.cfg.token_file}, exp={self._exp})"
+
+    @property
+    def can_refresh(self) -> bool:
+        return bool(self.cfg.refresh_token_file and self.cfg.firebase_api_key)
+
+    # ------------------------------------------------------------ reading the file
+
+    def _read_file(self) -> None:
+        path = self.cfg.token_file
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise TokenMissing(
+                f"no token file at {path}; put your ID token there (mode 0600)"
+            ) from None
+        except OSError as exc:
+            raise TokenMissing(f"cannot read token file {path}: {exc.strerror}") from None
+        if not text:
+            raise TokenMissing(f"token file {path} is empty; put your ID token there")
+        register_secret(text)
+        claims = decode_claims(text)
+        exp = claims.get("exp")
+        self._token = text
+        self._exp = float(exp) if isinstance(exp, int | float) else None
+        provider = (
+            claims.get("firebase", {}).get("sign_in_provider")
+            if isinstance(claims.get("firebase"), dict)
+            else None
+        )
+        self._anonymous = provider == "anonymous"
+        self._stamp = _stamp(path)
+        self._check_permissions(path)
+        if self._exp is None:
+            event("token_without_expiry", logging.WARNING, file=str(path))
+        if self._anonymous:
+            event(
+                "token_anonymous",
+                logging.WARNING,
+                detail="the service refuses anonymous accounts; sign in with a real account",
+            )
+
+    @staticmethod
+    def _check_permissions(path: Path) -> None:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            event(
+                "token_file_permissions",
+                logging.WARNING,
+                file=str(path),
+                mode=oct(mode),
+                action=f"chmod 600 {path}",
+            )
+
+    def _file_changed(self) -> bool:
+        return _stamp(self.cfg.token_file) != self._stamp
+
+    def _seconds_left(self) -> float | None:
+        return None if self._exp is None else self._exp - self.clock()
+
+    def info(self) -> TokenInfo:
+        left = self._seconds_left()
+        expires = datetime.fromtimestamp(self._exp, UTC) if self._exp is not None else None
+        return TokenInfo(expires, left, self._anonymous, str(self.cfg.token_file))
+
+    def _expired_error(self) -> TokenExpired:
+        how = "or check the refresh settings" if self.can_refresh else "or configure refresh"
+        return TokenExpired(
+            f"the token in {self.cfg.token_file} expired; put a fresh ID token there {how}"
+        )
+
+    def load(self) -> TokenInfo:
+        """Read and check the token now (at start, and for `sesame-pi check`)."""
+        self._read_file()
+        left = self._seconds_left()
+        if left is not None and left <= 0 and not self.can_refresh:
+            raise self._expired_error()
+        return self.info()
+
+    # ------------------------------------------------------------ handing it out
+
+    async def valid_token(self) -> str:
+        """A token good for at least a minute, or a TokenError that says what to do."""
+        if self._token is None or self._file_changed():
+            self._read_file()
+        left = self._seconds_left()
+        if self.can_refresh and (left is not None and left < self.cfg.refresh_before_s):
+            try:
+                await self.refresh()
+            except RefreshFailed as exc:
+                if left < MIN_VALID_S:
+                    raise TokenExpired(f"{self._expired_error()}; refresh failed: {exc}") from None
+            left = self._seconds_left()
+        if left is not None and left < MIN_VALID_S:
+            raise self._expired_error()
+        assert self._token is not None
+        return self._token
+
+    async def after_auth_refusal(self) -> bool:
+        """The server refused us. True if a different token is now available."""
+        if self._file_changed():
+            try:
+                self._read_file()
+            except TokenError:
+                return False
+            return True
+        if self.can_refresh and self.clock() >= self._next_refresh_at:
+            try:
+                await self.refresh()
+            except RefreshFailed:
+                return False
+            return True
+        return False
+
+    # ------------------------------------------------------------ refresh
+
+    async def refresh(self) -> None:
+        """Exchange the refresh token for a new ID token (in a thread); back off on failure."""
+        if self.clock() < self._next_refresh_at:
+            raise RefreshFailed("waiting before the next refresh attempt")
+        try:
+            id_token, refresh_token, expires_in = await asyncio.to_thread(self._exchange)
+        except RefreshFailed as exc:
+            self._refresh_failures += 1
+            wait = min(600.0, 5.0 * 2 ** min(self._refresh_failures, 7))
+            self._next_refresh_at = self.clock() + wait
+            event("token_refresh_failed", logging.ERROR, detail=str(exc), retry_in_s=wait)
+            raise
+        self._refresh_failures = 0
+        self._next_refresh_at = 0.0
+        register_secret(id_token)
+        write_secret_file(self.cfg.token_file, id_token)
+        if refresh_token and self.cfg.refresh_token_file is not None:
+            register_secret(refresh_token)
+            write_secret_file(self.cfg.refresh_token_file, refresh_token)
+        self._read_file()
+        event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
+
+    def _exchange(self) -> tuple[str, str | None, str]:
+        assert self.cfg.refresh_token_file is not None
+        try:
+            refresh = self.cfg.refresh_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise RefreshFailed(
+                f"cannot read {self.cfg.refresh_token_file}: {exc.strerror}"
+            ) from None
+        register_secret(refresh)
+        query = urllib.parse.urlencode({"key": self.cfg.firebase_api_key})
+        url = f"{self.cfg.token_endpoint}?{query}"
+        body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh})
+        request = urllib.request.Request(
+            url,
+            data=body.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        context = ssl.create_default_context(
+            cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15, context=context) as response:
+                answer = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            reason = _firebase_error(exc)
+            raise RefreshFailed(
+                f"token endpoint answered HTTP {exc.code} {reason}".strip()
+            ) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise RefreshFailed(
+                f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
+            ) from None
+        except json.JSONDecodeError:
+            raise RefreshFailed("token endpoint answered something that is not JSON") from None
+        id_token = answer.get("id_token") if isinstance(answer, dict) else None
+        if not isinstance(id_token, str) or not id_token:
+            raise RefreshFailed("token endpoint answer has no id_token")
+        new_refresh = answer.get("refresh_token")
+        expires_in = str(answer.get("expires_in", ""))
+        return id_token, new_refresh if isinstance(new_refresh, str) else None, expires_in
+
+    # ------------------------------------------------------------ background watch
+
+    async def watch(self, interval_s: float = 10.0) -> None:
+        """Warn ahead of expiry, refresh ahead of it, notice a replaced file. Never raises."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if self._file_changed():
+                    self._read_file()
+                    event("token_reloaded", seconds_left=self._seconds_left())
+                left = self._seconds_left()
+                if left is None:
+                    continue
+                if self.can_refresh and left < self.cfg.refresh_before_s:
+                    await self.refresh()
+                    continue
+                if left < self.cfg.expiry_warn_s and self._warned_expiry_for != self._exp:
+                    self._warned_expiry_for = self._exp
+                    event("token_expiring", logging.WARNING, seconds_left=round(left))
+            except TokenError as exc:
+                event("token_problem", logging.ERROR, detail=str(exc))
+            except Exception as exc:
+                event("token_watch_error", logging.ERROR, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _firebase_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read().decode("utf-8"))
+        return str(body.get("error", {}).get("message", ""))
+    except (ValueError, AttributeError, OSError):
+        return ""

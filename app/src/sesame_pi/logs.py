@@ -1,0 +1,134 @@
+"""JSON event lines (python-json-logger) to stdout and a size-rotated file, with token redaction.
+
+One line per event: `ts`, `level`, `event`, `logger`, then the event's fields. The redaction runs in
+the formatter, after the line is complete, so no path can bypass it: not the message, not a nested
+field, not an exception text or traceback, not a third-party logger that reaches our handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+from .config import Config
+
+LOGGER_NAME = "sesame_pi"
+REDACTED = "[REDACTED]"
+# A JWT: three base64url segments, the header starting with eyJ ('{"').
+JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+QUERY_SECRET = re.compile(r"((?:id_token|refresh_token|key)=)[^&\s\"']+")
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(secret: str) -> None:
+    """Never print this value; auth registers every token it reads."""
+    value = secret.strip()
+    if len(value) >= 8:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Remove registered secrets, JWT-shaped strings and secret query values."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = JWT_PATTERN.sub(REDACTED, text)
+    return QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """python-json-logger's formatter, with our field names and redaction of the whole line."""
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data["ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        if not log_data.get("event"):
+            log_data["event"] = "log"
+            log_data["msg"] = record.getMessage()
+        log_data.pop("message", None)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _formatter() -> RedactingJsonFormatter:
+    return RedactingJsonFormatter(json_ensure_ascii=False, reserved_attrs=list(_RESERVED))
+
+
+def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
+    """Route our events (and warnings from libraries) to stdout and the rotating file."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_sesame_pi", False):
+            root.removeHandler(handler)
+            handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(stdout or sys.stdout)]
+    file_problem = None
+    if cfg.log_file is not None:
+        try:
+            cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(
+                logging.handlers.RotatingFileHandler(
+                    cfg.log_file,
+                    maxBytes=cfg.log_max_bytes,
+                    backupCount=cfg.log_backups,
+                    encoding="utf-8",
+                )
+            )
+        except OSError as exc:
+            file_problem = f"cannot write log file {cfg.log_file}: {exc.strerror}"
+    for handler in handlers:
+        handler.setFormatter(_formatter())
+        handler._sesame_pi = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger(LOGGER_NAME).setLevel(cfg.log_level)
+    # websockets logs every connection failure with a traceback at ERROR: our link says it better.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    if file_problem:
+        event("log_file_unavailable", logging.ERROR, detail=file_problem)
+
+
+def event(name: str, level: int = logging.INFO, /, **fields: object) -> None:
+    """Log one event line. Field values must be JSON-friendly; anything else is str()-ed."""
+    logging.getLogger(LOGGER_NAME).log(level, name, extra={"event": name, **_safe(fields)})
+
+
+def _safe(fields: dict[str, object]) -> dict[str, object]:
+    clean: dict[str, object] = {}
+    for key, value in fields.items():
+        name = key if key not in _RESERVED else f"{key}_"
+        clean[name] = (
+            value
+            if isinstance(value, str | int | float | bool | type(None) | dict | list)
+            else str(value)
+        )
+    return clean
+
+
+def log_file_paths(log_file: Path) -> list[Path]:
+    """The log file and its rotated backups (for tests and log collection)."""
+    return sorted(log_file.parent.glob(log_file.name + "*"))
