@@ -24,7 +24,7 @@ LOGGER_NAME = "sesame_pi"
 REDACTED = "[REDACTED]"
 # A JWT: three base64url segments, the header starting with eyJ ('{"').
 JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-QUERY_SECRET = re.compile(r"((?:id_token|refresh_token|key)=)[^&\s\"']+")
+QUERY_SECRET = re.compile(r"((?:id_token|refresh_token|key)=)[^&\s\"'\\]+")
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",

@@ -1,0 +1,187 @@
+"""Token handling as a person meets it: an expired token at start, redaction of every line."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from sesame_pi.auth import TokenExpired, TokenProvider
+from sesame_pi.config import Config
+from sesame_pi.logs import event, setup_logging
+from support.credentials import make_token, write_token
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sesame_pi.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_with_an_expired_token_exits_nonzero_and_never_prints_it(tmp_path: Path) -> None:
+    token = make_token(exp_in_s=-120)
+    token_file = write_token(tmp_path / "token", token)
+    log_file = tmp_path / "events.jsonl"
+    result = run_cli(
+        "run",
+        "--config", "/dev/null",
+        "--server", "ws://127.0.0.1:9/agent-service-0/v1/connect",
+        "--token-file", str(token_file),
+        "--button", "stdin",
+        "--log-file", str(log_file),
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "expired" in result.stderr
+    assert str(token_file) in result.stderr, "the message says which file to fix"
+    lines = log_file.read_text().splitlines()
+    assert lines and all(json.loads(line)["event"] for line in lines)
+    assert any(json.loads(line)["event"] == "token_error" for line in lines)
+    for text in (result.stdout, result.stderr, log_file.read_text()):
+        assert token not in text
+        assert token.split(".")[1] not in text
+
+
+def test_token_command_shows_expiry_not_the_token(tmp_path: Path) -> None:
+    token = make_token(exp_in_s=1800)
+    token_file = write_token(tmp_path / "token", token)
+    result = run_cli("token", "--config", "/dev/null", "--token-file", str(token_file))
+    assert result.returncode == 0, result.stderr
+    assert "time left:" in result.stdout and "min" in result.stdout
+    assert token not in result.stdout + result.stderr
+
+
+def test_world_readable_token_file_is_warned_about(tmp_path: Path) -> None:
+    token_file = write_token(tmp_path / "token", make_token())
+    token_file.chmod(0o644)
+    log_file = tmp_path / "events.jsonl"
+    cfg = Config(token_file=token_file, log_file=log_file)
+    setup_logging(cfg)
+    TokenProvider(cfg).load()
+    warning = [json.loads(x) for x in log_file.read_text().splitlines() if "permissions" in x]
+    assert warning and warning[0]["action"] == f"chmod 600 {token_file}"
+
+
+def test_redaction_covers_messages_fields_exceptions_and_other_loggers(tmp_path: Path) -> None:
+    token = make_token()
+    token_file = write_token(tmp_path / "token", token)
+    log_file = tmp_path / "events.jsonl"
+    cfg = Config(token_file=token_file, log_file=log_file)
+    setup_logging(cfg)
+    TokenProvider(cfg).load()  # registers the token
+    stranger = make_token(uid="someone-else")  # never registered: caught by its JWT shape
+    event("link_retry", reason=f"connect failed for wss://x/?id_token={token}&character=Maya")
+    event("nested", detail={"inner": [token, {"deeper": stranger}]})
+    try:
+        raise ValueError(f"bad URL wss://x/?id_token={token}")
+    except ValueError:
+        logging.getLogger("sesame_pi").exception("boom")
+    logging.getLogger("some.library").warning("leaked %s", stranger)
+    text = log_file.read_text()
+    lines = text.splitlines()
+    assert len(lines) >= 4 and all(json.loads(line) for line in lines)
+    assert token not in text and stranger not in text
+    assert text.count("[REDACTED]") >= 5
+    assert "Traceback" in text and "ValueError" in text
+
+
+class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """Plays the Firebase secure-token endpoint on 127.0.0.1."""
+
+    answers: ClassVar[list[tuple[int, dict[str, object]]]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        form = dict(
+            pair.split("=", 1) for pair in self.rfile.read(length).decode().split("&") if pair
+        )
+        self.seen.append({"path": self.path, **form})
+        status, body = self.answers.pop(0)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
+    _TokenEndpoint.answers = []
+    _TokenEndpoint.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/token"
+    server.shutdown()
+
+
+async def test_refresh_replaces_the_token_atomically_with_mode_0600(
+    tmp_path: Path, token_endpoint: str
+) -> None:
+    old = make_token(exp_in_s=100)  # inside refresh_before_s
+    new = make_token(exp_in_s=3600, uid="fresh")
+    token_file = write_token(tmp_path / "token", old)
+    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    _TokenEndpoint.answers = [
+        (200, {"id_token": new, "refresh_token": "refresh-token-two", "expires_in": "3600"})
+    ]
+    cfg = Config(
+        token_file=token_file,
+        refresh_token_file=refresh_file,
+        firebase_api_key="test-api-key",
+        token_endpoint=token_endpoint,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    assert await provider.valid_token() == new
+    assert token_file.read_text().strip() == new
+    assert refresh_file.read_text().strip() == "refresh-token-two"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert refresh_file.stat().st_mode & 0o777 == 0o600
+    request = _TokenEndpoint.seen[0]
+    assert request["path"].endswith("?key=test-api-key")
+    assert request["grant_type"] == "refresh_token"
+    assert request["refresh_token"] == "refresh-token-one"
+    log = (tmp_path / "events.jsonl").read_text()
+    assert "token_refreshed" in log
+    assert new not in log and "refresh-token-one" not in log and "refresh-token-two" not in log
+
+
+async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
+    tmp_path: Path, token_endpoint: str
+) -> None:
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=-10))
+    refresh_file = write_token(tmp_path / "refresh", "refresh-token-revoked")
+    _TokenEndpoint.answers = [(400, {"error": {"message": "INVALID_REFRESH_TOKEN"}})]
+    cfg = Config(
+        token_file=token_file,
+        refresh_token_file=refresh_file,
+        firebase_api_key="k",
+        token_endpoint=token_endpoint,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    with pytest.raises(TokenExpired, match="expired") as info:
+        await provider.valid_token()
+    assert "INVALID_REFRESH_TOKEN" in str(info.value)
+    with pytest.raises(TokenExpired):
+        await provider.valid_token()  # backing off: no second request
+    assert len(_TokenEndpoint.seen) == 1
