@@ -1,0 +1,586 @@
+"""Full-duplex audio with PyAudio in callback mode: the microphone up, the agent and earcons out.
+
+PortAudio calls us on its own threads. The capture callback hands each frame to the event loop with
+one `call_soon_threadsafe` (no blocking, no copies beyond the one PortAudio needs); the playback
+callback drains a jitter buffer that the loop fills, mixing in an earcon when one is playing. Rate
+and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
+while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
+stopped calling back (a microphone pulled out) and reports it; the session decides what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .jitter import JitterBuffer
+from .logs import event
+
+log = logging.getLogger(__name__)
+
+SAMPLE_BYTES = 2
+WATCHDOG_PERIOD_S = 0.5
+STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
+IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
+CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
+
+
+class AudioDeviceError(RuntimeError):
+    """A device is missing, busy or stopped working. The text says what to do."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    inputs: int
+    outputs: int
+    default_rate: float
+    is_default_input: bool
+    is_default_output: bool
+
+
+# --------------------------------------------------------------------------- PortAudio set-up
+
+
+_ALSA_QUIET: list[Any] = []  # keeps the ctypes callback alive
+
+
+def _quiet_alsa() -> None:
+    """Silence alsa-lib's probe chatter ("Unknown PCM cards.pcm.rear") on stderr, once.
+
+    PortAudio opens every PCM alsa.conf names while it scans; the messages are harmless, but on an
+    appliance they bury real errors. Our own errors are reported through exceptions and the log.
+    """
+    if _ALSA_QUIET:
+        return
+    name = ctypes.util.find_library("asound")
+    if not name:
+        _ALSA_QUIET.append(None)
+        return
+    handler_type = ctypes.CFUNCTYPE(
+        None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+    )
+
+    def _ignore(*_args: object) -> None:
+        return None
+
+    handler = handler_type(_ignore)
+    try:
+        ctypes.cdll.LoadLibrary(name).snd_lib_error_set_handler(handler)
+    except (OSError, AttributeError):
+        _ALSA_QUIET.append(None)
+        return
+    _ALSA_QUIET.append(handler)
+
+
+def _portaudio() -> Any:
+    """A fresh PyAudio instance. A new one re-scans the devices (the only way to see a replug)."""
+    try:
+        import pyaudio
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise AudioDeviceError(
+            "PyAudio is not installed; run `make install` (it needs portaudio19-dev)"
+        ) from exc
+    _quiet_alsa()
+    return pyaudio.PyAudio()
+
+
+def _device_list(pa: Any) -> list[DeviceInfo]:
+    try:
+        default_in = pa.get_default_input_device_info()["index"]
+    except OSError:
+        default_in = -1
+    try:
+        default_out = pa.get_default_output_device_info()["index"]
+    except OSError:
+        default_out = -1
+    devices = []
+    for index in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(index)
+        devices.append(
+            DeviceInfo(
+                index=index,
+                name=str(info["name"]),
+                inputs=int(info["maxInputChannels"]),
+                outputs=int(info["maxOutputChannels"]),
+                default_rate=float(info["defaultSampleRate"]),
+                is_default_input=index == default_in,
+                is_default_output=index == default_out,
+            )
+        )
+    return devices
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device PortAudio can open (ALSA hides hw/plughw/dmix; `default` is what counts)."""
+    pa = _portaudio()
+    try:
+        return _device_list(pa)
+    finally:
+        pa.terminate()
+
+
+def format_devices(devices: list[DeviceInfo]) -> str:
+    if not devices:
+        return "no audio devices found; is the sound card connected and ALSA configured?"
+    lines = [f"{'#':>3}  {'in':>3} {'out':>3}  {'rate':>6}  name"]
+    for dev in devices:
+        marks = []
+        if dev.is_default_input:
+            marks.append("default input")
+        if dev.is_default_output:
+            marks.append("default output")
+        suffix = f"  ({', '.join(marks)})" if marks else ""
+        lines.append(
+            f"{dev.index:>3}  {dev.inputs:>3} {dev.outputs:>3}  {dev.default_rate:>6.0f}  "
+            f"{dev.name}{suffix}"
+        )
+    lines.append("choose with --input-device/--output-device NAME or INDEX (default: `default`)")
+    return "\n".join(lines)
+
+
+def resolve_device(devices: list[DeviceInfo], wanted: str, direction: str) -> DeviceInfo:
+    """`default`, an index, an exact name, or a unique part of a name; never a guess."""
+    usable = [d for d in devices if (d.inputs if direction == "input" else d.outputs) > 0]
+    hint = "`sesame-pi devices` lists them"
+    if wanted == "default":
+        for dev in usable:
+            if dev.is_default_input if direction == "input" else dev.is_default_output:
+                return dev
+        raise AudioDeviceError(f"there is no default {direction} device; {hint}")
+    if wanted.isdigit():
+        for dev in usable:
+            if dev.index == int(wanted):
+                return dev
+        raise AudioDeviceError(f"{direction} device #{wanted} does not exist now; {hint}")
+    exact = [d for d in usable if d.name == wanted]
+    if exact:
+        return exact[0]
+    partial = [d for d in usable if wanted.lower() in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        names = ", ".join(repr(d.name) for d in partial)
+        raise AudioDeviceError(f"{direction} device {wanted!r} matches several: {names}")
+    raise AudioDeviceError(f"no {direction} device named {wanted!r} (is it plugged in?); {hint}")
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """Linear resampling for short earcons only (the call audio never passes through here)."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    src = array("h", pcm[: len(pcm) - len(pcm) % 2])
+    count = max(1, len(src) * dst_rate // src_rate)
+    step = src_rate / dst_rate
+    last = len(src) - 1
+    out = array("h", bytes(count * 2))
+    for i in range(count):
+        pos = i * step
+        j = min(int(pos), last)
+        frac = pos - j
+        nxt = src[min(j + 1, last)]
+        out[i] = int(src[j] + (nxt - src[j]) * frac)
+    return out.tobytes()
+
+
+def mix(a: bytes, b: bytes) -> bytes:
+    """Sum two equal-length s16 buffers with clipping (only while an earcon overlaps speech)."""
+    left, right = array("h", a), array("h", b)
+    return array(
+        "h", [max(-32768, min(32767, x + y)) for x, y in zip(left, right, strict=True)]
+    ).tobytes()
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class AudioEngine:
+    """Owns PortAudio and both streams. Call its methods from the event loop thread."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        loop: asyncio.AbstractEventLoop,
+        on_device_error: Callable[[str], None],
+        portaudio_factory: Callable[[], Any] = _portaudio,
+    ) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.on_device_error = on_device_error
+        self._factory = portaudio_factory
+        self._pa: Any = None
+        self._lock = threading.RLock()  # PortAudio open/close is not safe from two threads at once
+        self._input: Any = None
+        self._output: Any = None
+        self._output_rate = 0
+        self._in_call = False
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._frame_ready: asyncio.Future[None] | None = None
+        self._failure: AudioDeviceError | None = None
+        self._jitter: JitterBuffer | None = None
+        self._earcon = bytearray()
+        self._earcon_lock = threading.Lock()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._idle_close: asyncio.TimerHandle | None = None
+        self._last_input_cb = 0.0
+        self._last_output_cb = 0.0
+        self.frame_bytes = cfg.capture_rate * cfg.frame_ms // 1000 * SAMPLE_BYTES
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------ devices
+
+    def _ensure_pa(self) -> Any:
+        if self._pa is None:
+            self._pa = self._factory()
+        return self._pa
+
+    def probe(self) -> None:
+        """Check both configured devices can do our formats; rescans, so a replugged card is seen.
+
+        Runs in a worker thread (the session's device retry loop) or at start.
+        """
+        with self._lock:
+            if self._input is None and self._output is None and self._pa is not None:
+                self._pa.terminate()  # only a new PortAudio instance sees devices that came back
+                self._pa = None
+            pa = self._ensure_pa()
+            devices = _device_list(pa)
+            mic = resolve_device(devices, self.cfg.input_device, "input")
+            speaker = resolve_device(devices, self.cfg.output_device, "output")
+            self._check_format(pa, mic, speaker)
+        event(
+            "audio_devices",
+            input=mic.name,
+            input_index=mic.index,
+            output=speaker.name,
+            output_index=speaker.index,
+        )
+
+    def _check_format(self, pa: Any, mic: DeviceInfo, speaker: DeviceInfo) -> None:
+        import pyaudio
+
+        try:
+            pa.is_format_supported(
+                self.cfg.capture_rate,
+                input_device=mic.index,
+                input_channels=1,
+                input_format=pyaudio.paInt16,
+            )
+        except ValueError as exc:
+            raise AudioDeviceError(
+                f"microphone {mic.name!r} cannot capture {self.cfg.capture_rate} Hz 16-bit mono "
+                f"({exc}); use the ALSA `default` device (plug converts) or another card"
+            ) from exc
+        try:
+            pa.is_format_supported(
+                24000, output_device=speaker.index, output_channels=1, output_format=pyaudio.paInt16
+            )
+        except ValueError as exc:
+            raise AudioDeviceError(
+                f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit mono ({exc}); "
+                "use the ALSA `default` device (plug converts) or another card"
+            ) from exc
+
+    def _device_index(self, pa: Any, wanted: str, direction: str) -> int:
+        return resolve_device(_device_list(pa), wanted, direction).index
+
+    # ------------------------------------------------------------ call lifetime
+
+    def start_call(self, playback_rate: int) -> None:
+        """Open the microphone and make sure the speaker runs at the server's rate."""
+        self._failure = None
+        self._frames.clear()
+        self.counters = collections.Counter()  # figures are per call
+        self._jitter = JitterBuffer(
+            playback_rate,
+            prebuffer_ms=self.cfg.prebuffer_ms,
+            max_ms=self.cfg.jitter_max_ms,
+        )
+        with self._lock:
+            self._cancel_idle_close()
+            self._ensure_output(playback_rate)
+            self._open_input()
+            self._in_call = True
+        self._arm_watchdog()
+
+    def stop_call(self) -> None:
+        """Close the microphone and drop unplayed agent audio; the speaker lingers for earcons."""
+        self._in_call = False
+        self._disarm_watchdog()
+        with self._lock:
+            stream, self._input = self._input, None
+            self._close_stream(stream)
+        jitter, self._jitter = self._jitter, None
+        if jitter is not None:
+            self._fold_counters(jitter)
+            jitter.flush()
+        self._frames.clear()
+        self._wake_reader()
+        self._schedule_idle_close()
+
+    def _open_input(self) -> None:
+        import pyaudio
+
+        pa = self._ensure_pa()
+        index = self._device_index(pa, self.cfg.input_device, "input")
+        frames = self.frame_bytes // SAMPLE_BYTES
+        try:
+            self._input = pa.open(
+                format=pyaudio.paInt16,
+                channels=1,
+                rate=self.cfg.capture_rate,
+                input=True,
+                input_device_index=index,
+                frames_per_buffer=frames,
+                stream_callback=self._capture_callback,
+            )
+        except OSError as exc:
+            raise AudioDeviceError(
+                f"cannot open the microphone ({_pa_reason(exc)}); "
+                "is it plugged in and not used by another program?"
+            ) from exc
+        self._last_input_cb = time.monotonic()
+
+    def _ensure_output(self, rate: int) -> None:
+        import pyaudio
+
+        if self._output is not None and self._output_rate == rate and self._output.is_active():
+            return
+        self._close_stream(self._output)
+        self._output = None
+        pa = self._ensure_pa()
+        index = self._device_index(pa, self.cfg.output_device, "output")
+        try:
+            self._output = pa.open(
+                format=pyaudio.paInt16,
+                channels=1,
+                rate=rate,
+                output=True,
+                output_device_index=index,
+                frames_per_buffer=rate * self.cfg.frame_ms // 1000,
+                stream_callback=self._playback_callback,
+            )
+        except OSError as exc:
+            raise AudioDeviceError(
+                f"cannot open the speaker at {rate} Hz ({_pa_reason(exc)}); "
+                "is it connected and not used by another program?"
+            ) from exc
+        self._output_rate = rate
+        self._last_output_cb = time.monotonic()
+
+    def _close_stream(self, stream: Any) -> None:
+        if stream is None:
+            return
+        with contextlib.suppress(OSError):
+            stream.stop_stream()
+        with contextlib.suppress(OSError):
+            stream.close()
+
+    # ------------------------------------------------------------ capture
+
+    def _capture_callback(
+        self, in_data: bytes | None, frame_count: int, _time_info: Any, status: int
+    ) -> tuple[None, int]:
+        """PortAudio thread: hand the frame to the loop and return at once."""
+        import pyaudio
+
+        self._last_input_cb = time.monotonic()
+        if status & pyaudio.paInputOverflow:
+            self.counters["input_overflows"] += 1
+        if in_data:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver, in_data)
+            except RuntimeError:  # the loop is closing
+                return None, pyaudio.paComplete
+        return None, pyaudio.paContinue
+
+    def _deliver(self, frame: bytes) -> None:
+        if not self._in_call:
+            return
+        if self.cfg.mute_mic_while_playing and self._jitter is not None and self._jitter.pending():
+            frame = bytes(len(frame))  # half duplex on request: no echo of the agent goes back up
+            self.counters["frames_muted"] += 1
+        if len(self._frames) >= CAPTURE_QUEUE_FRAMES:
+            self._frames.popleft()  # the uplink is stuck; keep the newest speech
+            self.counters["frames_dropped"] += 1
+        self._frames.append(frame)
+        self.counters["frames_captured"] += 1
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter, self._frame_ready = self._frame_ready, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_frame(self) -> bytes:
+        """The next microphone frame (frame_ms of 16 kHz s16le mono)."""
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._frames:
+                return self._frames.popleft()
+            if not self._in_call:
+                raise AudioDeviceError("the microphone is closed")
+            self._frame_ready = self.loop.create_future()
+            await self._frame_ready
+
+    # ------------------------------------------------------------ playback
+
+    def _playback_callback(
+        self, _in_data: bytes | None, frame_count: int, _time_info: Any, status: int
+    ) -> tuple[bytes, int]:
+        """PortAudio thread: exactly frame_count frames, agent audio mixed with any earcon."""
+        import pyaudio
+
+        self._last_output_cb = time.monotonic()
+        if status & pyaudio.paOutputUnderflow:
+            self.counters["output_underflows"] += 1
+        nbytes = frame_count * SAMPLE_BYTES
+        jitter = self._jitter
+        speech = jitter.read(nbytes) if jitter is not None else None
+        if not self._earcon:
+            return speech or bytes(nbytes), pyaudio.paContinue
+        with self._earcon_lock:
+            tone = bytes(self._earcon[:nbytes])
+            del self._earcon[:nbytes]
+        tone += bytes(nbytes - len(tone))
+        if speech is None or not any(speech):
+            return tone, pyaudio.paContinue
+        return mix(speech, tone), pyaudio.paContinue
+
+    def play(self, pcm: bytes) -> None:
+        """Agent audio from the link (at the rate start_call was given)."""
+        if self._jitter is not None:
+            self._jitter.write(pcm)
+
+    def play_earcon(self, pcm: bytes, rate: int) -> None:
+        """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms."""
+        try:
+            with self._lock:
+                if self._output is None or not self._output.is_active():
+                    self._ensure_output(self._output_rate or rate)
+                pcm = resample(pcm, rate, self._output_rate)
+            with self._earcon_lock:
+                self._earcon[:] = pcm  # a new earcon replaces one still playing
+        except AudioDeviceError as exc:
+            event("earcon_unplayable", logging.WARNING, detail=str(exc))
+            return
+        if not self._in_call:
+            self._schedule_idle_close(len(pcm) / SAMPLE_BYTES / self._output_rate)
+
+    def _schedule_idle_close(self, after_s: float = 0.0) -> None:
+        self._cancel_idle_close()
+        if self._output is not None:
+            self._idle_close = self.loop.call_later(after_s + IDLE_OUTPUT_CLOSE_S, self._close_idle)
+
+    def _cancel_idle_close(self) -> None:
+        if self._idle_close is not None:
+            self._idle_close.cancel()
+            self._idle_close = None
+
+    def _close_idle(self) -> None:
+        self._idle_close = None
+        if self._in_call or self._earcon:
+            self._schedule_idle_close()
+            return
+        with self._lock:
+            stream, self._output = self._output, None
+            self._close_stream(stream)
+
+    # ------------------------------------------------------------ watchdog
+
+    def _arm_watchdog(self) -> None:
+        self._disarm_watchdog()
+        self._watchdog = self.loop.call_later(WATCHDOG_PERIOD_S, self._check_streams)
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _check_streams(self) -> None:
+        """A stream whose callbacks stopped, or that PortAudio stopped, means a lost device."""
+        self._watchdog = None
+        if not self._in_call:
+            return
+        now = time.monotonic()
+        problem = None
+        if (
+            self._input is None
+            or not _active(self._input)
+            or now - self._last_input_cb > STALL_AFTER_S
+        ):
+            problem = "the microphone stopped delivering audio (unplugged or failed)"
+        elif (
+            self._output is None
+            or not _active(self._output)
+            or now - self._last_output_cb > STALL_AFTER_S
+        ):
+            problem = "the speaker stopped playing (unplugged or failed)"
+        if problem is None:
+            self._arm_watchdog()
+            return
+        self._failure = AudioDeviceError(problem)
+        self.counters["device_failures"] += 1
+        self._wake_reader()
+        with self._lock:
+            for stream in (self._input, self._output):
+                self._close_stream(stream)
+            self._input = self._output = None
+        self.on_device_error(problem)
+
+    # ------------------------------------------------------------ figures and shutdown
+
+    def _fold_counters(self, jitter: JitterBuffer) -> None:
+        self.counters["underruns"] += jitter.underruns
+        self.counters["overruns"] += jitter.overruns
+        self.counters["bytes_played"] += jitter.bytes_played
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for the call summary event (never one log line per frame)."""
+        figures: dict[str, int | float] = dict(self.counters)
+        jitter = self._jitter
+        if jitter is not None:
+            figures["underruns"] = figures.get("underruns", 0) + jitter.underruns
+            figures["overruns"] = figures.get("overruns", 0) + jitter.overruns
+            figures["buffered_ms"] = round(jitter.buffered_ms, 1)
+            figures["prebuffer_ms"] = round(jitter.prebuffer_ms, 1)
+        return figures
+
+    def close(self) -> None:
+        self._in_call = False
+        self._disarm_watchdog()
+        self._cancel_idle_close()
+        with self._lock:
+            for stream in (self._input, self._output):
+                self._close_stream(stream)
+            self._input = self._output = None
+            if self._pa is not None:
+                self._pa.terminate()
+                self._pa = None
+
+
+def _active(stream: Any) -> bool:
+    try:
+        return bool(stream.is_active())
+    except OSError:
+        return False
+
+
+def _pa_reason(exc: OSError) -> str:
+    """PyAudio raises OSError(code, text); keep the text."""
+    if len(exc.args) >= 2:
+        return str(exc.args[1])
+    return str(exc)

@@ -1,0 +1,104 @@
+"""The playback (jitter) buffer between the event loop and PortAudio's output callback.
+
+The server sends audio in bursts, often faster than real time; the speaker wants a steady stream.
+The buffer holds bytes, starts playing once a small prebuffer is in, outputs silence and counts an
+underrun when it runs dry mid-stream (then primes again), and drops the oldest audio when it would
+exceed its bound (an overrun). The prebuffer adapts: it grows after an underrun and shrinks slowly
+while playback is smooth, so a calm network gets low latency and a jittery one stops stuttering.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class JitterBuffer:
+    """Thread-safe: `write` from the loop, `read` from the audio callback. s16le mono."""
+
+    def __init__(
+        self,
+        rate: int,
+        prebuffer_ms: float,
+        max_ms: float,
+        adapt_max_ms: float = 240.0,
+        relax_after_s: float = 10.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.rate = rate
+        self.base_prebuffer = self._bytes(prebuffer_ms)
+        self.prebuffer = self.base_prebuffer
+        self.max_bytes = max(self._bytes(max_ms), self.base_prebuffer + 2)
+        self.adapt_max = max(self._bytes(adapt_max_ms), self.base_prebuffer)
+        self.relax_after_s = relax_after_s
+        self._clock = clock or time.monotonic
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._playing = False
+        self._last_trouble = self._clock()
+        self.underruns = 0
+        self.overruns = 0
+        self.dropped_bytes = 0
+        self.bytes_written = 0
+        self.bytes_played = 0
+
+    def _bytes(self, ms: float) -> int:
+        return int(self.rate * ms / 1000) * 2
+
+    @property
+    def buffered_ms(self) -> float:
+        return len(self._data) / 2 / self.rate * 1000
+
+    @property
+    def prebuffer_ms(self) -> float:
+        return self.prebuffer / 2 / self.rate * 1000
+
+    def write(self, pcm: bytes) -> None:
+        with self._lock:
+            self._data += pcm
+            self.bytes_written += len(pcm)
+            excess = len(self._data) - self.max_bytes
+            if excess > 0:
+                excess += excess % 2
+                del self._data[:excess]
+                self.overruns += 1
+                self.dropped_bytes += excess
+
+    def read(self, nbytes: int) -> bytes:
+        """Exactly `nbytes` for the device: audio, or silence while priming or starved."""
+        with self._lock:
+            if not self._playing:
+                if len(self._data) < self.prebuffer or not self._data:
+                    return bytes(nbytes)
+                self._playing = True
+            if len(self._data) >= nbytes:
+                chunk = bytes(self._data[:nbytes])
+                del self._data[:nbytes]
+                self.bytes_played += nbytes
+                self._relax()
+                return chunk
+            # Ran dry mid-stream: play what is left, pad with silence, prime again.
+            chunk = bytes(self._data) + bytes(nbytes - len(self._data))
+            self.bytes_played += len(self._data)
+            self._data.clear()
+            self._playing = False
+            self.underruns += 1
+            self._last_trouble = self._clock()
+            self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
+            return chunk
+
+    def _relax(self) -> None:
+        calm_for = self._clock() - self._last_trouble
+        if self.prebuffer > self.base_prebuffer and calm_for > self.relax_after_s:
+            self.prebuffer = max(self.base_prebuffer, self.prebuffer - self._bytes(10))
+            self._last_trouble = self._clock()
+
+    def pending(self) -> bool:
+        return bool(self._data)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._playing = False
+            self.prebuffer = self.base_prebuffer
