@@ -35,7 +35,7 @@ lint: install ## ruff, mypy, shellcheck, yamllint, ansible-lint, hadolint
 	bash tests/lint-files.sh
 
 demo: install ## A whole call with no token and no hardware (stand-in server, virtual audio)
-	bash app/scripts/demo.sh
+	$(PY) tests/demo.py
 
 bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, underruns
 	$(PY) tests/bench/run.py

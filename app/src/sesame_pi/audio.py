@@ -16,10 +16,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,24 @@ def _portaudio() -> Any:
             "PyAudio is not installed; run `make install` (it needs portaudio19-dev)"
         ) from exc
     _quiet_alsa()
-    return pyaudio.PyAudio()
+    with _stderr_silenced():  # PortAudio's JACK and OSS probes write straight to fd 2
+        return pyaudio.PyAudio()
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _device_list(pa: Any) -> list[DeviceInfo]:

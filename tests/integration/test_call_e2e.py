@@ -1,0 +1,98 @@
+"""A whole call as a person makes it: `sesame-pi run` on real PortAudio over virtual ALSA devices,
+the stdin button, and the strict stand-in. Press, talk, hear the agent, hold to hang up, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sesame_pi.standin import StandinOptions
+from support.app_process import AppProcess
+from support.credentials import make_token, write_token
+from support.signals import loud_seconds, sine, tone_power
+from support.standin_thread import StandinThread
+from support.virtual_audio import VirtualAudio, read_wav, write_wav
+
+MIC_HZ = 660.0  # the stand-in's greeting is 523 Hz, so an echo of the mic is told apart
+
+
+@pytest.fixture
+def sound(tmp_path: Path) -> Iterator[VirtualAudio]:
+    with VirtualAudio(tmp_path / "audio") as audio:
+        yield audio
+
+
+def test_press_talk_listen_hold_to_hang_up(tmp_path: Path, sound: VirtualAudio) -> None:
+    token = make_token(exp_in_s=3600)
+    token_file = write_token(tmp_path / "token", token)
+    mic_wav = write_wav(tmp_path / "mic.wav", sine(MIC_HZ, 30, 16000), 16000)
+    speaker_wav = tmp_path / "speaker.wav"
+
+    options = StandinOptions(mode="echo", expect_token=token, junk=True)
+    with StandinThread(options) as server:
+        server.record.keep_mic_bytes = 16000 * 2 * 10
+        feeder = sound.feed_microphone(mic_wav)
+        recorder = sound.record_speaker(speaker_wav, rate=24000)
+        with AppProcess(tmp_path, server.url, token_file, env=sound.env) as app:
+            app.wait_state("idle", timeout=30)
+            mark = app.mark()
+            app.press()
+            live = app.wait_event("call_live", after=mark)
+            assert live["server_rate"] == 24000
+            app.wait_event("uplink_started", after=mark)
+            time.sleep(3.0)  # talk; the stand-in echoes and also sends malformed frames
+            assert app.wait_event("bad_frame", after=mark), "junk was seen and skipped"
+
+            mark = app.mark()
+            app.press()  # a short press while live is the safeguard: ignored
+            app.wait_event("press_ignored", after=mark)
+            time.sleep(0.5)
+            assert not any(e.get("event") == "call_ended" for e in app.events()[mark:])
+
+            mark = app.mark()
+            app.hold(2.5)
+            ended = app.wait_event("call_ended", after=mark)
+            app.wait_state("idle", after=mark)
+            time.sleep(0.5)
+            assert app.proc is not None and app.proc.poll() is None, "the app stays up, idle"
+            code = app.terminate()
+        sound.stop_recording(recorder)
+        feeder.terminate()
+    record = server.record
+
+    # The call, as the strict peer saw it.
+    assert code == 0, app.stderr_file.read_text()[-2000:]
+    assert record.calls == 1 and record.violations == [], record.violations
+    assert record.disconnects, "call_disconnect was sent on the hold"
+    assert ended["reason"] == "user_request"
+    assert ended["disconnect_answered"] is True
+
+    # Microphone audio went up as 16 kHz PCM in 20 ms frames and it was the microphone's tone.
+    assert set(record.audio_frame_sizes) == {640}, record.audio_frame_sizes
+    assert record.audio_frames_in >= 100  # > 2 s of audio
+    assert tone_power(bytes(record.mic_pcm[32000:64000]), MIC_HZ, 16000) > 0.5
+
+    # The agent's 24 kHz audio (the echo of our tone) came out of the speaker.
+    heard, rate = read_wav(speaker_wav)
+    assert rate == 24000
+    assert loud_seconds(heard, rate) > 2.0
+    loud = [heard[i : i + 9600] for i in range(0, len(heard) - 9600, 9600)]
+    assert max(tone_power(chunk, MIC_HZ, rate) for chunk in loud) > 0.5
+    assert ended["audio"]["frames_captured"] >= 100
+
+    # The log: JSON lines only, every line an event; the token nowhere.
+    lines = app.log_file.read_text().splitlines()
+    assert all(json.loads(line)["event"] for line in lines)
+    for text in (
+        app.log_file.read_text(),
+        app.stdout_file.read_text(),
+        app.stderr_file.read_text(),
+    ):
+        assert token not in text
+        assert token.split(".")[2] not in text
+    stdout_events = [json.loads(line) for line in app.stdout_file.read_text().splitlines()]
+    assert stdout_events[-1]["event"] == "app_stopped"

@@ -1,0 +1,83 @@
+"""Device choice, earcon resampling and mixing: the pure parts of the audio engine."""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+
+import pytest
+
+from sesame_pi.audio import (
+    AudioDeviceError,
+    DeviceInfo,
+    format_devices,
+    mix,
+    resample,
+    resolve_device,
+)
+
+
+def device(
+    index: int, name: str, inputs: int = 2, outputs: int = 2, default: bool = False
+) -> DeviceInfo:
+    return DeviceInfo(index, name, inputs, outputs, 48000.0, default, default)
+
+
+DEVICES = [
+    device(0, "seeed-2mic-voicecard: bcm2835-i2s-wm8960-hifi wm8960-hifi-0 (hw:1,0)"),
+    device(1, "USB PnP Sound Device: Audio (hw:2,0)", outputs=0),
+    device(2, "sysdefault"),
+    device(3, "default", default=True),
+]
+
+
+def test_default_name_index_and_unique_part_of_a_name() -> None:
+    assert resolve_device(DEVICES, "default", "input").index == 3
+    assert resolve_device(DEVICES, "1", "input").index == 1
+    assert resolve_device(DEVICES, "sysdefault", "output").index == 2
+    assert resolve_device(DEVICES, "wm8960", "output").index == 0
+    assert resolve_device(DEVICES, "usb pnp", "input").index == 1
+
+
+@pytest.mark.parametrize(
+    ("wanted", "direction", "words"),
+    [
+        ("usb pnp", "output", "no output device named 'usb pnp'"),  # capture-only card
+        ("9", "input", "input device #9 does not exist"),
+        ("default", "input", None),
+        ("hw", "input", "matches several"),
+        ("respeaker", "input", "is it plugged in?"),
+    ],
+)
+def test_a_wrong_device_says_what_is_wrong(wanted: str, direction: str, words: str | None) -> None:
+    if words is None:
+        assert resolve_device(DEVICES, wanted, direction)
+        return
+    with pytest.raises(AudioDeviceError, match=words.replace("?", r"\?")):
+        resolve_device(DEVICES, wanted, direction)
+
+
+def test_no_default_device() -> None:
+    with pytest.raises(AudioDeviceError, match="no default input device"):
+        resolve_device(DEVICES[:2], "default", "input")
+
+
+def test_format_devices_marks_the_defaults_and_says_how_to_choose() -> None:
+    text = format_devices(DEVICES)
+    assert "default input, default output" in text
+    assert "--input-device" in text
+    assert "no audio devices found" in format_devices([])
+
+
+def test_resample_keeps_duration_and_shape() -> None:
+    ramp = array("h", range(0, 16000, 10)).tobytes()  # 1600 samples
+    up = array("h", resample(ramp, 16000, 24000))
+    assert len(up) == 2400
+    assert up[0] == 0 and all(b >= a for a, b in itertools.pairwise(up))
+    assert resample(ramp, 24000, 24000) is ramp
+
+
+def test_mix_sums_and_clips() -> None:
+    a = array("h", [1000, 30000, -30000, 0]).tobytes()
+    b = array("h", [2000, 30000, -30000, -5]).tobytes()
+    assert list(array("h", mix(a, b))) == [3000, 32767, -32768, -5]

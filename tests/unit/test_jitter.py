@@ -1,0 +1,94 @@
+"""The playback buffer: prebuffer, underruns, overruns, adaptation, flush."""
+
+from __future__ import annotations
+
+from array import array
+
+from sesame_pi.jitter import JitterBuffer
+
+RATE = 24000
+MS20 = RATE * 20 // 1000 * 2  # bytes in 20 ms
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pcm(ms: int, value: int = 1) -> bytes:
+    return value.to_bytes(2, "little", signed=True) * (RATE * ms // 1000)
+
+
+def test_silence_until_the_prebuffer_is_in_then_audio_in_order() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+    buf.write(pcm(40, 7))
+    assert buf.read(MS20) == bytes(MS20), "still priming"
+    buf.write(pcm(20, 9))
+    assert buf.read(MS20) == pcm(20, 7)
+    assert buf.read(MS20) == pcm(20, 7)
+    assert buf.read(MS20) == pcm(20, 9)
+    assert buf.underruns == 0 and buf.bytes_played == 3 * MS20
+
+
+def test_running_dry_counts_an_underrun_pads_and_primes_again() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000)
+    buf.write(pcm(30, 5))
+    assert buf.read(MS20) == pcm(20, 5)
+    out = buf.read(MS20)
+    assert out[: MS20 // 2] == pcm(10, 5) and out[MS20 // 2 :] == bytes(MS20 // 2)
+    assert buf.underruns == 1
+    buf.write(pcm(10, 5))
+    assert buf.read(MS20) == bytes(MS20), "priming again, not a second underrun"
+    assert buf.underruns == 1
+
+
+def test_idle_silence_is_not_an_underrun() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+    for _ in range(50):
+        assert buf.read(MS20) == bytes(MS20)
+    assert buf.underruns == 0
+
+
+def test_overrun_drops_the_oldest_audio_and_keeps_samples_aligned() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=100)
+    buf.write(pcm(80, 1))
+    buf.write(pcm(41, 2))  # 121 ms > 100 ms bound
+    assert buf.overruns == 1
+    assert buf.buffered_ms <= 100
+    assert buf.dropped_bytes % 2 == 0
+    played = array("h", buf.read(MS20) + buf.read(MS20 * 4))
+    assert set(played) <= {1, 2}, "whole samples only, never a byte-shifted one"
+    assert played[-1] == 2, "the newest audio was kept"
+
+
+def test_prebuffer_grows_after_underruns_and_relaxes_when_calm() -> None:
+    clock = FakeClock()
+    buf = JitterBuffer(
+        RATE, prebuffer_ms=40, max_ms=1000, adapt_max_ms=100, relax_after_s=5, clock=clock
+    )
+    for _ in range(5):
+        buf.write(pcm(110))
+        for _ in range(6):
+            buf.read(MS20)  # the sixth runs dry
+    assert buf.underruns == 5
+    assert buf.prebuffer_ms == 100, "capped at adapt_max"
+    clock.now = 10.0
+    buf.write(pcm(400))
+    for _ in range(10):
+        buf.read(MS20)
+        clock.now += 6
+    assert buf.prebuffer_ms == 40, "back to the base after a calm stretch"
+
+
+def test_flush_drops_audio_and_resets_adaptation() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000)
+    buf.write(pcm(20))
+    buf.read(MS20)
+    buf.read(MS20)  # underrun raises the prebuffer
+    buf.write(pcm(200))
+    buf.flush()
+    assert not buf.pending() and buf.prebuffer_ms == 20
+    assert buf.read(MS20) == bytes(MS20)
