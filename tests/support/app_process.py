@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,24 @@ class AppProcess:
         token_file: Path,
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        launcher: tuple[str, ...] = (sys.executable, "-m", "sesame_pi.cli"),
+        seen_as: Callable[[Path], str] = str,
+        log_file: Path | None = None,
     ) -> None:
-        self.log_file = tmp / "app-events.jsonl"
-        self.heartbeat_file = tmp / "heartbeat.json"
+        """`launcher` runs the CLI (e.g. `docker run ... IMAGE`); `seen_as` maps a path here to
+        the path the app sees (a bind mount), for the token and log file."""
+        self.log_file = log_file or tmp / "app-events.jsonl"
+        self.heartbeat_file = self.log_file.parent / "heartbeat.json"
         self.stdout_file = tmp / "app-stdout.txt"
         self.stderr_file = tmp / "app-stderr.txt"
         self.command = [
-            sys.executable, "-m", "sesame_pi.cli", "run",
+            *launcher, "run",
             "--config", "/dev/null",
             "--server", server_url,
-            "--token-file", str(token_file),
+            "--token-file", seen_as(token_file),
             "--button", "stdin",
-            "--log-file", str(self.log_file),
-            "--heartbeat-file", str(self.heartbeat_file),
+            "--log-file", seen_as(self.log_file),
+            "--heartbeat-file", seen_as(self.heartbeat_file),
             *extra_args,
         ]  # fmt: skip
         self.env = {**os.environ, **(env or {})}

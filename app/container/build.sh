@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make container`: build the sesame-pi image for the Pi (ARCH=arm64 default, armv7 for 32-bit
+# Raspberry Pi OS) with the local Docker engine, under qemu-user-static when the host differs.
+# With no registry reachable, the Debian base is made from Debian's archive (see base-image.sh).
+# SAVE=1 also writes build/sesame-pi-$ARCH.tar for `docker load` on a Pi or in the SD image.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+arch="${ARCH:-arm64}"
+lib="$repo/tests/system/lib"
+
+DOCKER="$(bash "$lib/dockerd.sh")"
+export DOCKER
+base="$(bash "$lib/base-image.sh" "$arch")"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/app/pyproject.toml")"
+image="sesame-pi:$version-$arch"
+
+echo "container: building $image on $base" >&2
+start=$SECONDS
+"$DOCKER" build --network host --build-arg "BASE=$base" \
+  -t "$image" -t "sesame-pi:latest-$arch" -f "$repo/app/Dockerfile" "$repo/app" >&2
+echo "container: built $image in $((SECONDS - start)) s" >&2
+if [[ "$arch" == "arm64" ]]; then
+  "$DOCKER" tag "$image" sesame-pi:latest
+fi
+if [[ "${SAVE:-0}" == "1" ]]; then
+  mkdir -p "$repo/build"
+  "$DOCKER" save -o "$repo/build/sesame-pi-$arch.tar" "$image" "sesame-pi:latest-$arch"
+  echo "container: saved $repo/build/sesame-pi-$arch.tar" >&2
+fi
+echo "$image"

@@ -1,0 +1,184 @@
+"""`make container-test`: the arm64 image, built here under qemu, places a whole call as non-root.
+
+The engine is Debian's dockerd started with --bridge=none; the base comes from Debian's archive
+(debootstrap, `docker import`), cached under /var/cache/sesame-pi; containers use the host network,
+so the app reaches the stand-in on 127.0.0.1 and no private-range address is ever used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sesame_pi.standin import StandinOptions
+from support.app_process import AppProcess
+from support.credentials import make_token, write_token
+from support.signals import loud_seconds, sine
+from support.standin_thread import StandinThread
+from support.virtual_audio import VirtualAudio, read_wav, write_wav
+
+REPO = Path(__file__).resolve().parents[2]
+ARCH = os.environ.get("ARCH", "arm64")
+APP_UID = 10001
+SIZE_LIMIT_MB = 250
+
+
+def run(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def docker() -> str:
+    return run("bash", str(REPO / "tests/system/lib/dockerd.sh")).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def image(docker: str) -> str:
+    """`make container`'s own script; layers are cached by the engine between runs."""
+    started = time.monotonic()
+    built = run("bash", str(REPO / "app/container/build.sh"), timeout=3600)
+    print(f"\ncontainer: build took {time.monotonic() - started:.0f} s")
+    return built.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def test_image(docker: str, image: str) -> str:
+    tag = f"sesame-pi-pulse-client:{ARCH}"
+    run(
+        docker, "build", "--network", "host", "--build-arg", f"APP_IMAGE={image}",
+        "-t", tag, "-f", str(REPO / "tests/system/pulse-client.Dockerfile"),
+        str(REPO / "tests/system"),
+        timeout=1800,
+    )  # fmt: skip
+    return tag
+
+
+def inspect(docker: str, image: str) -> dict:
+    return json.loads(run(docker, "image", "inspect", image).stdout)[0]
+
+
+def test_image_runs_as_an_unprivileged_user_and_is_small(docker: str, image: str) -> None:
+    info = inspect(docker, image)
+    assert info["Architecture"] == ("arm64" if ARCH == "arm64" else "arm")
+    assert info["Config"]["User"] == f"{APP_UID}:{APP_UID}"
+    assert info["Config"]["Entrypoint"] == ["sesame-pi"]
+    assert "sesame-pi" in " ".join(info["Config"]["Healthcheck"]["Test"])
+    whoami = run(docker, "run", "--rm", "--network", "host", "--entrypoint", "id", image).stdout
+    assert whoami.startswith(f"uid={APP_UID}(sesame) gid={APP_UID}(sesame)"), whoami
+    size_mb = info["Size"] / 1e6
+    print(f"\ncontainer: {image} is {size_mb:.0f} MB")
+    assert size_mb <= SIZE_LIMIT_MB
+
+
+def test_without_a_gpio_chip_the_container_says_what_to_do(docker: str, image: str) -> None:
+    result = run(
+        docker, "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+        image, "run", "--config", "/dev/null", "--token-file", "/dev/null", "--log-file", "none",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode in (3, 4), result.stderr
+    assert "token" in result.stderr.lower() or "--button stdin" in result.stderr
+
+
+@pytest.fixture
+def sound(tmp_path: Path) -> Iterator[VirtualAudio]:
+    root = tmp_path / "audio"
+    with VirtualAudio(root) as audio:
+        # The container's user must reach the socket: open the path, not the daemon's state.
+        for path in (tmp_path, root, audio.runtime):
+            path.chmod(0o755)
+        yield audio
+
+
+def test_a_whole_call_inside_the_container(
+    docker: str, test_image: str, tmp_path: Path, sound: VirtualAudio
+) -> None:
+    token = make_token(exp_in_s=3600)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    token_file = write_token(secrets / "token", token)
+    os.chown(token_file, APP_UID, APP_UID)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chown(logs, APP_UID, APP_UID)
+    asoundrc = tmp_path / "asound.conf"
+    shutil.copy(sound.home / ".asoundrc", asoundrc)
+    asoundrc.chmod(0o644)
+    mic_wav = write_wav(tmp_path / "mic.wav", sine(660.0, 30, 16000), 16000)
+    speaker_wav = tmp_path / "speaker.wav"
+    name = f"sesame-pi-test-{os.getpid()}"
+
+    mounts = {secrets: "/etc/sesame-pi", logs: "/var/log/sesame-pi"}
+
+    def seen_as(path: Path) -> str:
+        for host, inside in mounts.items():
+            if path.is_relative_to(host):
+                return str(Path(inside) / path.relative_to(host))
+        return str(path)
+
+    launcher = (
+        docker, "run", "-i", "--rm", "--name", name, "--init", "--network", "host",
+        "--read-only", "--tmpfs", "/tmp:size=16m", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges:true",
+        "-v", f"{secrets}:/etc/sesame-pi:ro",
+        "-v", f"{logs}:/var/log/sesame-pi",
+        "-v", f"{sound.runtime}:/run/pulse:ro",
+        "-v", f"{asoundrc}:/etc/asound.conf:ro",
+        "-e", "PULSE_SERVER=unix:/run/pulse/native",
+        test_image,
+    )  # fmt: skip
+    with StandinThread(StandinOptions(mode="echo", expect_token=token, junk=True)) as server:
+        feeder = sound.feed_microphone(mic_wav)
+        recorder = sound.record_speaker(speaker_wav)
+        app = AppProcess(
+            tmp_path, server.url, token_file, launcher=launcher, seen_as=seen_as,
+            log_file=logs / "events.jsonl",
+        )  # fmt: skip
+        with app:
+            app.wait_state("idle", timeout=120)  # Python under qemu starts slowly
+            beat = "/var/log/sesame-pi/heartbeat.json"
+            health = run(
+                docker, "exec", name, "sesame-pi", "status", "--heartbeat-file", beat, check=False
+            )
+            assert health.returncode == 0, health.stdout + health.stderr
+            top = run(docker, "top", name, "-o", "uid,cmd").stdout
+            stats = run(docker, "stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout
+            print(f"\ncontainer: idle memory {stats.strip()}")
+            mark = app.mark()
+            app.press()
+            app.wait_event("call_live", after=mark, timeout=30)
+            time.sleep(4)
+            mark = app.mark()
+            app.hold(2.5)
+            ended = app.wait_event("call_ended", after=mark, timeout=30)
+            app.wait_state("idle", after=mark, timeout=30)
+            code = app.terminate(timeout=60)
+        sound.stop_recording(recorder)
+        feeder.terminate()
+
+    assert code == 0, app.stderr_file.read_text()[-3000:]
+    assert "root" not in top.split("\n", 1)[1] and str(APP_UID) in top, top
+    assert server.record.calls == 1 and server.record.violations == []
+    assert server.record.disconnects and ended["reason"] == "user_request"
+    assert server.record.audio_frames_in > 50
+    heard, rate = read_wav(speaker_wav)
+    assert loud_seconds(heard, rate) > 1.5, "the agent's audio came out of the speaker"
+    log_lines = (logs / "events.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["event"] for line in log_lines), "the log landed in the volume"
+    assert (logs / "events.jsonl").stat().st_uid == APP_UID
+    everything = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.txt")) + "".join(
+        log_lines
+    )
+    assert token not in everything
