@@ -14,6 +14,13 @@ base="$(bash "$lib/base-image.sh" "$arch")"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/app/pyproject.toml")"
 image="sesame-pi:$version-$arch"
 
+# Behind a TLS-intercepting proxy, pip in the build stage must trust the proxy's CA as the host does.
+extra_ca="$repo/app/container/extra-ca"
+find "$extra_ca" -name '*.crt' -delete
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$extra_ca/"
+fi
+
 echo "container: building $image on $base" >&2
 start=$SECONDS
 "$DOCKER" build --network host --build-arg "BASE=$base" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build (once) and cache a Debian arm64 root file system as a tarball, then print the tarball's path.
+# Build (once) and cache a Debian root file system for the Pi as a tarball; print the tarball's path.
 #
-# Usage: debian-rootfs.sh minbase|pi [SUITE]
+# Usage: [ROOTFS_ARCH=arm64|armhf] debian-rootfs.sh minbase|pi [SUITE]
 #   minbase  the smallest root (debootstrap --variant=minbase): the base of the container image.
 #   pi       minbase plus what Raspberry Pi OS Lite has that our Ansible roles rely on
 #            (systemd, udev, python3 for Ansible's chroot connection, sudo, ca-certificates).
@@ -14,6 +14,12 @@ variant="${1:?usage: debian-rootfs.sh minbase|pi [suite]}"
 suite="${2:-trixie}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 cache="${SESAME_PI_CACHE:-/var/cache/sesame-pi}/rootfs"
+arch="${ROOTFS_ARCH:-arm64}"
+case "$arch" in
+  arm64) qemu=aarch64 ;;
+  armhf) qemu=arm ;;
+  *) echo "debian-rootfs.sh: unknown ROOTFS_ARCH '$arch' (arm64 or armhf)" >&2; exit 2 ;;
+esac
 
 case "$variant" in
   minbase) include="" ;;
@@ -22,33 +28,33 @@ case "$variant" in
 esac
 
 key="$(printf '%s|%s|%s' "$suite" "$variant" "$include" | sha256sum | cut -c1-12)"
-tarball="$cache/debian-$suite-arm64-$variant-$key.tar"
+tarball="$cache/debian-$suite-$arch-$variant-$key.tar"
 if [[ -s "$tarball" ]]; then
   echo "$tarball"
   exit 0
 fi
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need debootstrap || ! [[ -e /usr/bin/qemu-aarch64-static || -e /usr/bin/qemu-aarch64 ]]; then
+if ! need debootstrap || ! [[ -e "/usr/bin/qemu-$qemu-static" || -e "/usr/bin/qemu-$qemu" ]]; then
   echo "debian-rootfs.sh: installing debootstrap and qemu-user-static" >&2
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap qemu-user-static binfmt-support >&2
 fi
-if ! [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+if ! [[ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ]]; then
   mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  update-binfmts --enable qemu-aarch64 >&2 || true
+  update-binfmts --enable "qemu-$qemu" >&2 || true
 fi
-if ! [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
-  echo "debian-rootfs.sh: binfmt_misc has no qemu-aarch64 entry; cannot run arm64 binaries here" >&2
+if ! [[ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ]]; then
+  echo "debian-rootfs.sh: binfmt_misc has no qemu-$qemu entry; cannot run $arch binaries here" >&2
   exit 1
 fi
 
 mkdir -p "$cache"
 work="$(mktemp -d "$cache/.build-XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-args=(--variant=minbase --arch=arm64 --components=main)
+args=(--variant=minbase "--arch=$arch" --components=main)
 [[ -n "$include" ]] && args+=("--include=$include")
-echo "debian-rootfs.sh: debootstrap $suite arm64 ($variant) into the cache; this takes a few minutes" >&2
+echo "debian-rootfs.sh: debootstrap $suite $arch ($variant) into the cache; this takes a few minutes" >&2
 debootstrap "${args[@]}" "$suite" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
   tail -n 30 "$work/debootstrap.log" >&2
   [[ -f "$work/root/debootstrap/debootstrap.log" ]] && tail -n 30 "$work/root/debootstrap/debootstrap.log" >&2
