@@ -75,7 +75,6 @@ class Config:
     frame_ms: int = 20
     prebuffer_ms: int = 60
     jitter_max_ms: int = 2000
-    output_latency_ms: float = 30.0
     mute_mic_while_playing: bool = False
     # Button, LED, earcons
     button: str = "gpio"
@@ -186,7 +185,6 @@ def validate(cfg: Config) -> Config:
         cfg.jitter_max_ms >= cfg.prebuffer_ms + cfg.frame_ms,
         f"jitter_max_ms {cfg.jitter_max_ms} must exceed prebuffer_ms + frame_ms",
     )
-    _check(1 <= cfg.output_latency_ms <= 500, "output_latency_ms must be between 1 and 500")
     _check(
         0.0 <= cfg.earcon_volume <= 1.0,
         f"earcon_volume {cfg.earcon_volume} must be between 0 and 1",
