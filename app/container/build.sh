@@ -24,7 +24,13 @@ fi
 echo "container: building $image on $base" >&2
 start=$SECONDS
 "$DOCKER" build --network host --build-arg "BASE=$base" \
-  -t "$image" -t "sesame-pi:latest-$arch" -f "$repo/app/Dockerfile" "$repo/app" >&2
+  -t "$image" -f "$repo/app/Dockerfile" "$repo/app" >&2
+# The classic builder labels the image with the build host's platform; record the real one.
+case "$arch" in
+  arm64) python3 "$repo/app/container/set-arch.py" "$DOCKER" "$image" arm64 v8 ;;
+  armv7) python3 "$repo/app/container/set-arch.py" "$DOCKER" "$image" arm v7 ;;
+esac
+"$DOCKER" tag "$image" "sesame-pi:latest-$arch"
 echo "container: built $image in $((SECONDS - start)) s" >&2
 if [[ "$arch" == "arm64" ]]; then
   "$DOCKER" tag "$image" sesame-pi:latest
