@@ -3,6 +3,7 @@
 # this plugin (which pulls in libavcodec) is not in the appliance image.
 ARG APP_IMAGE=sesame-pi:latest
 FROM ${APP_IMAGE}
+# hadolint ignore=DL3066
 USER root
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARCH = os.environ.get("ARCH", "arm64")
 APP_UID = 10001
 SIZE_LIMIT_MB = 250
+pytestmark = pytest.mark.timeout(3600)  # a cold build under qemu takes about 25 minutes
 
 
 def run(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Put the image's pi-gen stage together in one directory: image/stage-sesame, the project's
+# Ansible playbook and roles (00-ansible/files/ansible, with app/compose.yaml beside it in
+# files/app/ where the sesame_pi role looks for it), the app image tarball
+# (00-ansible/files/sesame-pi.tar) and, if SESAME_PI_IMAGE_VARS names a YAML file, extra Ansible
+# variables for the image (00-ansible/files/image-vars.yml; e.g. audio_card for a HAT).
+# build.sh hands the result to pi-gen; the image test runs it as pi-gen would: one layout.
+# Usage: [SESAME_PI_IMAGE_VARS=vars.yml] assemble-stage.sh DEST APP_TARBALL   (DEST is replaced)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+dest="${1:?usage: assemble-stage.sh DEST APP_TARBALL}"
+tarball="${2:?usage: assemble-stage.sh DEST APP_TARBALL}"
+
+if [[ ! -s "$tarball" ]]; then
+  echo "assemble-stage: no app image tarball at $tarball (make it with: SAVE=1 make container)" >&2
+  exit 1
+fi
+rm -rf "$dest"
+mkdir -p "$(dirname "$dest")"
+cp -a "$repo/image/stage-sesame" "$dest"
+files="$dest/00-ansible/files"
+mkdir -p "$files"
+cp -a "$repo/ansible" "$files/ansible"
+find "$files/ansible" \( -name '__pycache__' -o -name '*.retry' \) -prune -exec rm -rf {} +
+mkdir -p "$files/app"
+cp "$repo/app/compose.yaml" "$files/app/compose.yaml"
+if [[ -n "${SESAME_PI_IMAGE_VARS:-}" ]]; then
+  cp "$SESAME_PI_IMAGE_VARS" "$files/image-vars.yml"
+fi
+# A hard link saves copying a few hundred megabytes when both sit on one file system.
+ln -f "$tarball" "$files/sesame-pi.tar" 2>/dev/null || cp "$tarball" "$files/sesame-pi.tar"
+echo "$dest"

@@ -1,0 +1,108 @@
+#!/bin/bash
+# sesame-pi-firstboot: move what a maker dropped on the SD card's FAT boot partition into place.
+#
+# The boot partition is the only part of the card Windows and macOS can write, so a maker puts the
+# token there: <boot>/sesame-pi/token (or token.txt, as Notepad saves it), and optionally
+# refresh_token and config.toml. FAT has no owners or modes and anyone holding the card can read
+# it, so this script moves each file into /etc/sesame-pi with the right owner and mode, then deletes
+# the copy on FAT. It runs at every boot where <boot>/sesame-pi exists (the unit's condition), so a
+# new token can be dropped at any time. The token's contents never reach the journal.
+#
+# Environment (for tests): BOOT_DIR (default /boot/firmware), ETC_DIR (default /etc/sesame-pi),
+# SESAME_PI_UID / SESAME_PI_GID (default 10001, the app container's user).
+set -euo pipefail
+umask 077
+
+boot_dir="${BOOT_DIR:-/boot/firmware}"
+etc_dir="${ETC_DIR:-/etc/sesame-pi}"
+app_uid="${SESAME_PI_UID:-10001}"
+app_gid="${SESAME_PI_GID:-10001}"
+drop="$boot_dir/sesame-pi"
+
+log() { echo "sesame-pi-firstboot: $*"; }
+
+# The first of the names that exists in the drop directory (FAT lookups ignore case).
+found() {
+  local name
+  for name in "$@"; do
+    if [[ -f "$drop/$name" ]]; then
+      echo "$drop/$name"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Remove the FAT copy. shred overwrites the clusters first; on flash this is best effort only
+# (wear levelling may keep old blocks), which the README says.
+forget() {
+  shred --zero --iterations=1 --remove=wipe "$1" 2>/dev/null || rm -f "$1"
+}
+
+# A secret (token, refresh token): one line, whitespace and a UTF-8 byte order mark removed (a JWT
+# has neither; Notepad may add CRLF or a BOM), written to a temporary file in the target directory
+# with mode 0600 from the first byte, then renamed over the old one so the app never reads half a
+# token.
+move_secret() {
+  local src="$1" dest="$2" tmp
+  tmp="$(mktemp "$dest.XXXXXX")"
+  LC_ALL=C sed '1s/^\xEF\xBB\xBF//' "$src" | tr -d '[:space:]' >"$tmp"
+  if [[ ! -s "$tmp" ]]; then
+    rm -f "$tmp"
+    log "$src is empty; left it there and kept the current $(basename "$dest")"
+    return 0
+  fi
+  printf '\n' >>"$tmp"
+  chown "$app_uid:$app_gid" "$tmp"
+  chmod 0600 "$tmp"
+  mv -f "$tmp" "$dest"
+  forget "$src"
+  log "moved $(basename "$src") to $dest (mode 0600, owner $app_uid); deleted it from $drop"
+}
+
+# config.toml holds no secret the token files do not; the app's group reads it, root owns it.
+move_config() {
+  local src="$1" dest="$2" tmp
+  tmp="$(mktemp "$dest.XXXXXX")"
+  cat "$src" >"$tmp"
+  chown "0:$app_gid" "$tmp"
+  chmod 0640 "$tmp"
+  mv -f "$tmp" "$dest"
+  forget "$src"
+  log "moved $(basename "$src") to $dest (mode 0640, group $app_gid); deleted it from $drop"
+}
+
+if [[ ! -d "$drop" ]]; then
+  log "nothing to do: $drop does not exist"
+  exit 0
+fi
+
+if [[ ! -d "$etc_dir" ]]; then
+  install -d -m 0750 -o "$app_uid" -g "$app_gid" "$etc_dir"
+  log "created $etc_dir"
+fi
+
+moved=0
+if src="$(found token token.txt)"; then
+  move_secret "$src" "$etc_dir/token"
+  moved=$((moved + 1))
+fi
+if src="$(found refresh_token refresh_token.txt)"; then
+  move_secret "$src" "$etc_dir/refresh_token"
+  moved=$((moved + 1))
+fi
+if src="$(found config.toml config.toml.txt)"; then
+  move_config "$src" "$etc_dir/config.toml"
+  moved=$((moved + 1))
+fi
+((moved > 0)) || log "$drop holds no token, refresh_token or config.toml"
+
+# What macOS and Windows leave in a folder they touched, so that the folder can go.
+find "$drop" -mindepth 1 -maxdepth 1 -type f \( -name '._*' -o -iname '.DS_Store' \
+  -o -iname 'desktop.ini' -o -iname 'Thumbs.db' \) -delete
+if rmdir "$drop" 2>/dev/null; then
+  log "removed the empty $drop"
+else
+  log "left $drop in place; it still holds: $(find "$drop" -mindepth 1 -maxdepth 1 -printf '%f ')"
+fi
+sync

@@ -1,0 +1,1 @@
+"""Fault tests: network, protocol, token, device faults and a compressed soak (issue 8)."""
