@@ -24,9 +24,9 @@ $(VENV)/.installed: app/pyproject.toml
 
 install: $(VENV)/.installed ## Install system packages and the app (editable) into .venv
 
-test: install ## Lint, then unit and integration tests (fast; no Docker, no root file systems)
+test: install ## Lint, then unit, integration and benchmark-instrument tests (fast; no Docker, no root file systems)
 	$(MAKE) --no-print-directory lint
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST) tests/unit tests/integration tests/bench/test_bench_tools.py
 
 lint: install ## ruff, mypy, shellcheck, yamllint, ansible-lint, hadolint
 	$(VENV)/bin/ruff check app tests
