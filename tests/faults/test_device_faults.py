@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from faults import known_bugs
 from faults.figures import FIGURES
 from faults.ledger import LEDGER
 from faults.processes import event_time
@@ -105,10 +104,6 @@ def test_sound_server_dies_mid_call_and_the_app_recovers(outage: dict[str, Any])
     assert outage["exit"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=known_bugs.DEVICE_CALL_NOT_SUMMARISED,
-)
 def test_a_call_lost_to_the_device_is_summarised(outage: dict[str, Any]) -> None:
     ended = [e for e in outage["outage_events"] if e.get("event") == "call_ended"]
     assert ended and ended[0]["audio"]["device_failures"] >= 1

@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from faults import known_bugs
 from faults.ledger import LEDGER
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
@@ -107,7 +105,6 @@ async def test_silent_peer_is_found_by_pings_when_nothing_else_is_sent(tmp_path:
     assert took is not None and took <= PING_DEADLINE_S + 1.0, took
 
 
-@pytest.mark.xfail(strict=True, reason=known_bugs.SILENT_LINK)
 async def test_silent_peer_is_found_by_pings_while_audio_streams(
     tmp_path: Path, figures: Any
 ) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from faults import known_bugs
 from faults.figures import FIGURES
 from faults.ledger import LEDGER
 from faults.netlab import ROUTER_APP_SIDE, SERVER_ADDR, NetLab
@@ -156,7 +155,6 @@ def wait_link_loss(app: AppProcess, mark: int, since: float, figures: Any, label
     return took
 
 
-@pytest.mark.xfail(strict=True, reason=known_bugs.SILENT_LINK)
 def test_partition_recovers_with_exactly_one_call(scene: Scene, figures: Any) -> None:
     server = scene.standin()
     app = scene.app(server_url())
@@ -188,7 +186,6 @@ def test_partition_recovers_with_exactly_one_call(scene: Scene, figures: Any) ->
     hang_up(app)
 
 
-@pytest.mark.xfail(strict=True, reason=known_bugs.SILENT_LINK)
 def test_half_open_link_is_found_by_pings_and_the_call_returns(scene: Scene, figures: Any) -> None:
     server = scene.standin()
     app = scene.app(server_url())
@@ -291,10 +288,6 @@ def test_call_goes_on_through_loss_and_jitter(jittery_call: dict[str, Any], figu
     assert audio["underruns"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=known_bugs.PREBUFFER_NOT_SUMMARISED,
-)
 def test_call_summary_shows_the_prebuffer_grew(jittery_call: dict[str, Any]) -> None:
     audio = jittery_call["ended"]["audio"]
     assert audio["prebuffer_ms"] > Config().prebuffer_ms
@@ -352,10 +345,6 @@ def test_dns_failure_keeps_retrying_with_backoff_and_stays_up(
     assert dns_outage["offline"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=known_bugs.STARTING_NOT_OFFLINE,
-)
 def test_dns_failure_from_boot_shows_offline_without_a_press(dns_outage: dict[str, Any]) -> None:
     states = [e["state"] for e in dns_outage["before_press"] if e.get("event") == "state_changed"]
     assert "offline" in states, states

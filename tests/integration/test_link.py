@@ -155,6 +155,21 @@ async def test_reconnects_within_two_seconds_of_server_return(
     await restarted.stop()
 
 
+async def test_a_failed_first_connect_is_reported_down_once(
+    tmp_path: Path, token: str, running: list
+) -> None:
+    standin = await start_standin(None)
+    port = standin.port
+    await standin.stop()  # nothing listens there now
+    cfg = make_config(tmp_path, port, None, token)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.sleep(1.5)  # several attempts at a 0.1 s initial backoff
+    assert recorder.ups == 0
+    assert len(recorder.downs) == 1 and "connect failed" in recorder.downs[0], recorder.downs
+
+
 async def test_auth_refusal_reports_and_does_not_hammer(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:

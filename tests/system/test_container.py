@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -155,6 +156,7 @@ def test_a_whole_call_inside_the_container(
             )
             assert health.returncode == 0, health.stdout + health.stderr
             top = run(docker, "top", name, "-o", "pid,uid,cmd").stdout  # docker needs pid
+            status = run(docker, "exec", name, "cat", "/proc/1/status", "/proc/self/status").stdout
             stats = run(docker, "stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout
             print(f"\ncontainer: idle memory {stats.strip()}")
             mark = app.mark()
@@ -172,6 +174,8 @@ def test_a_whole_call_inside_the_container(
     assert code == 0, app.stderr_file.read_text()[-3000:]
     uids = {line.split()[1] for line in top.splitlines()[1:] if line.strip()}
     assert uids == {str(APP_UID)}, top
+    caps = re.findall(r"^Cap(Inh|Prm|Eff|Bnd|Amb):\s*(\S+)$", status, re.M)
+    assert len(caps) == 10 and all(int(v, 16) == 0 for _, v in caps), "capabilities left: " + status
     assert server.record.calls == 1 and server.record.violations == []
     assert server.record.disconnects and ended["reason"] == "user_request"
     assert server.record.audio_frames_in > 50

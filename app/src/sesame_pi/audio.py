@@ -561,18 +561,25 @@ class AudioEngine:
 
     # ------------------------------------------------------------ figures and shutdown
 
+    @staticmethod
+    def _jitter_counters(jitter: JitterBuffer) -> dict[str, int]:
+        """The playback buffer's counters, the same ones whether it is folded in or still live."""
+        return {
+            "underruns": jitter.underruns,
+            "overruns": jitter.overruns,
+            "bytes_played": jitter.bytes_played,
+        }
+
     def _fold_counters(self, jitter: JitterBuffer) -> None:
-        self.counters["underruns"] += jitter.underruns
-        self.counters["overruns"] += jitter.overruns
-        self.counters["bytes_played"] += jitter.bytes_played
+        self.counters.update(self._jitter_counters(jitter))
 
     def stats(self) -> dict[str, int | float]:
         """Counters for the call summary event (never one log line per frame)."""
         figures: dict[str, int | float] = dict(self.counters)
         jitter = self._jitter
         if jitter is not None:
-            figures["underruns"] = figures.get("underruns", 0) + jitter.underruns
-            figures["overruns"] = figures.get("overruns", 0) + jitter.overruns
+            for key, value in self._jitter_counters(jitter).items():
+                figures[key] = figures.get(key, 0) + value
             figures["buffered_ms"] = round(jitter.buffered_ms, 1)
             figures["prebuffer_ms"] = round(jitter.prebuffer_ms, 1)
         return figures

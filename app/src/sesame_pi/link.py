@@ -8,7 +8,10 @@ for a new token at a bounded rate.
 
 Calls ride on the current connection: `start_call` sends client_location_state and call_connect and
 waits for call_connect_response (or `error`); while a call is up we ping every `ping_interval_s`
-and treat several missing ping_responses as a dead link.
+and treat several missing ping_responses as a dead link. That count runs on its own beat: a peer
+that stops acknowledging fills the TCP send buffer, and a send then waits in websockets' drain()
+until TCP gives up. So no send is awaited without a bound; one that stalls past the dead-link
+deadline is itself a dead link, and we abort the transport so the supervisor reconnects.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from .logs import event
 AUTH_STATUS = frozenset({401, 403})
 AUTH_CLOSE_CODES = frozenset({1008, 4001, 4003, 4401, 4403})
 PLANNED_CLOSE = "planned"
+OVERSIZE_CLOSE_CODE = 1009  # "message too big": we refused a frame over max_frame_bytes
+IGNORED_NAMES_MAX = 16  # distinct ignored type names counted by name; the rest count as "other"
+IGNORED_NAME_CHARS = 64
+CLOSE_WAIT_S = 2.0
 
 
 class LinkLost(Exception):
@@ -111,6 +118,13 @@ class LinkStats:
         self.bad_frames: collections.Counter[str] = collections.Counter()
         self.ignored: collections.Counter[str] = collections.Counter()
         self.last_rtt_ms: float | None = None
+
+    def ignore(self, kind: str) -> None:
+        """Count an ignored message by type, bounded: the server chooses the names, not us."""
+        name = kind[:IGNORED_NAME_CHARS]
+        if name not in self.ignored and len(self.ignored) >= IGNORED_NAMES_MAX:
+            name = "other"
+        self.ignored[name] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -192,6 +206,7 @@ class Link:
         self._auth_attempts: collections.deque[float] = collections.deque()
         self._warned_kinds: set[str] = set()
         self._ping_task: asyncio.Task[None] | None = None
+        self._down_reported = False  # the listener already heard this outage
 
     # ------------------------------------------------------------ supervisor
 
@@ -221,8 +236,7 @@ class Link:
         conn = self._conn
         if conn is not None:
             conn.close_reason = "stopping"
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.ws.close(1000, "client stopping"), 2.0)
+            await self._close(conn.ws, "client stopping")
 
     def _backoff(self, state: tenacity.RetryCallState) -> float:
         cap = min(self.cfg.backoff_max_s, 1.5) if self._call_pending else self.cfg.backoff_max_s
@@ -292,12 +306,18 @@ class Link:
         if self._stopping:
             return
         token = await self.tokens.valid_token()
-        conn = await self.open_connection(token)
-        del token
+        try:
+            conn = await self.open_connection(token)
+        except LinkLost as exc:
+            self._report_down(str(exc))  # e.g. no service at boot: the session goes offline
+            raise
+        finally:
+            del token
         self._conn = conn
         self._up.set()
         self.stats.connects += 1
         event("link_up", session_id=conn.session_id, connects=self.stats.connects)
+        self._down_reported = False
         self.listener.link_up()
         try:
             await self._receive(conn)
@@ -309,7 +329,7 @@ class Link:
         healthy = time.monotonic() - conn.opened >= self.cfg.healthy_after_s
         reason = conn.close_reason or "connection closed"
         event("link_down", reason=reason, healthy=healthy, **self.stats.as_dict())
-        self.listener.link_down(reason)
+        self._report_down(reason)
         if self._stopping:
             return
         if reason == PLANNED_CLOSE or healthy:
@@ -317,6 +337,13 @@ class Link:
         if reason.startswith("auth"):
             raise AuthRefused(reason)
         raise LinkLost(reason)
+
+    def _report_down(self, reason: str) -> None:
+        """Tell the listener once per outage, whether a socket closed or never opened."""
+        if self._down_reported:
+            return
+        self._down_reported = reason != PLANNED_CLOSE  # a planned close reconnects at once
+        self.listener.link_down(reason)
 
     async def open_connection(self, token: str) -> _Connection:
         """Connect and wait for `initialize`; the caller owns the returned connection."""
@@ -354,7 +381,7 @@ class Link:
                 self._await_initialize(ws), self.cfg.handshake_timeout_s
             )
         except (TimeoutError, ConnectionClosed) as exc:
-            await ws.close()
+            await self._close(ws, "no initialize")
             reason = "no initialize from server" if isinstance(exc, TimeoutError) else "closed"
             if isinstance(exc, ConnectionClosed) and self._is_auth_close(exc):
                 raise AuthRefused(
@@ -375,6 +402,12 @@ class Link:
     @staticmethod
     def _is_auth_close(exc: ConnectionClosed) -> bool:
         return exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES
+
+    @staticmethod
+    def _is_oversize_close(exc: ConnectionClosed) -> bool:
+        """1009 either way: websockets sends it itself when it refuses a frame over max_size."""
+        frames = (exc.sent, exc.rcvd)
+        return any(frame is not None and frame.code == OVERSIZE_CLOSE_CODE for frame in frames)
 
     # ------------------------------------------------------------ receive path
 
@@ -398,11 +431,14 @@ class Link:
                 message = self._decode(frame)
                 if message is not None:
                     await self._dispatch(conn, message)
+        except LinkLost as exc:  # a reply (ping_response) could not be sent
+            if not conn.close_reason:
+                conn.close_reason = str(exc)
         except ConnectionClosed as exc:
             if not conn.close_reason:
                 if self._is_auth_close(exc):
                     conn.close_reason = f"auth close {exc.rcvd.code if exc.rcvd else ''}"
-                elif exc.rcvd is not None and exc.rcvd.code == 1009:
+                elif self._is_oversize_close(exc):
                     conn.close_reason = "oversize frame refused"
                 else:
                     conn.close_reason = f"closed: {exc}"
@@ -438,7 +474,7 @@ class Link:
                 resolved = conn.resolve(rid, message)
                 if message.close_connection:
                     conn.close_reason = f"server error {message.code}: {message.message}"
-                    await conn.ws.close(1000, "server asked to close")
+                    await self._close(conn.ws, "server asked to close")
                 elif not resolved and conn.call_id is not None:
                     pass  # a warning during a call; the call goes on
             case p.CallDisconnect(reason=reason, request_id=rid):
@@ -452,21 +488,59 @@ class Link:
             case p.Initialize():
                 self._count_bad("unexpected_initialize", "initialize on an open session")
             case p.Chat(message_count=count):
-                self.stats.ignored["chat"] += 1
+                self.stats.ignore("chat")
                 if count:
                     event("chat", messages=count)
             case p.Ignored(type=kind):
-                self.stats.ignored[kind] += 1
+                self.stats.ignore(kind)
             case p.Unknown(type=kind):
-                self.stats.ignored[kind] += 1
+                self.stats.ignore(kind)
                 self._count_bad("unknown_type", kind)
 
-    async def _send(self, conn: _Connection, frame: str) -> None:
+    # ------------------------------------------------------------ send path
+
+    @property
+    def _dead_after_s(self) -> float:
+        """How long a call's link may go unanswered before we call it dead."""
+        return self.cfg.ping_interval_s * (self.cfg.ping_misses_allowed + 1)
+
+    async def _write(self, conn: _Connection, frame: str, within_s: float) -> bool:
+        """Send one frame; False if the socket did not drain in time (the frame stays queued).
+
+        Cancelling websockets' send() in drain() is safe: the frame is already in the transport.
+        """
+        drained = True
         try:
-            await conn.ws.send(frame)
+            async with asyncio.timeout(within_s):
+                await conn.ws.send(frame)
+        except TimeoutError:
+            drained = False
         except ConnectionClosed:
             raise LinkLost("connection closed while sending") from None
         self.stats.frames_out += 1
+        return drained
+
+    async def _send(self, conn: _Connection, frame: str) -> None:
+        """Send, bounded: a socket that stays full past the dead-link deadline is a dead link."""
+        limit = self._dead_after_s
+        if not await self._write(conn, frame, limit):
+            self._declare_dead(conn, f"send stalled for {limit:g} s", stalled_s=limit)
+            raise LinkLost("connection stalled while sending")
+
+    def _declare_dead(self, conn: _Connection, detail: str, **fields: object) -> None:
+        """Abort the transport: a close handshake cannot get through, and TCP takes ~15 min."""
+        event("link_dead", logging.WARNING, detail=detail, **fields)
+        if not conn.close_reason:
+            conn.close_reason = f"dead link: {detail}"
+        conn.ws.transport.abort()
+
+    @staticmethod
+    async def _close(ws: ClientConnection, reason: str) -> None:
+        """Close politely if the socket lets us, within a bound; otherwise abort it."""
+        try:
+            await asyncio.wait_for(ws.close(1000, reason), CLOSE_WAIT_S)
+        except Exception:
+            ws.transport.abort()
 
     # ------------------------------------------------------------ calls
 
@@ -530,9 +604,9 @@ class Link:
         except (TimeoutError, LinkLost):
             conn.pending.pop(request_id, None)
         conn.call_id = None
-        conn.close_reason = PLANNED_CLOSE
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.ws.close(1000, "call ended"), 2.0)
+        if not conn.close_reason:
+            conn.close_reason = PLANNED_CLOSE
+        await self._close(conn.ws, "call ended")
         return answered
 
     async def _stop_pinging(self) -> None:
@@ -543,22 +617,26 @@ class Link:
                 await task
 
     async def _ping_loop(self, conn: _Connection) -> None:
-        """JSON pings during a call, as the web app sends them; silence means a dead link."""
+        """JSON pings during a call, as the web app sends them; silence means a dead link.
+
+        The beat never waits on the socket: a ping that cannot drain stays queued and counts as
+        unanswered, so a full send buffer (a peer that stopped acknowledging) is found in time.
+        """
         interval = self.cfg.ping_interval_s
         while conn.call_id is not None:
-            if len(conn.pings_out) > self.cfg.ping_misses_allowed:
-                event("link_dead", missed_pings=len(conn.pings_out))
-                conn.close_reason = f"dead link: {len(conn.pings_out)} pings unanswered"
-                conn.ws.transport.abort()
+            missed = len(conn.pings_out)
+            if missed > self.cfg.ping_misses_allowed:
+                self._declare_dead(conn, f"{missed} pings unanswered", missed_pings=missed)
                 return
+            beat = time.monotonic()
             request_id = p.new_request_id()
-            conn.pings_out[request_id] = time.monotonic()
+            conn.pings_out[request_id] = beat
             try:
-                await self._send(conn, p.ping(conn.envelope, request_id))
+                await self._write(conn, p.ping(conn.envelope, request_id), interval)
             except LinkLost:
                 return
             self.stats.pings_sent += 1
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, beat + interval - time.monotonic()))
 
 
 class _HealthyEnd(Exception):

@@ -1,5 +1,6 @@
 """The one state machine: the link, audio, button and feedback report here, and only this decides.
 
+    STARTING ─link up─► IDLE;  STARTING/IDLE ─link down (or no first connect)─► OFFLINE ─up─► IDLE
     IDLE ─press─► CONNECTING ─call_connect_response─► LIVE ─held─► ENDING ─► IDLE
     LIVE ─link lost─► RECONNECTING ─link back─► LIVE (a new call_connect, no press needed)
     any ─auth refused / token expired─► NEEDS_TOKEN ─new token─► IDLE
@@ -130,8 +131,8 @@ class Session:
         if self.state is State.LIVE:
             self._lose_call()
             self._set(State.RECONNECTING, reason=reason)
-        elif self.state is State.IDLE:
-            self._set(State.OFFLINE, reason=reason)
+        elif self.state in (State.STARTING, State.IDLE):
+            self._set(State.OFFLINE, reason=reason)  # also a first connect that failed at boot
 
     def _lose_call(self) -> None:
         """The live call's link is gone: stop the audio and try to resume it for a while."""
@@ -249,20 +250,22 @@ class Session:
     def _finish_call(self, reason: str, answered: bool | None = None) -> None:
         self._clear_resume()
         self._stop_uplink()
+        summary = self._call_summary(reason)
         self._stop_audio()
         self.link.set_call_pending(False)
-        duration = time.monotonic() - self._call_started_at if self._call_started_at else 0.0
-        self._call_started_at = None
-        event(
-            "call_ended",
-            reason=reason,
-            disconnect_answered=answered,
-            duration_s=round(duration, 2),
-            audio=self.audio.stats(),
-            link=self.link.stats.as_dict(),
-        )
+        self._log_call_ended(summary, answered)
         self.feedback.earcon(Earcon.END)
         self._set(State.IDLE)
+
+    def _call_summary(self, reason: str) -> dict[str, object]:
+        """The call's figures; taken before the audio stops, which drops the jitter buffer's."""
+        started, self._call_started_at = self._call_started_at, None
+        duration = time.monotonic() - started if started else 0.0
+        return {"reason": reason, "duration_s": round(duration, 2), "audio": self.audio.stats()}
+
+    def _log_call_ended(self, summary: dict[str, object], answered: bool | None) -> None:
+        """One call_ended line per call, however it ended."""
+        event("call_ended", **summary, disconnect_answered=answered, link=self.link.stats.as_dict())
 
     def _call_failed(self, reason: str, code: int | str | None = None) -> None:
         event("call_failed", logging.ERROR, reason=reason, code=code)
@@ -313,16 +316,23 @@ class Session:
             detail=message,
             action="check the microphone and speaker; `sesame-pi devices` lists them",
         )
-        in_call = self.state in CALL_STATES
+        in_call = self.state in CALL_STATES or self._resume_pending
         self._stop_uplink()
+        summary = self._call_summary("audio device error") if in_call else None
         self._stop_audio()
+        self._clear_resume()  # no resume onto a device that is gone
         self.link.set_call_pending(False)
         self._set(State.DEVICE_ERROR, detail=message)
         self.feedback.earcon(Earcon.ERROR)
-        if in_call:
-            self._end_task = asyncio.create_task(self.link.end_call("error"), name="end-device")
+        if summary is not None:
+            self._end_task = asyncio.create_task(self._end_for_device(summary), name="end-device")
         if self._device_task is None or self._device_task.done():
             self._device_task = asyncio.create_task(self._wait_for_device(), name="device-retry")
+
+    async def _end_for_device(self, summary: dict[str, object]) -> None:
+        """End the call with the service, then summarise it like any other call."""
+        answered = await self.link.end_call("error")
+        self._log_call_ended(summary, answered)
 
     async def _wait_for_device(self) -> None:
         retrying = tenacity.AsyncRetrying(
