@@ -9,6 +9,7 @@ the event log runs with a small rotation size so its bound is tested, not assume
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -37,15 +38,17 @@ class Sample:
     rss: int
     fds: int
     threads: int
+    tasks: int
     log_bytes: int
 
 
-def sample(pid: int, log_file: Path) -> Sample:
+def sample(pid: int, log_file: Path, heartbeat: Path) -> Sample:
     proc = psutil.Process(pid)
     return Sample(
         rss=proc.memory_info().rss,
         fds=len(os.listdir(f"/proc/{pid}/fd")),
         threads=proc.num_threads(),
+        tasks=int(json.loads(heartbeat.read_text())["tasks"]),  # the app's own asyncio count
         log_bytes=sum(path.stat().st_size for path in log_file_paths(log_file)),
     )
 
@@ -79,8 +82,10 @@ def test_soak_calls_and_drops_leave_memory_fds_and_log_flat(
     figures: Any,
 ) -> None:
     token, path = token_file()
+    heartbeat = tmp_path / "heartbeat.json"
     env = {
         **sound.env,
+        "SESAME_PI_HEARTBEAT_FILE": str(heartbeat),
         "SESAME_PI_LOG_MAX_BYTES": str(LOG_MAX_BYTES),
         "SESAME_PI_LOG_BACKUPS": str(LOG_BACKUPS),
     }
@@ -96,7 +101,7 @@ def test_soak_calls_and_drops_leave_memory_fds_and_log_flat(
             cycles += 1
             drops += dropped
             if cycles >= WARMUP_CYCLES:
-                samples.append(sample(app.pid, app.log_file))
+                samples.append(sample(app.pid, app.log_file, heartbeat))
         stdout_bytes = app.stdout_file.stat().st_size
         assert app.terminate() == 0
     record = server.record
@@ -111,7 +116,7 @@ def test_soak_calls_and_drops_leave_memory_fds_and_log_flat(
     figures("soak: RSS growth after warm-up", rss_growth_mb, "MiB", "<= 5")
     figures("soak: open fds first/last", f"{base.fds}/{last.fds}", "", "+-2")
     figures("soak: threads first/last", f"{base.threads}/{last.threads}", "", "+-2")
-    figures("soak: asyncio tasks", "not observable", "", "")
+    figures("soak: asyncio tasks first/last", f"{base.tasks}/{last.tasks}", "", "+-2")
     figures("soak: log bytes on disk (written)", f"{last.log_bytes} ({stdout_bytes})", "B",
             f"<= {log_cap}")  # fmt: skip
 
@@ -120,6 +125,7 @@ def test_soak_calls_and_drops_leave_memory_fds_and_log_flat(
     assert rss_growth_mb <= 5.0, [s.rss for s in samples]
     assert abs(last.fds - base.fds) <= 2 and fds_spread <= 4, [s.fds for s in samples]
     assert abs(last.threads - base.threads) <= 2, [s.threads for s in samples]
+    assert abs(last.tasks - base.tasks) <= 2, [s.tasks for s in samples]
     assert max(s.log_bytes for s in samples) <= log_cap
     assert len(log_file_paths(app.log_file)) <= LOG_BACKUPS + 1
     if stdout_bytes > log_cap:  # the soak wrote more than the cap: rotation must have happened

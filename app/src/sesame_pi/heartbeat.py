@@ -3,6 +3,7 @@ can tell a live appliance from a hung one without talking to it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -15,7 +16,10 @@ UNHEALTHY = frozenset({State.NEEDS_TOKEN, State.DEVICE_ERROR})
 
 
 class Heartbeat:
-    """Writes {"ts", "state", "pid", "link_up"} atomically to one file."""
+    """Writes {"ts", "state", "pid", "link_up", "tasks"} atomically to one file.
+
+    `tasks` (the event loop's live task count) lets a soak test or a person see a task leak.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -30,6 +34,7 @@ class Heartbeat:
             "state": state.value,
             "pid": os.getpid(),
             "link_up": self._link_up,
+            "tasks": _task_count(),
         }
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
@@ -37,6 +42,13 @@ class Heartbeat:
             os.replace(temp, self.path)
         except OSError:
             pass  # a full or read-only disk must not stop the appliance; status will say stale
+
+
+def _task_count() -> int | None:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a test, or the first beat before the loop)
+        return None
 
 
 def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:

@@ -1,0 +1,56 @@
+"""The heartbeat file, as `sesame-pi status` (the HEALTHCHECK) and the soak test read it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from sesame_pi.heartbeat import Heartbeat, check
+from sesame_pi.states import State
+
+
+async def test_a_beat_inside_the_loop_counts_its_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "heartbeat.json"
+    beat = Heartbeat(path)
+    sleepers = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
+    try:
+        beat.update(State.IDLE, link_up=True)
+        body = json.loads(path.read_text())
+    finally:
+        for task in sleepers:
+            task.cancel()
+    assert body["state"] == "idle" and body["link_up"] is True and body["pid"] == os.getpid()
+    assert body["tasks"] == 4  # the three sleepers and this test's own task
+    assert check(path) == (True, "state idle, link up, 0 s ago")
+
+
+def test_outside_a_loop_the_task_count_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "heartbeat.json"
+    Heartbeat(path).update(State.OFFLINE, link_up=False)
+    assert json.loads(path.read_text())["tasks"] is None
+    healthy, line = check(path)
+    assert healthy and "link down" in line
+
+
+def test_a_person_must_act_states_are_unhealthy(tmp_path: Path) -> None:
+    path = tmp_path / "heartbeat.json"
+    beat = Heartbeat(path)
+    for state in (State.NEEDS_TOKEN, State.DEVICE_ERROR):
+        beat.update(state)
+        healthy, line = check(path)
+        assert not healthy and state.value in line
+
+
+def test_stale_missing_and_garbled_heartbeats_are_unhealthy(tmp_path: Path) -> None:
+    path = tmp_path / "heartbeat.json"
+    healthy, line = check(path)
+    assert not healthy and "no heartbeat" in line
+    path.write_text(json.dumps({"ts": time.time() - 120, "state": "idle"}))
+    healthy, line = check(path, max_age_s=30)
+    assert not healthy and "hung" in line
+    path.write_text("{not json")
+    healthy, line = check(path)
+    assert not healthy and "unreadable" in line
