@@ -84,14 +84,24 @@ def test_image_runs_as_an_unprivileged_user_and_is_small(docker: str, image: str
     assert size_mb <= SIZE_LIMIT_MB
 
 
-def test_without_a_gpio_chip_the_container_says_what_to_do(docker: str, image: str) -> None:
+def test_without_a_gpio_chip_the_container_says_what_to_do(
+    docker: str, image: str, tmp_path: Path
+) -> None:
+    """A valid token, no /dev/gpiochip0 passed through: exit 4 and a pointer to --button stdin."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    token = make_token(exp_in_s=3600)
+    os.chown(write_token(secrets / "token", token), APP_UID, APP_UID)
     result = run(
         docker, "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
-        image, "run", "--config", "/dev/null", "--token-file", "/dev/null", "--log-file", "none",
+        "-v", f"{secrets}:/etc/sesame-pi:ro",
+        image, "run", "--config", "/dev/null", "--token-file", "/etc/sesame-pi/token",
+        "--log-file", "none", "--server", "ws://127.0.0.1:9/agent-service-0/v1/connect",
         check=False,
     )  # fmt: skip
-    assert result.returncode in (3, 4), result.stderr
-    assert "token" in result.stderr.lower() or "--button stdin" in result.stderr
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "--button stdin" in result.stdout + result.stderr
+    assert token not in result.stdout + result.stderr
 
 
 @pytest.fixture
