@@ -118,6 +118,7 @@ class Applied:
     token: str
     vault_token: str
     runs: dict[str, Run]
+    fleet_logs: Path
 
 
 def _mount(*args: str) -> None:
@@ -161,8 +162,10 @@ def _rootfs_tarball() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _playbook(name: str, inventory: Path, log_dir: Path, *extra: str) -> Run:
-    args = ["-i", str(inventory), "site.yml", "-e", "sesame_pi_offline=true", *extra]
+def _playbook(
+    name: str, inventory: Path, log_dir: Path, *extra: str, playbook: str = "site.yml"
+) -> Run:
+    args = ["-i", str(inventory), playbook, "-e", "sesame_pi_offline=true", *extra]
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     # Time per task at the end of each log (the callback comes with the `ansible` package).
     env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
@@ -292,7 +295,21 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
             "both", inventory, logs, "--tags", "token",
             "-e", f"@{vault_vars}", "--vault-password-file", str(password),
         )  # fmt: skip
-        yield Applied(root, token, vault_token, runs)
+        # Two rotated event logs on the "Pi", then the fleet's log collection brings them home.
+        log_dir = root / "var/log/sesame-pi"
+        for name, line in (("events.jsonl", '{"event": "call_live"}'),
+                           ("events.jsonl.1", '{"event": "app_started"}')):  # fmt: skip
+            (log_dir / name).write_text(line + "\n")
+        fleet_logs = work / "fleet-logs"
+        runs["collect"] = _playbook(
+            "collect",
+            inventory,
+            logs,
+            "-e",
+            f"fleet_logs_dir={fleet_logs}",
+            playbook="collect-logs.yml",
+        )
+        yield Applied(root, token, vault_token, runs, fleet_logs)
     finally:
         _unmount_all(root)
         still = [ln for ln in Path("/proc/self/mounts").read_text().splitlines() if str(root) in ln]
@@ -314,10 +331,18 @@ def _group(root: Path, name: str) -> list[str]:
     raise AssertionError(f"no group {name} in {root}/etc/group")
 
 
+def test_collect_logs_brings_every_event_log_home(applied: Applied) -> None:
+    run = applied.runs["collect"]
+    assert run.returncode == 0 and run.recap["failed"] == 0, run.output[-3000:]
+    fetched = applied.fleet_logs / HOST
+    assert sorted(p.name for p in fetched.iterdir()) == ["events.jsonl", "events.jsonl.1"]
+    assert (fetched / "events.jsonl").read_text() == '{"event": "call_live"}\n'
+
+
 def test_runs_succeed_and_converge(applied: Applied) -> None:
     """The first run changes the root; the second and a --check --diff run find nothing to do."""
     for name, run in applied.runs.items():
-        if name == "both":
+        if name in ("both", "collect"):
             continue
         assert run.returncode == 0, f"{name} run failed:\n{run.output[-4000:]}"
         assert run.recap, f"{name} run printed no recap for {HOST}"

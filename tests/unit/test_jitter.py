@@ -92,3 +92,55 @@ def test_flush_drops_audio_and_resets_adaptation() -> None:
     buf.flush()
     assert not buf.pending() and buf.prebuffer_ms == 20
     assert buf.read(MS20) == bytes(MS20)
+
+
+MS10 = MS20 // 2
+
+
+def steady_call(buf: JitterBuffer, seconds: float, value: int, late_every: int = 0) -> None:
+    """A real-time stream: a 20 ms chunk in, two 10 ms device reads out.
+
+    With late_every=N every Nth chunk arrives one read late (10 ms of network jitter).
+    """
+    for i in range(int(seconds * 50)):
+        if late_every and i % late_every == late_every - 1:
+            buf.read(MS10)
+            buf.write(pcm(20, value))
+            buf.read(MS10)
+        else:
+            buf.write(pcm(20, value))
+            buf.read(MS10)
+            buf.read(MS10)
+
+
+def test_a_standing_excess_on_a_steady_stream_is_trimmed_from_quiet_audio() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+    steady_call(buf, 1.0, value=40)
+    before = buf.buffered_ms
+    steady_call(buf, 3.0, value=40)
+    assert buf.trimmed_ms >= 20, "the prebuffer that absorbed no jitter is given back"
+    assert buf.buffered_ms < before and buf.buffered_ms >= 10, "a margin stays"
+    assert buf.underruns == 0
+
+
+def test_speech_is_never_trimmed() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+    steady_call(buf, 5.0, value=8000)
+    assert buf.trimmed_bytes == 0 and buf.buffered_ms >= 40
+
+
+def test_a_server_running_ahead_is_not_trimmed() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=5000)
+    buf.write(pcm(1000, 40))  # a burst: the server sent a second ahead
+    steady_call(buf, 5.0, value=40)
+    assert buf.trimmed_bytes == 0 and buf.buffered_ms >= 900
+
+
+def test_the_part_of_the_buffer_that_absorbs_jitter_is_kept() -> None:
+    steady = JitterBuffer(RATE, prebuffer_ms=30, max_ms=1000)
+    steady_call(steady, 6.0, value=40)
+    assert steady.trimmed_ms == 10, "on a steady stream 10 ms stand above the margin"
+    jittery = JitterBuffer(RATE, prebuffer_ms=30, max_ms=1000)
+    steady_call(jittery, 6.0, value=40, late_every=25)
+    assert jittery.trimmed_bytes == 0, "late chunks use those 10 ms"
+    assert jittery.underruns == 0

@@ -255,6 +255,9 @@ class AudioEngine:
         self._last_input_cb = 0.0
         self._last_output_cb = 0.0
         self.frame_bytes = cfg.capture_rate * cfg.frame_ms // 1000 * SAMPLE_BYTES
+        # PortAudio's ALSA stream holds two periods: a short capture period keeps that delay
+        # small, and the callback joins periods into uplink frames (fewer, larger messages).
+        self._capture = bytearray()  # touched only on PortAudio's input thread
         self.counters: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------ devices
@@ -353,7 +356,8 @@ class AudioEngine:
 
         pa = self._ensure_pa()
         index = self._device_index(pa, self.cfg.input_device, "input")
-        frames = self.frame_bytes // SAMPLE_BYTES
+        frames = self.cfg.capture_rate * min(self.cfg.capture_period_ms, self.cfg.frame_ms) // 1000
+        self._capture = bytearray()
         try:
             self._input = pa.open(
                 format=pyaudio.paInt16,
@@ -387,7 +391,7 @@ class AudioEngine:
                 rate=rate,
                 output=True,
                 output_device_index=index,
-                frames_per_buffer=rate * self.cfg.frame_ms // 1000,
+                frames_per_buffer=rate * self.cfg.output_period_ms // 1000,
                 stream_callback=self._playback_callback,
             )
         except OSError as exc:
@@ -417,11 +421,17 @@ class AudioEngine:
         self._last_input_cb = time.monotonic()
         if status & pyaudio.paInputOverflow:
             self.counters["input_overflows"] += 1
-        if in_data:
-            try:
-                self.loop.call_soon_threadsafe(self._deliver, in_data)
-            except RuntimeError:  # the loop is closing
-                return None, pyaudio.paComplete
+        if not in_data:
+            return None, pyaudio.paContinue
+        self._capture += in_data
+        if len(self._capture) < self.frame_bytes:
+            return None, pyaudio.paContinue
+        frame = bytes(self._capture[: self.frame_bytes])
+        del self._capture[: self.frame_bytes]
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, frame)
+        except RuntimeError:  # the loop is closing
+            return None, pyaudio.paComplete
         return None, pyaudio.paContinue
 
     def _deliver(self, frame: bytes) -> None:
@@ -568,6 +578,7 @@ class AudioEngine:
             "underruns": jitter.underruns,
             "overruns": jitter.overruns,
             "bytes_played": jitter.bytes_played,
+            "trimmed_bytes": jitter.trimmed_bytes,
         }
 
     def _fold_counters(self, jitter: JitterBuffer) -> None:

@@ -73,6 +73,8 @@ class Config:
     output_device: str = "default"
     capture_rate: int = 16000
     frame_ms: int = 20
+    capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
+    output_period_ms: int = 10  # speaker callback period: short, as reading the buffer is cheap
     prebuffer_ms: int = 60
     jitter_max_ms: int = 2000
     mute_mic_while_playing: bool = False
@@ -178,6 +180,9 @@ def validate(cfg: Config) -> Config:
         f"capture_rate {cfg.capture_rate} is not 8000, 16000, 24000 or 48000",
     )
     _check(5 <= cfg.frame_ms <= 64, f"frame_ms {cfg.frame_ms} must be between 5 and 64")
+    for name in ("capture_period_ms", "output_period_ms"):
+        value = getattr(cfg, name)
+        _check(5 <= value <= 64, f"{name} {value} must be between 5 and 64")
     _check(
         0 <= cfg.prebuffer_ms <= 1000, f"prebuffer_ms {cfg.prebuffer_ms} must be between 0 and 1000"
     )
