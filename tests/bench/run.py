@@ -32,6 +32,7 @@ from typing import Any  # noqa: E402
 import report  # noqa: E402
 from impulses import Pairing, summary  # noqa: E402
 from latency import Probe, app_call, harness_floor, naive_call  # noqa: E402
+from runtime_venv import runtime_python  # noqa: E402
 from service import back_in_service, press_to_live  # noqa: E402
 from tap import DuplexTap  # noqa: E402
 from underruns import jitter_call  # noqa: E402
@@ -151,12 +152,15 @@ def main() -> int:
     app_env = dict(item.split("=", 1) for item in args.app_env)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    say("the app runs from a venv with its runtime dependencies only, as on the appliance")
+    app_python = runtime_python(out)
     work = Path(tempfile.mkdtemp(prefix="sesame-bench-"))
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "plan": plan,
         "app_env": app_env,
+        "app_python": str(app_python),
         "host": host_facts(),
         "errors": {},
     }
@@ -222,7 +226,8 @@ def measure(
             app_dir = work / "app"
             app_dir.mkdir()
             env = {**sound.env, **results["app_env"]}
-            with AppProcess(app_dir, server.url, token_file, env=env) as app:
+            launcher = (results["app_python"], "-m", "sesame_pi.cli")
+            with AppProcess(app_dir, server.url, token_file, env=env, launcher=launcher) as app:
                 app.wait_state("idle", timeout=30)
                 say(f"app: one call, bursts in, echo out, CPU and memory ({plan['call_s']:.0f} s)")
                 call = section(results, "app_call", lambda: app_call(probe, app, plan["call_s"]))
@@ -262,7 +267,14 @@ def measure(
         jitter = section(
             results,
             "jitter",
-            lambda: jitter_call(probe, token_file, plan["jitter_s"], args.link, results["app_env"]),
+            lambda: jitter_call(
+                probe,
+                token_file,
+                plan["jitter_s"],
+                args.link,
+                results["app_env"],
+                (results["app_python"], "-m", "sesame_pi.cli"),
+            ),
         )
         if jitter is not None:
             results["jitter"], pairings["jitter"] = jitter

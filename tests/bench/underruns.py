@@ -44,14 +44,20 @@ def _start_standin(link: JitterLink, work: Path) -> subprocess.Popen[bytes]:
 
 
 def jitter_call(
-    probe: Probe, token_file: Path, seconds: float, kind: str, app_env: dict[str, str]
+    probe: Probe,
+    token_file: Path,
+    seconds: float,
+    kind: str,
+    app_env: dict[str, str],
+    launcher: tuple[str, ...],
 ) -> tuple[dict[str, Any], Pairing]:
     work = probe.work / "jitter"
     work.mkdir(exist_ok=True)
     with JitterLink(DELAY_MS, JITTER_MS, kind) as link:
         standin = _start_standin(link, work)
         url = f"ws://{SRV_ADDR}:{PORT}{PATH}"
-        app = AppProcess(work, url, token_file, env={**probe.sound.env, **app_env})
+        env = {**probe.sound.env, **app_env}
+        app = AppProcess(work, url, token_file, env=env, launcher=launcher)
         app.command[:0] = link.exec_prefix(link.app)
         wav, _ = probe.train("jitter", seconds)
         recording = work / "jitter-tap.wav"

@@ -7,6 +7,7 @@ so the app reaches the stand-in on 127.0.0.1 and no private-range address is eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,6 +66,15 @@ def test_image(docker: str, image: str) -> str:
         timeout=1800,
     )  # fmt: skip
     return tag
+
+
+@contextlib.contextmanager
+def removed_afterwards(docker: str, container: str) -> Iterator[None]:
+    """A failing test must not leave its container running (and eating CPU) behind."""
+    try:
+        yield
+    finally:
+        run(docker, "rm", "-f", container, check=False)
 
 
 def inspect(docker: str, image: str) -> dict:
@@ -151,7 +161,10 @@ def test_a_whole_call_inside_the_container(
         "-e", "PULSE_SERVER=unix:/run/pulse/native",
         test_image,
     )  # fmt: skip
-    with StandinThread(StandinOptions(mode="echo", expect_token=token, junk=True)) as server:
+    with (
+        StandinThread(StandinOptions(mode="echo", expect_token=token, junk=True)) as server,
+        removed_afterwards(docker, name),
+    ):
         feeder = sound.feed_microphone(mic_wav)
         recorder = sound.record_speaker(speaker_wav)
         app = AppProcess(
