@@ -18,11 +18,11 @@ import pytest
 
 from faults.ledger import LEDGER
 from faults.processes import event_time
-from faults.token_endpoint import TokenEndpoint
 from sesame_pi.standin import StandinOptions
 from support.app_process import AppProcess
 from support.credentials import make_token, write_token
 from support.standin_thread import StandinThread
+from support.token_endpoint import TokenEndpoint
 from support.virtual_audio import VirtualAudio
 
 TokenFile = Callable[..., tuple[str, Path]]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -18,6 +15,7 @@ from sesame_pi.auth import TokenExpired, TokenProvider
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
 from support.credentials import make_token, write_token
+from support.token_endpoint import TokenEndpoint
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,56 +93,27 @@ def test_redaction_covers_messages_fields_exceptions_and_other_loggers(tmp_path:
     assert "Traceback" in text and "ValueError" in text
 
 
-class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
-    """Plays the Firebase secure-token endpoint on 127.0.0.1."""
-
-    answers: ClassVar[list[tuple[int, dict[str, object]]]] = []
-    seen: ClassVar[list[dict[str, str]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        form = dict(
-            pair.split("=", 1) for pair in self.rfile.read(length).decode().split("&") if pair
-        )
-        self.seen.append({"path": self.path, **form})
-        status, body = self.answers.pop(0)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def token_endpoint() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    _TokenEndpoint.answers = []
-    _TokenEndpoint.seen = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/token"
-    server.shutdown()
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    with TokenEndpoint() as endpoint:
+        yield endpoint
 
 
 async def test_refresh_replaces_the_token_atomically_with_mode_0600(
-    tmp_path: Path, token_endpoint: str
+    tmp_path: Path, token_endpoint: TokenEndpoint
 ) -> None:
     old = make_token(exp_in_s=100)  # inside refresh_before_s
     new = make_token(exp_in_s=3600, uid="fresh")
     token_file = write_token(tmp_path / "token", old)
     refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
-    _TokenEndpoint.answers = [
+    token_endpoint.answers = [
         (200, {"id_token": new, "refresh_token": "refresh-token-two", "expires_in": "3600"})
     ]
     cfg = Config(
         token_file=token_file,
         refresh_token_file=refresh_file,
         firebase_api_key="test-api-key",
-        token_endpoint=token_endpoint,
+        token_endpoint=token_endpoint.url,
         log_file=tmp_path / "events.jsonl",
     )
     setup_logging(cfg)
@@ -155,7 +124,7 @@ async def test_refresh_replaces_the_token_atomically_with_mode_0600(
     assert refresh_file.read_text().strip() == "refresh-token-two"
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert refresh_file.stat().st_mode & 0o777 == 0o600
-    request = _TokenEndpoint.seen[0]
+    request = token_endpoint.seen[0]
     assert request["path"].endswith("?key=test-api-key")
     assert request["grant_type"] == "refresh_token"
     assert request["refresh_token"] == "refresh-token-one"
@@ -165,16 +134,16 @@ async def test_refresh_replaces_the_token_atomically_with_mode_0600(
 
 
 async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
-    tmp_path: Path, token_endpoint: str
+    tmp_path: Path, token_endpoint: TokenEndpoint
 ) -> None:
     token_file = write_token(tmp_path / "token", make_token(exp_in_s=-10))
     refresh_file = write_token(tmp_path / "refresh", "refresh-token-revoked")
-    _TokenEndpoint.answers = [(400, {"error": {"message": "INVALID_REFRESH_TOKEN"}})]
+    token_endpoint.answers = [(400, {"error": {"message": "INVALID_REFRESH_TOKEN"}})]
     cfg = Config(
         token_file=token_file,
         refresh_token_file=refresh_file,
         firebase_api_key="k",
-        token_endpoint=token_endpoint,
+        token_endpoint=token_endpoint.url,
         log_file=tmp_path / "events.jsonl",
     )
     setup_logging(cfg)
@@ -184,4 +153,4 @@ async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
     assert "INVALID_REFRESH_TOKEN" in str(info.value)
     with pytest.raises(TokenExpired):
         await provider.valid_token()  # backing off: no second request
-    assert len(_TokenEndpoint.seen) == 1
+    assert len(token_endpoint.seen) == 1
