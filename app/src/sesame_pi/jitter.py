@@ -127,7 +127,8 @@ class JitterBuffer:
         if self._window_played < self.trim_window:
             return
         excess = self._window_low - self.margin
-        if excess >= self._bytes(5) and self._window_high <= self.adapt_max:
+        steady = self._window_high <= self.adapt_max
+        if not self._trim_due and steady and excess >= self._bytes(5):
             self._trim_due = excess - excess % 2
         self._reset_window()
 
@@ -143,6 +144,7 @@ class JitterBuffer:
         del self._data[:size]
         self.trimmed_bytes += size
         self._trim_due = 0
+        self._reset_window()  # the levels seen so far predate the trim
 
     def _reset_window(self) -> None:
         self._window_played = 0
