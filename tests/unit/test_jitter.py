@@ -144,3 +144,17 @@ def test_the_part_of_the_buffer_that_absorbs_jitter_is_kept() -> None:
     steady_call(jittery, 6.0, value=40, late_every=25)
     assert jittery.trimmed_bytes == 0, "late chunks use those 10 ms"
     assert jittery.underruns == 0
+
+
+def test_an_underrun_widens_the_margin_so_the_trimmer_keeps_more() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+    steady_call(buf, 1.0, value=40)
+    assert buf.margin == buf.base_margin
+    while buf.pending():  # the network stalls: the buffer runs dry
+        buf.read(MS10)
+    buf.read(MS10)
+    assert buf.underruns == 1 and buf.margin == buf.base_margin + MS10
+    steady_call(buf, 6.0, value=40)
+    assert buf.buffered_ms >= 20, "the wider margin stays in the buffer"
+    buf.flush()
+    assert buf.margin == buf.base_margin

@@ -12,7 +12,8 @@ needed it. So the buffer also watches its own low-water mark: when, over a windo
 playback, it never fell below `margin_ms`, that standing excess is latency that absorbed no
 jitter, and it is trimmed, only from quiet audio (pauses, comfort noise), never from speech. A
 stream that is bursting ahead (the level well above `adapt_max_ms`) is left alone: that audio is
-the server's lead, not our delay.
+the server's lead, not our delay. Each underrun widens the margin by 10 ms for the rest of the
+call, so on a jittery link the trimmer learns how much of the buffer the network really uses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from array import array
 from collections.abc import Callable
 
 QUIET_PEAK = 512  # about -36 dBFS: comfort noise and pauses are below it, speech is not
+MARGIN_STEP_MS = 10.0  # how much each underrun widens the margin
+MARGIN_MAX_MS = 120.0
 
 
 class JitterBuffer:
@@ -56,7 +59,8 @@ class JitterBuffer:
         self.bytes_written = 0
         self.bytes_played = 0
         self.trimmed_bytes = 0
-        self.margin = self._bytes(margin_ms)
+        self.base_margin = self._bytes(margin_ms)
+        self.margin = self.base_margin
         self.trim_window = self._bytes(trim_window_s * 1000)
         self._window_played = 0
         self._window_low: int | None = None
@@ -108,6 +112,7 @@ class JitterBuffer:
             self.underruns += 1
             self._last_trouble = self._clock()
             self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
+            self.margin = min(self._bytes(MARGIN_MAX_MS), self.margin + self._bytes(MARGIN_STEP_MS))
             return chunk
 
     def _relax(self) -> None:
@@ -163,5 +168,6 @@ class JitterBuffer:
             self._data.clear()
             self._playing = False
             self.prebuffer = self.base_prebuffer
+            self.margin = self.base_margin
             self._reset_window()
             self._trim_due = 0
