@@ -47,16 +47,16 @@ container: install ## Build the app image (linux/arm64; ARCH=armv7 for 32-bit)
 	ARCH=$(ARCH) bash app/container/build.sh
 
 container-test: install ## Build the image under qemu and place a whole call inside it
-	ARCH=$(ARCH) $(PYTEST) tests/system/test_container.py
+	ARCH=$(ARCH) $(PYTEST) -s tests/system/test_container.py
 
 ansible-test: install ## Lint the playbooks and apply them twice to an arm64 root file system
-	$(PYTEST) tests/system/test_ansible.py
+	$(PYTEST) -s tests/system/test_ansible.py
 
 image: install ## Build the SD card image with pi-gen (needs internet and Docker)
 	bash image/build.sh
 
 image-test: install ## Run the image's custom stage and first boot against an arm64 root file system
-	$(PYTEST) tests/system/test_image.py
+	$(PYTEST) -s tests/system/test_image.py
 
 deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group]
 	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' site.yml
