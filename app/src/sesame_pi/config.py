@@ -74,7 +74,7 @@ class Config:
     capture_rate: int = 16000
     frame_ms: int = 20
     capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
-    output_period_ms: int = 10  # speaker callback period: short, as reading the buffer is cheap
+    output_period_ms: int = 20  # speaker callback period; 10 ms xruns on some ALSA plugins
     prebuffer_ms: int = 60
     jitter_max_ms: int = 2000
     mute_mic_while_playing: bool = False
