@@ -222,11 +222,11 @@ def measure(
         latency["floor"] = summary(floor.found) if floor else None
         floor_p50 = latency["floor"]["p50"] if latency["floor"] else None
 
+        launcher = (results["app_python"], "-m", "sesame_pi.cli")
         with StandinThread(StandinOptions(mode="echo", greeting_ms=0)) as server:
             app_dir = work / "app"
             app_dir.mkdir()
             env = {**sound.env, **results["app_env"]}
-            launcher = (results["app_python"], "-m", "sesame_pi.cli")
             with AppProcess(app_dir, server.url, token_file, env=env, launcher=launcher) as app:
                 app.wait_state("idle", timeout=30)
                 say(f"app: one call, bursts in, echo out, CPU and memory ({plan['call_s']:.0f} s)")
@@ -273,7 +273,7 @@ def measure(
                 plan["jitter_s"],
                 args.link,
                 results["app_env"],
-                (results["app_python"], "-m", "sesame_pi.cli"),
+                launcher,
             ),
         )
         if jitter is not None:

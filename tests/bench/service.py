@@ -35,6 +35,14 @@ def wait_warm(app: AppProcess, after: int) -> None:
     time.sleep(0.5)
 
 
+def first_audio_at(server: StandinThread, timeout: float = 5.0) -> float | None:
+    """When the stand-in got the call's first microphone frame (its monotonic clock), or None."""
+    deadline = time.monotonic() + timeout
+    while server.record.first_audio_at is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.record.first_audio_at
+
+
 def press_to_live(app: AppProcess, server: StandinThread, presses: int) -> dict[str, Any]:
     runs = []
     for _ in range(presses):
@@ -45,10 +53,7 @@ def press_to_live(app: AppProcess, server: StandinThread, presses: int) -> dict[
         live = app.wait_event("call_live", after=mark)
         uplink = app.wait_event("uplink_started", after=mark)
         button = app.wait_event("button_pressed", after=mark)
-        deadline = time.monotonic() + 5
-        while server.record.first_audio_at is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first_audio = server.record.first_audio_at
+        first_audio = first_audio_at(server)
         runs.append(
             {
                 "press_to_live_ms": _ms(event_time(live) - pressed_wall),
@@ -83,10 +88,7 @@ def back_in_service(app: AppProcess, server: StandinThread, restarts: int) -> di
         back_wall = time.time()
         server.start()  # the same StandinThread keeps its port
         resumed = app.wait_event("call_live", after=mark, timeout=30, resumed=True)
-        deadline = time.monotonic() + 5
-        while server.record.first_audio_at is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first_audio = server.record.first_audio_at
+        first_audio = first_audio_at(server)
         runs.append(
             {
                 "restart_to_live_ms": _ms(event_time(resumed) - crashed_wall),

@@ -101,7 +101,7 @@ class JitterBuffer:
                 del self._data[:nbytes]
                 self.bytes_played += nbytes
                 self._relax()
-                self._watch_level(len(self._data) + nbytes, nbytes)
+                self._watch_level(len(self._data), nbytes)
                 return chunk
             # Ran dry mid-stream: play what is left, pad with silence, prime again.
             chunk = bytes(self._data) + bytes(nbytes - len(self._data))
@@ -121,11 +121,11 @@ class JitterBuffer:
             self.prebuffer = max(self.base_prebuffer, self.prebuffer - self._bytes(10))
             self._last_trouble = self._clock()
 
-    def _watch_level(self, level_before: int, nbytes: int) -> None:
-        """Track the window's low and high water; trim a standing excess from quiet audio."""
-        left = level_before - nbytes
+    def _watch_level(self, left: int, nbytes: int) -> None:
+        """Track the window's low water (after a read) and high water (before it); trim a
+        standing excess from quiet audio."""
         self._window_low = left if self._window_low is None else min(self._window_low, left)
-        self._window_high = max(self._window_high, level_before)
+        self._window_high = max(self._window_high, left + nbytes)
         self._window_played += nbytes
         if self._trim_due:
             self._trim_quiet()
