@@ -7,6 +7,7 @@ packages=(
   portaudio19-dev libasound2-plugins alsa-utils   # PyAudio build, ALSA plugins (pulse, file, plug)
   pulseaudio pulseaudio-utils sox                 # virtual audio devices for the demo and benchmarks
   iproute2 iptables                               # network namespaces and netem for fault tests
+  libspeexdsp1 espeak-ng                          # the speex echo canceller; test speech for the echo tests
 )
 missing=()
 for pkg in "${packages[@]}"; do
