@@ -8,6 +8,7 @@ packages=(
   pulseaudio pulseaudio-utils sox                 # virtual audio devices for the demo and benchmarks
   iproute2 iptables                               # network namespaces and netem for fault tests
   libspeexdsp1 espeak-ng                          # the speex echo canceller; test speech for the echo tests
+  chromium chromium-driver                        # the setup page's browser tests (headless, selenium)
 )
 missing=()
 for pkg in "${packages[@]}"; do
