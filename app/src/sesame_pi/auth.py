@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,36 @@ class TokenExpired(TokenError):
 
 class RefreshFailed(TokenError):
     pass
+
+
+class RefreshRefused(RefreshFailed):
+    """The endpoint answered and said no: the same credentials will not work on a retry."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EndpointUnreachable(RefreshFailed):
+    """No answer (network down, DNS, timeout, HTTP 5xx): worth retrying later."""
+
+
+# The stored credentials, beside the token file unless configured: `sesame-pi login` writes them
+# there and `run` finds them there, so no config.toml edit is needed.
+REFRESH_TOKEN_NAME = "refresh_token"
+API_KEY_NAME = "firebase_api_key"
+
+# Firebase's refusal codes, as a person should read them (the code is kept for the log).
+_REFUSALS = {
+    "INVALID_REFRESH_TOKEN": "the refresh token is not valid (signed out, or copied incompletely)",
+    "TOKEN_EXPIRED": "the refresh token has expired (password changed or signed out everywhere)",
+    "USER_DISABLED": "this account is disabled",
+    "USER_NOT_FOUND": "this account no longer exists",
+    "INVALID_API_KEY": "the Firebase API key is not valid",
+    "API_KEY_INVALID": "the Firebase API key is not valid",
+    "PROJECT_NUMBER_MISMATCH": "the refresh token belongs to another app than the API key",
+    "MISSING_REFRESH_TOKEN": "the refresh token is empty",
+}
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,84 @@ def write_secret_file(path: Path, value: str) -> None:
             temp.unlink()
 
 
+def refresh_token_path(cfg: Config) -> Path:
+    """Where the refresh token lives: `refresh_token_file`, or `refresh_token` beside the token."""
+    return cfg.refresh_token_file or cfg.token_file.with_name(REFRESH_TOKEN_NAME)
+
+
+def api_key_path(cfg: Config) -> Path:
+    """Where `sesame-pi login` keeps the API key: `firebase_api_key` beside the token file."""
+    return cfg.token_file.with_name(API_KEY_NAME)
+
+
+def stored_api_key(cfg: Config) -> str:
+    """The configured `firebase_api_key`, else the one `sesame-pi login` stored; "" if none."""
+    if cfg.firebase_api_key:
+        return cfg.firebase_api_key
+    try:
+        return api_key_path(cfg).read_text(encoding="utf-8-sig").strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Exchanged:
+    """What the secure-token endpoint handed back for a refresh token."""
+
+    id_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_in: str
+
+
+def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exchanged:
+    """One refresh-token grant at `token_endpoint` (blocking; call it off the event loop).
+
+    Raises RefreshRefused (the endpoint said no), EndpointUnreachable (no answer, or HTTP 5xx)
+    or RefreshFailed (an answer we cannot use). No message holds a token.
+    """
+    register_secret(refresh_token)
+    query = urllib.parse.urlencode({"key": api_key})
+    url = f"{cfg.token_endpoint}?{query}"
+    body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    request = urllib.request.Request(
+        url,
+        data=body.encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    try:
+        with urllib.request.urlopen(request, timeout=15, context=context) as response:
+            answer = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        code = _firebase_error(exc)
+        if exc.code >= 500:
+            raise EndpointUnreachable(
+                f"token endpoint answered HTTP {exc.code} {code}".strip()
+            ) from None
+        meaning = _REFUSALS.get(code.split(" ")[0].rstrip(":"), "")
+        if not meaning and "API key not valid" in code:
+            meaning = _REFUSALS["INVALID_API_KEY"]
+        text = f"token endpoint refused it (HTTP {exc.code} {code})".replace(" )", ")")
+        raise RefreshRefused(f"{meaning}: {text}" if meaning else text, code) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise EndpointUnreachable(
+            f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RefreshFailed("token endpoint answered something that is not JSON") from None
+    id_token = answer.get("id_token") if isinstance(answer, dict) else None
+    if not isinstance(id_token, str) or not id_token:
+        raise RefreshFailed("token endpoint answer has no id_token")
+    register_secret(id_token)
+    new_refresh = answer.get("refresh_token")
+    if isinstance(new_refresh, str) and new_refresh:
+        register_secret(new_refresh)
+    else:
+        new_refresh = None
+    return Exchanged(id_token, new_refresh, str(answer.get("expires_in", "")))
+
+
 def decode_claims(token: str) -> dict[str, Any]:
     """The JWT's claims, unverified; TokenInvalid if it is not a JWT at all."""
     try:
@@ -114,13 +222,32 @@ class TokenProvider:
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._warned_expiry_for: float | None = None
+        self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(file={self.cfg.token_file}, exp={self._exp})"
 
     @property
     def can_refresh(self) -> bool:
-        return bool(self.cfg.refresh_token_file and self.cfg.firebase_api_key)
+        """A refresh token and an API key are present (configured or stored by `login`)."""
+        return refresh_token_path(self.cfg).is_file() and bool(stored_api_key(self.cfg))
+
+    def _credentials_changed(self) -> bool:
+        """True once after the refresh token or stored key file changed (a new login)."""
+        stamp = (_stamp(refresh_token_path(self.cfg)), _stamp(api_key_path(self.cfg)))
+        changed = stamp != self._credentials_stamp
+        self._credentials_stamp = stamp
+        return changed
+
+    def _refresh_allowed(self) -> bool:
+        """Backing off after a failure, unless new credentials arrived since."""
+        if self._credentials_changed():
+            self._refresh_failures = 0
+            self._next_refresh_at = 0.0
+        return self.clock() >= self._next_refresh_at
+
+    def _needs_first_token(self) -> bool:
+        return not self.cfg.token_file.exists() and self.can_refresh
 
     # ------------------------------------------------------------ reading the file
 
@@ -182,13 +309,18 @@ class TokenProvider:
         return TokenInfo(expires, left, self._anonymous, str(self.cfg.token_file))
 
     def _expired_error(self) -> TokenExpired:
-        how = "or check the refresh settings" if self.can_refresh else "or configure refresh"
+        how = "check the network" if self.can_refresh else "run `sesame-pi login`"
         return TokenExpired(
-            f"the token in {self.cfg.token_file} expired; put a fresh ID token there {how}"
+            f"the token in {self.cfg.token_file} expired; {how}, or put a fresh ID token there"
         )
 
     def load(self) -> TokenInfo:
         """Read and check the token now (at start, and for `sesame-pi check`)."""
+        if self._needs_first_token():
+            # Only a refresh token so far (a login's key, the boot partition): the first connect
+            # refreshes, with the link's retries if the network is not up yet.
+            event("token_from_refresh", refresh_token_file=str(refresh_token_path(self.cfg)))
+            return TokenInfo(None, None, False, str(self.cfg.token_file))
         self._read_file()
         left = self._seconds_left()
         if left is not None and left <= 0 and not self.can_refresh:
@@ -199,7 +331,9 @@ class TokenProvider:
 
     async def valid_token(self) -> str:
         """A token good for at least a minute, or a TokenError that says what to do."""
-        if self._token is None or self._file_changed():
+        if self._needs_first_token():
+            await self.refresh()
+        elif self._token is None or self._file_changed():
             self._read_file()
         left = self._seconds_left()
         if self.can_refresh and (left is not None and left < self.cfg.refresh_before_s):
@@ -222,7 +356,7 @@ class TokenProvider:
             except TokenError:
                 return False
             return True
-        if self.can_refresh and self.clock() >= self._next_refresh_at:
+        if self.can_refresh and self._refresh_allowed():
             try:
                 await self.refresh()
             except RefreshFailed:
@@ -234,7 +368,7 @@ class TokenProvider:
 
     async def refresh(self) -> None:
         """Exchange the refresh token for a new ID token (in a thread); back off on failure."""
-        if self.clock() < self._next_refresh_at:
+        if not self._refresh_allowed():
             raise RefreshFailed("waiting before the next refresh attempt")
         try:
             id_token, refresh_token, expires_in = await asyncio.to_thread(self._exchange)
@@ -248,53 +382,23 @@ class TokenProvider:
         self._next_refresh_at = 0.0
         register_secret(id_token)
         write_secret_file(self.cfg.token_file, id_token)
-        if refresh_token and self.cfg.refresh_token_file is not None:
-            register_secret(refresh_token)
-            write_secret_file(self.cfg.refresh_token_file, refresh_token)
+        if refresh_token:
+            write_secret_file(refresh_token_path(self.cfg), refresh_token)
+        self._credentials_changed()  # our own write is not a new login
         self._read_file()
         event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
 
     def _exchange(self) -> tuple[str, str | None, str]:
-        assert self.cfg.refresh_token_file is not None
+        path = refresh_token_path(self.cfg)
         try:
-            refresh = self.cfg.refresh_token_file.read_text(encoding="utf-8").strip()
+            refresh = path.read_text(encoding="utf-8-sig").strip()
         except OSError as exc:
-            raise RefreshFailed(
-                f"cannot read {self.cfg.refresh_token_file}: {exc.strerror}"
-            ) from None
-        register_secret(refresh)
-        query = urllib.parse.urlencode({"key": self.cfg.firebase_api_key})
-        url = f"{self.cfg.token_endpoint}?{query}"
-        body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh})
-        request = urllib.request.Request(
-            url,
-            data=body.encode(),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            method="POST",
-        )
-        context = ssl.create_default_context(
-            cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=15, context=context) as response:
-                answer = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            reason = _firebase_error(exc)
-            raise RefreshFailed(
-                f"token endpoint answered HTTP {exc.code} {reason}".strip()
-            ) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise RefreshFailed(
-                f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
-            ) from None
-        except json.JSONDecodeError:
-            raise RefreshFailed("token endpoint answered something that is not JSON") from None
-        id_token = answer.get("id_token") if isinstance(answer, dict) else None
-        if not isinstance(id_token, str) or not id_token:
-            raise RefreshFailed("token endpoint answer has no id_token")
-        new_refresh = answer.get("refresh_token")
-        expires_in = str(answer.get("expires_in", ""))
-        return id_token, new_refresh if isinstance(new_refresh, str) else None, expires_in
+            raise RefreshFailed(f"cannot read {path}: {exc.strerror}") from None
+        key = stored_api_key(self.cfg)
+        if not key:
+            raise RefreshFailed("no Firebase API key; run `sesame-pi login` with the auth record")
+        answer = exchange_refresh_token(self.cfg, refresh, key)
+        return answer.id_token, answer.refresh_token, answer.expires_in
 
     # ------------------------------------------------------------ background watch
 
@@ -303,6 +407,10 @@ class TokenProvider:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                if self._needs_first_token():
+                    if self._refresh_allowed():
+                        await self.refresh()
+                    continue
                 if self._file_changed():
                     self._read_file()
                     event("token_reloaded", seconds_left=self._seconds_left())

@@ -1,4 +1,4 @@
-"""`sesame-pi run / check / devices / status / token / standin`.
+"""`sesame-pi run / check / devices / status / token / login / standin`.
 
 Exit codes: 0 fine, 1 unexpected failure, 2 bad configuration or usage, 3 token problem,
 4 hardware unavailable (no GPIO chip), 5 `check` found a problem, 6 `status` says unhealthy.
@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="show the token's expiry (never the token itself)")
     _add_config_flags(token)
 
+    login = commands.add_parser(
+        "login", help="store the sign-in a browser holds (auth record or refresh token, stdin)"
+    )
+    _add_config_flags(login)
+    login.add_argument("--from", dest="from_file", type=Path, help="read it from FILE, not stdin")
+    login.add_argument("--api-key", dest="api_key", help="Firebase API key (for a bare token)")
+
     standin = commands.add_parser("standin", help="run a local Sesame-compatible server")
     standin.add_argument("--host", default="127.0.0.1")
     standin.add_argument("--port", type=int, default=8765)
@@ -127,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "devices": cmd_devices,
         "status": cmd_status,
         "token": cmd_token,
+        "login": cmd_login,
         "standin": cmd_standin,
     }
     try:
@@ -170,6 +178,24 @@ def cmd_token(args: argparse.Namespace) -> int:
     print(f"token file: {info.source}\nexpires:    {expires}\ntime left:  {left}")
     if info.anonymous:
         print("warning:    this is an anonymous account's token; the service refuses those")
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from .login import LoginError, login
+
+    cfg = _config_from(args)
+    try:
+        source = args.from_file.read_text(encoding="utf-8") if args.from_file else sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"cannot read {args.from_file}: {exc}", EXIT_TOKEN)
+    try:
+        result = login(source, cfg, api_key=args.api_key)
+    except LoginError as exc:
+        return _fail(str(exc), EXIT_TOKEN)
+    print(f"signed in:  {result.email or 'yes (the record names no email)'}")
+    print(f"time left:  {result.seconds_left / 60:.1f} min (renewed by itself from now on)")
+    print(f"stored in:  {result.token_file}, {result.refresh_token_file} (mode 0600)")
     return 0
 
 

@@ -27,6 +27,7 @@ CHARACTERS = ("Maya", "Miles")
 BUTTON_KINDS = ("gpio", "stdin", "none")
 PULLS = ("down", "up", "floating")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ECHO_ENGINES = ("auto", "webrtc", "speex", "off")
 # BCM numbers of the Raspberry Pi 40-pin header's GPIO lines.
 GPIO_PINS = range(0, 28)
 
@@ -51,8 +52,8 @@ class Config:
     reconnect_flag: bool = False
     # Auth
     token_file: Path = Path("/etc/sesame-pi/token")
-    refresh_token_file: Path | None = None
-    firebase_api_key: str = ""
+    refresh_token_file: Path | None = None  # None: `refresh_token` beside token_file
+    firebase_api_key: str = ""  # empty: the `firebase_api_key` file `sesame-pi login` stores
     token_endpoint: str = "https://securetoken.googleapis.com/v1/token"
     refresh_before_s: float = 300.0
     expiry_warn_s: float = 600.0
@@ -77,7 +78,9 @@ class Config:
     output_period_ms: int = 20  # speaker callback period; 10 ms xruns on some ALSA plugins
     prebuffer_ms: int = 60
     jitter_max_ms: int = 2000
-    mute_mic_while_playing: bool = False
+    mute_mic_while_playing: bool = False  # half duplex: duck the mic while the agent speaks
+    echo_cancel: str = "auto"
+    echo_max_delay_ms: int = 500
     # Button, LED, earcons
     button: str = "gpio"
     button_pin: int = 17
@@ -191,6 +194,14 @@ def validate(cfg: Config) -> Config:
         f"jitter_max_ms {cfg.jitter_max_ms} must exceed prebuffer_ms + frame_ms",
     )
     _check(
+        cfg.echo_cancel in ECHO_ENGINES,
+        f"echo_cancel {cfg.echo_cancel!r} is not one of auto, webrtc, speex, off",
+    )
+    _check(
+        50 <= cfg.echo_max_delay_ms <= 1000,
+        f"echo_max_delay_ms {cfg.echo_max_delay_ms} must be between 50 and 1000",
+    )
+    _check(
         0.0 <= cfg.earcon_volume <= 1.0,
         f"earcon_volume {cfg.earcon_volume} must be between 0 and 1",
     )
@@ -220,10 +231,6 @@ def validate(cfg: Config) -> Config:
     _check(
         cfg.ca_file is None or cfg.ca_file.is_file(),
         f"ca_file {cfg.ca_file} does not exist or is not a file",
-    )
-    _check(
-        not (cfg.refresh_token_file and not cfg.firebase_api_key),
-        "refresh_token_file is set but firebase_api_key is empty; set both or neither",
     )
     return dataclasses.replace(cfg, log_level=cfg.log_level.upper())
 

@@ -1,0 +1,258 @@
+"""`sesame-pi login`: hand the device what a signed-in browser holds, once.
+
+The owner signs in at the Sesame web app in a desktop browser; Firebase keeps an auth-user record
+there (`apiKey`, `email`, `stsTokenManager.refreshToken`, ...). We take that record (or a bare
+refresh token), exchange the refresh token once at the secure-token endpoint with the same code the
+running app refreshes with, and store the ID token, the rotated refresh token and the API key where
+`run` finds them. Nothing is written until the exchange succeeded, so a refused, malformed or
+unreachable login leaves every file as it was. No message here ever holds a token.
+
+The SD image's first boot leaves the record as a pending `auth.json` beside the token file; the app
+consumes it at start (`settle_pending`), retrying while the network is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .auth import (
+    EndpointUnreachable,
+    RefreshFailed,
+    RefreshRefused,
+    TokenInvalid,
+    api_key_path,
+    decode_claims,
+    exchange_refresh_token,
+    refresh_token_path,
+    stored_api_key,
+    write_secret_file,
+)
+from .config import Config
+from .logs import event, register_secret
+
+PENDING_NAME = "auth.json"
+REFUSED_SUFFIX = ".refused"
+GUIDE = 'see "Get your token" in the README'
+# A refresh token is one long URL-safe word; an API key likewise (Google keys start with AIza).
+_WORD = re.compile(r"[A-Za-z0-9_\-.:~+/=]{16,}")
+
+
+class LoginError(Exception):
+    """One plain sentence that says what to do; never contains a token."""
+
+
+class LoginRefused(LoginError):
+    """The token endpoint said no: these credentials will not work again."""
+
+
+class LoginUnreachable(LoginError):
+    """No answer from the token endpoint: the same input may work later."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the owner handed over: a refresh token, and the API key and email if the record had
+    them."""
+
+    refresh_token: str = field(repr=False)
+    api_key: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    email: str | None
+    seconds_left: float  # the new ID token's time left
+    token_file: Path
+    refresh_token_file: Path
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _clean(text: str) -> str:
+    return text.replace("\ufeff", "").replace("\r", "").strip()
+
+
+def _user_record(data: Any, depth: int = 0) -> dict[str, Any] | None:
+    """The auth-user record inside any of the forms a browser gives it to us in."""
+    if depth > 4:
+        return None
+    if isinstance(data, str):
+        try:
+            return _user_record(json.loads(_clean(data)), depth + 1)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(data, list):
+        for item in data:
+            found = _user_record(item, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if not isinstance(data, dict):
+        return None
+    manager = data.get("stsTokenManager")
+    if isinstance(manager, dict) and manager.get("refreshToken"):
+        return data
+    if "value" in data:  # IndexedDB firebaseLocalStorage row: {"fbase_key": ..., "value": {...}}
+        return _user_record(data["value"], depth + 1)
+    return None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
+    """The auth-user record (or its IndexedDB wrappers, or a JSON string of it), or a bare refresh
+    token. `api_key` (e.g. `--api-key`) wins over the record's own `apiKey`."""
+    given_key = _text_or_none(api_key)
+    if given_key is not None and not _WORD.fullmatch(given_key):
+        raise LoginError("the API key given is not a Firebase API key (one word, like AIza...)")
+    cleaned = _clean(text)
+    if not cleaned:
+        raise LoginError(f"nothing was given; paste the auth record or a refresh token ({GUIDE})")
+    if cleaned[0] in '{["':
+        try:
+            data = json.loads(cleaned)
+        except json.JSONDecodeError:
+            raise LoginError(
+                f"that looks like JSON but is cut off or damaged; copy the record again ({GUIDE})"
+            ) from None
+        record = _user_record(data)
+        if record is None:
+            raise LoginError(
+                "that JSON is not a signed-in Firebase user record (it has no "
+                f"stsTokenManager.refreshToken); copy the record again ({GUIDE})"
+            )
+        refresh = str(record["stsTokenManager"]["refreshToken"]).strip()
+        register_secret(refresh)
+        if not _WORD.fullmatch(refresh):
+            raise LoginError(f"the record's refresh token is damaged; copy it again ({GUIDE})")
+        return Credentials(
+            refresh,
+            given_key or _text_or_none(record.get("apiKey")),
+            _text_or_none(record.get("email")),
+        )
+    register_secret(cleaned)
+    if cleaned.startswith("eyJ") and cleaned.count(".") == 2:
+        raise LoginError(
+            "that is an ID token (it lives one hour), not a refresh token; paste the auth record "
+            f"or its stsTokenManager.refreshToken ({GUIDE})"
+        )
+    if not _WORD.fullmatch(cleaned):
+        raise LoginError(
+            f"that is neither an auth record (JSON) nor a refresh token (one long word) ({GUIDE})"
+        )
+    return Credentials(cleaned, given_key, None)
+
+
+# ---------------------------------------------------------------- the exchange
+
+
+def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
+    """Exchange once, then store the ID token, the rotated refresh token and the API key (0600).
+
+    Blocking (urllib); async callers wrap it in `asyncio.to_thread`. Raises LoginError (or its
+    LoginRefused / LoginUnreachable kinds) with the files untouched.
+    """
+    creds = parse_credentials(text, api_key)
+    key = creds.api_key or stored_api_key(cfg)
+    if not key:
+        raise LoginError(
+            "no Firebase API key: paste the whole auth record (it carries apiKey), "
+            "or give the key with --api-key"
+        )
+    try:
+        answer = exchange_refresh_token(cfg, creds.refresh_token, key)
+    except RefreshRefused as exc:
+        raise LoginRefused(
+            f"sign-in refused: {exc}; sign in at the Sesame web app again and copy a fresh "
+            f"record ({GUIDE})"
+        ) from None
+    except EndpointUnreachable as exc:
+        raise LoginUnreachable(
+            f"could not reach the token service ({exc}); check the network and try again"
+        ) from None
+    except RefreshFailed as exc:
+        raise LoginError(f"the token service gave an unusable answer ({exc}); try again") from None
+    try:
+        claims = decode_claims(answer.id_token)
+    except TokenInvalid:
+        raise LoginError(
+            "the token service answered with something that is not an ID token"
+        ) from None
+    exp = claims.get("exp")
+    seconds_left = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
+    email = creds.email or _text_or_none(claims.get("email"))
+    refresh_file = refresh_token_path(cfg)
+    # The ID token last: its change is what a running app notices, and by then the rest is there.
+    if not cfg.firebase_api_key or cfg.firebase_api_key != key:
+        write_secret_file(api_key_path(cfg), key)
+    write_secret_file(refresh_file, answer.refresh_token or creds.refresh_token)
+    write_secret_file(cfg.token_file, answer.id_token)
+    return LoginResult(email, seconds_left, cfg.token_file, refresh_file)
+
+
+# ---------------------------------------------------------------- a pending record (first boot)
+
+
+def pending_auth_path(cfg: Config) -> Path:
+    """Where the image's first boot leaves the boot partition's `sesame-pi/auth.json`."""
+    return cfg.token_file.with_name(PENDING_NAME)
+
+
+def consume_pending(cfg: Config) -> LoginResult | None:
+    """Log in with a pending auth record, if there is one.
+
+    Done: the record is deleted. Refused or malformed: renamed `auth.json.refused` (it will never
+    work) and the LoginError raised. Unreachable: LoginUnreachable raised, the record kept.
+    """
+    path = pending_auth_path(cfg)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LoginError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        result = login(text, cfg)
+    except LoginUnreachable:
+        raise
+    except LoginError as exc:
+        refused = path.with_name(path.name + REFUSED_SUFFIX)
+        path.replace(refused)
+        event("login_pending_refused", logging.ERROR, detail=str(exc), moved_to=str(refused))
+        raise
+    path.unlink(missing_ok=True)
+    event("login_pending_done", seconds_left=round(result.seconds_left), file=str(path))
+    return result
+
+
+async def settle_pending(
+    cfg: Config,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    max_wait_s: float = 60.0,
+) -> LoginResult | None:
+    """Consume a pending auth record at start, retrying (with backoff) while the network is down.
+
+    Returns None when there is none or it was refused (the app then goes on with what it has).
+    """
+    wait = 2.0
+    while True:
+        try:
+            return await asyncio.to_thread(consume_pending, cfg)
+        except LoginUnreachable as exc:
+            event("login_pending_retry", logging.WARNING, detail=str(exc), retry_in_s=wait)
+        except LoginError:
+            return None
+        await sleep(wait)
+        wait = min(max_wait_s, wait * 2)
