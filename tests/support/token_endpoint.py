@@ -1,19 +1,68 @@
-"""A local stand-in for Firebase's secure-token endpoint (refresh token -> new ID token)."""
+"""A local stand-in for Firebase's secure-token endpoint (refresh token -> new ID token).
+
+Two ways to answer: a scripted list of (status, body), or an `Issuer` that behaves like Firebase
+(checks the API key and the refresh token, issues a fresh ID token and rotates the refresh token).
+"""
 
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
+
+from .credentials import make_token
+
+Answer = tuple[int, dict[str, Any]]
+
+
+def refusal(code: str) -> Answer:
+    """Firebase's error shape, e.g. refusal("INVALID_REFRESH_TOKEN")."""
+    return 400, {"error": {"code": 400, "message": code, "status": "INVALID_ARGUMENT"}}
+
+
+class Issuer:
+    """Firebase's refresh grant: a known key and a live refresh token give a new ID token and a
+    new refresh token (the old one then stops working); anything else is refused."""
+
+    def __init__(self, api_key: str, refresh_token: str, email: str = "maker@example.org") -> None:
+        self.api_key = api_key
+        self.live = {refresh_token}
+        self.email = email
+        self.issued: list[str] = []  # ID tokens handed out, newest last
+        self._serial = itertools.count(1)
+
+    def __call__(self, query: dict[str, str], form: dict[str, str]) -> Answer:
+        if query.get("key") != self.api_key:
+            return refusal("API key not valid. Please pass a valid API key.")
+        if form.get("grant_type") != "refresh_token":
+            return refusal("INVALID_GRANT_TYPE")
+        if form.get("refresh_token") not in self.live:
+            return refusal("INVALID_REFRESH_TOKEN")
+        self.live.discard(form["refresh_token"])
+        rotated = f"AMf-rotated-{next(self._serial)}-0123456789abcdefghijklmnop"
+        self.live.add(rotated)
+        id_token = make_token(exp_in_s=3600, uid=f"user-{len(self.issued)}")
+        self.issued.append(id_token)
+        return 200, {
+            "id_token": id_token,
+            "access_token": id_token,
+            "refresh_token": rotated,
+            "expires_in": "3600",
+            "token_type": "Bearer",
+            "user_id": "user",
+        }
 
 
 class TokenEndpoint:
     """Answers POSTs from a list of (status, body), in order; records each request's form."""
 
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, dict[str, Any]]] = []
+    def __init__(self, issuer: Callable[[dict[str, str], dict[str, str]], Answer] | None = None):
+        self.answers: list[Answer] = []
+        self.issuer = issuer
         self.seen: list[dict[str, str]] = []
         endpoint = self
 
@@ -22,7 +71,13 @@ class TokenEndpoint:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 endpoint.seen.append({"path": self.path, **form})
-                status, body = endpoint.answers.pop(0) if endpoint.answers else (500, {})
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                if endpoint.answers:
+                    status, body = endpoint.answers.pop(0)
+                elif endpoint.issuer is not None:
+                    status, body = endpoint.issuer(query, form)
+                else:
+                    status, body = 500, {}
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -1,0 +1,323 @@
+"""`sesame-pi login` as a person runs it, against a local Firebase-like token endpoint.
+
+The CLI runs as a real process; the endpoint checks the API key and the refresh token and rotates
+the refresh token on every grant, as Firebase does. Afterwards the app's own TokenProvider, with
+nothing but the stored files (no key, no refresh_token_file in the configuration), refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sesame_pi.auth import TokenProvider
+from sesame_pi.config import Config
+from sesame_pi.login import consume_pending, pending_auth_path, settle_pending
+from sesame_pi.logs import setup_logging
+from support.credentials import make_token, write_token
+from support.token_endpoint import Issuer, TokenEndpoint, refusal
+
+KEY = "AIzaSyTestKey-0123456789abcdefghijklmno"
+REFRESH = "AMf-vBzFirstRefreshToken-0123456789abcdefghijklmnopqrstuv"
+
+
+def auth_record(refresh: str = REFRESH, key: str = KEY) -> dict[str, object]:
+    return {
+        "uid": "u123",
+        "email": "maker@example.org",
+        "isAnonymous": False,
+        "stsTokenManager": {
+            "refreshToken": refresh,
+            "accessToken": make_token(exp_in_s=-60),
+            "expirationTime": 1_700_000_000_000,
+        },
+        "apiKey": key,
+        "appName": "[DEFAULT]",
+    }
+
+
+@pytest.fixture
+def issuer() -> Issuer:
+    return Issuer(KEY, REFRESH)
+
+
+@pytest.fixture
+def endpoint(issuer: Issuer) -> Iterator[TokenEndpoint]:
+    with TokenEndpoint(issuer) as made:
+        yield made
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    directory = tmp_path / "etc"
+    directory.mkdir(mode=0o750)
+    return directory
+
+
+def cli(
+    *args: str, etc: Path, endpoint_url: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    environ = {
+        **os.environ,
+        "SESAME_PI_CONFIG": "/dev/null",
+        "SESAME_PI_TOKEN_ENDPOINT": endpoint_url,
+        "SESAME_PI_TOKEN_FILE": str(etc / "token"),
+        "SESAME_PI_LOG_FILE": str(etc.parent / "events.jsonl"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sesame_pi.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+    )
+
+
+def secrets_of(issuer: Issuer) -> list[str]:
+    """Every token that exists in this test: none may be printed anywhere."""
+    return [REFRESH, *issuer.live, *issuer.issued, *(t.split(".")[1] for t in issuer.issued)]
+
+
+def assert_no_secret(issuer: Issuer, *texts: str) -> None:
+    for text in texts:
+        for secret in secrets_of(issuer):
+            assert secret not in text
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns)
+        for p in sorted(directory.iterdir())
+    }
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1/token"
+
+
+def test_login_stores_both_files_0600_and_the_rotated_refresh_token(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    result = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert result.returncode == 0, result.stderr
+    assert "maker@example.org" in result.stdout
+    assert "time left:  59." in result.stdout or "time left:  60.0" in result.stdout
+    for name in ("token", "refresh_token", "firebase_api_key"):
+        assert (etc / name).stat().st_mode & 0o777 == 0o600, name
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
+    rotated = (etc / "refresh_token").read_text().strip()
+    assert rotated in issuer.live and rotated != REFRESH
+    assert (etc / "firebase_api_key").read_text().strip() == KEY
+    request = endpoint.seen[0]
+    assert request["refresh_token"] == REFRESH and request["path"].endswith(f"?key={KEY}")
+
+    shown = cli("token", etc=etc, endpoint_url=endpoint.url)
+    assert shown.returncode == 0, shown.stderr
+    assert "time left:  59." in shown.stdout or "time left:  60.0" in shown.stdout
+    log = etc.parent / "events.jsonl"
+    outputs = [result.stdout, result.stderr, shown.stdout, shown.stderr]
+    assert_no_secret(issuer, *outputs, log.read_text() if log.exists() else "")
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["row", "rows", "json-string"],
+)
+def test_the_indexeddb_wrapper_forms_from_a_windows_file(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, form: str
+) -> None:
+    row = {"fbase_key": f"firebase:authUser:{KEY}:[DEFAULT]", "value": auth_record()}
+    data: object = {
+        "row": row,
+        "rows": [{"fbase_key": "__sak", "value": "__sak"}, row],
+        "json-string": json.dumps(auth_record()),
+    }[form]
+    source = etc.parent / "auth.json"
+    source.write_bytes(b"\xef\xbb\xbf" + json.dumps(data, indent=2).replace("\n", "\r\n").encode())
+    result = cli("login", "--from", str(source), etc=etc, endpoint_url=endpoint.url)
+    assert result.returncode == 0, result.stderr
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    assert_no_secret(issuer, result.stdout, result.stderr)
+
+
+def test_a_bare_refresh_token_with_the_key_from_a_flag_or_the_environment(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    flag = cli("login", "--api-key", KEY, etc=etc, endpoint_url=endpoint.url, stdin=REFRESH)
+    assert flag.returncode == 0, flag.stderr
+    assert "no email" in flag.stdout
+    rotated = (etc / "refresh_token").read_text().strip()
+    env = cli(
+        "login",
+        etc=etc,
+        endpoint_url=endpoint.url,
+        stdin=rotated + "\r\n",
+        SESAME_PI_FIREBASE_API_KEY=KEY,
+    )
+    assert env.returncode == 0, env.stderr
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    stored = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=next(iter(issuer.live)))
+    assert stored.returncode == 0, stored.stderr  # the key login stored the first time
+    assert_no_secret(issuer, flag.stdout, flag.stderr, env.stdout, env.stderr, stored.stdout)
+
+
+def test_the_refresh_token_file_setting_is_honoured(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    elsewhere = etc / "secrets" / "refresh"
+    result = cli(
+        "login",
+        etc=etc,
+        endpoint_url=endpoint.url,
+        stdin=json.dumps(auth_record()),
+        SESAME_PI_REFRESH_TOKEN_FILE=str(elsewhere),
+    )
+    assert result.returncode == 0, result.stderr
+    assert elsewhere.read_text().strip() in issuer.live
+    assert not (etc / "refresh_token").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("revoked", "INVALID_REFRESH_TOKEN"),
+        ("expired", "TOKEN_EXPIRED"),
+        ("disabled", "account is disabled"),
+        ("bad-key", "API key is not valid"),
+        ("malformed", "cut off or damaged"),
+        ("id-token", "not a refresh token"),
+        ("no-key", "no Firebase API key"),
+        ("unreachable", "could not reach the token service"),
+    ],
+)
+def test_refused_malformed_or_unreachable_leaves_every_file_as_it_was(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, case: str, says: str
+) -> None:
+    write_token(etc / "token", make_token(exp_in_s=-5))
+    write_token(etc / "refresh_token", "AMf-the-old-refresh-token-0123456789abcdef")
+    (etc / "config-notes").write_text("left alone\n")
+    before = snapshot(etc)
+    stdin = json.dumps(auth_record())
+    url = endpoint.url
+    if case == "revoked":
+        stdin = json.dumps(auth_record(refresh="AMf-signed-out-elsewhere-0123456789abcdefgh"))
+    elif case == "expired":
+        endpoint.answers.append(refusal("TOKEN_EXPIRED"))
+    elif case == "disabled":
+        endpoint.answers.append(refusal("USER_DISABLED"))
+    elif case == "bad-key":
+        stdin = json.dumps(auth_record(key="AIzaSyWrongKey-0123456789abcdefghijklm"))
+    elif case == "malformed":
+        stdin = json.dumps(auth_record())[:-30]
+    elif case == "id-token":
+        stdin = make_token()
+    elif case == "no-key":
+        stdin = REFRESH
+    elif case == "unreachable":
+        url = closed_port_url()
+    result = cli("login", etc=etc, endpoint_url=url, stdin=stdin)
+    assert result.returncode == 3
+    assert says in result.stderr
+    assert result.stderr.count("\n") == 1, "one sentence"
+    assert result.stdout == ""
+    assert snapshot(etc) == before
+    assert_no_secret(issuer, result.stderr, stdin if case == "id-token" else "")
+    if case == "id-token":
+        assert stdin not in result.stderr
+
+
+async def test_the_app_refreshes_by_itself_from_the_stored_files(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    done = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "app.jsonl"
+    # Nothing about refresh in the configuration: no key, no refresh_token_file.
+    cfg = Config(
+        token_file=etc / "token",
+        token_endpoint=endpoint.url,
+        refresh_before_s=3700.0,  # the fresh hour-long token is already "due"
+        log_file=log,
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    assert provider.can_refresh
+    provider.load()
+    token = await provider.valid_token()
+    assert token == issuer.issued[-1] and len(issuer.issued) == 2
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    assert (etc / "token").stat().st_mode & 0o777 == 0o600
+    text = log.read_text()
+    assert "token_refreshed" in text
+    assert_no_secret(issuer, text, done.stdout, done.stderr)
+
+
+async def test_a_login_while_the_app_waits_for_a_token_is_picked_up(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    write_token(etc / "token", make_token(exp_in_s=-30))
+    write_token(etc / "refresh_token", "AMf-revoked-long-ago-0123456789abcdefghijk")
+    write_token(etc / "firebase_api_key", KEY)
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    with pytest.raises(Exception, match="expired"):
+        await provider.valid_token()  # refused refresh: the session would be in needs_token
+    assert not await provider.after_auth_refusal()  # backing off, nothing new
+    done = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert done.returncode == 0, done.stderr
+    assert await provider.after_auth_refusal()  # the link's retry sees the new token
+    assert await provider.valid_token() == issuer.issued[-1]
+
+
+async def test_a_pending_record_is_consumed_at_start_after_the_network_comes_up(
+    etc: Path, issuer: Issuer, tmp_path: Path
+) -> None:
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()).replace("\n", "\r\n"))
+    with TokenEndpoint(issuer) as endpoint:
+        endpoint.answers = [(503, {}), (503, {})]  # the network is not there yet
+        cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+        setup_logging(cfg)
+        assert pending_auth_path(cfg) == pending
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+        result = await settle_pending(cfg, sleep=sleep)
+    assert result is not None and result.email == "maker@example.org"
+    assert waits == [2.0, 4.0]
+    assert not pending.exists()
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    log = (tmp_path / "l").read_text()
+    assert "login_pending_retry" in log and "login_pending_done" in log
+    assert_no_secret(issuer, log)
+
+
+def test_a_refused_pending_record_is_set_aside_with_a_clear_line(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record(refresh="AMf-not-live-0123456789abcdefghijklmno")))
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(Exception, match="INVALID_REFRESH_TOKEN"):
+        consume_pending(cfg)
+    assert not pending.exists() and (etc / "auth.json.refused").exists()
+    assert not (etc / "token").exists()
+    line = [json.loads(x) for x in (tmp_path / "l").read_text().splitlines()][-1]
+    assert line["event"] == "login_pending_refused" and "sign in" in line["detail"]
+    assert consume_pending(cfg) is None  # nothing pending any more
