@@ -16,6 +16,7 @@ from .button import ButtonUnavailable, make_button
 from .config import Config
 from .feedback import Feedback
 from .heartbeat import Heartbeat
+from .login import settle_pending
 from .logs import event, setup_logging
 from .session import Session
 
@@ -41,6 +42,7 @@ async def run_appliance(cfg: Config) -> int:
         input_device=cfg.input_device,
         output_device=cfg.output_device,
     )
+    await settle_pending(cfg)  # an auth record the SD card's first boot left for us
     tokens = TokenProvider(cfg)
     try:
         info = tokens.load()
