@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -27,7 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from sesame_pi.auth import TokenProvider
+from sesame_pi.config import Config
+from sesame_pi.login import settle_pending
+from sesame_pi.logs import setup_logging
 from support.credentials import make_token
+from support.token_endpoint import Issuer, TokenEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_SRC = REPO / "image" / "stage-sesame"
@@ -458,3 +464,101 @@ def test_first_boot_without_a_drop_folder_changes_nothing(
     assert "nothing to do" in result.stdout
     assert not (staged.rootfs / etc_dir.lstrip("/")).exists()
     assert fat.listing("/") == ["config.txt"]
+
+
+API_KEY = "AIzaSyImageTestKey-0123456789abcdefghijk"
+REFRESH = "AMf-vBzImageTestRefreshToken-0123456789abcdefghijklmnop"
+
+
+def auth_record() -> bytes:
+    """The auth record as the README's snippet copies it, saved by Notepad (BOM, CRLF)."""
+    record = {
+        "uid": "u1",
+        "email": "maker@example.org",
+        "stsTokenManager": {"refreshToken": REFRESH, "accessToken": make_token(exp_in_s=-60)},
+        "apiKey": API_KEY,
+        "appName": "[DEFAULT]",
+    }
+    return b"\xef\xbb\xbf" + json.dumps(record, indent=2).replace("\n", "\r\n").encode()
+
+
+def app_config(etc: Path, endpoint: TokenEndpoint, log: Path) -> Config:
+    """The app's configuration as the container sees it, its paths moved under the root; the
+    image's config.toml says nothing about refresh, and neither does this."""
+    return Config(
+        token_file=etc / "token",
+        token_endpoint=endpoint.url,
+        refresh_before_s=3700.0,  # so that a fresh hour-long token is due at once
+        log_file=log,
+    )
+
+
+async def test_a_boot_partition_with_only_auth_json_gives_an_app_that_refreshes_itself(
+    staged: StagedRoot, tmp_path: Path
+) -> None:
+    etc_dir = "/var/tmp/sesame-pi-auth"  # a fresh /etc/sesame-pi, whatever other tests left
+    fat = FatPartition.create(tmp_path / "boot.img", {"sesame-pi/auth.json": auth_record()})
+    result = firstboot(staged, fat, ETC_DIR=etc_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pending login" in result.stdout
+    assert REFRESH not in result.stdout + result.stderr
+    assert fat.listing("/sesame-pi") is None
+    etc = staged.rootfs / etc_dir.lstrip("/")
+    pending = etc / "auth.json"
+    info = pending.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, APP_UID, APP_UID)
+    assert sorted(p.name for p in etc.iterdir()) == ["auth.json"]
+
+    # What the app does at start (run_appliance): consume the pending record, then refresh alone.
+    issuer = Issuer(API_KEY, REFRESH)
+    log = tmp_path / "events.jsonl"
+    with TokenEndpoint(issuer) as endpoint:
+        endpoint.answers = [(503, {})]  # Wi-Fi not up yet at the first try
+        cfg = app_config(etc, endpoint, log)
+        setup_logging(cfg)
+        waits: list[float] = []
+
+        async def no_wait(seconds: float) -> None:
+            waits.append(seconds)
+
+        done = await settle_pending(cfg, sleep=no_wait)
+        assert done is not None and done.email == "maker@example.org" and waits == [2.0]
+        assert not pending.exists()
+        for name in ("token", "refresh_token", "firebase_api_key"):
+            assert stat.S_IMODE((etc / name).stat().st_mode) == 0o600, name
+        provider = TokenProvider(cfg)
+        provider.load()
+        assert await provider.valid_token() == issuer.issued[-1]
+    assert len(issuer.issued) == 2, "one login, then one refresh by the app itself"
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    text = log.read_text()
+    assert "login_pending_done" in text and "token_refreshed" in text
+    for secret in (REFRESH, *issuer.live, *issuer.issued):
+        assert secret not in text
+    files = sorted(p.name for p in etc.iterdir())
+    print(
+        f"\nimage: auth.json on the boot partition -> login after {len(waits)} retry, then "
+        f"{len(issuer.issued) - 1} refresh by the app itself; {etc_dir} holds {files}"
+    )
+
+
+async def test_a_refresh_token_and_key_on_the_boot_partition_need_no_config(
+    staged: StagedRoot, tmp_path: Path
+) -> None:
+    etc_dir = "/var/tmp/sesame-pi-refresh"
+    fat = FatPartition.create(tmp_path / "boot.img", {
+        "sesame-pi/refresh_token.txt": REFRESH.encode() + b"\r\n",
+        "sesame-pi/firebase_api_key.txt": b"\xef\xbb\xbf" + API_KEY.encode() + b"\r\n",
+    })  # fmt: skip
+    result = firstboot(staged, fat, ETC_DIR=etc_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    etc = staged.rootfs / etc_dir.lstrip("/")
+    assert (etc / "firebase_api_key").read_text() == API_KEY + "\n"
+    issuer = Issuer(API_KEY, REFRESH)
+    with TokenEndpoint(issuer) as endpoint:
+        cfg = app_config(etc, endpoint, tmp_path / "events.jsonl")
+        setup_logging(cfg)
+        provider = TokenProvider(cfg)
+        provider.load()  # no ID token yet: the first connect refreshes
+        assert await provider.valid_token() == issuer.issued[-1]
+    assert (etc / "token").is_file() and (etc / "refresh_token").read_text().strip() in issuer.live

@@ -2,10 +2,13 @@
 # sesame-pi-firstboot: move what a maker dropped on the SD card's FAT boot partition into place.
 #
 # The boot partition is the only part of the card Windows and macOS can write, so a maker puts the
-# token there: <boot>/sesame-pi/token (or token.txt, as Notepad saves it), and optionally
-# refresh_token and config.toml. FAT has no owners or modes and anyone holding the card can read
-# it, so this script moves each file into /etc/sesame-pi with the right owner and mode, then deletes
-# the copy on FAT. It runs at every boot where <boot>/sesame-pi exists (the unit's condition), so a
+# sign-in there: <boot>/sesame-pi/auth.json (the auth record the README's browser snippet copies),
+# or refresh_token (with firebase_api_key, unless config.toml gives the key), or an hour-long ID
+# token (or token.txt, as Notepad saves it), and optionally config.toml. FAT has no owners or modes
+# and anyone holding the card can read it, so this script moves each file into /etc/sesame-pi with
+# the right owner and mode, then deletes the copy on FAT. auth.json stays there as a pending login:
+# the app exchanges it at start with the same code as `sesame-pi login` (retrying until the network
+# is up) and deletes it, or renames it auth.json.refused with a log line saying why. It runs at every boot where <boot>/sesame-pi exists (the unit's condition), so a
 # new token can be dropped at any time. The token's contents never reach the journal.
 #
 # Environment (for tests): BOOT_DIR (default /boot/firmware), ETC_DIR (default /etc/sesame-pi),
@@ -60,6 +63,24 @@ move_secret() {
   log "moved $(basename "$src") to $dest (mode 0600, owner $app_uid); deleted it from $drop"
 }
 
+# The auth record (JSON): only a byte order mark and carriage returns removed, as the app's login
+# parser accepts it; same mode, owner and atomic rename as a token.
+move_record() {
+  local src="$1" dest="$2" tmp
+  tmp="$(mktemp "$dest.XXXXXX")"
+  LC_ALL=C sed '1s/^\xEF\xBB\xBF//' "$src" | tr -d '\r' >"$tmp"
+  if ! grep -q '[^[:space:]]' "$tmp"; then
+    rm -f "$tmp"
+    log "$src is empty; left it there"
+    return 0
+  fi
+  chown "$app_uid:$app_gid" "$tmp"
+  chmod 0600 "$tmp"
+  mv -f "$tmp" "$dest"
+  forget "$src"
+  log "moved $(basename "$src") to $dest (mode 0600, owner $app_uid), a pending login for the app; deleted it from $drop"
+}
+
 # config.toml holds no secret the token files do not; the app's group reads it, root owns it.
 move_config() {
   local src="$1" dest="$2" tmp
@@ -91,11 +112,19 @@ if src="$(found refresh_token refresh_token.txt)"; then
   move_secret "$src" "$etc_dir/refresh_token"
   moved=$((moved + 1))
 fi
+if src="$(found auth.json auth.json.txt auth.txt)"; then
+  move_record "$src" "$etc_dir/auth.json"
+  moved=$((moved + 1))
+fi
+if src="$(found firebase_api_key firebase_api_key.txt)"; then
+  move_secret "$src" "$etc_dir/firebase_api_key"
+  moved=$((moved + 1))
+fi
 if src="$(found config.toml config.toml.txt)"; then
   move_config "$src" "$etc_dir/config.toml"
   moved=$((moved + 1))
 fi
-((moved > 0)) || log "$drop holds no token, refresh_token or config.toml"
+((moved > 0)) || log "$drop holds no auth.json, token, refresh_token or config.toml"
 
 # What macOS and Windows leave in a folder they touched, so that the folder can go.
 find "$drop" -mindepth 1 -maxdepth 1 -type f \( -name '._*' -o -iname '.DS_Store' \
