@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +107,15 @@ def test_an_id_token_is_recognised_and_refused() -> None:
 def test_a_bad_api_key_is_refused() -> None:
     with pytest.raises(LoginError, match="not a Firebase API key"):
         parse_credentials(REFRESH, api_key="not a key")
+
+
+def test_the_readme_shows_the_snippet_the_package_ships() -> None:
+    """README.md, "Get your token", and the setup page show the same copy-auth-record.js."""
+    repo = Path(__file__).resolve().parents[2]
+    snippet = (files("sesame_pi") / "assets" / "copy-auth-record.js").read_text()
+    readme = (repo / "README.md").read_text()
+    section = readme[readme.index("## Get your token") : readme.index("## The token")]
+    block = section.split("```js\n")[1].split("```")[0]
+    shown = "\n".join(line.removeprefix("   ") for line in block.splitlines())
+    assert shown.strip() == snippet.strip()
+    assert 'indexedDB.open("firebaseLocalStorageDb")' in snippet and "copy" in snippet
