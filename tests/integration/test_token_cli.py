@@ -38,6 +38,7 @@ def test_run_with_an_expired_token_exits_nonzero_and_never_prints_it(tmp_path: P
         "--token-file", str(token_file),
         "--button", "stdin",
         "--log-file", str(log_file),
+        "--setup-page", "off",  # with the setup page on, the app waits for a token instead
     )  # fmt: skip
     assert result.returncode == 3
     assert "expired" in result.stderr

@@ -19,6 +19,7 @@ from .heartbeat import Heartbeat
 from .login import settle_pending
 from .logs import event, setup_logging
 from .session import Session
+from .setup_page import SetupPage
 
 EXIT_TOKEN = 3
 EXIT_HARDWARE = 4
@@ -49,8 +50,12 @@ async def run_appliance(cfg: Config) -> int:
     except TokenError as exc:
         event("token_error", logging.ERROR, detail=str(exc))
         _say(str(exc))
-        return EXIT_TOKEN
-    event("token_ok", seconds_left=info.seconds_left, anonymous=info.anonymous)
+        if cfg.setup_page == "off":
+            return EXIT_TOKEN
+        # The setup page can take a token: wait for one (NEEDS_TOKEN) instead of exiting.
+        _say(f"waiting for a token: open the setup page on port {cfg.setup_port} of this device")
+    else:
+        event("token_ok", seconds_left=info.seconds_left, anonymous=info.anonymous)
 
     loop = asyncio.get_running_loop()
     sessions: list[Session] = []
@@ -73,6 +78,7 @@ async def run_appliance(cfg: Config) -> int:
         audio.close()
         return EXIT_HARDWARE
 
+    setup = SetupPage(cfg, session, tokens, feedback) if cfg.setup_page != "off" else None
     stopping: list[asyncio.Task[None]] = []
 
     def on_signal(name: str) -> None:
@@ -84,6 +90,8 @@ async def run_appliance(cfg: Config) -> int:
         loop.add_signal_handler(sig, on_signal, sig.name)
 
     background: list[asyncio.Task[None]] = [asyncio.create_task(tokens.watch(), name="token-watch")]
+    if setup is not None:
+        background.append(asyncio.create_task(setup.run(), name="setup-page"))
     button.start()
     reader = getattr(button, "run", None)
     if reader is not None:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 TAP_S = 0.1
 # How much longer than hold_s the stdin line `hold` keeps the button down.
 HOLD_MARGIN_S = 0.5
+# The setup hold: this long down (begun out of a call) opens the setup page; well past hold_s, so
+# it never passes for a hang-up hold. Timed on the loop from the debounced press.
+SETUP_HOLD_S = 5.0
 
 
 class ButtonListener(Protocol):
@@ -49,6 +52,7 @@ class ButtonListener(Protocol):
 
     def button_pressed(self) -> None: ...
     def button_held(self) -> None: ...
+    def button_long_held(self) -> None: ...
     def button_released(self, held: bool) -> None: ...
 
 
@@ -196,6 +200,7 @@ class GpioButton:
         self._held = False  # loop-side: the current press reached hold_s
         self._closed = False
         self._started = False
+        self._long_timer: asyncio.TimerHandle | None = None
         self.device = self._open(cfg, pin_factory)
 
     @staticmethod
@@ -247,6 +252,7 @@ class GpioButton:
         if self._closed:
             return
         self._closed = True
+        self._cancel_long_hold()
         if self._started:
             self.device.when_pressed = None
             self.device.when_held = None
@@ -272,7 +278,19 @@ class GpioButton:
         if self._closed:
             return
         self._pressed, self._held = True, False
+        self._cancel_long_hold()
+        self._long_timer = self._loop.call_later(SETUP_HOLD_S, self._on_long_held)
         self._listener.button_pressed()
+
+    def _on_long_held(self) -> None:
+        self._long_timer = None
+        if not self._closed and self._pressed:
+            self._listener.button_long_held()
+
+    def _cancel_long_hold(self) -> None:
+        timer, self._long_timer = self._long_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _on_held(self) -> None:
         # A hold that raced with its own release arrives after it: drop it.
@@ -285,6 +303,7 @@ class GpioButton:
         if self._closed or not self._pressed:
             return
         held, self._pressed, self._held = self._held, False, False
+        self._cancel_long_hold()
         self._listener.button_released(held)
 
 
@@ -292,7 +311,8 @@ class StdinButton(GpioButton):
     """The same gpiozero Button on a mock pin whose level comes from text lines.
 
     Lines: ``press`` (button down), ``release`` (button up), an empty line (a short press of
-    TAP_S), ``hold`` (down for hold_s + HOLD_MARGIN_S, then up). Anything else is warned about
+    TAP_S), ``hold`` (down for hold_s + HOLD_MARGIN_S, then up), ``setup`` (down for
+    SETUP_HOLD_S + HOLD_MARGIN_S: the setup hold). Anything else is warned about
     and ignored. End of input stops reading; the app keeps running.
     """
 
@@ -331,13 +351,14 @@ class StdinButton(GpioButton):
             self.press()
             self._stop.wait(TAP_S)
             self.release()
-        elif word == "hold":
+        elif word in ("hold", "setup"):
             self.press()
-            self._stop.wait(self._cfg.hold_s + HOLD_MARGIN_S)
+            down_s = self._cfg.hold_s if word == "hold" else SETUP_HOLD_S
+            self._stop.wait(down_s + HOLD_MARGIN_S)
             self.release()
         else:
             log.warning(
-                "stdin button: unknown line ignored (use press, release, hold or Enter)",
+                "stdin button: unknown line ignored (use press, release, hold, setup or Enter)",
                 extra={"event": "stdin_unknown_line", "line": line.strip()[:80]},
             )
 

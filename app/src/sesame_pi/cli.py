@@ -51,6 +51,12 @@ RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     ("--log-level", {"dest": "log_level", "help": "DEBUG, INFO, WARNING or ERROR"}),
     ("--heartbeat-file", {"dest": "heartbeat_file", "help": "status file for `sesame-pi status`"}),
+    (
+        "--setup-page",
+        {"dest": "setup_page", "help": "auto (while a token is needed; 5 s hold), always or off"},
+    ),
+    ("--setup-port", {"dest": "setup_port", "help": "the setup page's TCP port (default 8080)"}),
+    ("--setup-bind", {"dest": "setup_bind", "help": "the setup page's address (default 0.0.0.0)"}),
 )
 
 
@@ -173,6 +179,9 @@ def cmd_token(args: argparse.Namespace) -> int:
         info = TokenProvider(cfg).load()
     except TokenError as exc:
         return _fail(str(exc), EXIT_TOKEN)
+    if info.expires_at is None and not cfg.token_file.exists():
+        print(f"token file: {info.source}\nno ID token yet: the app refreshes to get one")
+        return 0
     expires = info.expires_at.isoformat() if info.expires_at else "never (no exp claim)"
     left = f"{info.seconds_left / 60:.1f} min" if info.seconds_left is not None else "unknown"
     print(f"token file: {info.source}\nexpires:    {expires}\ntime left:  {left}")

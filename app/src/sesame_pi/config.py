@@ -7,6 +7,7 @@ of the program can trust it; a bad value becomes a ConfigError with a sentence a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import urllib.parse
@@ -27,6 +28,7 @@ CHARACTERS = ("Maya", "Miles")
 BUTTON_KINDS = ("gpio", "stdin", "none")
 PULLS = ("down", "up", "floating")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SETUP_MODES = ("auto", "always", "off")
 ECHO_ENGINES = ("auto", "webrtc", "speex", "off")
 # BCM numbers of the Raspberry Pi 40-pin header's GPIO lines.
 GPIO_PINS = range(0, 28)
@@ -96,6 +98,10 @@ class Config:
     log_max_bytes: int = 5_000_000
     log_backups: int = 3
     heartbeat_file: Path | None = None
+    # Setup page (the LAN page for pairing a browser and handing over a token)
+    setup_page: str = "auto"  # auto: while no working token, and 15 min after a 5 s hold
+    setup_port: int = 8080
+    setup_bind: str = "0.0.0.0"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def replace(self, **changes: Any) -> Config:
@@ -232,6 +238,20 @@ def validate(cfg: Config) -> Config:
         cfg.ca_file is None or cfg.ca_file.is_file(),
         f"ca_file {cfg.ca_file} does not exist or is not a file",
     )
+    _check(
+        cfg.setup_page in SETUP_MODES,
+        f"setup_page {cfg.setup_page!r} is not one of {', '.join(SETUP_MODES)}",
+    )
+    _check(
+        0 <= cfg.setup_port <= 65535,
+        f"setup_port {cfg.setup_port} is not a TCP port (0 picks a free one)",
+    )
+    try:
+        ipaddress.ip_address(cfg.setup_bind)
+    except ValueError:
+        raise ConfigError(
+            f"setup_bind {cfg.setup_bind!r} is not an IP address (0.0.0.0 for every interface)"
+        ) from None
     return dataclasses.replace(cfg, log_level=cfg.log_level.upper())
 
 

@@ -38,6 +38,8 @@ SCORES: dict[Earcon, tuple[Note, ...]] = {
     Earcon.END: (Note(880.0, 0.08, 0.02), Note(587.33, 0.12)),
     # Something needs attention: two low notes (B-flat 3), unlike any of the others.
     Earcon.ERROR: (Note(233.08, 0.09, 0.04), Note(233.08, 0.09)),
+    # The setup page opened: two quick high E6 notes and an A6, like a doorbell.
+    Earcon.SETUP: (Note(1318.51, 0.05, 0.03), Note(1318.51, 0.05, 0.03), Note(1760.0, 0.08)),
 }
 
 

@@ -17,10 +17,14 @@ never stop a call.
 | reconnecting            | double blink, then 0.8 s off     | same                         |
 | needs_token             | rapid blink, 80 ms on / 80 off   | same                         |
 | device_error            | triple rapid blink, then 0.7 off | same                         |
+
+The setup page opening (the 5 s hold) is announced apart from the states: the SETUP earcon and,
+for SETUP_SHOW_S, a long-short-short flash; then the state's pattern comes back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Callable
@@ -67,6 +71,9 @@ Pattern = Solid | Blink | Steps
 
 _DOUBLE = (1.0, 0.0, 1.0) + (0.0,) * 8  # on 0.1, off 0.1, on 0.1, off 0.8
 _TRIPLE = (1.0, 0.0, 1.0, 0.0, 1.0) + (0.0,) * 7  # three 0.1 s flashes, off 0.8
+# The setup page opened: on 0.5 s, then two 0.1 s flashes, off 0.5 s (unlike any state's pattern).
+SETUP_PATTERN = Steps((1.0,) * 5 + (0.0, 1.0, 0.0, 1.0) + (0.0,) * 5)
+SETUP_SHOW_S = 4.0
 
 PWM_PATTERNS: dict[State, Pattern] = {
     State.STARTING: Solid(0.0),
@@ -111,6 +118,7 @@ class Feedback:
         self._play = play_earcon
         self._rate = earcon_rate
         self._state: State | None = None
+        self._announce_end: asyncio.TimerHandle | None = None
         self.led: Any = None
         self.has_pwm = False
         if cfg.led_pin is not None:
@@ -156,6 +164,26 @@ class Feedback:
                 pattern.levels if self.has_pwm else [v > 0 for v in pattern.levels]
             )
 
+    def announce_setup(self) -> None:
+        """The setup page opened: its earcon, and its LED pattern for SETUP_SHOW_S (on the loop)."""
+        self.earcon(Earcon.SETUP)
+        if self.led is None:
+            return
+        try:
+            self._run(SETUP_PATTERN)
+        except Exception as exc:
+            log.warning("status LED failed", extra={"event": "led_error", "error": str(exc)})
+            return
+        if self._announce_end is not None:
+            self._announce_end.cancel()
+        self._announce_end = asyncio.get_running_loop().call_later(SETUP_SHOW_S, self._restore)
+
+    def _restore(self) -> None:
+        self._announce_end = None
+        state, self._state = self._state, None
+        if state is not None and self.led is not None:
+            self.show(state)
+
     def _earcons_audible(self) -> bool:
         return self._cfg.earcons and self._cfg.earcon_volume > 0 and self._play is not None
 
@@ -175,6 +203,8 @@ class Feedback:
     def close(self) -> None:
         """Turn the LED off and free its pin. Safe to call twice."""
         led, self.led = self.led, None
+        if self._announce_end is not None:
+            self._announce_end.cancel()
         if led is not None:
             try:
                 led.source = None

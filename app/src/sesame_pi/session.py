@@ -12,9 +12,11 @@ A short press while LIVE is ignored and logged: only a hold ends a call (the saf
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import tenacity
@@ -27,6 +29,7 @@ from .logs import event
 from .states import Earcon, State
 
 CALL_STATES = frozenset({State.CONNECTING, State.LIVE, State.RECONNECTING})
+RECENT_CALLS_KEPT = 5
 
 
 class AudioPort(Protocol):
@@ -77,6 +80,15 @@ class Session:
         self.calls_placed = 0
         self.calls_resumed = 0
         self._call_started_at: float | None = None
+        # The setup page's seams: a press it claims (pairing) starts no call; the long hold opens
+        # it. It reads the last calls' summaries and the device problem from here.
+        self.press_hook: Callable[[], bool] | None = None
+        self.long_hold_hook: Callable[[], None] | None = None
+        self.recent_calls: collections.deque[dict[str, object]] = collections.deque(
+            maxlen=RECENT_CALLS_KEPT
+        )
+        self.device_problem: str | None = None
+        self._press_began_out_of_call = False
 
     # ------------------------------------------------------------ state
 
@@ -93,6 +105,11 @@ class Session:
 
     def button_pressed(self) -> None:
         event("button_pressed", state=self.state.value)
+        out_of_call = self.state not in CALL_STATES and self.state is not State.ENDING
+        if out_of_call and self.press_hook is not None and self.press_hook():
+            self._press_began_out_of_call = False  # the press was the setup page's
+            return
+        self._press_began_out_of_call = out_of_call
         if self.state in (State.IDLE, State.OFFLINE, State.STARTING):
             self._begin_call()
         elif self.state in CALL_STATES:
@@ -111,6 +128,15 @@ class Session:
         event("button_held", state=self.state.value)
         if self.state in CALL_STATES or self._resume_pending:
             self._spawn_end("user_request")
+
+    def button_long_held(self) -> None:
+        """The setup hold (5 s), begun out of a call: the 2 s hold already ended the call that
+        this press placed, so only the setup page opens."""
+        event("button_long_held", state=self.state.value)
+        if not self._press_began_out_of_call or self.state in (State.CONNECTING, State.LIVE):
+            return
+        if self.long_hold_hook is not None:
+            self.long_hold_hook()
 
     def button_released(self, held: bool) -> None:
         event("button_released", held=held)
@@ -265,7 +291,9 @@ class Session:
 
     def _log_call_ended(self, summary: dict[str, object], answered: bool | None) -> None:
         """One call_ended line per call, however it ended."""
-        event("call_ended", **summary, disconnect_answered=answered, link=self.link.stats.as_dict())
+        link = self.link.stats.as_dict()
+        event("call_ended", **summary, disconnect_answered=answered, link=link)
+        self.recent_calls.append({**summary, "ended_at": time.time(), "link": link})
 
     def _call_failed(self, reason: str, code: int | str | None = None) -> None:
         event("call_failed", logging.ERROR, reason=reason, code=code)
@@ -316,6 +344,7 @@ class Session:
             detail=message,
             action="check the microphone and speaker; `sesame-pi devices` lists them",
         )
+        self.device_problem = message
         in_call = self.state in CALL_STATES or self._resume_pending
         self._stop_uplink()
         summary = self._call_summary("audio device error") if in_call else None
@@ -344,6 +373,7 @@ class Session:
             with attempt:
                 await asyncio.to_thread(self.audio.probe)
         event("audio_device_back")
+        self.device_problem = None
         self._set(State.IDLE if self.link.up else State.OFFLINE)
 
     # ------------------------------------------------------------ lifetime

@@ -25,3 +25,4 @@ class Earcon(StrEnum):
     LIVE = "live"  # the agent is on the line
     END = "end"  # the call ended
     ERROR = "error"  # something needs attention
+    SETUP = "setup"  # the setup page opened (the 5 s hold)

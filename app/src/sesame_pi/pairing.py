@@ -1,0 +1,276 @@
+"""Who may use the setup page, and when it is served: pure rules with an injected clock.
+
+Pairing ties a browser to physical presence. A browser asks to pair and is shown a short code;
+the next press of the device's button (within PENDING_S) confirms that one pending request; the
+browser then sends the code back with the request's CSRF token and receives a random cookie. If
+two browsers wait at the moment of the press, neither is confirmed (someone else on the network
+could be racing the owner), and both must start again. A code is good once: sent again, it is
+refused as replayed. Each pairing carries its own CSRF token for every form it posts.
+
+Rate limits are token buckets per client address. The setup window says when the page listens
+at all: "always", "off", or "auto" (while a token is needed, and for HOLD_OPEN_S after the
+long hold or after the token works again, so the owner sees the result of a login).
+
+Nothing here does I/O: the web layer (setup_page) moves requests in and answers out.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .config import SETUP_MODES
+
+Clock = Callable[[], float]
+
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud or typed
+CODE_LENGTH = 6
+PENDING_S = 60.0  # how long a shown code waits for the button
+MAX_PENDING = 4
+MAX_WRONG_CODES = 3  # then the pending request is dropped
+MAX_PAIRED = 8  # oldest-used pairing is forgotten beyond this
+USED_CODES_KEPT = 64
+HOLD_OPEN_S = 15 * 60.0
+
+
+def new_secret() -> str:
+    """A cookie value or CSRF token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def new_code() -> str:
+    """A pairing code: CODE_LENGTH characters from CODE_ALPHABET."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass
+class Pending:
+    """A browser waiting for the button. `handle` is its short-lived cookie."""
+
+    handle: str = field(repr=False)
+    code: str
+    csrf: str = field(repr=False)
+    created: float
+    confirmed: bool = False
+    wrong_codes: int = 0
+
+
+@dataclass
+class Paired:
+    """A paired browser: `cookie` is its session cookie, `csrf` goes in each of its forms."""
+
+    cookie: str = field(repr=False)
+    csrf: str = field(repr=False)
+    created: float
+    last_seen: float
+
+
+class Refusal(StrEnum):
+    """Why finishing a pairing was refused; the web layer words them."""
+
+    UNKNOWN = "unknown"  # no such pending request (expired, cancelled, never made)
+    REPLAYED = "replayed"  # this code was used already
+    WRONG_CODE = "wrong_code"
+    CSRF = "csrf"
+    EXPIRED = "expired"
+    NOT_PRESSED = "not_pressed"  # keep waiting: the button has not been pressed yet
+
+
+class PairingRefused(Exception):
+    def __init__(self, reason: Refusal) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class Press(StrEnum):
+    """What a button press meant to pairing."""
+
+    NOT_MINE = "not_mine"  # nobody waits: the press is the session's (e.g. a call)
+    CONFIRMED = "confirmed"
+    AMBIGUOUS = "ambiguous"  # several browsers waited: none is confirmed
+
+
+class Pairings:
+    """Pending requests and paired browsers, in memory (a restart asks to pair again)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        pending_s: float = PENDING_S,
+        max_paired: int = MAX_PAIRED,
+        code: Callable[[], str] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._pending_s = pending_s
+        self._max_paired = max_paired
+        self._code = code or new_code
+        self._pending: dict[str, Pending] = {}
+        self._paired: collections.OrderedDict[str, Paired] = collections.OrderedDict()
+        self._used: collections.deque[str] = collections.deque(maxlen=USED_CODES_KEPT)
+
+    # ------------------------------------------------------------ pending requests
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for handle, pending in list(self._pending.items()):
+            if now - pending.created > self._pending_s:
+                del self._pending[handle]
+
+    def begin(self) -> Pending:
+        """A new pending request with a fresh code (the oldest is dropped beyond MAX_PENDING)."""
+        self._prune()
+        while len(self._pending) >= MAX_PENDING:
+            oldest = min(self._pending.values(), key=lambda p: p.created)
+            del self._pending[oldest.handle]
+        code = self._code()
+        while code in self._used or any(p.code == code for p in self._pending.values()):
+            code = self._code()
+        pending = Pending(new_secret(), code, new_secret(), self._clock())
+        self._pending[pending.handle] = pending
+        return pending
+
+    def pending(self, handle: str | None) -> Pending | None:
+        """The live pending request behind a browser's pairing cookie."""
+        self._prune()
+        return self._pending.get(handle) if handle else None
+
+    def seconds_left(self, pending: Pending) -> float:
+        return max(0.0, pending.created + self._pending_s - self._clock())
+
+    @property
+    def waiting(self) -> int:
+        self._prune()
+        return len(self._pending)
+
+    def press(self) -> Press:
+        """The button was pressed: confirm the one waiting request, if there is exactly one."""
+        self._prune()
+        if not self._pending:
+            return Press.NOT_MINE
+        open_requests = [p for p in self._pending.values() if not p.confirmed]
+        if len(open_requests) > 1:
+            for pending in open_requests:
+                del self._pending[pending.handle]
+            return Press.AMBIGUOUS
+        for pending in open_requests:
+            pending.confirmed = True
+        return Press.CONFIRMED  # a second press for an already confirmed request is absorbed too
+
+    def finish(self, handle: str | None, code: str, csrf: str) -> Paired:
+        """Turn a confirmed pending request into a pairing, or raise PairingRefused."""
+        code = code.strip().upper().replace("-", "").replace(" ", "")
+        now = self._clock()
+        pending = self._pending.get(handle) if handle else None
+        if pending is None:
+            used = any(_same(code, old) for old in self._used)
+            raise PairingRefused(Refusal.REPLAYED if used else Refusal.UNKNOWN)
+        if not _same(csrf, pending.csrf):
+            raise PairingRefused(Refusal.CSRF)
+        if now - pending.created > self._pending_s:
+            del self._pending[pending.handle]
+            raise PairingRefused(Refusal.EXPIRED)
+        if not _same(code, pending.code):
+            pending.wrong_codes += 1
+            if pending.wrong_codes >= MAX_WRONG_CODES:
+                del self._pending[pending.handle]
+            raise PairingRefused(Refusal.WRONG_CODE)
+        if not pending.confirmed:
+            raise PairingRefused(Refusal.NOT_PRESSED)
+        del self._pending[pending.handle]
+        self._used.append(pending.code)
+        paired = Paired(new_secret(), new_secret(), now, now)
+        self._paired[paired.cookie] = paired
+        while len(self._paired) > self._max_paired:
+            self._paired.popitem(last=False)
+        return paired
+
+    # ------------------------------------------------------------ paired browsers
+
+    def paired(self, cookie: str | None) -> Paired | None:
+        """The pairing behind a session cookie (marks it used), or None."""
+        if not cookie:
+            return None
+        found = self._paired.get(cookie)
+        if found is None:
+            return None
+        found.last_seen = self._clock()
+        self._paired.move_to_end(cookie)
+        return found
+
+    @staticmethod
+    def csrf_ok(paired: Paired, token: str | None) -> bool:
+        return bool(token) and _same(token or "", paired.csrf)
+
+    def forget(self, cookie: str) -> None:
+        self._paired.pop(cookie, None)
+
+    @property
+    def count(self) -> int:
+        return len(self._paired)
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` requests at once, `per_s` more each second."""
+
+    def __init__(self, clock: Clock, per_s: float, burst: int, max_clients: int = 256) -> None:
+        self._clock = clock
+        self._per_s = per_s
+        self._burst = float(burst)
+        self._max_clients = max_clients
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def allow(self, client: str) -> bool:
+        now = self._clock()
+        tokens, last = self._buckets.get(client, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._per_s)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def retry_after_s(self, client: str) -> float:
+        tokens, _last = self._buckets.get(client, (self._burst, 0.0))
+        return max(0.0, (1.0 - tokens) / self._per_s)
+
+
+class SetupWindow:
+    """When the page listens: `always`, `off`, or `auto` (token needed, or a window is open)."""
+
+    def __init__(self, mode: str, clock: Clock, hold_open_s: float = HOLD_OPEN_S) -> None:
+        if mode not in SETUP_MODES:
+            raise ValueError(f"setup_page {mode!r} is not one of auto, always, off")
+        self.mode = mode
+        self._clock = clock
+        self._hold_open_s = hold_open_s
+        self._open_until = 0.0
+        self._token_needed = False
+
+    def open_for_a_while(self) -> None:
+        """The long hold (or a login): keep serving for hold_open_s from now."""
+        self._open_until = max(self._open_until, self._clock() + self._hold_open_s)
+
+    def token_needed(self, needed: bool) -> None:
+        """Tell the window whether the device lacks a working token right now."""
+        if self._token_needed and not needed:
+            self.open_for_a_while()  # the token works again: let the owner see it on the page
+        self._token_needed = needed
+
+    def open_s_left(self) -> float:
+        return max(0.0, self._open_until - self._clock())
+
+    def should_serve(self) -> bool:
+        if self.mode == "always":
+            return True
+        if self.mode == "off":
+            return False
+        return self._token_needed or self._clock() < self._open_until

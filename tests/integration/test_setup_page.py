@@ -1,0 +1,329 @@
+"""The setup page over real HTTP (aiohttp on 127.0.0.1), with the app's real session, stdin button
+and login code: pairing by a press, cookies, CSRF and Origin checks, rate limits, the setup
+window, and that no response ever carries a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sesame_pi.states import Earcon, State
+from support.credentials import make_token
+from support.setup_rig import EMAIL, SetupRig, auth_record
+
+
+class Browser:
+    """An HTTP client that keeps cookies and remembers every response, headers and body."""
+
+    def __init__(self, rig: SetupRig) -> None:
+        self.rig = rig
+        self.client = aiohttp.ClientSession(
+            rig.url, cookie_jar=aiohttp.CookieJar(unsafe=True), auto_decompress=True
+        )
+        self.seen: list[str] = []
+
+    async def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, **kw: object
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
+        headers = dict(kw.pop("headers", {}) or {})  # type: ignore[call-overload]
+        if method == "POST":
+            headers.setdefault("Origin", self.rig.url)
+        async with self.client.request(
+            method, path, data=form, headers=headers, allow_redirects=False, **kw
+        ) as response:
+            body = await response.text()
+            self.seen.append(
+                "\n".join(f"{k}: {v}" for k, v in response.headers.items()) + "\n" + body
+            )
+            return response.status, body, response
+
+    async def pair(self) -> None:
+        """Start pairing, press the button, finish: a paired browser."""
+        code, csrf = await self.start_pairing()
+        await press(self.rig)
+        status, _, _ = await self.request("POST", "/pair/finish", {"code": code, "csrf": csrf})
+        assert status == 303
+
+    async def start_pairing(self) -> tuple[str, str]:
+        status, _, response = await self.request("POST", "/pair/start")
+        assert status == 303 and response.headers["Location"] == "/pair"
+        status, body, _ = await self.request("GET", "/pair")
+        assert status == 200
+        return field(body, "pairing-code"), hidden(body, "csrf")
+
+    async def csrf(self) -> str:
+        status, body, _ = await self.request("GET", "/")
+        assert status == 200
+        return hidden(body, "csrf")
+
+
+def field(body: str, element_id: str) -> str:
+    found = re.search(rf"id={element_id}[^>]*>([^<]*)<", body)
+    assert found, f"no #{element_id} in the page"
+    return found.group(1)
+
+
+def hidden(body: str, name: str) -> str:
+    found = re.search(rf'name={name} value="([^"]*)"', body)
+    assert found, f"no hidden {name} in the page"
+    return found.group(1)
+
+
+async def press(rig: SetupRig) -> None:
+    await asyncio.to_thread(rig.press)
+    await asyncio.sleep(0.2)  # the press reaches the loop after the debounce
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[SetupRig]:
+    built = SetupRig(tmp_path, token=make_token())
+    await asyncio.to_thread(built.__enter__)
+    try:
+        await asyncio.to_thread(built.wait_state, State.IDLE)
+        yield built
+    finally:
+        await asyncio.to_thread(built.__exit__)
+
+
+def assert_no_secret(rig: SetupRig, *browsers: Browser) -> None:
+    secrets = [*rig.secrets(), rig.token_file.read_text().strip()]
+    texts = [text for browser in browsers for text in browser.seen]
+    assert texts
+    for secret in secrets:
+        for part in (secret, *secret.split(".")):
+            if len(part) >= 16:
+                assert not any(part in text for text in texts), "a response holds a token"
+
+
+async def test_an_unpaired_browser_sees_nothing_and_may_change_nothing(rig: SetupRig) -> None:
+    browser = Browser(rig)
+    async with browser.client:
+        status, body, _ = await browser.request("GET", "/")
+        assert status == 403 and "not paired" in body and "id=state" not in body
+        status, body, _ = await browser.request("GET", "/api/status")
+        assert status == 403 and "idle" not in body
+        for path in ("/login", "/test-sound", "/unpair"):
+            status, body, _ = await browser.request("POST", path, {"record": auth_record()})
+            assert status == 403, path
+        assert rig.issuer.issued == [], "no login happened"
+        assert Earcon.LIVE not in rig.feedback.earcons
+    assert_no_secret(rig, browser)
+
+
+async def test_a_press_pairs_the_waiting_browser_and_starts_no_call(rig: SetupRig) -> None:
+    browser = Browser(rig)
+    async with browser.client:
+        code, csrf = await browser.start_pairing()
+        assert re.fullmatch(r"[A-Z2-9]{6}", code)
+        status, body, _ = await browser.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 409 and "not been pressed" in body
+
+        await press(rig)
+        assert rig.state is State.IDLE and rig.standin.record.calls == 0, "no call was placed"
+        status, _, response = await browser.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 303
+        cookie = next(
+            v for k, v in response.headers.items() if k == "Set-Cookie" and "session" in v
+        )
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+
+        status, body, _ = await browser.request("GET", "/")
+        assert status == 200 and "id=state>idle<" in body and "id=link>up<" in body
+        assert re.search(r"id=token-left>\d+ min left<", body)
+        status, body, response = await browser.request("GET", "/api/status")
+        data = await response.json()
+        assert data["state"] == "idle" and data["link"]["up"] is True
+        assert 3500 <= data["token"]["seconds_left"] <= 3600
+
+        # The same code again, from this browser or a fresh one: refused as replayed.
+        status, body, _ = await browser.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 403 and "used already" in body
+        other = Browser(rig)
+        async with other.client:
+            status, body, _ = await other.request(
+                "POST", "/pair/finish", {"code": code, "csrf": csrf}
+            )
+            assert status == 403 and "used already" in body
+            status, _, _ = await other.request("GET", "/")
+            assert status == 403, "a replayed code pairs nobody"
+
+        # A short press now is the session's again: it places a call.
+        await press(rig)
+        await asyncio.to_thread(rig.wait_state, State.LIVE)
+    assert_no_secret(rig, browser)
+    assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
+
+
+async def test_a_wrong_code_is_refused_and_three_drop_the_request(rig: SetupRig) -> None:
+    browser = Browser(rig)
+    async with browser.client:
+        code, csrf = await browser.start_pairing()
+        await press(rig)
+        wrong = "ABCDEF" if code != "ABCDEF" else "GHJKMN"
+        for _ in range(2):
+            status, body, _ = await browser.request(
+                "POST", "/pair/finish", {"code": wrong, "csrf": csrf}
+            )
+            assert status == 403 and "not the code" in body
+        await browser.request("POST", "/pair/finish", {"code": wrong, "csrf": csrf})
+        status, body, _ = await browser.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 403 and "unknown or has expired" in body
+        assert (await browser.request("GET", "/"))[0] == 403
+
+
+async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
+    owner, intruder = Browser(rig), Browser(rig)
+    async with owner.client, intruder.client:
+        mine = await owner.start_pairing()
+        theirs = await intruder.start_pairing()
+        await press(rig)
+        assert rig.state is State.IDLE and rig.feedback.earcons[-1] is Earcon.ERROR
+        for browser, (code, csrf) in ((owner, mine), (intruder, theirs)):
+            status, _, _ = await browser.request(
+                "POST", "/pair/finish", {"code": code, "csrf": csrf}
+            )
+            assert status == 403
+        assert [e["result"] for e in rig.events("pairing_press")] == ["ambiguous"]
+
+
+async def test_forms_need_the_csrf_token_and_the_page_own_origin(rig: SetupRig) -> None:
+    browser = Browser(rig)
+    async with browser.client:
+        await browser.pair()
+        csrf = await browser.csrf()
+        status, body, _ = await browser.request("POST", "/test-sound", {})
+        assert status == 403 and "check token" in body
+        status, _, _ = await browser.request("POST", "/test-sound", {"csrf": csrf[:-2] + "xx"})
+        assert status == 403
+        evil = {"Origin": "http://evil.example"}
+        status, _, _ = await browser.request("POST", "/test-sound", {"csrf": csrf}, headers=evil)
+        assert status == 403
+        assert Earcon.LIVE not in rig.feedback.earcons
+        status, body, _ = await browser.request("POST", "/test-sound", {"csrf": csrf})
+        assert status == 200 and "Played a test sound" in body
+        assert rig.feedback.earcons[-1] is Earcon.LIVE
+        # Another paired browser's token does not work here either.
+        other = Browser(rig)
+        async with other.client:
+            await other.pair()
+            status, _, _ = await other.request("POST", "/test-sound", {"csrf": csrf})
+            assert status == 403
+
+
+async def test_foreign_host_names_are_refused_and_requests_are_rate_limited(
+    rig: SetupRig,
+) -> None:
+    browser = Browser(rig)
+    async with browser.client:
+        status, _, _ = await browser.request("GET", "/", headers={"Host": "evil.example"})
+        assert status == 421, "a rebound DNS name does not reach the page"
+        status, _, _ = await browser.request("GET", "/", headers={"Host": "sesame-pi.local:8080"})
+        assert status == 403  # allowed name, not paired
+        statuses = [(await browser.request("GET", "/"))[0] for _ in range(40)]
+        assert 429 in statuses and statuses[0] == 403
+        starts = [(await browser.request("POST", "/pair/start"))[0] for _ in range(3)]
+        assert set(starts) == {429}
+
+
+async def test_pasting_the_record_logs_in_and_the_app_uses_the_new_token(tmp_path: Path) -> None:
+    """No token at all: the page opens by itself (auto), a paired browser hands over the record,
+    the files are written 0600, the link comes up with the new token, and the status shows it."""
+    rig = SetupRig(tmp_path, token=None, mode="auto")
+    await asyncio.to_thread(rig.__enter__)
+    browser = Browser(rig)
+    try:
+        await asyncio.to_thread(rig.wait_state, State.NEEDS_TOKEN)
+        assert rig.page.serving
+        async with browser.client:
+            await browser.pair()
+            status, body, _ = await browser.request("GET", "/")
+            assert "no token yet" in body and "id=state>needs_token<" in body
+            csrf = hidden(body, "csrf")
+            status, body, _ = await browser.request(
+                "POST", "/login", {"csrf": csrf, "record": '{"broken": '}
+            )
+            assert status == 400 and "cut off or damaged" in body and "broken" not in body
+            status, body, _ = await browser.request(
+                "POST", "/login", {"csrf": csrf, "record": auth_record()}
+            )
+            assert status == 200, body
+            assert f"Signed in for {EMAIL}" in field(body, "notice")
+            assert re.search(r"has (59|60) min left", body)
+            assert len(rig.issuer.issued) == 1
+            for path in (rig.token_file, rig.token_file.with_name("refresh_token")):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            await asyncio.to_thread(rig.wait_state, State.IDLE)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status, body, _ = await browser.request("GET", "/")
+                if re.search(r"id=token-left>(59|60) min left<", body):
+                    break
+                await asyncio.sleep(0.5)
+            assert re.search(r"id=token-left>(59|60) min left<", body)
+            assert "id=state>idle<" in body and f"id=token-account>{EMAIL}<" in body
+            assert "on (the device renews it by itself)" in body
+            assert rig.page.serving, "the page stays up a while after the token works"
+            assert rig.page.window.open_s_left() > 14 * 60
+        assert_no_secret(rig, browser)
+    finally:
+        await asyncio.to_thread(rig.__exit__)
+
+
+async def test_auto_mode_listens_only_after_the_setup_hold(tmp_path: Path) -> None:
+    rig = SetupRig(tmp_path, token=make_token(), mode="auto")
+    await asyncio.to_thread(rig.__enter__)
+    try:
+        await asyncio.to_thread(rig.wait_state, State.IDLE)
+        await asyncio.sleep(1.5)
+        assert not rig.page.serving and rig.page.port is None
+        await asyncio.to_thread(rig.setup_hold)
+        await asyncio.sleep(1.5)
+        assert rig.page.serving and rig.page.port
+        assert rig.feedback.announced == 1 and rig.events("setup_window_opened")
+        assert rig.state is State.IDLE, "the call the press began ended at the 2 s hold"
+        browser = Browser(rig)
+        async with browser.client:
+            status, body, _ = await browser.request("GET", "/")
+            assert status == 403 and "not paired" in body
+    finally:
+        await asyncio.to_thread(rig.__exit__)
+
+
+async def test_run_without_a_token_waits_with_the_page_open(tmp_path: Path) -> None:
+    """`sesame-pi run` with no token file and the default setup_page (auto) keeps running,
+    says why, and serves the page instead of exiting 3."""
+    from support.app_process import AppProcess
+
+    app = AppProcess(
+        tmp_path,
+        "ws://127.0.0.1:9/agent-service-0/v1/connect",
+        tmp_path / "missing-token",
+        extra_args=("--setup-port", "0", "--setup-bind", "127.0.0.1"),
+    )
+    with app:
+        opened = await asyncio.to_thread(app.wait_event, "setup_page_open")
+        await asyncio.to_thread(app.wait_state, "needs_token")
+        assert opened["port"] > 0 and app.events()[0]["event"] == "app_started"
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"http://127.0.0.1:{opened['port']}/") as response,
+        ):
+            assert response.status == 403 and "not paired" in await response.text()
+        assert app.terminate() == 0
+    assert "waiting for a token" in app.stderr_file.read_text()
