@@ -321,3 +321,17 @@ def test_a_refused_pending_record_is_set_aside_with_a_clear_line(
     line = [json.loads(x) for x in (tmp_path / "l").read_text().splitlines()][-1]
     assert line["event"] == "login_pending_refused" and "sign in" in line["detail"]
     assert consume_pending(cfg) is None  # nothing pending any more
+
+
+def test_with_only_a_refresh_token_token_says_the_app_will_get_one(
+    etc: Path, endpoint: TokenEndpoint
+) -> None:
+    write_token(etc / "refresh_token", REFRESH)
+    write_token(etc / "firebase_api_key", KEY)
+    shown = cli("token", etc=etc, endpoint_url=endpoint.url)
+    assert shown.returncode == 0, shown.stderr
+    assert "no ID token yet" in shown.stdout
+    assert not endpoint.seen, "`token` only reports; it never spends a refresh"
+    (etc / "refresh_token").unlink()  # without a refresh token it is the plain error
+    missing = cli("token", etc=etc, endpoint_url=endpoint.url)
+    assert missing.returncode == 3 and "no token file" in missing.stderr

@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import stat
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -107,7 +108,8 @@ def _stamp(path: Path) -> _FileStamp | None:
 def write_secret_file(path: Path, value: str) -> None:
     """Atomically replace `path` with `value`, mode 0600 from the first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Per thread too: a login (setup page, in a thread) may race the app's own refresh.
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
