@@ -75,8 +75,8 @@ async def time_to_link_down(tmp_path: Path, stream_audio: bool, wait_s: float) -
         try:
             assert await link.wait_up(5)
             await link.start_call()
-            conn: Any = link._conn  # the one socket option the test needs: a small send buffer
-            sock = conn.ws.transport.get_extra_info("socket")
+            channel: Any = link._channel  # the one socket option the test needs: a small buffer
+            sock = channel.transport.ws.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
             started = time.monotonic()
 

@@ -1,8 +1,9 @@
 """Whatever a server sends, the receive path survives it: 10,000 generated frames, bounded memory.
 
-Frames go through `protocol.decode` and then through the Link's own receive path (`Link._decode`
-and `Link._dispatch`, the code `_receive` runs per frame) on a connection whose socket is a
-recorder: everything but the network is the real code. An oversize frame is refused on a real
+Frames go through `protocol.decode` and then through the link's own receive path
+(`link.dispatch.decode` and `dispatch`, what a channel runs per frame, with no I/O) on a call's
+state; the effects it returns are carried out here, replies recorded: everything but the network
+is the real code. An oversize frame is refused on a real
 socket, by the limit the app configures (`max_frame_bytes`).
 """
 
@@ -19,6 +20,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from time import monotonic as loop_time
 from typing import Any
 
 import pytest
@@ -30,7 +32,8 @@ from faults.ledger import LEDGER
 from sesame_pi import protocol as p
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link, _Connection
+from sesame_pi.link import Link
+from sesame_pi.link.dispatch import ChannelState, Heard, HungUp, Reply, decode, dispatch
 from support.credentials import make_token, write_token
 
 FRAMES = int(os.environ.get("SESAME_PI_FUZZ_FRAMES", "10000"))
@@ -137,18 +140,14 @@ frames = st.one_of(
 
 
 class RecordingSocket:
-    """Stands where the websockets connection would: records what the link sends back."""
+    """Stands where the socket would: records what the link sends back."""
 
     def __init__(self) -> None:
         self.sent = 0
-        self.closed: list[int] = []
 
-    async def send(self, frame: str) -> None:
+    def send(self, frame: str) -> None:
         json.loads(frame)  # whatever the link answers is well-formed JSON
         self.sent += 1
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        self.closed.append(code)
 
 
 class Listener:
@@ -209,7 +208,7 @@ class Bench:
         self.loop = asyncio.new_event_loop()
         self.link = Link(self.cfg, TokenProvider(self.cfg), self.listener)
         self.socket = RecordingSocket()
-        self.conn = _Connection(self.socket, "fuzz-session")  # type: ignore[arg-type]
+        self.conn = ChannelState("fuzz-session")
         self.fed = 0
         self.refused: Counter[str] = Counter()
         self.decoded: Counter[str] = Counter()
@@ -243,10 +242,17 @@ class Bench:
         self.conn.pending.clear()
         for request_id in PENDING:
             self.conn.expect(request_id)
-        routed = self.link._decode(frame)
+        routed = decode(frame, self.link.stats, MAX_FRAME)
         assert routed == direct, "the link decodes exactly as the protocol module does"
         if routed is not None:
-            await self.link._dispatch(self.conn, routed)
+            for effect in dispatch(self.conn, routed, self.link.stats, loop_time()):
+                match effect:
+                    case Reply(frame=reply):
+                        self.socket.send(reply)
+                    case Heard(pcm=pcm):
+                        self.listener.server_audio(pcm)
+                    case HungUp(reason=reason):
+                        self.listener.server_hangup(reason)
 
     def close(self) -> None:
         self.loop.close()

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from .auth import TokenError, TokenProvider
 from .config import Config
-from .link import AuthRefused, Link, LinkLost
-
-
-class _Quiet:
-    """A listener that ignores everything: `check` only wants the handshake."""
-
-    def link_up(self) -> None: ...
-    def link_down(self, reason: str) -> None: ...
-    def server_audio(self, pcm: bytes) -> None: ...
-    def server_hangup(self, reason: str) -> None: ...
-    def token_needed(self, detail: str) -> None: ...
+from .link import AuthRefused, LinkLost, check_handshake
 
 
 def _line(ok: bool, what: str, detail: str) -> None:
@@ -41,17 +28,14 @@ async def run_checks(cfg: Config) -> bool:
         "token",
         left + (" (anonymous account: refused by the service)" if info.anonymous else ""),
     )
-    link = Link(cfg, tokens, _Quiet())
     try:
         token = await tokens.valid_token()
-        conn = await link.open_connection(token)
+        session_id = await check_handshake(cfg, token)
     except AuthRefused as exc:
         _line(False, "server", f"{exc}; get a new token")
         return False
     except (LinkLost, TokenError) as exc:
         _line(False, "server", str(exc))
         return False
-    _line(True, "server", f"handshake complete (session {conn.session_id[:8]}...)")
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.ws.close(), 2.0)
+    _line(True, "server", f"handshake complete (session {session_id[:8]}...)")
     return not info.anonymous

@@ -1,0 +1,212 @@
+"""The supervisor: keeps one warm connection to the service, and brings it back by itself.
+
+`Link.run` connects with a fresh token, serves the socket until it closes, and decides what next
+from the error alone (`retry.classify`): reconnect at once, after tenacity's backoff, or wait for a
+new token at a bounded rate. Calls go to the current channel; the session sees only `Link`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Protocol
+
+import tenacity
+
+from .. import protocol as p
+from ..auth import TokenError, TokenProvider
+from ..config import Config
+from ..logs import event
+from .channel import CallInfo, Channel, handshake
+from .errors import ROUTINE_CLOSES, End, Ended, LinkLost
+from .retry import Verdict, backoff_s, classify, is_retry
+from .stats import LinkStats
+from .transport import make_ssl_context
+
+TOKEN_WAIT_POLL_S = 5.0
+
+
+class LinkListener(Protocol):
+    """What the link tells the session. Called on the event loop."""
+
+    def link_up(self) -> None: ...
+    def link_down(self, reason: str) -> None: ...
+    def server_audio(self, pcm: bytes) -> None: ...
+    def server_hangup(self, reason: str) -> None: ...
+    def token_needed(self, detail: str) -> None: ...
+
+
+class Link:
+    """The supervised connection. Only the session calls it."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        tokens: TokenProvider,
+        listener: LinkListener,
+        sample_rate: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tokens = tokens
+        self.listener = listener
+        self.stats = LinkStats()
+        self.sample_rate = sample_rate or cfg.capture_rate
+        self._ssl = make_ssl_context(cfg)
+        self._channel: Channel | None = None
+        self._up = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._call_pending = False  # a call is live or being resumed: retry faster
+        self._auth_attempts: collections.deque[float] = collections.deque()
+        self._down_reported = False  # the listener already heard this outage
+
+    @property
+    def up(self) -> bool:
+        return self._channel is not None
+
+    def wake(self) -> None:
+        """Skip the current backoff sleep (a person pressed the button)."""
+        self._wake.set()
+
+    def set_call_pending(self, pending: bool) -> None:
+        """While a call waits to resume, cap the backoff low: a person is waiting."""
+        self._call_pending = pending
+
+    async def wait_up(self, within_s: float) -> bool:
+        self.wake()
+        try:
+            await asyncio.wait_for(self._up.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._channel is not None:
+            await self._channel.stop()
+
+    # ------------------------------------------------------------ keeping it up
+
+    async def run(self) -> None:
+        """Keep a link up until `stop()`. Never returns early on network faults."""
+        while not self._stopping:
+            retrying = tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception(is_retry),
+                wait=lambda state: backoff_s(self.cfg, self._call_pending, state),
+                sleep=self._sleep,
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._connect_and_serve()
+            except Exception as error:
+                verdict = classify(error)
+                if verdict is Verdict.STOP:
+                    raise
+                if verdict is Verdict.NEED_TOKEN:
+                    await self._wait_for_new_token(str(error))
+                # AGAIN: a fresh backoff for the next outage (RETRY: stopped while one was due)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        event(
+            "link_retry",
+            attempt=state.attempt_number,
+            wait_s=round(wait, 3),
+            reason=str(error) if error else "",
+        )
+
+    async def _wait_for_new_token(self, detail: str) -> None:
+        """No hammering: at most `auth_retry_per_minute` attempts, and only with hope."""
+        self.listener.token_needed(detail)
+        while not self._stopping:
+            now = time.monotonic()
+            while self._auth_attempts and now - self._auth_attempts[0] > 60:
+                self._auth_attempts.popleft()
+            if len(self._auth_attempts) < self.cfg.auth_retry_per_minute:
+                try:
+                    changed = await self.tokens.after_auth_refusal()
+                except TokenError:
+                    changed = False
+                if changed:
+                    self._auth_attempts.append(time.monotonic())
+                    event("auth_retry", attempts_last_minute=len(self._auth_attempts))
+                    return
+            await self._sleep(TOKEN_WAIT_POLL_S)
+
+    async def _connect_and_serve(self) -> None:
+        if self._stopping:
+            return
+        token = await self.tokens.valid_token()
+        try:
+            transport, session_id = await handshake(self.cfg, self._ssl, token, self.stats)
+        except LinkLost as exc:
+            self._report_down(str(exc))  # e.g. no service at boot: the session goes offline
+            raise
+        finally:
+            del token
+        channel = Channel(self.cfg, transport, session_id, self.stats, self.listener)
+        self._channel = channel
+        self._up.set()
+        self.stats.connects += 1
+        event("link_up", session_id=session_id, connects=self.stats.connects)
+        self._down_reported = False
+        self.listener.link_up()
+        try:
+            kind, reason = await channel.serve()
+        finally:
+            self._channel = None
+            self._up.clear()
+        healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
+        routine = kind in (End.PLANNED, End.IDLE)
+        event("link_down", reason=reason, healthy=healthy, routine=routine, **self.stats.as_dict())
+        self._report_down(reason)
+        if not self._stopping:
+            raise Ended(reason, kind, healthy)
+
+    def _report_down(self, reason: str) -> None:
+        """Tell the listener once per outage, whether a socket closed or never opened."""
+        if self._down_reported:
+            return
+        self._down_reported = reason not in ROUTINE_CLOSES  # a routine close reconnects at once
+        self.listener.link_down(reason)
+
+    # ------------------------------------------------------------ calls
+
+    def _current(self) -> Channel:
+        if self._channel is None:
+            raise LinkLost("link is down")
+        return self._channel
+
+    async def start_call(self, reconnect: bool = False) -> CallInfo:
+        """Place a call on the open socket; return what the server announced."""
+        settings = p.CallSettings(
+            sample_rate=self.sample_rate,
+            character=self.cfg.character,
+            client_name=self.cfg.client_name,
+            user_agent=self.cfg.user_agent,
+            language=self.cfg.language,
+            reconnect=reconnect and self.cfg.reconnect_flag,
+        )
+        return await self._current().start_call(settings)
+
+    async def send_audio(self, pcm: bytes) -> None:
+        await self._current().send_audio(pcm)
+
+    async def end_call(self, reason: str = "user_request") -> bool:
+        """End the call (bounded) and start a fresh socket; False if there was no call."""
+        channel = self._channel
+        if channel is None or not channel.in_call:
+            return False
+        return await channel.end_call(reason)
