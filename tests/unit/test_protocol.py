@@ -30,6 +30,19 @@ def test_call_connect_uses_character_and_declares_our_rate() -> None:
     assert content["client_name"] == "Consumer-Web-App"
 
 
+def test_call_connect_names_a_default_input_and_output_device_as_browsers_do() -> None:
+    settings_ = p.CallSettings(16000, "Maya", "Consumer-Web-App", "UA/1.0", "en-US")
+    body = json.loads(p.call_connect(p.Envelope(SESSION), settings_, "rid-1"))
+    metadata = body["content"]["client_metadata"]
+    assert metadata["language"] == "en-US" and metadata["user_agent"] == "UA/1.0"
+    devices = metadata["media_devices"]
+    assert sorted(device["kind"] for device in devices) == ["audioinput", "audiooutput"]
+    for device in devices:
+        assert set(device) == {"deviceId", "kind", "label", "groupId"}
+        assert device["deviceId"] == "default"
+        assert all(isinstance(value, str) and value for value in device.values())
+
+
 def test_call_id_goes_back_with_the_json_type_it_came_with() -> None:
     answer = p.decode(
         json.dumps(

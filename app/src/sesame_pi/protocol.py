@@ -287,6 +287,23 @@ class CallSettings:
     reconnect: bool = False
 
 
+# What a browser's enumerateDevices() reports for the chosen defaults; public clients send both.
+MEDIA_DEVICES: tuple[dict[str, str], ...] = (
+    {
+        "deviceId": "default",
+        "kind": "audioinput",
+        "label": "Default - Microphone",
+        "groupId": "default",
+    },
+    {
+        "deviceId": "default",
+        "kind": "audiooutput",
+        "label": "Default - Speaker",
+        "groupId": "default",
+    },
+)
+
+
 def call_connect(envelope: Envelope, settings: CallSettings, request_id: str) -> str:
     content = {
         "sample_rate": settings.sample_rate,
@@ -299,7 +316,7 @@ def call_connect(envelope: Envelope, settings: CallSettings, request_id: str) ->
             "language": settings.language,
             "user_agent": settings.user_agent,
             "mobile_browser": False,
-            "media_devices": [],
+            "media_devices": [dict(device) for device in MEDIA_DEVICES],
         },
     }
     return _frame("call_connect", Envelope(envelope.session_id, None), content, request_id)
