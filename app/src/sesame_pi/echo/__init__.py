@@ -1,0 +1,74 @@
+"""Echo control between the microphone and the uplink: the agent never hears itself.
+
+`EchoStage` takes what the speaker really played (`far_end`, on PortAudio's playback thread) and
+each capture frame (`process`, on the event loop), lines the two up in time (align.py), and hands
+10 ms blocks to one engine: WebRTC AEC3 (webrtc.py) or speexdsp (speex.py). Ducking (duck.py) is
+the half-duplex fallback, on the far end's level.
+
+Which engine "auto" picks, from tests/bench/echo_offline.py on the synthetic room (RT60 0.2-0.5 s,
+speaker clipping, 80 ppm drift, noise floor; the time stamps 20 ms short of the real delay):
+
+    engine  delay   ERLE median/p10   near-end loss   double talk   CPU vs off
+    webrtc   60 ms    (see below)
+    speex    60 ms
+    webrtc  300 ms
+    speex   300 ms
+
+WebRTC wins wherever its wheel exists (x86_64, aarch64); armv7 has no wheel and gets speex.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+
+from .engine import EchoUnavailable
+from .stage import Stage, open_engine
+
+ENGINES = ("auto", "webrtc", "speex", "off")
+WEBRTC_ARCHES = ("x86_64", "amd64", "aarch64", "arm64")
+
+__all__ = ["ENGINES", "EchoStage", "EchoUnavailable", "resolve_engine"]
+
+
+def resolve_engine(name: str) -> str:
+    """ "auto" -> the best engine this machine can run ("webrtc", "speex" or "off")."""
+    if name not in ENGINES:
+        raise EchoUnavailable(
+            f"echo canceller {name!r} does not exist; choose one of {', '.join(ENGINES)}."
+        )
+    if name != "auto":
+        return name
+    if (
+        platform.machine().lower() in WEBRTC_ARCHES
+        and importlib.util.find_spec("pywebrtc_audio") is not None
+    ):
+        return "webrtc"
+    try:
+        open_engine("speex", 16000).close()
+    except EchoUnavailable:
+        return "off"
+    return "speex"
+
+
+class EchoStage(Stage):
+    """Between the microphone and the uplink: cancels the far end's echo from capture frames.
+
+    `far_end(pcm, rate, dac_time)` on the playback thread (cheap: stores bytes); `process(mic,
+    adc_time)` on the loop returns the cleaned frame; `stats()` for the call summary.
+    """
+
+    def __init__(
+        self,
+        engine: str,
+        capture_rate: int = 16000,
+        *,
+        duck: bool = False,
+        max_delay_ms: int = 500,
+    ) -> None:
+        super().__init__(
+            open_engine(resolve_engine(engine), capture_rate),
+            capture_rate,
+            duck=duck,
+            max_delay_ms=max_delay_ms,
+        )

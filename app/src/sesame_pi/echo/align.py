@@ -1,0 +1,242 @@
+"""Putting the far-end reference next to the microphone sample that hears it.
+
+Three parts, each for one kind of delay:
+
+- `FarEndStore`: what the playback callback handed the device, with the DAC time of its first
+  sample. Filled on PortAudio's thread (a lock and a deque append, nothing else), drained on the
+  event loop.
+- `Timeline`: the reference at the capture rate on one sample axis shared with the microphone,
+  where a position is (PortAudio time - origin) x capture rate. The time stamps say when a sample
+  left the DAC and when one entered the ADC; positions keep counting samples between them and
+  follow the stamps again only when they disagree for good (`Anchor`), so stamp jitter does not
+  shake the alignment.
+- `DelayEstimator`: what the stamps cannot know: the way through the codec, the amplifier, the
+  air and back (about 370 ms on a ReSpeaker HAT). GCC-PHAT between the decimated microphone and
+  the stamp-aligned reference, every half second while the far end talks; an estimate is taken
+  only when its peak stands clear of the rest, and applied only when two in a row agree.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .resample import Resampler
+
+Floats = npt.NDArray[np.float32]
+
+
+class FarEndStore:
+    """A bounded, lock-protected queue of (dac_time, rate, pcm) from the playback thread."""
+
+    def __init__(self, max_seconds: float = 2.0) -> None:
+        self._lock = threading.Lock()
+        self._chunks: collections.deque[tuple[float, int, bytes]] = collections.deque()
+        self._seconds = 0.0
+        self._max_seconds = max_seconds
+        self.dropped = 0
+
+    def put(self, pcm: bytes, rate: int, dac_time: float) -> None:
+        with self._lock:
+            self._chunks.append((dac_time, rate, pcm))
+            self._seconds += len(pcm) / 2 / rate
+            while self._seconds > self._max_seconds and len(self._chunks) > 1:
+                _, old_rate, old = self._chunks.popleft()
+                self._seconds -= len(old) / 2 / old_rate
+                self.dropped += 1
+
+    def take(self) -> list[tuple[float, int, bytes]]:
+        with self._lock:
+            chunks = list(self._chunks)
+            self._chunks.clear()
+            self._seconds = 0.0
+        return chunks
+
+    def clear(self) -> None:
+        self.take()
+
+
+class Anchor:
+    """Where the next block of a stream goes: counted on from the last one, re-read from its time
+    stamp only when the stamps disagree by more than `tolerance` several times in a row (an
+    underflow, a restarted stream), or at once when they disagree wildly."""
+
+    def __init__(self, rate: int, tolerance_ms: float = 8.0, persist: int = 4) -> None:
+        self._tolerance = rate * tolerance_ms / 1000
+        self._jump = rate * 0.2
+        self._persist = persist
+        self._misses = 0
+        self.next: int | None = None
+        self.jumps = 0
+
+    def place(self, stamped: int) -> int:
+        if self.next is None:
+            self.next = stamped
+            return stamped
+        off = abs(stamped - self.next)
+        if off > self._jump or (off > self._tolerance and self._misses + 1 >= self._persist):
+            self.next, self._misses = stamped, 0
+            self.jumps += 1
+        elif off > self._tolerance:
+            self._misses += 1
+        else:
+            self._misses = 0
+        return self.next
+
+    def advance(self, count: int) -> None:
+        if self.next is not None:
+            self.next += count
+
+    def reset(self) -> None:
+        self.next, self._misses = None, 0
+
+
+class Timeline:
+    """A ring of the last `size` samples of the reference, addressed by absolute position."""
+
+    def __init__(self, size: int) -> None:
+        self._ring = np.zeros(size, np.float32)
+        self._size = size
+        self.end: int | None = None  # one past the newest position written
+
+    def write(self, pos: int, data: Floats) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        if n > self._size:
+            pos, data, n = pos + n - self._size, data[-self._size :], self._size
+        if self.end is not None and pos > self.end:  # a gap: nothing was played there
+            gap = min(pos - self.end, self._size)
+            self._ring[np.arange(pos - gap, pos) % self._size] = 0.0
+        self._ring[np.arange(pos, pos + n) % self._size] = data
+        if self.end is None or pos + n > self.end:
+            self.end = pos + n
+
+    def read(self, pos: int, n: int) -> tuple[Floats, int]:
+        """n samples from pos; silence where nothing is stored. Also: how many were missing past
+        the newest written sample (the playback side had not delivered them yet)."""
+        out = np.zeros(n, np.float32)
+        if self.end is None:
+            return out, 0
+        idx = np.arange(pos, pos + n)
+        valid = (idx < self.end) & (idx >= self.end - self._size)
+        out[valid] = self._ring[idx[valid] % self._size]
+        return out, int(np.count_nonzero(idx >= self.end))
+
+    def clear(self) -> None:
+        self._ring[:] = 0.0
+        self.end = None
+
+
+@dataclass
+class Estimate:
+    delay_ms: float
+    confidence: float
+
+
+class DelayEstimator:
+    """Coarse acoustic delay (reference -> microphone) by GCC-PHAT on 4 kHz copies of both."""
+
+    RATE = 4000
+    WINDOW_S = 1.0
+    PERIOD_S = 0.5
+    MIN_LEAD_MS = 40.0  # the echo may come a little earlier than the stamps say
+    ACTIVE_DBFS = -50.0
+    MIN_CONFIDENCE = 1.5  # main peak over the next one more than 3 ms away
+    MIN_SHARPNESS = 6.0  # main peak in standard deviations of the whole correlation
+    AGREE_MS = 2.0
+    SURE = 3.0  # a peak this clear is taken without waiting for a second one
+    SMOOTHING = 0.6  # per update (0.5 s): the average forgets in about a second
+
+    def __init__(self, capture_rate: int, max_delay_ms: int) -> None:
+        self._mic_dec = Resampler(capture_rate, self.RATE)
+        self._ref_dec = Resampler(capture_rate, self.RATE)
+        self._max = int(self.RATE * max_delay_ms / 1000)
+        self._lead = int(self.RATE * self.MIN_LEAD_MS / 1000)
+        self._win = int(self.RATE * self.WINDOW_S)
+        self._hist = self._win + self._max + self._lead
+        self._period = int(self.RATE * self.PERIOD_S)
+        n = 1
+        while n < self._hist + self._win:
+            n *= 2
+        self._nfft = n
+        freqs = np.fft.rfftfreq(n, 1 / self.RATE)
+        self._band = ((freqs > 200) & (freqs < 1800)).astype(np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        self._mic_dec.reset()
+        self._ref_dec.reset()
+        self._mic = np.zeros(self._hist, np.float32)
+        self._ref = np.zeros(self._hist, np.float32)
+        self._fill = 0
+        self._cross = np.zeros(self._nfft // 2 + 1, np.complex128)
+        self._since = 0
+        self._last: float | None = None
+        self.delay_ms: float | None = None
+        self.confidence = 0.0
+        self.updates = 0
+
+    def feed(self, mic: Floats, ref: Floats) -> bool:
+        """Add a capture block and the stamp-aligned reference; True when the delay changed."""
+        m = self._mic_dec.process(mic)
+        r = self._ref_dec.process(ref)
+        k = len(m)
+        if k == 0:
+            return False
+        self._mic = np.concatenate((self._mic[k:], m))
+        self._ref = np.concatenate((self._ref[k:], r))
+        self._fill += k
+        self._since += k
+        if self._since < self._period or self._fill < self._win + self._lead:
+            return False
+        self._since = 0
+        est = self.estimate()
+        if est is None:
+            return False
+        self.confidence = est.confidence
+        agreed = est.confidence >= self.SURE or (
+            self._last is not None and abs(est.delay_ms - self._last) <= self.AGREE_MS
+        )
+        self._last = est.delay_ms
+        if not agreed:
+            return False
+        if self.delay_ms is not None and abs(est.delay_ms - self.delay_ms) <= self.AGREE_MS:
+            return False
+        self.delay_ms = est.delay_ms
+        self.updates += 1
+        return True
+
+    def estimate(self) -> Estimate | None:
+        """One GCC-PHAT over the current window, or None when the far end was too quiet."""
+        mic = self._mic[self._max : self._max + self._win]
+        ref = self._ref
+        # the reference must carry sound over the span the microphone window could have heard
+        blocks = ref[: len(ref) // 40 * 40].reshape(-1, 40)
+        levels = 10 * np.log10(np.mean(blocks * blocks, axis=1) + 1e-12)
+        if np.mean(levels > self.ACTIVE_DBFS) < 0.3:
+            return None
+        cross = np.fft.rfft(mic, self._nfft) * np.conj(np.fft.rfft(ref, self._nfft))
+        # the cross spectrum is averaged over successive windows (it forgets in a couple of
+        # seconds), then whitened: one reverberant window alone gives too ragged a peak
+        norm = float(np.sum(np.abs(cross))) + 1e-12
+        self._cross = self.SMOOTHING * self._cross + (1 - self.SMOOTHING) * cross / norm
+        spec = self._band * self._cross / (np.abs(self._cross) + 1e-12)
+        cc = np.fft.irfft(spec, self._nfft)
+        # mic[j] (history index max + j) hears ref[max + j - d]: the correlation lag is d - max
+        lags = np.arange(-self._max - self._lead, 1)
+        values = cc[lags % self._nfft]
+        delays = lags + self._max
+        best = int(np.argmax(values))
+        peak = float(values[best])
+        aside = np.abs(delays - delays[best]) > self.RATE * 0.003
+        rest = float(np.max(values[aside])) if np.any(aside) else 0.0
+        spread = float(np.std(values)) + 1e-12
+        confidence = peak / max(rest, 1e-12)
+        if peak <= 0 or confidence < self.MIN_CONFIDENCE or peak / spread < self.MIN_SHARPNESS:
+            return None
+        return Estimate(delays[best] * 1000 / self.RATE, confidence)

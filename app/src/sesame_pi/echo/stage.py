@@ -1,0 +1,210 @@
+"""The echo stage between the microphone and the uplink: reference in from the speaker's thread,
+clean capture frames out on the event loop.
+
+`far_end` runs on PortAudio's playback thread and only stores bytes and a time stamp. `process`
+runs on the loop with each capture frame: it moves the stored reference onto the shared sample
+axis (resampled to the capture rate), feeds the delay estimator the microphone and the
+stamp-aligned reference, then gives the engine each 10 ms of microphone with the reference
+delayed by the estimated acoustic delay minus a small margin (so the adaptive filter also sees the
+first reflections, and an estimate a little too long does not put the echo before the filter's
+start). Ducking, when asked for, follows the engine and listens to the same aligned reference.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+import numpy as np
+import numpy.typing as npt
+
+from ..logs import event
+from .align import Anchor, DelayEstimator, FarEndStore, Timeline
+from .duck import Ducker, level_dbfs
+from .engine import BLOCK_MS, Canceller, EchoUnavailable, Passthrough
+from .resample import Resampler
+
+Floats = npt.NDArray[np.float32]
+
+MARGIN_MS = 10  # the engine gets the reference this much earlier than the estimated delay
+STORE_SECONDS = 2.0  # reference waiting for the loop, at most (the loop stalled if more)
+
+
+def open_engine(name: str, rate: int) -> Canceller:
+    """The named engine ("webrtc", "speex" or "off"); EchoUnavailable if it cannot run here."""
+    if name == "webrtc":
+        from .webrtc import WebRtcCanceller
+
+        return WebRtcCanceller(rate)
+    if name == "speex":
+        from .speex import SpeexCanceller
+
+        return SpeexCanceller(rate)
+    if name == "off":
+        return Passthrough()
+    raise EchoUnavailable(f"echo canceller {name!r} does not exist; choose webrtc, speex or off.")
+
+
+class Stage:
+    """See EchoStage in the package: this is its implementation, with an injectable engine."""
+
+    def __init__(
+        self,
+        engine: Canceller,
+        capture_rate: int = 16000,
+        *,
+        duck: bool = False,
+        max_delay_ms: int = 500,
+    ) -> None:
+        if capture_rate % 100:
+            raise ValueError("the capture rate must hold a whole number of samples in 10 ms")
+        self.engine = engine
+        self.engine_name = engine.name
+        self.rate = capture_rate
+        self.block = capture_rate * BLOCK_MS // 1000
+        self.max_delay_ms = max_delay_ms
+        self._store = FarEndStore(STORE_SECONDS)
+        self._timeline = Timeline(capture_rate * (max_delay_ms + 2000) // 1000)
+        self._estimator = DelayEstimator(capture_rate, max_delay_ms)
+        self._ducker = Ducker(BLOCK_MS) if duck else None
+        self._far_levels: collections.deque[float] = collections.deque(
+            maxlen=max_delay_ms // BLOCK_MS + 1
+        )
+        self._resamplers: dict[int, Resampler] = {}
+        self._far_anchor = Anchor(capture_rate)
+        self._mic_anchor = Anchor(capture_rate)
+        self._origin: float | None = None
+        self._last_far: float | None = None
+        self.reset()
+
+    # ---------------------------------------------------------------- playback thread
+
+    def far_end(self, pcm: bytes, rate: int, dac_time: float) -> None:
+        self._store.put(pcm, rate, dac_time)
+
+    # ---------------------------------------------------------------- event loop
+
+    def reset(self) -> None:
+        self._store.clear()
+        self._timeline.clear()
+        self._estimator.reset()
+        self._far_levels.clear()
+        for r in self._resamplers.values():
+            r.reset()
+        self._far_anchor.reset()
+        self._mic_anchor.reset()
+        self._origin = None
+        self._last_far = None
+        self.engine.reset()
+        if self._ducker is not None:
+            self._ducker.reset()
+        self._shift = 0  # samples: reference read this far before the stamp-aligned position
+        self._frames = 0
+        self._underflows = 0
+        self._ducked_frames = 0
+        self._mic_energy = 0.0
+        self._out_energy = 0.0
+
+    def _pos(self, t: float) -> int:
+        if self._origin is None:
+            self._origin = t
+        return round((t - self._origin) * self.rate)
+
+    def _pull_reference(self) -> None:
+        for dac_time, rate, pcm in self._store.take():
+            if not pcm:
+                continue
+            resampler = self._resamplers.get(rate)
+            if resampler is None:
+                resampler = self._resamplers[rate] = Resampler(rate, self.rate)
+            stamped = self._pos(dac_time)
+            before = self._far_anchor.jumps
+            pos = self._far_anchor.place(stamped)
+            if self._far_anchor.jumps != before:
+                resampler.reset()
+            data = resampler.process(np.frombuffer(pcm, np.int16).astype(np.float32))
+            self._timeline.write(pos, data)
+            self._far_anchor.advance(len(data))
+            self._last_far = dac_time
+
+    def process(self, mic: bytes, adc_time: float) -> bytes:
+        samples = np.frombuffer(mic, np.int16)
+        n = len(samples) - len(samples) % self.block
+        if n == 0:
+            return mic
+        self._pull_reference()
+        start = self._mic_anchor.place(self._pos(adc_time))
+        self._mic_anchor.advance(n)
+        out = np.empty(n, np.int16)
+        for i in range(0, n, self.block):
+            out[i : i + self.block] = self._block(samples[i : i + self.block], start + i)
+        self._frames += 1
+        if self._ducker is not None and self._ducker.active:
+            self._ducked_frames += 1
+        return out.tobytes() + mic[2 * n :]
+
+    def _block(self, mic: npt.NDArray[np.int16], pos: int) -> npt.NDArray[np.int16]:
+        stamped, _ = self._timeline.read(pos, self.block)
+        self._far_levels.append(level_dbfs(stamped))
+        mic_f = mic.astype(np.float32)
+        if self._estimator.feed(mic_f, stamped):
+            self._apply_delay()
+        if self.engine_name != "off":
+            ref, missing = self._timeline.read(pos - self._shift, self.block)
+            if missing:
+                self._underflows += 1
+            cleaned = self.engine.process(mic, np.clip(ref, -32768, 32767).astype(np.int16))
+        else:
+            cleaned = mic
+        far_db = self._far_level_now()
+        if far_db > -50.0:
+            self._mic_energy += float(np.dot(mic_f, mic_f))
+            c = cleaned.astype(np.float32)
+            self._out_energy += float(np.dot(c, c))
+        if self._ducker is None:
+            return cleaned
+        ducked = self._ducker.process(cleaned.astype(np.float32), far_db)
+        return np.clip(np.rint(ducked), -32768, 32767).astype(np.int16)
+
+    def _far_level_now(self) -> float:
+        """The far end's level where the microphone hears it now: at the estimated delay, or the
+        loudest over the whole delay range while the delay is not known yet."""
+        if not self._far_levels:
+            return -120.0
+        delay = self._estimator.delay_ms
+        if delay is None:
+            return max(self._far_levels)
+        back = int(max(0.0, delay) // BLOCK_MS) + 1
+        return self._far_levels[-min(back, len(self._far_levels))]
+
+    def _apply_delay(self) -> None:
+        delay = self._estimator.delay_ms
+        if delay is None:
+            return
+        self._shift = round((delay - MARGIN_MS) * self.rate / 1000)
+        event(
+            "echo_delay",
+            logging.DEBUG,
+            delay_ms=round(delay, 1),
+            confidence=round(self._estimator.confidence, 2),
+        )
+
+    def stats(self) -> dict[str, int | float]:
+        erle = (
+            10 * np.log10((self._mic_energy + 1e-9) / (self._out_energy + 1e-9))
+            if self._mic_energy > 0
+            else 0.0
+        )
+        delay = self._estimator.delay_ms
+        return {
+            "frames": self._frames,
+            "delay_ms": round(delay, 1) if delay is not None else -1,
+            "delay_updates": self._estimator.updates,
+            "erle_db": round(float(erle), 1),
+            "ref_underflows": self._underflows,
+            "ref_dropped": self._store.dropped,
+            "ducked_frames": self._ducked_frames,
+        }
+
+    def close(self) -> None:
+        self.engine.close()

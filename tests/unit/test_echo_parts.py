@@ -1,0 +1,141 @@
+"""The echo stage's parts: resampling, the reference timeline, anchoring, the engines' errors."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from sesame_pi.echo import ENGINES, EchoStage, EchoUnavailable, resolve_engine
+from sesame_pi.echo.align import Anchor, FarEndStore, Timeline
+from sesame_pi.echo.duck import Ducker
+from sesame_pi.echo.resample import Resampler
+from sesame_pi.echo.speex import SpeexCanceller
+from sesame_pi.echo.webrtc import WebRtcCanceller
+
+
+def tone(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+    return np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate).astype(np.float32)
+
+
+@pytest.mark.parametrize(("src", "dst"), [(24000, 16000), (48000, 16000), (44100, 16000)])
+def test_resampling_in_pieces_equals_resampling_at_once(src: int, dst: int) -> None:
+    x = tone(440, src) + 0.3 * tone(3100, src)
+    cuts = np.cumsum(np.random.default_rng(3).integers(1, 900, 60))
+    cuts = cuts[cuts < len(x)]
+    pieces = np.concatenate([Resampler(src, dst).process(x)])
+    r = Resampler(src, dst)
+    stream = np.concatenate([r.process(p) for p in np.split(x, cuts)])
+    assert len(stream) == len(pieces) == dst
+    assert np.max(np.abs(stream - pieces)) < 1e-4
+
+
+def test_resampling_keeps_speech_and_removes_what_would_alias() -> None:
+    def gain_db(freq: float) -> float:
+        y = Resampler(24000, 16000).process(tone(freq, 24000))[400:]
+        return float(10 * np.log10(np.mean(y * y) / 0.5))
+
+    assert abs(gain_db(1000)) < 0.1
+    assert abs(gain_db(5000)) < 0.5
+    assert gain_db(10000) < -60  # would fold back to 6 kHz
+
+
+def test_timeline_reads_silence_where_nothing_was_played() -> None:
+    t = Timeline(1000)
+    t.write(100, np.ones(50, np.float32))
+    t.write(300, np.full(50, 2.0, np.float32))  # a gap from 150 to 300
+    data, missing = t.read(90, 260)
+    assert missing == 0
+    assert np.all(data[:10] == 0) and np.all(data[10:60] == 1)
+    assert np.all(data[60:210] == 0) and np.all(data[210:260] == 2)
+    data, missing = t.read(340, 20)
+    assert missing == 10 and np.all(data[10:] == 0)
+
+
+def test_anchor_counts_through_jitter_and_follows_a_real_jump() -> None:
+    a = Anchor(16000, tolerance_ms=8, persist=3)
+    assert a.place(0) == 0
+    a.advance(320)
+    assert a.place(320 + 50) == 320  # 3 ms of stamp jitter: keep counting
+    a.advance(320)
+    for _ in range(2):
+        assert a.place(a.next + 400) != a.next + 400 or False  # 25 ms off, once or twice: wait
+        a.advance(320)
+    moved = a.place(a.next + 400)  # the third time in a row: follow the stamps
+    assert moved == a.next and a.jumps == 1
+    a.advance(320)
+    assert a.place(a.next + 16000) == a.next and a.jumps == 2  # a second off: at once
+
+
+def test_far_end_store_is_bounded_and_thread_safe() -> None:
+    store = FarEndStore(max_seconds=0.5)
+    chunk = bytes(960)  # 20 ms at 24 kHz
+
+    def writer(base: float) -> None:
+        for i in range(100):
+            store.put(chunk, 24000, base + i * 0.02)
+
+    threads = [threading.Thread(target=writer, args=(k * 10.0,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = store.take()
+    assert sum(len(c[2]) for c in kept) / 2 / 24000 <= 0.5
+    assert store.dropped == 400 - len(kept)
+    assert store.take() == []
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+def test_off_returns_the_microphone_unchanged(frame_ms: int) -> None:
+    stage = EchoStage("off")
+    assert stage.engine_name == "off"
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        mic = rng.integers(-3000, 3000, 16 * frame_ms).astype(np.int16).tobytes()
+        stage.far_end(rng.integers(-3000, 3000, 480).astype(np.int16).tobytes(), 24000, i * 0.02)
+        assert stage.process(mic, i * frame_ms / 1000) == mic
+    assert stage.stats()["frames"] == 20
+    stage.close()
+
+
+@pytest.mark.parametrize("engine", ["webrtc", "speex"])
+def test_engines_keep_the_frame_length(engine: str) -> None:
+    stage = EchoStage(engine)
+    for i in range(10):
+        stage.far_end(bytes(960), 24000, i * 0.02)
+        assert len(stage.process(bytes(640), i * 0.02)) == 640
+    stage.reset()
+    assert stage.stats()["frames"] == 0
+    stage.close()
+
+
+def test_ducker_moves_smoothly() -> None:
+    d = Ducker()
+    block = np.full(160, 1000.0, np.float32)
+    gains = [float(d.process(block, -20.0)[-1]) / 1000 for _ in range(10)]
+    assert all(b <= a for a, b in itertools.pairwise(gains))
+    assert gains[0] > 0.2 and gains[-1] < 0.04  # no step, yet -28 dB within 100 ms
+    steps = np.abs(np.diff(d.process(block, -60.0)))
+    assert steps.max() < 50  # a ramp across the block, not a click
+
+
+def test_speex_missing_says_what_to_do() -> None:
+    with pytest.raises(EchoUnavailable, match=r"'speex'.*libspeexdsp-none\.so\.9.*apt-get"):
+        SpeexCanceller(16000, library="libspeexdsp-none.so.9")
+
+
+def test_webrtc_missing_says_what_to_do() -> None:
+    with pytest.raises(EchoUnavailable, match=r"'webrtc'.*no_such_webrtc.*speex"):
+        WebRtcCanceller(16000, module="no_such_webrtc")
+
+
+def test_engine_names() -> None:
+    assert ENGINES == ("auto", "webrtc", "speex", "off")
+    assert resolve_engine("auto") == "webrtc"  # this machine (x86_64) has the wheel
+    assert resolve_engine("speex") == "speex"
+    with pytest.raises(EchoUnavailable, match="does not exist"):
+        resolve_engine("loud")
+    assert EchoStage("auto").engine_name == "webrtc"
