@@ -49,6 +49,7 @@ form.inline { display: inline; }
 pre { background: #f4f6f8; border: 1px solid var(--line); border-radius: 6px; padding: 0.6rem;
       overflow-x: auto; font-size: 0.8rem; white-space: pre-wrap; word-break: break-all; }
 .muted { color: var(--muted); font-size: 0.9rem; }
+summary { cursor: pointer; color: var(--accent); margin-bottom: 0.6rem; }
 """
 
 
@@ -56,13 +57,14 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def page(title: str, body: str, host_name: str = "sesame-pi") -> str:
+def page(title: str, body: str) -> str:
     """A whole document around `body` (already escaped HTML)."""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)} · sesame-pi</title><style>{CSS}</style></head><body>"
-        f"<header><div><h1>sesame-pi setup</h1><span>{_e(host_name)}</span></div></header>"
+        "<header><div><h1>sesame-pi setup</h1><span>the device's own page, on your network"
+        "</span></div></header>"
         f"<main>{body}</main></body></html>"
     )
 
@@ -202,9 +204,10 @@ def status(
     hidden = f'<input type=hidden name=csrf value="{_e(csrf)}">'
     guide = (
         "<p class=muted>In a desktop browser, sign in at the Sesame web app, open the developer "
-        "console there and run this snippet; it copies your sign-in record to the clipboard. "
-        "Paste it below.</p>"
-        f"<pre id=snippet>{_e(snippet)}</pre>"
+        "console there and run the snippet below; it copies your sign-in record to the "
+        "clipboard. Paste it here.</p>"
+        f"<details><summary>The console snippet</summary><pre id=snippet>{_e(snippet)}</pre>"
+        "</details>"
         if snippet
         else "<p class=muted>Sign in at the Sesame web app in a desktop browser and copy its "
         'auth-user record (see "Get your token" in the README), or a bare refresh token.</p>'
@@ -219,6 +222,7 @@ def status(
     )
     body = notice(message, bad) + (
         "<section id=status><h2>Device</h2><dl>"
+        f"<dt>Name</dt><dd>{_e(st.get('host', ''))}</dd>"
         f"<dt>State</dt><dd><span class={state_cls} id=state>{_e(state)}</span></dd>"
         f"<dt>Link</dt><dd>{link_text} <span class=muted>· {_e(link['connects'])} connects, "
         f"{_e(link['reconnects'])} reconnects</span></dd>"
@@ -246,4 +250,4 @@ def status(
         f"{hidden}<button id=unpair type=submit class=quiet>Forget this browser</button></form>"
         "</section>"
     )
-    return page("Status", body, st.get("host", "sesame-pi"))
+    return page("Status", body)
