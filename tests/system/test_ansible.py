@@ -456,7 +456,7 @@ def test_compose_project_and_env(applied: Applied) -> None:
 def test_services_are_enabled_at_boot(applied: Applied) -> None:
     wants = applied.root / "etc/systemd/system/multi-user.target.wants"
     for unit in ("docker.service", "sesame-pi.service", "sesame-pi-image-load.service",
-                 "sesame-pi-mixer.service"):  # fmt: skip
+                 "sesame-pi-mixer.service", "avahi-daemon.service"):  # fmt: skip
         link = wants / unit
         assert link.is_symlink(), f"{unit} is not enabled"
         target = os.readlink(link)
