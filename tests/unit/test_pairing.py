@@ -1,0 +1,91 @@
+"""The setup page's pure rules with a hand-moved clock: pairing, CSRF, rate limits, the window."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesame_pi.pairing import (
+    PairingRefused,
+    Pairings,
+    Press,
+    RateLimiter,
+    Refusal,
+    SetupWindow,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_code_expires_after_a_minute_even_when_pressed() -> None:
+    clock = Clock()
+    book = Pairings(clock)
+    pending = book.begin()
+    assert book.press() is Press.CONFIRMED
+    clock.now += 61
+    with pytest.raises(PairingRefused) as refused:
+        book.finish(pending.handle, pending.code, pending.csrf)
+    assert refused.value.reason is Refusal.EXPIRED
+    assert book.press() is Press.NOT_MINE, "nothing waits: the press is the session's"
+
+
+def test_csrf_of_the_request_is_required_and_codes_are_single_use() -> None:
+    clock = Clock()
+    book = Pairings(clock)
+    pending = book.begin()
+    book.press()
+    with pytest.raises(PairingRefused) as refused:
+        book.finish(pending.handle, pending.code, "")
+    assert refused.value.reason is Refusal.CSRF
+    paired = book.finish(pending.handle, pending.code.lower(), pending.csrf)
+    assert book.paired(paired.cookie) is paired
+    assert Pairings.csrf_ok(paired, paired.csrf) and not Pairings.csrf_ok(paired, None)
+    with pytest.raises(PairingRefused) as refused:
+        book.finish("another-handle", pending.code, pending.csrf)
+    assert refused.value.reason is Refusal.REPLAYED
+
+
+def test_paired_browsers_are_bounded_oldest_used_first_out() -> None:
+    clock = Clock()
+    book = Pairings(clock, max_paired=2)
+    cookies = []
+    for _ in range(3):
+        pending = book.begin()
+        book.press()
+        cookies.append(book.finish(pending.handle, pending.code, pending.csrf).cookie)
+        clock.now += 1
+    assert book.count == 2 and book.paired(cookies[0]) is None
+    assert book.paired(cookies[2]) is not None
+
+
+def test_rate_limiter_refills_at_its_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock, per_s=0.5, burst=3)
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b"), "each client has its own bucket"
+    clock.now += 2.0
+    assert limiter.allow("a") and not limiter.allow("a")
+
+
+def test_auto_window_follows_the_token_and_the_hold() -> None:
+    clock = Clock()
+    window = SetupWindow("auto", clock)
+    assert not window.should_serve()
+    window.token_needed(True)
+    assert window.should_serve()
+    window.token_needed(False)  # the token works again: stay up 15 minutes
+    clock.now += 14 * 60
+    assert window.should_serve()
+    clock.now += 2 * 60
+    assert not window.should_serve()
+    window.open_for_a_while()
+    assert window.should_serve() and window.open_s_left() == 900
+    assert SetupWindow("always", clock).should_serve()
+    off = SetupWindow("off", clock)
+    off.token_needed(True)
+    assert not off.should_serve()
