@@ -122,10 +122,16 @@ class Timeline:
         out = np.zeros(n, np.float32)
         if self.end is None:
             return out, 0
-        idx = np.arange(pos, pos + n)
-        valid = (idx < self.end) & (idx >= self.end - self._size)
-        out[valid] = self._ring[idx[valid] % self._size]
-        return out, int(np.count_nonzero(idx >= self.end))
+        lo, hi = max(pos, self.end - self._size), min(pos + n, self.end)
+        if hi > lo:
+            a, b = lo % self._size, (hi - 1) % self._size + 1
+            if a < b:
+                out[lo - pos : hi - pos] = self._ring[a:b]
+            else:  # wraps around the ring's end
+                split = lo - pos + self._size - a
+                out[lo - pos : split] = self._ring[a:]
+                out[split : hi - pos] = self._ring[:b]
+        return out, max(0, pos + n - max(self.end, pos))
 
     def clear(self) -> None:
         self._ring[:] = 0.0

@@ -42,6 +42,7 @@ class Resampler:
         self.up, self.down = dst // g, src // g
         self._taps = taps_per_phase
         self._table = design(self.up, self.down, taps_per_phase)
+        self._proto = np.ascontiguousarray(self._table.T.reshape(-1))  # the prototype filter
         self._offsets = np.arange(taps_per_phase)
         self.reset()
 
@@ -60,11 +61,22 @@ class Resampler:
         buf = np.concatenate((self._history, block.astype(np.float32, copy=False)))
         limit = len(block) * self.up  # outputs must fall before the end of this block
         count = max(0, -(-(limit - self._phase_acc) // self.down))
+        if self.up <= 16:  # zero-stuff and one C convolution: fewer Python-level steps
+            z = np.zeros(len(buf) * self.up, np.float32)
+            z[:: self.up] = buf
+            full = np.convolve(z, self._proto)
+            pos = (self._taps - 1) * self.up + self._phase_acc
+            out: Floats = full[pos : pos + self.down * count : self.down]
+        else:  # e.g. 44.1 kHz: 160 phases, gather only the taps each output needs
+            out = self._polyphase(buf, count)
+        self._phase_acc = self._phase_acc + self.down * count - limit
+        self._history = buf[len(buf) - (self._taps - 1) :]
+        return out.astype(np.float32, copy=False)
+
+    def _polyphase(self, buf: Floats, count: int) -> Floats:
         pos = self._phase_acc + self.down * np.arange(count)
         base, phase = pos // self.up, pos % self.up
         # output n needs input samples base, base-1, ..., base-taps+1 (buf is shifted by taps-1)
         idx = base[:, None] + (self._taps - 1) - self._offsets[None, :]
         out: Floats = np.einsum("ij,ij->i", buf[idx], self._table[phase])
-        self._phase_acc = self._phase_acc + self.down * count - limit
-        self._history = buf[len(buf) - (self._taps - 1) :]
         return out

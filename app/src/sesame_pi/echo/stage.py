@@ -128,6 +128,10 @@ class Stage:
             self._last_far = dac_time
 
     def process(self, mic: bytes, adc_time: float) -> bytes:
+        if self.engine_name == "off" and self._ducker is None:
+            self._store.clear()  # nothing to do with the reference: "off" costs nothing
+            self._frames += 1
+            return mic
         samples = np.frombuffer(mic, np.int16)
         n = len(samples) - len(samples) % self.block
         if n == 0:
@@ -135,20 +139,23 @@ class Stage:
         self._pull_reference()
         start = self._mic_anchor.place(self._pos(adc_time))
         self._mic_anchor.advance(n)
+        stamped, _ = self._timeline.read(start, n)
+        if self._estimator.feed(samples[:n].astype(np.float32), stamped):
+            self._apply_delay()
         out = np.empty(n, np.int16)
         for i in range(0, n, self.block):
-            out[i : i + self.block] = self._block(samples[i : i + self.block], start + i)
+            out[i : i + self.block] = self._block(
+                samples[i : i + self.block], start + i, stamped[i : i + self.block]
+            )
         self._frames += 1
         if self._ducker is not None and self._ducker.active:
             self._ducked_frames += 1
         return out.tobytes() + mic[2 * n :]
 
-    def _block(self, mic: npt.NDArray[np.int16], pos: int) -> npt.NDArray[np.int16]:
-        stamped, _ = self._timeline.read(pos, self.block)
+    def _block(
+        self, mic: npt.NDArray[np.int16], pos: int, stamped: Floats
+    ) -> npt.NDArray[np.int16]:
         self._far_levels.append(level_dbfs(stamped))
-        mic_f = mic.astype(np.float32)
-        if self._estimator.feed(mic_f, stamped):
-            self._apply_delay()
         if self.engine_name != "off":
             ref, missing = self._timeline.read(pos - self._shift, self.block)
             if missing:
@@ -158,8 +165,9 @@ class Stage:
             cleaned = mic
         far_db = self._far_level_now()
         if far_db > -50.0:
-            self._mic_energy += float(np.dot(mic_f, mic_f))
+            m = mic.astype(np.float32)
             c = cleaned.astype(np.float32)
+            self._mic_energy += float(np.dot(m, m))
             self._out_energy += float(np.dot(c, c))
         if self._ducker is None:
             return cleaned
