@@ -245,4 +245,4 @@ class DelayEstimator:
         confidence = peak / max(rest, 1e-12)
         if peak <= 0 or confidence < self.MIN_CONFIDENCE or peak / spread < self.MIN_SHARPNESS:
             return None
-        return Estimate(delays[best] * 1000 / self.RATE, confidence)
+        return Estimate(float(delays[best]) * 1000 / self.RATE, confidence)

@@ -51,7 +51,8 @@ class WebRtcCanceller:
         return out
 
     def reset(self) -> None:
-        self._ap.reset()
+        if self._ap is not None:
+            self._ap.reset()
 
     def close(self) -> None:
         self._ap = None
