@@ -20,7 +20,7 @@ from sesame_pi.feedback import Feedback
 from sesame_pi.states import Earcon, State
 
 # Pins for one LED per state, all away from the button's GPIO 17.
-LED_PINS = [4, 5, 6, 12, 13, 16, 19, 20, 21, 22]
+LED_PINS = [4, 5, 6, 12, 13, 16, 19, 20, 21, 22, 23]
 WATCH_S = 3.3  # longer than the slowest pattern's period (idle: 3 s)
 
 
@@ -138,6 +138,7 @@ def test_every_state_that_matters_looks_different(
         State.RECONNECTING,
         State.NEEDS_TOKEN,
         State.DEVICE_ERROR,
+        State.CALL_LIMIT,
     ]
     for histories in (pwm_histories, onoff_histories):
         prints = {state: signature(histories[state]) for state in distinct}

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     standin.add_argument(
         "--server-pings", action="store_true", help="send JSON pings to the client"
     )
+    standin.add_argument(
+        "--idle-close", type=float, metavar="S", help="close sockets that place no call after S s"
+    )
+    standin.add_argument(
+        "--call-limit", type=float, metavar="S", help="end each call after S s (duration limit)"
+    )
     return parser
 
 
@@ -246,6 +252,8 @@ def cmd_standin(args: argparse.Namespace) -> int:
         junk=args.junk,
         greeting_ms=args.greeting_ms,
         server_pings=args.server_pings,
+        idle_close_s=args.idle_close,
+        call_limit_s=args.call_limit,
     )
 
     async def serve() -> None:

@@ -30,6 +30,7 @@ PULLS = ("down", "up", "floating")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SETUP_MODES = ("auto", "always", "off")
 ECHO_ENGINES = ("auto", "webrtc", "speex", "off")
+OUTPUT_MODES = ("writer", "callback")
 # BCM numbers of the Raspberry Pi 40-pin header's GPIO lines.
 GPIO_PINS = range(0, 28)
 
@@ -70,6 +71,7 @@ class Config:
     healthy_after_s: float = 30.0
     auth_retry_per_minute: int = 3
     call_resume_window_s: float = 120.0
+    redial_on_limit: bool = False  # place a new call when the service ends one at its limit
     max_frame_bytes: int = 1_048_576
     # Audio
     input_device: str = "default"
@@ -79,6 +81,8 @@ class Config:
     capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
     output_period_ms: int = 20  # speaker callback period; 10 ms xruns on some ALSA plugins
     prebuffer_ms: int = 60
+    output_mode: str = "writer"  # "writer": blocking writes, device kept lean; "callback"
+    device_target_ms: int = 20  # the writer tops the device up to this much audio
     jitter_max_ms: int = 2000
     mute_mic_while_playing: bool = False  # half duplex: duck the mic while the agent speaks
     echo_cancel: str = "auto"
@@ -198,6 +202,14 @@ def validate(cfg: Config) -> Config:
     _check(
         cfg.jitter_max_ms >= cfg.prebuffer_ms + cfg.frame_ms,
         f"jitter_max_ms {cfg.jitter_max_ms} must exceed prebuffer_ms + frame_ms",
+    )
+    _check(
+        cfg.output_mode in OUTPUT_MODES,
+        f"output_mode {cfg.output_mode!r} is not one of writer, callback",
+    )
+    _check(
+        5 <= cfg.device_target_ms <= 200,
+        f"device_target_ms {cfg.device_target_ms} must be between 5 and 200",
     )
     _check(
         cfg.echo_cancel in ECHO_ENGINES,

@@ -39,6 +39,8 @@ SCORES: dict[Earcon, tuple[Note, ...]] = {
     # Something needs attention: two low notes (B-flat 3), unlike any of the others.
     Earcon.ERROR: (Note(233.08, 0.09, 0.04), Note(233.08, 0.09)),
     # The setup page opened: two quick high E6 notes and an A6, like a doorbell.
+    # The service's call-length limit ended the call: three falling steps (G5 -> E5 -> C5).
+    Earcon.LIMIT: (Note(783.99, 0.06, 0.02), Note(659.25, 0.06, 0.02), Note(523.25, 0.1)),
     Earcon.SETUP: (Note(1318.51, 0.05, 0.03), Note(1318.51, 0.05, 0.03), Note(1760.0, 0.08)),
 }
 

@@ -17,6 +17,7 @@ never stop a call.
 | reconnecting            | double blink, then 0.8 s off     | same                         |
 | needs_token             | rapid blink, 80 ms on / 80 off   | same                         |
 | device_error            | triple rapid blink, then 0.7 off | same                         |
+| call_limit              | two 0.4 s flashes, then 1 s off  | same                         |
 
 The setup page opening (the 5 s hold) is announced apart from the states: the SETUP earcon and,
 for SETUP_SHOW_S, a long-short-short flash; then the state's pattern comes back.
@@ -71,6 +72,7 @@ Pattern = Solid | Blink | Steps
 
 _DOUBLE = (1.0, 0.0, 1.0) + (0.0,) * 8  # on 0.1, off 0.1, on 0.1, off 0.8
 _TRIPLE = (1.0, 0.0, 1.0, 0.0, 1.0) + (0.0,) * 7  # three 0.1 s flashes, off 0.8
+_LIMIT = (1.0,) * 4 + (0.0,) * 2 + (1.0,) * 4 + (0.0,) * 10  # on 0.4, off 0.2, on 0.4, off 1
 # The setup page opened: on 0.5 s, then two 0.1 s flashes, off 0.5 s (unlike any state's pattern).
 SETUP_PATTERN = Steps((1.0,) * 5 + (0.0, 1.0, 0.0, 1.0) + (0.0,) * 5)
 SETUP_SHOW_S = 4.0
@@ -86,6 +88,7 @@ PWM_PATTERNS: dict[State, Pattern] = {
     State.RECONNECTING: Steps(_DOUBLE),
     State.NEEDS_TOKEN: Blink(0.08, 0.08),
     State.DEVICE_ERROR: Steps(_TRIPLE),
+    State.CALL_LIMIT: Steps(_LIMIT),
 }
 
 # A pin without PWM cannot fade: the same meanings with on/off only.

@@ -3,6 +3,7 @@
     STARTING ─link up─► IDLE;  STARTING/IDLE ─link down (or no first connect)─► OFFLINE ─up─► IDLE
     IDLE ─press─► CONNECTING ─call_connect_response─► LIVE ─held─► ENDING ─► IDLE
     LIVE ─link lost─► RECONNECTING ─link back─► LIVE (a new call_connect, no press needed)
+    LIVE ─server ends it at its length limit─► CALL_LIMIT ─press, or redial_on_limit─► CONNECTING
     any ─auth refused / token expired─► NEEDS_TOKEN ─new token─► IDLE
     CONNECTING/LIVE ─device error─► DEVICE_ERROR ─device back─► IDLE
 
@@ -24,12 +25,15 @@ import tenacity
 from .audio import AudioDeviceError
 from .config import Config
 from .heartbeat import Heartbeat
-from .link import PLANNED_CLOSE, CallFailed, Link, LinkLost
+from .link import ROUTINE_CLOSES, CallFailed, Link, LinkLost
 from .logs import event
 from .states import Earcon, State
 
 CALL_STATES = frozenset({State.CONNECTING, State.LIVE, State.RECONNECTING})
 RECENT_CALLS_KEPT = 5
+CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier call length
+LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
+REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 
 
 class AudioPort(Protocol):
@@ -110,7 +114,7 @@ class Session:
             self._press_began_out_of_call = False  # the press was the setup page's
             return
         self._press_began_out_of_call = out_of_call
-        if self.state in (State.IDLE, State.OFFLINE, State.STARTING):
+        if self.state in (State.IDLE, State.OFFLINE, State.STARTING, State.CALL_LIMIT):
             self._begin_call()
         elif self.state in CALL_STATES:
             event(
@@ -152,12 +156,12 @@ class Session:
             self._set(State.IDLE)
 
     def link_down(self, reason: str) -> None:
-        if reason == PLANNED_CLOSE:
-            return  # we closed it after a call; the supervisor reopens at once
+        if reason in ROUTINE_CLOSES:
+            return  # after a call, or the server's idle close: the supervisor reopens at once
         if self.state is State.LIVE:
             self._lose_call()
             self._set(State.RECONNECTING, reason=reason)
-        elif self.state in (State.STARTING, State.IDLE):
+        elif self.state in (State.STARTING, State.IDLE, State.CALL_LIMIT):
             self._set(State.OFFLINE, reason=reason)  # also a first connect that failed at boot
 
     def _lose_call(self) -> None:
@@ -175,8 +179,33 @@ class Session:
             self.audio.play(pcm)
 
     def server_hangup(self, reason: str) -> None:
-        if self.state in CALL_STATES:
+        if self.state in CALL_STATES and reason == CALL_LIMIT_REASON:
+            self._call_limit_reached()
+        elif self.state in CALL_STATES:
             self._finish_call(f"server: {reason}")
+
+    def _call_limit_reached(self) -> None:
+        """The service ended the call at its length limit: say so plainly; redial if asked to."""
+        started = self._call_started_at
+        lasted = time.monotonic() - started if started is not None else 0.0
+        redial = self.cfg.redial_on_limit and lasted >= REDIAL_MIN_CALL_S
+        event(
+            "call_limit_reached",
+            logging.WARNING,
+            lasted_s=round(lasted, 1),
+            redial=redial,
+            action="a new call starts by itself" if redial else "press to start a new call",
+        )
+        reason = f"server: {CALL_LIMIT_REASON}"
+        self._finish_call(reason, earcon=Earcon.LIMIT, then=State.CALL_LIMIT)
+        if redial:
+            self._begin_call()
+        else:
+            asyncio.get_running_loop().call_later(LIMIT_SHOW_S, self._limit_shown)
+
+    def _limit_shown(self) -> None:
+        if self.state is State.CALL_LIMIT:
+            self._set(State.IDLE if self.link.up else State.OFFLINE)
 
     def token_needed(self, detail: str) -> None:
         event(
@@ -273,15 +302,21 @@ class Session:
         answered = await self.link.end_call(reason)
         self._finish_call(reason, answered=answered)
 
-    def _finish_call(self, reason: str, answered: bool | None = None) -> None:
+    def _finish_call(
+        self,
+        reason: str,
+        answered: bool | None = None,
+        earcon: Earcon = Earcon.END,
+        then: State = State.IDLE,
+    ) -> None:
         self._clear_resume()
         self._stop_uplink()
         summary = self._call_summary(reason)
         self._stop_audio()
         self.link.set_call_pending(False)
         self._log_call_ended(summary, answered)
-        self.feedback.earcon(Earcon.END)
-        self._set(State.IDLE)
+        self.feedback.earcon(earcon)
+        self._set(then)
 
     def _call_summary(self, reason: str) -> dict[str, object]:
         """The call's figures; taken before the audio stops, which drops the jitter buffer's."""

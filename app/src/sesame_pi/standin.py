@@ -4,7 +4,9 @@ It is strict where the real service is known to be strict (the handshake headers
 `settings.character` rather than `preset`, base64 16-bit PCM, the `call_id` type we issued) and
 records every violation, so tests can assert the client is a well-behaved peer. Fault switches make
 it misbehave on purpose: drop the socket after N seconds, refuse auth, delay every frame, or mix
-junk frames into the call.
+junk frames into the call. It can also play two of the service's own habits: closing a socket that
+places no call (`idle_close_s`, the web configuration's inactive_close) and ending a call at a
+duration limit (`call_limit_s`, a server call_disconnect with call_duration_limit_exceeded).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ SERVER_RATE = 24000
 CHUNK_MS = 40
 MODES = ("echo", "tone", "silence")
 ANONYMOUS_REFUSAL = "Access denied. Anonymous users not allowed."
+CALL_LIMIT_REASON = "call_duration_limit_exceeded"
 
 JUNK_FRAMES: tuple[str | bytes, ...] = (
     "this is not json",
@@ -60,6 +63,8 @@ class StandinOptions:
     junk: bool = False
     greeting_ms: int = 400
     server_pings: bool = False
+    idle_close_s: float | None = None  # close a socket that has had no call for this long
+    call_limit_s: float | None = None  # end each call after this long, as a duration limit
 
 
 @dataclass
@@ -80,6 +85,8 @@ class StandinRecord:
     disconnects: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     live_calls: int = 0
+    idle_closes: int = 0
+    limit_ends: int = 0
     last_call_connect_at: float | None = None
     first_audio_at: float | None = None
     mic_pcm: bytearray = field(default_factory=bytearray, repr=False)
@@ -119,6 +126,9 @@ class _Peer:
         self.mic_rate = 16000
         self.outbox: asyncio.Queue[tuple[float, str | bytes]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.closing: asyncio.Task[None] | None = None
+        self.limited_call: int | None = None  # the call we ended at its limit
 
     @property
     def record(self) -> StandinRecord:
@@ -159,12 +169,14 @@ class _Peer:
         )
         self.send(self.envelope("webrtc_config", {"ice_servers": []}))
         self.send(self.envelope("chat", {"messages": []}))
+        self.arm_idle_close()
         try:
             async for frame in self.ws:
                 self.handle(frame)
         except ConnectionClosed:
             pass
         finally:
+            self.disarm_idle_close()
             if self.call_id is not None:
                 self.record.live_calls -= 1
             for task in self.tasks:
@@ -191,6 +203,8 @@ class _Peer:
     def check_call_id(self, message: dict[str, Any]) -> bool:
         value = message.get("call_id")
         if self.call_id is None:
+            if value is not None and value == self.limited_call:
+                return False  # was on its way when we ended that call: not the client's fault
             self.violation(f"{message['type']} before a call exists")
             return False
         if type(value) is not type(self.call_id) or value != self.call_id:
@@ -241,6 +255,7 @@ class _Peer:
         self.call_id = random.randint(10_000, 9_999_999)
         self.record.calls += 1
         self.record.live_calls += 1
+        self.disarm_idle_close()
         self.record.last_call_connect_at = time.monotonic()
         self.standin.log("standin_call_connect", call_id=self.call_id, sample_rate=rate)
         answer = {"call_id": self.call_id, "sample_rate": SERVER_RATE, "audio_codec": "none"}
@@ -248,8 +263,43 @@ class _Peer:
         self.send(body)
         self.start_call_tasks()
 
+    def arm_idle_close(self) -> None:
+        """Start counting the socket's time without a call (at connect and after each call)."""
+        seconds = self.standin.options.idle_close_s
+        if seconds is not None:
+            self.disarm_idle_close()
+            self.idle_timer = asyncio.get_running_loop().call_later(seconds, self.idle_close)
+
+    def disarm_idle_close(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def idle_close(self) -> None:
+        self.idle_timer = None
+        self.record.idle_closes += 1
+        self.standin.log("standin_idle_close", after_s=self.standin.options.idle_close_s)
+        self.closing = asyncio.create_task(self.ws.close(1000, "inactive_close"))
+
+    async def limit_call(self, seconds: float) -> None:
+        """End this call from the server's side, as the service does at its duration limit."""
+        call_id = self.call_id
+        await asyncio.sleep(seconds)
+        if self.call_id is None or self.call_id != call_id:
+            return  # that call already ended
+        self.record.limit_ends += 1
+        self.standin.log("standin_call_limit", call_id=call_id, after_s=seconds)
+        content = {"reason": CALL_LIMIT_REASON}
+        self.send(self.envelope("call_disconnect", content, str(uuid.uuid4())))
+        self.limited_call = call_id
+        self.record.live_calls -= 1
+        self.call_id = None
+        self.arm_idle_close()
+
     def start_call_tasks(self) -> None:
         options = self.standin.options
+        if options.call_limit_s is not None:
+            self.tasks.append(asyncio.create_task(self.limit_call(options.call_limit_s)))
         if options.greeting_ms:
             self.send(self.audio_message(tone(523.25, options.greeting_ms)))
         if options.mode in ("tone", "silence"):
@@ -344,6 +394,7 @@ class _Peer:
         if self.call_id is not None:
             self.record.live_calls -= 1
         self.call_id = None
+        self.arm_idle_close()
 
 
 class Standin:

@@ -15,6 +15,7 @@ class State(StrEnum):
     RECONNECTING = "reconnecting"  # link lost mid-call; resuming by itself
     NEEDS_TOKEN = "needs_token"  # auth refused or token expired; a person must act
     DEVICE_ERROR = "device_error"  # microphone or speaker missing; retrying to open it
+    CALL_LIMIT = "call_limit"  # idle, after the service ended a call at its duration limit
     STOPPING = "stopping"  # shutting down on SIGTERM/SIGINT
 
 
@@ -25,4 +26,5 @@ class Earcon(StrEnum):
     LIVE = "live"  # the agent is on the line
     END = "end"  # the call ended
     ERROR = "error"  # something needs attention
+    LIMIT = "limit"  # the service ended the call at its duration limit
     SETUP = "setup"  # the setup page opened (the 5 s hold)

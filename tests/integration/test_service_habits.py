@@ -1,0 +1,156 @@
+"""Two of the service's own habits, played by the stand-in against the session and a real link.
+
+Idle closes: the service closes a socket that places no call after about 15 s (here scaled down);
+the warm link treats that as routine: no warning, no backoff, no offline state, and a press right
+after a close is live quickly. Duration limits: the service ends a call with a server
+`call_disconnect` (`call_duration_limit_exceeded`); the session says so with its own event, earcon
+and LED state, and with `redial_on_limit` places a new call by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sesame_pi.auth import TokenProvider
+from sesame_pi.config import Config, ConfigError, load
+from sesame_pi.logs import setup_logging
+from sesame_pi.session import CALL_LIMIT_REASON, Session
+from sesame_pi.standin import Standin, StandinOptions
+from sesame_pi.states import Earcon, State
+from support.credentials import make_token, write_token
+from support.session_doubles import FeedbackLog, PacedMicrophone
+
+IDLE_CLOSE_S = 1.5
+IDLE_WATCH_S = 7.5  # five idle closes
+
+
+@dataclass
+class Rig:
+    session: Session
+    standin: Standin
+    feedback: FeedbackLog
+    log_file: Path
+
+    async def wait_state(self, state: State, timeout: float = 10) -> float:
+        """Wait for `state`; when it was reached (monotonic)."""
+        async with asyncio.timeout(timeout):
+            while self.session.state is not state:  # noqa: ASYNC110 - polls the product's state
+                await asyncio.sleep(0.005)
+        return time.monotonic()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+        return [line for line in lines if name is None or line.get("event") == name]
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, options: StandinOptions, **changes: Any) -> AsyncIterator[Rig]:
+    standin = Standin(options)
+    port = await standin.start()
+    cfg = Config(
+        server=f"ws://127.0.0.1:{port}/agent-service-0/v1/connect",
+        token_file=write_token(tmp_path / "token", make_token()),
+        log_file=tmp_path / "events.jsonl",
+        button="none",
+        **changes,
+    )
+    setup_logging(cfg)
+    tokens = TokenProvider(cfg)
+    tokens.load()
+    feedback = FeedbackLog()
+    session = Session(cfg, audio=PacedMicrophone(), feedback=feedback, tokens=tokens)
+    runner = asyncio.create_task(session.run())
+    try:
+        built = Rig(session, standin, feedback, tmp_path / "events.jsonl")
+        await built.wait_state(State.IDLE)
+        yield built
+    finally:
+        await session.stop()
+        await asyncio.wait_for(runner, 10)
+        await standin.stop()
+
+
+async def test_idle_closes_are_routine_and_a_press_after_one_is_live_fast(tmp_path: Path) -> None:
+    options = StandinOptions(greeting_ms=0, idle_close_s=IDLE_CLOSE_S)
+    async with rig(tmp_path, options) as r:
+        await asyncio.sleep(IDLE_WATCH_S)
+        record = r.standin.record
+        closes = record.idle_closes
+        assert closes >= 4, "the stand-in closed the idle socket every 1.5 s"
+        assert record.connections <= closes + 1, "one new socket per close, no more"
+        assert r.events("link_retry") == [], "no backoff: each close reconnects at once"
+        downs = r.events("link_down")
+        assert downs and all(down["routine"] for down in downs), downs
+        assert State.OFFLINE not in r.feedback.states and r.session.state is State.IDLE
+
+        while record.idle_closes == closes:  # noqa: ASYNC110 - waits for the next close
+            await asyncio.sleep(0.005)
+        closed_at = time.monotonic()
+        r.session.button_pressed()
+        live_at = await r.wait_state(State.LIVE, timeout=5)
+        assert live_at - closed_at <= 1.5, f"press to live {live_at - closed_at:.2f} s"
+        r.session.button_held()
+        await r.wait_state(State.IDLE)
+    warnings = [e for e in r.events() if logging.getLevelName(e["level"]) >= logging.WARNING]
+    assert warnings == [], warnings
+    assert record.violations == []
+
+
+async def test_a_duration_limit_end_is_told_apart_and_a_press_calls_again(tmp_path: Path) -> None:
+    async with rig(tmp_path, StandinOptions(greeting_ms=0, call_limit_s=1.0)) as r:
+        r.session.button_pressed()
+        await r.wait_state(State.LIVE)
+        await r.wait_state(State.CALL_LIMIT, timeout=5)
+        (limit,) = r.events("call_limit_reached")
+        assert limit["level"] == "WARNING" and limit["redial"] is False
+        assert 0.8 <= limit["lasted_s"] <= 2.0
+        (ended,) = r.events("call_ended")
+        assert ended["reason"] == f"server: {CALL_LIMIT_REASON}"
+        assert r.feedback.earcons[-1] is Earcon.LIMIT and Earcon.END not in r.feedback.earcons
+        assert r.feedback.states[-1] is State.CALL_LIMIT
+        await asyncio.sleep(1.5)
+        assert r.standin.record.calls == 1, "no redial unless asked for"
+        assert r.session.state is State.CALL_LIMIT, "the LED keeps saying why"
+
+        r.session.button_pressed()
+        await r.wait_state(State.LIVE)
+        r.session.button_held()
+        await r.wait_state(State.IDLE)
+    assert r.standin.record.limit_ends == 1 and r.standin.record.calls == 2
+    assert r.standin.record.violations == []
+
+
+async def test_redial_on_limit_places_a_new_call_by_itself(tmp_path: Path) -> None:
+    options = StandinOptions(greeting_ms=0, call_limit_s=2.5)
+    async with rig(tmp_path, options, redial_on_limit=True) as r:
+        r.session.button_pressed()
+        await r.wait_state(State.LIVE)
+        async with asyncio.timeout(8):
+            while r.standin.record.calls < 2 or r.session.state is not State.LIVE:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert r.feedback.states[-3:] == [State.CALL_LIMIT, State.CONNECTING, State.LIVE]
+        (limit,) = r.events("call_limit_reached")
+        assert limit["redial"] is True
+        assert r.standin.record.calls == 2 and r.standin.record.limit_ends == 1
+        assert r.feedback.earcons[-3:] == [Earcon.LIMIT, Earcon.CALL_START, Earcon.LIVE]
+        r.session.button_held()  # before the second call reaches its limit
+        await r.wait_state(State.IDLE)
+    assert r.standin.record.disconnects == ["user_request"]
+    assert r.standin.record.violations == []
+
+
+def test_redial_on_limit_is_a_checked_setting() -> None:
+    assert Config().redial_on_limit is False
+    assert load(Path("/dev/null"), {"SESAME_PI_REDIAL_ON_LIMIT": "yes"}).redial_on_limit is True
+    with pytest.raises(ConfigError, match="redial_on_limit"):
+        load(Path("/dev/null"), {"SESAME_PI_REDIAL_ON_LIMIT": "sometimes"})
