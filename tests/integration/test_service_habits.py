@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config, ConfigError, load
+from sesame_pi.link import IDLE_CLOSE_MIN_S, Link
 from sesame_pi.logs import setup_logging
 from sesame_pi.session import CALL_LIMIT_REASON, Session
 from sesame_pi.standin import Standin, StandinOptions
@@ -154,3 +156,55 @@ def test_redial_on_limit_is_a_checked_setting() -> None:
     assert load(Path("/dev/null"), {"SESAME_PI_REDIAL_ON_LIMIT": "yes"}).redial_on_limit is True
     with pytest.raises(ConfigError, match="redial_on_limit"):
         load(Path("/dev/null"), {"SESAME_PI_REDIAL_ON_LIMIT": "sometimes"})
+
+
+async def test_a_call_placed_as_the_server_closes_the_idle_socket_goes_out_on_the_next(
+    tmp_path: Path,
+) -> None:
+    """The race a press can meet: the idle close crosses call_connect on the wire."""
+    sockets: list[str] = []
+
+    async def server(ws: ServerConnection) -> None:
+        sockets.append("open")
+        await ws.send(json.dumps({"type": "initialize", "session_id": f"s{len(sockets)}"}))
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] != "call_connect":
+                continue
+            if len(sockets) == 1:
+                await ws.close(1000, "inactive_close")  # too late for this call_connect
+                return
+            answer = {"call_id": 7, "sample_rate": 24000}
+            reply = {"type": "call_connect_response", "request_id": message["request_id"]}
+            await ws.send(json.dumps({**reply, "content": answer}))
+
+    async with serve(server, "127.0.0.1", 0) as listening:
+        port = listening.sockets[0].getsockname()[1]
+        cfg = Config(
+            server=f"ws://127.0.0.1:{port}/x",
+            token_file=write_token(tmp_path / "token", make_token()),
+            log_file=tmp_path / "events.jsonl",
+        )
+        setup_logging(cfg)
+        link = Link(cfg, TokenProvider(cfg), Quiet())
+        supervisor = asyncio.create_task(link.run())
+        try:
+            assert await link.wait_up(5)
+            await asyncio.sleep(IDLE_CLOSE_MIN_S + 0.1)  # an idle close, not a refusal
+            info = await link.start_call()
+        finally:
+            await link.stop()
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+    assert info.call_id == 7 and len(sockets) == 2
+    log = (tmp_path / "events.jsonl").read_text()
+    assert "call_retry_after_idle_close" in log and '"WARNING"' not in log
+
+
+class Quiet:
+    def link_up(self) -> None: ...
+    def link_down(self, reason: str) -> None: ...
+    def server_audio(self, pcm: bytes) -> None: ...
+    def server_hangup(self, reason: str) -> None: ...
+    def token_needed(self, detail: str) -> None: ...

@@ -99,11 +99,16 @@ class Channel:
         self.listener = listener
         self.opened = time.monotonic()
         self._end: tuple[End, str] | None = None
+        self.ended = asyncio.Event()  # serve() has returned
         self._ping_task: asyncio.Task[None] | None = None
 
     @property
     def session_id(self) -> str:
         return self.state.session_id
+
+    @property
+    def end_kind(self) -> End | None:
+        return self._end[0] if self._end is not None else None
 
     @property
     def in_call(self) -> bool:
@@ -135,6 +140,7 @@ class Channel:
             await self._stop_pinging()
             ending = self._end or (End.LOST, "link closed")
             self.state.fail_pending(ending[1])
+            self.ended.set()
         return ending
 
     def _read_close(self, kind: CloseKind, text: str) -> tuple[End, str]:

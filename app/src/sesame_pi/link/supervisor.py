@@ -23,7 +23,7 @@ from .channel import CallInfo, Channel, handshake
 from .errors import ROUTINE_CLOSES, End, Ended, LinkLost
 from .retry import Verdict, backoff_s, classify, is_retry
 from .stats import LinkStats
-from .transport import make_ssl_context
+from .transport import CLOSE_WAIT_S, make_ssl_context
 
 TOKEN_WAIT_POLL_S = 5.0
 
@@ -199,7 +199,24 @@ class Link:
             language=self.cfg.language,
             reconnect=reconnect and self.cfg.reconnect_flag,
         )
+        channel = self._current()
+        try:
+            return await channel.start_call(settings)
+        except LinkLost:
+            if not await self._closed_idle(channel):
+                raise
+        # The server closed the idle socket as the call went out: once more, on the fresh one.
+        event("call_retry_after_idle_close")
+        if not await self.wait_up(self.cfg.handshake_timeout_s):
+            raise LinkLost("the service cannot be reached")
         return await self._current().start_call(settings)
+
+    @staticmethod
+    async def _closed_idle(channel: Channel) -> bool:
+        """Did this channel end by the server's routine idle close (waiting briefly to learn)?"""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(channel.ended.wait(), CLOSE_WAIT_S)
+        return channel.end_kind is End.IDLE
 
     async def send_audio(self, pcm: bytes) -> None:
         await self._current().send_audio(pcm)
