@@ -37,8 +37,10 @@ lint: install ## ruff, mypy, shellcheck, yamllint, ansible-lint, hadolint
 demo: install ## A whole call with no token and no hardware (stand-in server, virtual audio)
 	$(PY) tests/demo.py
 
-bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, underruns
+bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, underruns, echo
 	$(PY) tests/bench/run.py
+	$(PY) tests/bench/echo_live.py
+	$(PY) tests/bench/echo_offline.py --plot bench-out/echo-offline.png
 
 test-faults: install ## Network, protocol, token, device faults and a compressed soak (needs root)
 	$(PYTEST) tests/faults

@@ -149,7 +149,11 @@ def main() -> int:
         plan["call_s"] = args.call_s
     if args.jitter_s:
         plan["jitter_s"] = args.jitter_s
-    app_env = dict(item.split("=", 1) for item in args.app_env)
+    # The echo stand-in returns the microphone's own bursts a moment later, which any echo
+    # canceller rightly removes as echo; both clients are timed without one (echo_live.py
+    # measures the canceller in a room). `--app-env SESAME_PI_ECHO_CANCEL=auto` overrides.
+    app_env = {"SESAME_PI_ECHO_CANCEL": "off"}
+    app_env.update(item.split("=", 1) for item in args.app_env)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     say("the app runs from a venv with its runtime dependencies only, as on the appliance")

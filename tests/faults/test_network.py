@@ -34,7 +34,7 @@ from support.credentials import make_token, write_token
 from support.virtual_audio import VirtualAudio
 
 DEFAULTS = Config()
-# A live call notices a dead link after this many unanswered pings (see link/channel.py, _ping_loop).
+# A live call notices a dead link after this many unanswered pings (link/channel.py, _ping_loop).
 PING_DEADLINE_S = DEFAULTS.ping_interval_s * (DEFAULTS.ping_misses_allowed + 1)
 PARTITION_S = float(os.environ.get("SESAME_PI_PARTITION_S", "30"))
 JITTER_CALL_S = 20.0

@@ -2,7 +2,8 @@
 downloaded): an unpaired browser is refused, a press of the stdin button pairs it, pasting the
 auth record makes the app refresh and the status shows the time left; a form without its CSRF
 token and a replayed pairing code are refused; no page holds a token. Screenshots of the
-pairing page and the paired status page go to app/docs/ for the README.
+pairing page and the paired status page go to the test's directory, or to the folder named by
+SESAME_PI_SCREENSHOTS (`SESAME_PI_SCREENSHOTS=app/docs` renews the README's pictures).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sesame_pi.states import State
 from support.setup_rig import EMAIL, SetupRig, auth_record
 
-DOCS = Path(__file__).resolve().parents[2] / "app" / "docs"
+SHOTS_ENV = "SESAME_PI_SCREENSHOTS"
 
 
 @pytest.fixture
@@ -54,13 +55,14 @@ def click(driver: webdriver.Chrome, element_id: str) -> None:
     WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
 
 
-def shoot(driver: webdriver.Chrome, name: str) -> None:
+def shoot(driver: webdriver.Chrome, name: str, folder: Path) -> None:
     """A PNG of the whole page (the window grown to the document's height)."""
     driver.set_window_size(900, 400)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(900, int(height) + 120)
-    DOCS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(DOCS / name))
+    folder = Path(os.environ.get(SHOTS_ENV) or folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(folder / name))
     driver.set_window_size(900, 1300)
 
 
@@ -106,7 +108,7 @@ def test_pair_by_press_hand_over_the_record_and_see_the_time_left(
         code = text(browser, "pairing-code")
         assert re.fullmatch(r"[A-Z2-9]{6}", code)
         csrf = browser.find_element(By.NAME, "csrf").get_attribute("value")
-        shoot(browser, "setup-pairing.png")
+        shoot(browser, "setup-pairing.png", tmp_path)
         click(browser, "finish-pairing")
         assert "has not been pressed yet" in text(browser, "notice")
 
@@ -151,7 +153,7 @@ def test_pair_by_press_hand_over_the_record_and_see_the_time_left(
         click(browser, "test-sound")
         assert "Played a test sound" in text(browser, "notice")
         browser.get(rig.url + "/")
-        shoot(browser, "setup-status.png")
+        shoot(browser, "setup-status.png", tmp_path)
         seen()
 
         cookies = {c["name"]: c for c in browser.get_cookies()}

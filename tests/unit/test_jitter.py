@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from array import array
 
-from sesame_pi.jitter import JitterBuffer
+from sesame_pi.jitter import DelayTarget, JitterBuffer
 
 RATE = 24000
 MS20 = RATE * 20 // 1000 * 2  # bytes in 20 ms
@@ -158,3 +159,54 @@ def test_an_underrun_widens_the_margin_so_the_trimmer_keeps_more() -> None:
     assert buf.buffered_ms >= 20, "the wider margin stays in the buffer"
     buf.flush()
     assert buf.margin == buf.base_margin
+
+
+# --------------------------------------------------------------------------- the playout target
+
+
+def feed(target: DelayTarget, clock: FakeClock, frames: int, jitter_ms: float, seed: int) -> None:
+    """20 ms frames sent in real time, each arriving up to `jitter_ms` late (uniformly)."""
+    rng = random.Random(seed)
+    start = clock.now
+    for i in range(frames):
+        clock.now = start + i * 0.020 + rng.uniform(0, jitter_ms) / 1000
+        target.arrived(i * 0.020 + start)
+
+
+def test_a_clean_link_needs_almost_no_playout_delay() -> None:
+    clock = FakeClock()
+    target = DelayTarget(clock=clock)
+    feed(target, clock, 500, jitter_ms=1, seed=1)
+    assert target.target_ms <= 5
+
+
+def test_the_target_covers_the_links_jitter_and_fades_when_it_calms() -> None:
+    clock = FakeClock()
+    target = DelayTarget(clock=clock)
+    feed(target, clock, 1500, jitter_ms=20, seed=2)  # 30 s of 0..20 ms lateness
+    assert 15 <= target.target_ms <= 25, "the 95th percentile of 0..20 ms"
+    feed(target, clock, 1500, jitter_ms=1, seed=3)  # 30 s of a calm link
+    assert target.target_ms <= 10, "old jitter is forgotten"
+
+
+def test_a_server_that_sends_ahead_is_not_late() -> None:
+    clock = FakeClock()
+    target = DelayTarget(clock=clock)
+    for i in range(100):  # two seconds of audio in one burst, then real time
+        target.arrived(i * 0.020)
+    for i in range(100, 600):
+        clock.now = (i - 100) * 0.020
+        target.arrived(i * 0.020)
+    assert target.target_ms <= 5
+
+
+def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000, adaptive=True)
+    assert buf.take(MS20, device_held_bytes=0) == b"", "nothing yet"
+    buf.write(pcm(30, 4))
+    assert buf.take(MS20, device_held_bytes=0) == pcm(20, 4)
+    assert buf.take(MS20, device_held_bytes=MS20) == pcm(10, 4), "only what there is"
+    assert buf.take(MS20, device_held_bytes=MS20) == b""
+    assert buf.underruns == 0, "the device still plays: not an underrun yet"
+    assert buf.take(MS20, device_held_bytes=0) == b""
+    assert buf.underruns == 1, "the device ran dry mid-stream"

@@ -6,6 +6,11 @@ callback drains a jitter buffer that the loop fills, mixing in an earcon when on
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
 stopped calling back (a microphone pulled out) and reports it; the session decides what follows.
+
+Echo: the playback callback hands the echo stage exactly what it gave the device (after the earcon
+mix) with PortAudio's DAC time, and every capture frame reaches the stage with its ADC time, so the
+reference can be matched to the microphone by time on one clock (see `echo`). The callbacks only
+copy; the cancelling runs on the loop, one 20 ms frame at a time.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
+from .echo import EchoStage, EchoUnavailable
 from .jitter import JitterBuffer
 from .logs import event
+from .speaker import Speaker
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +249,7 @@ class AudioEngine:
         self._lock = threading.RLock()  # PortAudio open/close is not safe from two threads at once
         self._input: Any = None
         self._output: Any = None
+        self._speaker: Speaker | None = None  # the writer thread, when output_mode is "writer"
         self._output_rate = 0
         self._in_call = False
         self._frames: collections.deque[bytes] = collections.deque()
@@ -258,6 +266,9 @@ class AudioEngine:
         # PortAudio's ALSA stream holds two periods: a short capture period keeps that delay
         # small, and the callback joins periods into uplink frames (fewer, larger messages).
         self._capture = bytearray()  # touched only on PortAudio's input thread
+        self._capture_t0 = 0.0  # ADC time of the first sample in self._capture
+        self._echo: EchoStage | None = None
+        self._echo_wanted = cfg.echo_cancel
         self.counters: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------ devices
@@ -328,13 +339,50 @@ class AudioEngine:
             playback_rate,
             prebuffer_ms=self.cfg.prebuffer_ms,
             max_ms=self.cfg.jitter_max_ms,
+            adaptive=self.cfg.output_mode == "writer",
+            device_ms=max(self.cfg.device_target_ms, 2 * self.cfg.output_period_ms),
+            margin_ms=self.cfg.output_period_ms,
         )
+        self._start_echo()
         with self._lock:
             self._cancel_idle_close()
             self._ensure_output(playback_rate)
             self._open_input()
             self._in_call = True
+            self._log_opened()
         self._arm_watchdog()
+
+    def _start_echo(self) -> None:
+        """Make the echo stage once and reset it per call; a missing engine degrades, not fails."""
+        if self._echo is not None:
+            self._echo.reset()
+            return
+        duck = self.cfg.mute_mic_while_playing
+        try:
+            self._echo = EchoStage(
+                self._echo_wanted,
+                self.cfg.capture_rate,
+                duck=duck,
+                max_delay_ms=self.cfg.echo_max_delay_ms,
+            )
+        except EchoUnavailable as exc:
+            event("echo_unavailable", logging.WARNING, wanted=self._echo_wanted, detail=str(exc))
+            self._echo_wanted = "off"  # say it once, not once per call
+            self._echo = EchoStage("off", self.cfg.capture_rate, duck=duck)
+
+    def _log_opened(self) -> None:
+        """What PortAudio really opened: the device's share of the round trip, for the record."""
+        figures: dict[str, object] = {
+            "echo_engine": self._echo.engine_name if self._echo else "off",
+            "ducking": self.cfg.mute_mic_while_playing,
+        }
+        for name, stream, getter in (
+            ("input_latency_ms", self._input, "get_input_latency"),
+            ("output_latency_ms", self._output, "get_output_latency"),
+        ):
+            with contextlib.suppress(OSError, AttributeError, TypeError):
+                figures[name] = round(float(getattr(stream, getter)()) * 1000, 1)
+        event("audio_opened", **figures)
 
     def stop_call(self) -> None:
         """Close the microphone and drop unplayed agent audio; the speaker lingers for earcons."""
@@ -378,12 +426,12 @@ class AudioEngine:
     def _ensure_output(self, rate: int) -> None:
         import pyaudio
 
-        if self._output is not None and self._output_rate == rate and self._output.is_active():
+        if self._output is not None and self._output_rate == rate and self._output_running():
             return
-        self._close_stream(self._output)
-        self._output = None
+        self._close_output()
         pa = self._ensure_pa()
         index = self._device_index(pa, self.cfg.output_device, "output")
+        writer = self.cfg.output_mode == "writer"
         try:
             self._output = pa.open(
                 format=pyaudio.paInt16,
@@ -392,7 +440,7 @@ class AudioEngine:
                 output=True,
                 output_device_index=index,
                 frames_per_buffer=rate * self.cfg.output_period_ms // 1000,
-                stream_callback=self._playback_callback,
+                stream_callback=None if writer else self._playback_callback,
             )
         except OSError as exc:
             raise AudioDeviceError(
@@ -401,6 +449,31 @@ class AudioEngine:
             ) from exc
         self._output_rate = rate
         self._last_output_cb = time.monotonic()
+        if writer:
+            self._speaker = Speaker(
+                self._output,
+                rate,
+                self.cfg.output_period_ms,
+                self.cfg.device_target_ms,
+                render=self._take,
+                on_played=self._played,
+                stream_time=time.monotonic,
+            )
+            self._speaker.start()
+
+    def _output_running(self) -> bool:
+        if self._speaker is not None:
+            return self._speaker.running
+        return _active(self._output)
+
+    def _close_output(self) -> None:
+        """Stop the writer (if any), then the stream; safe to call twice."""
+        speaker, self._speaker = self._speaker, None
+        if speaker is not None:
+            speaker.stop()
+            self.counters["output_underflows"] += speaker.underflows
+        stream, self._output = self._output, None
+        self._close_stream(stream)
 
     def _close_stream(self, stream: Any) -> None:
         if stream is None:
@@ -413,9 +486,9 @@ class AudioEngine:
     # ------------------------------------------------------------ capture
 
     def _capture_callback(
-        self, in_data: bytes | None, frame_count: int, _time_info: Any, status: int
+        self, in_data: bytes | None, frame_count: int, time_info: Any, status: int
     ) -> tuple[None, int]:
-        """PortAudio thread: hand the frame to the loop and return at once."""
+        """PortAudio thread: hand the frame and its ADC time to the loop and return at once."""
         import pyaudio
 
         self._last_input_cb = time.monotonic()
@@ -423,23 +496,26 @@ class AudioEngine:
             self.counters["input_overflows"] += 1
         if not in_data:
             return None, pyaudio.paContinue
+        if not self._capture:
+            self._capture_t0 = _on_our_clock(time_info, "input_buffer_adc_time")
         self._capture += in_data
         if len(self._capture) < self.frame_bytes:
             return None, pyaudio.paContinue
         frame = bytes(self._capture[: self.frame_bytes])
         del self._capture[: self.frame_bytes]
+        adc_time = self._capture_t0
+        self._capture_t0 += self.cfg.frame_ms / 1000  # where the leftover, if any, began
         try:
-            self.loop.call_soon_threadsafe(self._deliver, frame)
+            self.loop.call_soon_threadsafe(self._deliver, frame, adc_time)
         except RuntimeError:  # the loop is closing
             return None, pyaudio.paComplete
         return None, pyaudio.paContinue
 
-    def _deliver(self, frame: bytes) -> None:
+    def _deliver(self, frame: bytes, adc_time: float = 0.0) -> None:
         if not self._in_call:
             return
-        if self.cfg.mute_mic_while_playing and self._jitter is not None and self._jitter.pending():
-            frame = bytes(len(frame))  # half duplex on request: no echo of the agent goes back up
-            self.counters["frames_muted"] += 1
+        if self._echo is not None:
+            frame = self._echo.process(frame, adc_time)
         if len(self._frames) >= CAPTURE_QUEUE_FRAMES:
             self._frames.popleft()  # the uplink is stuck; keep the newest speech
             self.counters["frames_dropped"] += 1
@@ -467,41 +543,74 @@ class AudioEngine:
     # ------------------------------------------------------------ playback
 
     def _playback_callback(
-        self, _in_data: bytes | None, frame_count: int, _time_info: Any, status: int
+        self, _in_data: bytes | None, frame_count: int, time_info: Any, status: int
     ) -> tuple[bytes, int]:
-        """PortAudio thread: exactly frame_count frames, agent audio mixed with any earcon."""
+        """PortAudio thread: exactly frame_count frames, agent audio mixed with any earcon; the
+        echo stage gets a copy of what the device was handed, stamped with its DAC time."""
         import pyaudio
 
         self._last_output_cb = time.monotonic()
         if status & pyaudio.paOutputUnderflow:
             self.counters["output_underflows"] += 1
-        nbytes = frame_count * SAMPLE_BYTES
+        out = self._render(frame_count * SAMPLE_BYTES)
+        echo = self._echo
+        if echo is not None and self._in_call:
+            echo.far_end(out, self._output_rate, _on_our_clock(time_info, "output_buffer_dac_time"))
+        return out, pyaudio.paContinue
+
+    def _take(self, max_bytes: int, held_bytes: int) -> bytes:
+        """Writer thread: what to hand the device next (b"" for nothing), earcons mixed in."""
+        jitter = self._jitter
+        speech = jitter.take(max_bytes, held_bytes) if jitter is not None else b""
+        if not self._earcon:
+            return speech
+        with self._earcon_lock:
+            size = max(len(speech), min(max_bytes, len(self._earcon)))
+            tone = bytes(self._earcon[:size])
+            del self._earcon[:size]
+        tone += bytes(size - len(tone))
+        if not any(speech):
+            return tone
+        return mix(speech + bytes(size - len(speech)), tone)
+
+    def _played(self, pcm: bytes, dac_time: float) -> None:
+        """Writer thread: the echo canceller's reference is exactly what reached the device."""
+        echo = self._echo
+        if echo is not None and self._in_call:
+            echo.far_end(pcm, self._output_rate, dac_time)
+
+    def _render(self, nbytes: int) -> bytes:
+        """The next `nbytes` for the speaker: agent audio, an earcon, both, or silence."""
         jitter = self._jitter
         speech = jitter.read(nbytes) if jitter is not None else None
         if not self._earcon:
-            return speech or bytes(nbytes), pyaudio.paContinue
+            return speech or bytes(nbytes)
         with self._earcon_lock:
             tone = bytes(self._earcon[:nbytes])
             del self._earcon[:nbytes]
         tone += bytes(nbytes - len(tone))
         if speech is None or not any(speech):
-            return tone, pyaudio.paContinue
-        return mix(speech, tone), pyaudio.paContinue
+            return tone
+        return mix(speech, tone)
 
     def play(self, pcm: bytes) -> None:
         """Agent audio from the link (at the rate start_call was given)."""
         if self._jitter is not None:
             self._jitter.write(pcm)
+            if self._speaker is not None:
+                self._speaker.notify()
 
     def play_earcon(self, pcm: bytes, rate: int) -> None:
         """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms."""
         try:
             with self._lock:
-                if self._output is None or not self._output.is_active():
+                if self._output is None or not self._output_running():
                     self._ensure_output(self._output_rate or rate)
                 pcm = resample(pcm, rate, self._output_rate)
             with self._earcon_lock:
                 self._earcon[:] = pcm  # a new earcon replaces one still playing
+            if self._speaker is not None:
+                self._speaker.notify()
         except AudioDeviceError as exc:
             event("earcon_unplayable", logging.WARNING, detail=str(exc))
             return
@@ -524,8 +633,7 @@ class AudioEngine:
             self._schedule_idle_close()
             return
         with self._lock:
-            stream, self._output = self._output, None
-            self._close_stream(stream)
+            self._close_output()
 
     # ------------------------------------------------------------ watchdog
 
@@ -553,8 +661,8 @@ class AudioEngine:
             problem = "the microphone stopped delivering audio (unplugged or failed)"
         elif (
             self._output is None
-            or not _active(self._output)
-            or now - self._last_output_cb > STALL_AFTER_S
+            or not self._output_running()
+            or now - self._output_alive_at() > STALL_AFTER_S
         ):
             problem = "the speaker stopped playing (unplugged or failed)"
         if problem is None:
@@ -564,10 +672,16 @@ class AudioEngine:
         self.counters["device_failures"] += 1
         self._wake_reader()
         with self._lock:
-            for stream in (self._input, self._output):
-                self._close_stream(stream)
-            self._input = self._output = None
+            self._close_stream(self._input)
+            self._input = None
+            self._close_output()
         self.on_device_error(problem)
+
+    def _output_alive_at(self) -> float:
+        """When the speaker last showed life: its callback, or its writer's last turn."""
+        if self._speaker is not None:
+            return self._speaker.alive_at
+        return self._last_output_cb
 
     # ------------------------------------------------------------ figures and shutdown
 
@@ -593,6 +707,15 @@ class AudioEngine:
                 figures[key] = figures.get(key, 0) + value
             figures["buffered_ms"] = round(jitter.buffered_ms, 1)
             figures["prebuffer_ms"] = round(jitter.prebuffer_ms, 1)
+        if self._speaker is not None:
+            figures["output_underflows"] = (
+                figures.get("output_underflows", 0) + self._speaker.underflows
+            )
+            figures["device_held_ms"] = round(self._speaker.held_ms(), 1)
+        if jitter is not None and jitter.adaptive:
+            figures["playout_target_ms"] = jitter.lateness.target_ms
+        if self._echo is not None:
+            figures.update({f"echo_{k}": v for k, v in self._echo.stats().items()})
         return figures
 
     def close(self) -> None:
@@ -600,12 +723,34 @@ class AudioEngine:
         self._disarm_watchdog()
         self._cancel_idle_close()
         with self._lock:
-            for stream in (self._input, self._output):
-                self._close_stream(stream)
-            self._input = self._output = None
+            self._close_stream(self._input)
+            self._input = None
+            self._close_output()
             if self._pa is not None:
                 self._pa.terminate()
                 self._pa = None
+        if self._echo is not None:
+            self._echo.close()
+            self._echo = None
+
+
+def _on_our_clock(time_info: Any, key: str) -> float:
+    """A PortAudio ADC or DAC time moved onto `time.monotonic()`.
+
+    Only the offset from PortAudio's `current_time` is taken from the stream: the ALSA host's
+    clock is whatever the plugin stamps (wall time, monotonic, or nothing at all through the pulse
+    plugin), while the writer thread and the capture callback must agree on one. Where the host
+    leaves the times 0, the offset is 0 and the delay estimator finds the rest.
+    """
+    now = time.monotonic()
+    try:
+        current = float(time_info.get("current_time") or 0.0)
+        stamp = float(time_info.get(key) or 0.0)
+    except (AttributeError, TypeError, ValueError):
+        return now
+    if not current or not stamp or abs(stamp - current) > 1.0:
+        return now
+    return now + (stamp - current)
 
 
 def _active(stream: Any) -> bool:

@@ -79,7 +79,7 @@ class Config:
     capture_rate: int = 16000
     frame_ms: int = 20
     capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
-    output_period_ms: int = 20  # speaker callback period; 10 ms xruns on some ALSA plugins
+    output_period_ms: int = 10  # speaker period; callback mode wants 20 (10 xruns via pulse)
     prebuffer_ms: int = 60
     output_mode: str = "writer"  # "writer": blocking writes, device kept lean; "callback"
     device_target_ms: int = 20  # the writer tops the device up to this much audio

@@ -14,6 +14,12 @@ jitter, and it is trimmed, only from quiet audio (pauses, comfort noise), never 
 stream that is bursting ahead (the level well above `adapt_max_ms`) is left alone: that audio is
 the server's lead, not our delay. Each underrun widens the margin by 10 ms for the rest of the
 call, so on a jittery link the trimmer learns how much of the buffer the network really uses.
+
+The margin is not a guess: `DelayTarget` watches how late each frame arrives against its place in
+the stream (the way WebRTC's NetEq and Speex's jitter buffer do): a histogram of lateness whose
+old counts fade with every frame, and the target is its 95th percentile. On a clean link the
+target stays near zero and the writer (see `speaker`) hands frames to the device as they come; on
+a jittery one it grows to what the network really needs, and fades again when the link calms.
 """
 
 from __future__ import annotations
@@ -23,9 +29,60 @@ import time
 from array import array
 from collections.abc import Callable
 
+LATENESS_BIN_MS = 5.0
+LATENESS_BINS = 60  # up to 300 ms of lateness is tracked; later than that is a new talk spurt
 QUIET_PEAK = 512  # about -36 dBFS: comfort noise and pauses are below it, speech is not
 MARGIN_STEP_MS = 10.0  # how much each underrun widens the margin
 MARGIN_MAX_MS = 120.0
+
+
+class DelayTarget:
+    """A high quantile of arrival lateness, with forgetting: how much audio must wait to cover
+    the network's jitter. `arrived(media_s)` per frame; `target_ms` says how much to hold."""
+
+    def __init__(
+        self,
+        quantile: float = 0.95,
+        forget: float = 0.995,  # per frame: at 50 frames a second, old news fades in ~10 s
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.quantile = quantile
+        self.forget = forget
+        self._clock = clock or time.monotonic
+        self._hist = [0.0] * LATENESS_BINS
+        self._weight = 0.0
+        self._base: float | None = None  # earliest (arrival - media time) seen: on-time frames
+        self._last_base_at = 0.0
+
+    def arrived(self, media_s: float) -> None:
+        """A frame that starts `media_s` into the stream has just arrived."""
+        now = self._clock()
+        offset = now - media_s
+        if self._base is not None:
+            # Let the base creep up by 1 ms a second, so clock drift does not read as lateness.
+            self._base += min(now - self._last_base_at, 1.0) * 0.001
+        if self._base is None or offset < self._base:
+            self._base = offset  # earlier than ever: the server sent ahead, or a better path
+        self._last_base_at = now
+        late_ms = (offset - self._base) * 1000
+        if late_ms >= LATENESS_BIN_MS * LATENESS_BINS:
+            self._base = offset  # a pause in the stream, not lateness: start from here
+            late_ms = 0.0
+        self._hist = [count * self.forget for count in self._hist]
+        self._hist[int(late_ms // LATENESS_BIN_MS)] += 1.0 - self.forget
+        self._weight = self._weight * self.forget + (1.0 - self.forget)
+
+    @property
+    def target_ms(self) -> float:
+        if self._weight <= 0:
+            return 0.0
+        need = self.quantile * self._weight
+        total = 0.0
+        for index, count in enumerate(self._hist):
+            total += count
+            if total >= need:
+                return (index + 1) * LATENESS_BIN_MS
+        return LATENESS_BIN_MS * LATENESS_BINS
 
 
 class JitterBuffer:
@@ -41,6 +98,8 @@ class JitterBuffer:
         clock: Callable[[], float] | None = None,
         margin_ms: float = 10.0,
         trim_window_s: float = 2.0,
+        adaptive: bool = False,
+        device_ms: float = 0.0,
     ) -> None:
         self.rate = rate
         self.base_prebuffer = self._bytes(prebuffer_ms)
@@ -66,6 +125,9 @@ class JitterBuffer:
         self._window_low: int | None = None
         self._window_high = 0
         self._trim_due = 0
+        self.lateness = DelayTarget(clock=self._clock)
+        self.adaptive = adaptive
+        self.device = self._bytes(device_ms)  # what the writer keeps in the device (adaptive)
 
     def _bytes(self, ms: float) -> int:
         return int(self.rate * ms / 1000) * 2
@@ -80,6 +142,7 @@ class JitterBuffer:
 
     def write(self, pcm: bytes) -> None:
         with self._lock:
+            self.lateness.arrived(self.bytes_written / 2 / self.rate)
             self._data += pcm
             self.bytes_written += len(pcm)
             excess = len(self._data) - self.max_bytes
@@ -107,13 +170,48 @@ class JitterBuffer:
             chunk = bytes(self._data) + bytes(nbytes - len(self._data))
             self.bytes_played += len(self._data)
             self._data.clear()
-            self._playing = False
-            self._reset_window()
-            self.underruns += 1
-            self._last_trouble = self._clock()
-            self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
-            self.margin = min(self._bytes(MARGIN_MAX_MS), self.margin + self._bytes(MARGIN_STEP_MS))
+            self._dry()
             return chunk
+
+    def take(self, max_bytes: int, device_held_bytes: int) -> bytes:
+        """For a writer thread: up to `max_bytes` of audio, or b"" when there is none to give.
+
+        Playback starts once the buffer and the device together hold the prebuffer; a device
+        found empty mid-stream is an underrun (the writer could not keep it fed): count it and
+        prime again, as `read` does.
+        """
+        with self._lock:
+            if self._playing and device_held_bytes == 0 and not self._data:
+                self._dry()
+            if not self._playing:
+                if not self._data or len(self._data) + device_held_bytes < self._start_level():
+                    return b""
+                self._playing = True
+            if not self._data:
+                return b""
+            size = min(max_bytes, len(self._data))
+            size -= size % 2
+            chunk = bytes(self._data[:size])
+            del self._data[:size]
+            self.bytes_played += size
+            self._relax()
+            self._watch_level(len(self._data), size)
+            return chunk
+
+    def _start_level(self) -> int:
+        """How much must be in before playback starts: the prebuffer, or (adaptive) the device's
+        share plus the margin, so the first late frame already finds a cushion."""
+        if not self.adaptive:
+            return self.prebuffer
+        return self.device + self._margin()
+
+    def _dry(self) -> None:
+        self._playing = False
+        self._reset_window()
+        self.underruns += 1
+        self._last_trouble = self._clock()
+        self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
+        self.margin = min(self._bytes(MARGIN_MAX_MS), self.margin + self._bytes(MARGIN_STEP_MS))
 
     def _relax(self) -> None:
         calm_for = self._clock() - self._last_trouble
@@ -131,15 +229,22 @@ class JitterBuffer:
             self._trim_quiet()
         if self._window_played < self.trim_window:
             return
-        excess = self._window_low - self.margin
+        excess = self._window_low - self._margin()
         steady = self._window_high <= self.adapt_max
         if not self._trim_due and steady and excess >= self._bytes(5):
             self._trim_due = excess - excess % 2
         self._reset_window()
 
+    def _margin(self) -> int:
+        """What the trimmer leaves: the underrun-grown margin (one device period to start with)
+        plus, when adaptive, the learnt lateness target."""
+        if self.adaptive:
+            return self.margin + self._bytes(self.lateness.target_ms)
+        return self.margin
+
     def _trim_quiet(self) -> None:
         """Drop the due excess from the front if that audio is quiet; else try on the next read."""
-        size = min(self._trim_due, len(self._data) - self.margin)
+        size = min(self._trim_due, len(self._data) - self._margin())
         if size <= 0:
             self._trim_due = 0
             return

@@ -35,7 +35,7 @@ from websockets.http11 import Request, Response
 PATH = "/agent-service-0/v1/connect"
 SERVER_RATE = 24000
 CHUNK_MS = 40
-MODES = ("echo", "tone", "silence")
+MODES = ("echo", "tone", "silence", "speech")
 ANONYMOUS_REFUSAL = "Access denied. Anonymous users not allowed."
 CALL_LIMIT_REASON = "call_duration_limit_exceeded"
 
@@ -65,6 +65,7 @@ class StandinOptions:
     server_pings: bool = False
     idle_close_s: float | None = None  # close a socket that has had no call for this long
     call_limit_s: float | None = None  # end each call after this long, as a duration limit
+    speech: bytes = b""  # mode "speech": this 24 kHz s16le mono PCM, in real time, over and over
 
 
 @dataclass
@@ -302,7 +303,7 @@ class _Peer:
             self.tasks.append(asyncio.create_task(self.limit_call(options.call_limit_s)))
         if options.greeting_ms:
             self.send(self.audio_message(tone(523.25, options.greeting_ms)))
-        if options.mode in ("tone", "silence"):
+        if options.mode in ("tone", "silence", "speech"):
             self.tasks.append(asyncio.create_task(self.speak(options.mode)))
         if options.drop_after_s is not None:
             self.tasks.append(asyncio.create_task(self.drop_after(options.drop_after_s)))
@@ -316,16 +317,22 @@ class _Peer:
         return self.envelope("audio", {"audio_data": base64.b64encode(pcm).decode("ascii")})
 
     async def speak(self, mode: str) -> None:
-        """Agent audio in real time: a tone one second on, one off (or silence)."""
+        """Agent audio in real time: a tone one second on, one off, silence, or the speech PCM."""
         chunk = (
             tone(440.0, CHUNK_MS) if mode == "tone" else bytes(SERVER_RATE * CHUNK_MS // 1000 * 2)
         )
         quiet = bytes(len(chunk))
+        speech = self.standin.options.speech if mode == "speech" else b""
         start = time.monotonic()
         sent = 0
         while self.call_id is not None:
-            speaking = (sent * CHUNK_MS // 1000) % 2 == 0
-            self.send(self.audio_message(chunk if speaking else quiet))
+            if speech:
+                at = sent * len(chunk) % len(speech)
+                piece = (speech[at : at + len(chunk)] + speech)[: len(chunk)]
+            else:
+                speaking = (sent * CHUNK_MS // 1000) % 2 == 0
+                piece = chunk if speaking else quiet
+            self.send(self.audio_message(piece))
             sent += 1
             await asyncio.sleep(max(0.0, start + sent * CHUNK_MS / 1000 - time.monotonic()))
 

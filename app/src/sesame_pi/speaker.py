@@ -1,0 +1,124 @@
+"""The speaker: a blocking PyAudio stream fed by one writer thread that keeps the device lean.
+
+Why not a callback stream: in callback mode PortAudio's ALSA host fills the whole output buffer
+with silence at start and refills everything that is free on each wake, so the device always holds
+its whole buffer (PyAudio cannot lower `suggestedLatency`), and every sample of the agent waits
+behind it. A blocking stream holds only what was written. This writer tops the device up to
+`device_target_ms` and no further; the rest waits in the playout buffer, where the playout policy
+(see `jitter`) can still decide about it. When there is nothing to play the writer writes nothing:
+the device runs dry between a call's frames only if the network is late, which the policy then
+learns from.
+
+The writer stamps each chunk with the time its first sample will reach the DAC (now plus what the
+device still holds, on PortAudio's clock) and hands both to `on_played`: the echo canceller's
+reference is what the speaker really played, when it played it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+SAMPLE_BYTES = 2
+STREAMING_GAP_S = 0.25  # writes closer than this are one stream: the device should not run dry
+SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: not underflows
+MIN_SLEEP_S = 0.002  # the writer's shortest nap
+IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
+
+
+class Speaker:
+    """One output stream and its writer thread. `render(max_bytes, held_bytes)` gives what to
+    play next (b"" for nothing now); `on_played(pcm, dac_time)` sees every chunk written."""
+
+    def __init__(
+        self,
+        stream: Any,
+        rate: int,
+        period_ms: int,
+        device_target_ms: int,
+        render: Callable[[int, int], bytes],
+        on_played: Callable[[bytes, float], None],
+        stream_time: Callable[[], float],
+    ) -> None:
+        self.stream = stream
+        self.rate = rate
+        self.period_frames = rate * period_ms // 1000
+        # The device takes a period at a time: below two, it would run dry at every take.
+        self.target_frames = max(rate * device_target_ms // 1000, 2 * self.period_frames)
+        self.render = render
+        self.on_played = on_played
+        self.stream_time = stream_time
+        self.capacity = 0
+        self._last_write = 0.0
+        self._stream_began = 0.0
+        self.alive_at = time.monotonic()  # the watchdog reads it: the writer still turns
+        self.underflows = 0
+        self.failure: str | None = None
+        self._stop = threading.Event()
+        self._more = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
+
+    def start(self) -> None:
+        self.capacity = int(self.stream.get_write_available())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._more.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(2.0)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self.failure is None
+
+    def held_ms(self) -> float:
+        """What the device holds now (ms); for the figures."""
+        with contextlib.suppress(OSError):
+            return (self.capacity - int(self.stream.get_write_available())) / self.rate * 1000
+        return 0.0
+
+    def notify(self) -> None:
+        """New audio (or an earcon) is waiting: wake the writer if it sleeps for want of data."""
+        self._more.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.alive_at = time.monotonic()
+                free = int(self.stream.get_write_available())
+                held = max(0, self.capacity - free)
+                if held >= self.target_frames or free < self.period_frames:
+                    # Full enough: sleep until the device has played down to the target.
+                    excess = max(held - self.target_frames, 0) / self.rate
+                    self._stop.wait(min(max(excess, MIN_SLEEP_S), 0.05))
+                    continue
+                want = min(self.period_frames, self.target_frames - held) * SAMPLE_BYTES
+                self._more.clear()  # before asking, so audio that lands after it still wakes us
+                chunk = self.render(want, held * SAMPLE_BYTES)
+                if not chunk:
+                    # Nothing due: sleep until audio arrives, or the device is about to run dry
+                    # (the playout buffer may be priming, and must see that moment).
+                    until_dry = held / self.rate - MIN_SLEEP_S
+                    self._more.wait(until_dry if held else IDLE_WAIT_S)
+                    continue
+                self.on_played(chunk, self.stream_time() + held / self.rate)
+                self._write(chunk, held)
+        except OSError as exc:  # the device went away mid-write
+            self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _write(self, chunk: bytes, held: int) -> None:
+        """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
+
+        (PyAudio can raise on PortAudio's own underflow flag, but then closes the stream.)
+        """
+        now = time.monotonic()
+        if now - self._last_write >= STREAMING_GAP_S:
+            self._stream_began = now  # a new run of audio; the device settles in its first periods
+        elif held == 0 and now - self._stream_began > SETTLE_S:
+            self.underflows += 1
+        self.stream.write(chunk, exception_on_underflow=False)
+        self._last_write = time.monotonic()

@@ -1,0 +1,119 @@
+"""The speaker's writer thread against a fake blocking PortAudio stream that plays in real time.
+
+The fake drains its buffer a period at a time on the wall clock, as ALSA's pulse and dmix plugins
+do, so these tests see what the real device would: how much the writer lets it hold, what time
+each chunk is stamped with, and whether a device that runs dry is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sesame_pi.speaker import Speaker
+
+RATE = 24000
+PERIOD = RATE * 10 // 1000  # 10 ms, in frames
+
+
+class FakeOutput:
+    """A blocking output stream: `capacity` frames of buffer, drained one period per period."""
+
+    def __init__(self, capacity: int = 3 * PERIOD, fail_after: int | None = None) -> None:
+        self.capacity = capacity
+        self.t0 = time.monotonic()
+        self.written = 0  # frames ever written
+        self.consumed_base = 0
+        self.lock = threading.Lock()
+        self.fail_after = fail_after
+        self.writes: list[int] = []
+        self.max_held = 0
+
+    def _played(self) -> int:
+        periods = int((time.monotonic() - self.t0) * RATE) // PERIOD
+        return periods * PERIOD
+
+    def _held(self) -> int:
+        played = self._played()
+        if played - self.consumed_base > self.written:  # ran dry: the device restarts later
+            self.consumed_base = played - self.written
+        return self.written - (played - self.consumed_base)
+
+    def get_write_available(self) -> int:
+        with self.lock:
+            return self.capacity - self._held()
+
+    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
+        if self.fail_after is not None and len(self.writes) >= self.fail_after:
+            raise OSError(-9999, "Unanticipated host error")
+        with self.lock:
+            self.written += len(data) // 2
+            self.writes.append(len(data) // 2)
+            self.max_held = max(self.max_held, self._held())
+
+    def get_time(self) -> float:
+        return time.monotonic()
+
+
+def run_speaker(stream: FakeOutput, render, seconds: float, target_ms: int = 20):  # type: ignore[no-untyped-def]
+    played: list[tuple[int, float]] = []
+    speaker = Speaker(
+        stream,
+        RATE,
+        period_ms=10,
+        device_target_ms=target_ms,
+        render=render,
+        on_played=lambda pcm, dac: played.append((len(pcm), dac)),
+        stream_time=stream.get_time,
+    )
+    speaker.start()
+    time.sleep(seconds)
+    speaker.stop()
+    return speaker, played
+
+
+def test_the_device_holds_no_more_than_the_target() -> None:
+    stream = FakeOutput(capacity=6 * PERIOD)
+    speaker, played = run_speaker(stream, lambda want, held: bytes(want), 0.5, target_ms=20)
+    assert speaker.underflows == 0
+    assert stream.max_held <= RATE * 20 // 1000, "a callback stream would hold all 60 ms"
+    assert sum(n for n, _ in played) // 2 >= RATE * 0.4, "and it kept playing the whole time"
+    assert speaker.failure is None
+
+
+def test_chunks_are_stamped_with_when_they_reach_the_dac() -> None:
+    stream = FakeOutput()
+    _, played = run_speaker(stream, lambda want, held: bytes(want), 0.4)
+    # Each chunk plays after everything written before it: stamps rise with what was written.
+    stamps = [dac for _, dac in played[5:]]
+    assert stamps == sorted(stamps)
+    start = played[5][1]
+    frames_before = sum(n for n, _ in played[5:-1]) // 2
+    span = played[-1][1] - start
+    assert span == pytest.approx(frames_before / RATE, abs=0.03)
+
+
+def test_nothing_to_play_writes_nothing() -> None:
+    stream = FakeOutput()
+    _, played = run_speaker(stream, lambda want, held: b"", 0.2)
+    assert played == [] and stream.writes == []
+
+
+def test_a_device_that_runs_dry_mid_stream_is_an_underflow() -> None:
+    stream = FakeOutput()
+    gap_until = time.monotonic() + 0.4  # a 100 ms gap once the stream has settled
+
+    def render(want: int, held: int) -> bytes:
+        return b"" if 0 < gap_until - time.monotonic() < 0.1 else bytes(want)
+
+    speaker, _ = run_speaker(stream, render, 0.6)
+    assert speaker.underflows >= 1
+
+
+def test_a_failing_device_stops_the_writer_with_the_reason() -> None:
+    stream = FakeOutput(fail_after=3)
+    speaker, _ = run_speaker(stream, lambda want, held: bytes(want), 0.2)
+    assert not speaker.running
+    assert speaker.failure == "Unanticipated host error"
