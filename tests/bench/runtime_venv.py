@@ -21,7 +21,10 @@ CACHE = Path(os.environ.get("SESAME_PI_CACHE", "/var/cache/sesame-pi"))
 
 def runtime_python(fallback_dir: Path) -> Path:
     """The interpreter of the runtime-only venv, made on first use (about a minute)."""
-    key = hashlib.sha256((REPO / "app" / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    # The venv installs this checkout in editable mode: key it by the checkout's path too, or a
+    # second clone with the same pyproject.toml would run the first clone's code.
+    pyproject = (REPO / "app" / "pyproject.toml").read_bytes()
+    key = hashlib.sha256(pyproject + str(REPO).encode()).hexdigest()[:12]
     base = CACHE if os.access(CACHE, os.W_OK) or not CACHE.exists() else fallback_dir
     venv = base / "bench-venv" / f"runtime-{key}"
     python = venv / "bin" / "python"

@@ -210,3 +210,14 @@ def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
     assert buf.underruns == 0, "the device still plays: not an underrun yet"
     assert buf.take(MS20, device_held_bytes=0) == b""
     assert buf.underruns == 1, "the device ran dry mid-stream"
+
+
+def test_after_a_device_stall_the_late_audio_is_dropped_down_to_the_margin() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=20)
+    buf.write(pcm(1500, 3))  # what piled up while the device took nothing for 1.5 s
+    buf.drop_stale(1.5)
+    kept = buf.buffered_ms
+    assert 10 <= kept <= 15, "the margin is kept: a 10 ms period plus the lateness target"
+    assert buf.stale_bytes == len(pcm(1500)) - len(pcm(int(kept)))
+    buf.drop_stale(1.0)
+    assert buf.buffered_ms == kept, "never below the margin"

@@ -117,3 +117,38 @@ def test_a_failing_device_stops_the_writer_with_the_reason() -> None:
     speaker, _ = run_speaker(stream, lambda want, held: bytes(want), 0.2)
     assert not speaker.running
     assert speaker.failure == "Unanticipated host error"
+
+
+class StallingOutput(FakeOutput):
+    """A device that takes nothing between `stall_from` and `stall_until` (seconds after start)."""
+
+    def __init__(self, stall_from: float, stall_until: float) -> None:
+        super().__init__()
+        self.stall = (stall_from, stall_until)
+        self.frozen_at: int | None = None
+
+    def _played(self) -> int:
+        elapsed = time.monotonic() - self.t0
+        a, b = self.stall
+        if elapsed < a:
+            return super()._played()
+        if elapsed < b:
+            if self.frozen_at is None:
+                self.frozen_at = super()._played()
+            return self.frozen_at
+        shift = int((b - a) * RATE) // PERIOD * PERIOD
+        return super()._played() - shift
+
+
+def test_a_stalled_device_is_reported_with_how_long_it_took_nothing() -> None:
+    stream = StallingOutput(0.2, 0.6)
+    stalls: list[float] = []
+    speaker = Speaker(
+        stream, RATE, period_ms=10, device_target_ms=20,
+        render=lambda want, held: bytes(want), on_played=lambda pcm, dac: None,
+        stream_time=stream.get_time, on_stall=stalls.append,
+    )  # fmt: skip
+    speaker.start()
+    time.sleep(0.9)
+    speaker.stop()
+    assert len(stalls) == 1 and 0.3 <= stalls[0] <= 0.55, stalls

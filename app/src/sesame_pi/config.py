@@ -79,9 +79,9 @@ class Config:
     capture_rate: int = 16000
     frame_ms: int = 20
     capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
-    output_period_ms: int = 10  # speaker period; callback mode wants 20 (10 xruns via pulse)
+    output_period_ms: int = 20  # speaker period; 10 xruns via the pulse plugin in callback mode
     prebuffer_ms: int = 60
-    output_mode: str = "writer"  # "writer": blocking writes, device kept lean; "callback"
+    output_mode: str = "callback"  # or "writer": blocking writes that keep the device lean
     device_target_ms: int = 20  # the writer tops the device up to this much audio
     jitter_max_ms: int = 2000
     mute_mic_while_playing: bool = False  # half duplex: duck the mic while the agent speaks

@@ -118,6 +118,7 @@ class JitterBuffer:
         self.bytes_written = 0
         self.bytes_played = 0
         self.trimmed_bytes = 0
+        self.stale_bytes = 0  # dropped after a device stall
         self.base_margin = self._bytes(margin_ms)
         self.margin = self.base_margin
         self.trim_window = self._bytes(trim_window_s * 1000)
@@ -197,6 +198,17 @@ class JitterBuffer:
             self._relax()
             self._watch_level(len(self._data), size)
             return chunk
+
+    def drop_stale(self, seconds: float) -> None:
+        """The device stalled for `seconds` while audio kept arriving: that much of the oldest
+        audio is late already; drop it (down to the margin) rather than keep it as delay."""
+        with self._lock:
+            size = min(self._bytes(seconds * 1000), len(self._data) - self._margin())
+            size -= size % 2
+            if size > 0:
+                del self._data[:size]
+                self.stale_bytes += size
+                self._reset_window()
 
     def _start_level(self) -> int:
         """How much must be in before playback starts: the prebuffer, or (adaptive) the device's

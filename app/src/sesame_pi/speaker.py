@@ -24,6 +24,7 @@ from typing import Any
 
 SAMPLE_BYTES = 2
 STREAMING_GAP_S = 0.25  # writes closer than this are one stream: the device should not run dry
+STALL_S = 0.1  # a device that takes nothing for longer than this (10 periods) has stalled
 SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: not underflows
 MIN_SLEEP_S = 0.002  # the writer's shortest nap
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
@@ -42,6 +43,7 @@ class Speaker:
         render: Callable[[int, int], bytes],
         on_played: Callable[[bytes, float], None],
         stream_time: Callable[[], float],
+        on_stall: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         self.stream = stream
         self.rate = rate
@@ -51,6 +53,10 @@ class Speaker:
         self.render = render
         self.on_played = on_played
         self.stream_time = stream_time
+        self.on_stall = on_stall
+        self.stalls = 0
+        self._prev_held = 0
+        self._progress_at = time.monotonic()  # when the device was last seen taking audio
         self.capacity = 0
         self._last_write = 0.0
         self._stream_began = 0.0
@@ -91,6 +97,7 @@ class Speaker:
                 self.alive_at = time.monotonic()
                 free = int(self.stream.get_write_available())
                 held = max(0, self.capacity - free)
+                self._watch_progress(held)
                 if held >= self.target_frames or free < self.period_frames:
                     # Full enough: sleep until the device has played down to the target.
                     excess = max(held - self.target_frames, 0) / self.rate
@@ -107,8 +114,22 @@ class Speaker:
                     continue
                 self.on_played(chunk, self.stream_time() + held / self.rate)
                 self._write(chunk, held)
+                self._prev_held = held + len(chunk) // SAMPLE_BYTES
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _watch_progress(self, held: int) -> None:
+        """A device that holds audio but takes none for a while has stalled (a sound server
+        that stalls, a USB hiccup); say how long once it moves again, so the playout buffer can
+        drop what piled up meanwhile instead of keeping it as delay for the rest of the call."""
+        now = time.monotonic()
+        if held < self._prev_held or held == 0:
+            stalled = now - self._progress_at
+            if stalled > STALL_S:
+                self.stalls += 1
+                self.on_stall(stalled)
+            self._progress_at = now
+        self._prev_held = held
 
     def _write(self, chunk: bytes, held: int) -> None:
         """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
