@@ -199,7 +199,8 @@ def record_call(
         server.record.keep_mic_bytes = int((CALL_S + 10) * RATE * 2)
         build_room(audio, delay_ms)
         token = write_token(run_dir / "token", make_token())
-        env = {**audio.env, "SESAME_PI_ECHO_CANCEL": engine}
+        # The app from this checkout, whatever the venv's editable install points at.
+        env = {**audio.env, "SESAME_PI_ECHO_CANCEL": engine, "PYTHONPATH": str(ROOT / "app/src")}
         app = AppProcess(run_dir, server.url, token, env=env,
                          extra_args=("--ca-file", str(pki.ca_file)))  # fmt: skip
         with app:
