@@ -5,7 +5,10 @@ one `call_soon_threadsafe` (no blocking, no copies beyond the one PortAudio need
 callback drains a jitter buffer that the loop fills, mixing in an earcon when one is playing. Rate
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
-stopped calling back (a microphone pulled out) and reports it; the session decides what follows.
+stopped calling back or failed (a USB hiccup, a stalled sound server, a card pulled out); the engine
+reopens both streams on a worker thread and the uplink gets paced silence meanwhile, so the call
+goes on; only a device still gone after `device_grace_s` is reported, and the session ends the
+call (see `hiccup`). Device listing and choice live in `devices`.
 
 Echo: the playback callback hands the echo stage exactly what it gave the device (after the earcon
 mix) with PortAudio's DAC time, and every capture frame reaches the stage with its ADC time, so the
@@ -18,214 +21,49 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import logging
-import os
 import threading
 import time
-from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .config import Config
+from .devices import (
+    AudioDeviceError,
+    DeviceInfo,
+    check_format,
+    device_list,
+    format_devices,
+    list_devices,
+    pa_reason,
+    portaudio,
+    resolve_device,
+)
 from .echo import EchoStage, EchoUnavailable
+from .hiccup import DeviceGrace, SilencePacer
 from .jitter import JitterBuffer
 from .logs import event
+from .pcm import mix, resample
 from .speaker import Speaker
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "AudioDeviceError",
+    "AudioEngine",
+    "DeviceInfo",
+    "format_devices",
+    "list_devices",
+    "mix",
+    "resample",
+    "resolve_device",
+]
 
 SAMPLE_BYTES = 2
 WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
-
-
-class AudioDeviceError(RuntimeError):
-    """A device is missing, busy or stopped working. The text says what to do."""
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    index: int
-    name: str
-    inputs: int
-    outputs: int
-    default_rate: float
-    is_default_input: bool
-    is_default_output: bool
-
-
-# --------------------------------------------------------------------------- PortAudio set-up
-
-
-_ALSA_QUIET: list[Any] = []  # keeps the ctypes callback alive
-
-
-def _quiet_alsa() -> None:
-    """Silence alsa-lib's probe chatter ("Unknown PCM cards.pcm.rear") on stderr, once.
-
-    PortAudio opens every PCM alsa.conf names while it scans; the messages are harmless, but on an
-    appliance they bury real errors. Our own errors are reported through exceptions and the log.
-    """
-    if _ALSA_QUIET:
-        return
-    name = ctypes.util.find_library("asound")
-    if not name:
-        _ALSA_QUIET.append(None)
-        return
-    handler_type = ctypes.CFUNCTYPE(
-        None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
-    )
-
-    def _ignore(*_args: object) -> None:
-        return None
-
-    handler = handler_type(_ignore)
-    try:
-        ctypes.cdll.LoadLibrary(name).snd_lib_error_set_handler(handler)
-    except (OSError, AttributeError):
-        _ALSA_QUIET.append(None)
-        return
-    _ALSA_QUIET.append(handler)
-
-
-def _portaudio() -> Any:
-    """A fresh PyAudio instance. A new one re-scans the devices (the only way to see a replug)."""
-    try:
-        import pyaudio
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise AudioDeviceError(
-            "PyAudio is not installed; run `make install` (it needs portaudio19-dev)"
-        ) from exc
-    _quiet_alsa()
-    with _stderr_silenced():  # PortAudio's JACK and OSS probes write straight to fd 2
-        return pyaudio.PyAudio()
-
-
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _device_list(pa: Any) -> list[DeviceInfo]:
-    try:
-        default_in = pa.get_default_input_device_info()["index"]
-    except OSError:
-        default_in = -1
-    try:
-        default_out = pa.get_default_output_device_info()["index"]
-    except OSError:
-        default_out = -1
-    devices = []
-    for index in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(index)
-        devices.append(
-            DeviceInfo(
-                index=index,
-                name=str(info["name"]),
-                inputs=int(info["maxInputChannels"]),
-                outputs=int(info["maxOutputChannels"]),
-                default_rate=float(info["defaultSampleRate"]),
-                is_default_input=index == default_in,
-                is_default_output=index == default_out,
-            )
-        )
-    return devices
-
-
-def list_devices() -> list[DeviceInfo]:
-    """Every device PortAudio can open (ALSA hides hw/plughw/dmix; `default` is what counts)."""
-    pa = _portaudio()
-    try:
-        return _device_list(pa)
-    finally:
-        pa.terminate()
-
-
-def format_devices(devices: list[DeviceInfo]) -> str:
-    if not devices:
-        return "no audio devices found; is the sound card connected and ALSA configured?"
-    lines = [f"{'#':>3}  {'in':>3} {'out':>3}  {'rate':>6}  name"]
-    for dev in devices:
-        marks = []
-        if dev.is_default_input:
-            marks.append("default input")
-        if dev.is_default_output:
-            marks.append("default output")
-        suffix = f"  ({', '.join(marks)})" if marks else ""
-        lines.append(
-            f"{dev.index:>3}  {dev.inputs:>3} {dev.outputs:>3}  {dev.default_rate:>6.0f}  "
-            f"{dev.name}{suffix}"
-        )
-    lines.append("choose with --input-device/--output-device NAME or INDEX (default: `default`)")
-    return "\n".join(lines)
-
-
-def resolve_device(devices: list[DeviceInfo], wanted: str, direction: str) -> DeviceInfo:
-    """`default`, an index, an exact name, or a unique part of a name; never a guess."""
-    usable = [d for d in devices if (d.inputs if direction == "input" else d.outputs) > 0]
-    hint = "`sesame-pi devices` lists them"
-    if wanted == "default":
-        for dev in usable:
-            if dev.is_default_input if direction == "input" else dev.is_default_output:
-                return dev
-        raise AudioDeviceError(f"there is no default {direction} device; {hint}")
-    if wanted.isdigit():
-        for dev in usable:
-            if dev.index == int(wanted):
-                return dev
-        raise AudioDeviceError(f"{direction} device #{wanted} does not exist now; {hint}")
-    exact = [d for d in usable if d.name == wanted]
-    if exact:
-        return exact[0]
-    partial = [d for d in usable if wanted.lower() in d.name.lower()]
-    if len(partial) == 1:
-        return partial[0]
-    if partial:
-        names = ", ".join(repr(d.name) for d in partial)
-        raise AudioDeviceError(f"{direction} device {wanted!r} matches several: {names}")
-    raise AudioDeviceError(f"no {direction} device named {wanted!r} (is it plugged in?); {hint}")
-
-
-def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
-    """Linear resampling for short earcons only (the call audio never passes through here)."""
-    if src_rate == dst_rate or not pcm:
-        return pcm
-    src = array("h", pcm[: len(pcm) - len(pcm) % 2])
-    count = max(1, len(src) * dst_rate // src_rate)
-    step = src_rate / dst_rate
-    last = len(src) - 1
-    out = array("h", bytes(count * 2))
-    for i in range(count):
-        pos = i * step
-        j = min(int(pos), last)
-        frac = pos - j
-        nxt = src[min(j + 1, last)]
-        out[i] = int(src[j] + (nxt - src[j]) * frac)
-    return out.tobytes()
-
-
-def mix(a: bytes, b: bytes) -> bytes:
-    """Sum two equal-length s16 buffers with clipping (only while an earcon overlaps speech)."""
-    left, right = array("h", a), array("h", b)
-    return array(
-        "h", [max(-32768, min(32767, x + y)) for x, y in zip(left, right, strict=True)]
-    ).tobytes()
 
 
 # --------------------------------------------------------------------------- the engine
@@ -239,7 +77,7 @@ class AudioEngine:
         cfg: Config,
         loop: asyncio.AbstractEventLoop,
         on_device_error: Callable[[str], None],
-        portaudio_factory: Callable[[], Any] = _portaudio,
+        portaudio_factory: Callable[[], Any] = portaudio,
     ) -> None:
         self.cfg = cfg
         self.loop = loop
@@ -270,6 +108,16 @@ class AudioEngine:
         self._echo: EchoStage | None = None
         self._echo_wanted = cfg.echo_cancel
         self.counters: collections.Counter[str] = collections.Counter()
+        # Riding out a device hiccup (see `hiccup`): the streams are reopened on a worker thread
+        # while the uplink gets paced silence; `_call_gen` tells a late worker its call is over.
+        self._grace = DeviceGrace(cfg.device_grace_s)
+        self._silence = SilencePacer(cfg.frame_ms / 1000)
+        self._mic_gone = False
+        self._reopening = False
+        self._reopened_at = 0.0
+        self._heard_at = 0.0  # when the loop last got a real microphone frame
+        self._call_rate = 0
+        self._call_gen = 0
 
     # ------------------------------------------------------------ devices
 
@@ -288,10 +136,10 @@ class AudioEngine:
                 self._pa.terminate()  # only a new PortAudio instance sees devices that came back
                 self._pa = None
             pa = self._ensure_pa()
-            devices = _device_list(pa)
+            devices = device_list(pa)
             mic = resolve_device(devices, self.cfg.input_device, "input")
             speaker = resolve_device(devices, self.cfg.output_device, "output")
-            self._check_format(pa, mic, speaker)
+            check_format(pa, mic, speaker, self.cfg.capture_rate)
         event(
             "audio_devices",
             input=mic.name,
@@ -300,33 +148,8 @@ class AudioEngine:
             output_index=speaker.index,
         )
 
-    def _check_format(self, pa: Any, mic: DeviceInfo, speaker: DeviceInfo) -> None:
-        import pyaudio
-
-        try:
-            pa.is_format_supported(
-                self.cfg.capture_rate,
-                input_device=mic.index,
-                input_channels=1,
-                input_format=pyaudio.paInt16,
-            )
-        except ValueError as exc:
-            raise AudioDeviceError(
-                f"microphone {mic.name!r} cannot capture {self.cfg.capture_rate} Hz 16-bit mono "
-                f"({exc}); use the ALSA `default` device (plug converts) or another card"
-            ) from exc
-        try:
-            pa.is_format_supported(
-                24000, output_device=speaker.index, output_channels=1, output_format=pyaudio.paInt16
-            )
-        except ValueError as exc:
-            raise AudioDeviceError(
-                f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit mono ({exc}); "
-                "use the ALSA `default` device (plug converts) or another card"
-            ) from exc
-
     def _device_index(self, pa: Any, wanted: str, direction: str) -> int:
-        return resolve_device(_device_list(pa), wanted, direction).index
+        return resolve_device(device_list(pa), wanted, direction).index
 
     # ------------------------------------------------------------ call lifetime
 
@@ -335,6 +158,10 @@ class AudioEngine:
         self._failure = None
         self._frames.clear()
         self.counters = collections.Counter()  # figures are per call
+        self._grace = DeviceGrace(self.cfg.device_grace_s)
+        self._mic_gone = False
+        self._call_rate = playback_rate
+        self._call_gen += 1
         self._jitter = JitterBuffer(
             playback_rate,
             prebuffer_ms=self.cfg.prebuffer_ms,
@@ -387,10 +214,12 @@ class AudioEngine:
     def stop_call(self) -> None:
         """Close the microphone and drop unplayed agent audio; the speaker lingers for earcons."""
         self._in_call = False
+        self._mic_gone = False
+        self._call_gen += 1
         self._disarm_watchdog()
         with self._lock:
             stream, self._input = self._input, None
-            self._close_stream(stream)
+            self._close_stream(stream, abort=True)
         jitter, self._jitter = self._jitter, None
         if jitter is not None:
             self._fold_counters(jitter)
@@ -418,7 +247,7 @@ class AudioEngine:
             )
         except OSError as exc:
             raise AudioDeviceError(
-                f"cannot open the microphone ({_pa_reason(exc)}); "
+                f"cannot open the microphone ({pa_reason(exc)}); "
                 "is it plugged in and not used by another program?"
             ) from exc
         self._last_input_cb = time.monotonic()
@@ -444,7 +273,7 @@ class AudioEngine:
             )
         except OSError as exc:
             raise AudioDeviceError(
-                f"cannot open the speaker at {rate} Hz ({_pa_reason(exc)}); "
+                f"cannot open the speaker at {rate} Hz ({pa_reason(exc)}); "
                 "is it connected and not used by another program?"
             ) from exc
         self._output_rate = rate
@@ -466,20 +295,23 @@ class AudioEngine:
             return self._speaker.running
         return _active(self._output)
 
-    def _close_output(self) -> None:
+    def _close_output(self, abort: bool = False) -> None:
         """Stop the writer (if any), then the stream; safe to call twice."""
         speaker, self._speaker = self._speaker, None
         if speaker is not None:
             speaker.stop()
             self.counters["output_underflows"] += speaker.underflows
         stream, self._output = self._output, None
-        self._close_stream(stream)
+        self._close_stream(stream, abort)
 
-    def _close_stream(self, stream: Any) -> None:
+    def _close_stream(self, stream: Any, abort: bool = False) -> None:
+        """`abort` closes without draining: stopping a stream on a stalled device (a suspended
+        sound server) waits about 20 s for audio that never moves, where closing takes ms."""
         if stream is None:
             return
-        with contextlib.suppress(OSError):
-            stream.stop_stream()
+        if not abort:
+            with contextlib.suppress(OSError):
+                stream.stop_stream()
         with contextlib.suppress(OSError):
             stream.close()
 
@@ -514,6 +346,9 @@ class AudioEngine:
     def _deliver(self, frame: bytes, adc_time: float = 0.0) -> None:
         if not self._in_call:
             return
+        if not self._reopening:  # (a frame still in flight from a stream being replaced is not)
+            self._heard_at = time.monotonic()
+            self._mic_gone = False  # real frames again: the silence stops
         if self._echo is not None:
             frame = self._echo.process(frame, adc_time)
         if len(self._frames) >= CAPTURE_QUEUE_FRAMES:
@@ -529,7 +364,8 @@ class AudioEngine:
             waiter.set_result(None)
 
     async def next_frame(self) -> bytes:
-        """The next microphone frame (frame_ms of 16 kHz s16le mono)."""
+        """The next microphone frame (frame_ms of 16 kHz s16le mono); while the microphone is
+        gone in a hiccup, a frame of silence every frame_ms on the loop's clock."""
         while True:
             if self._failure is not None:
                 raise self._failure
@@ -537,8 +373,18 @@ class AudioEngine:
                 return self._frames.popleft()
             if not self._in_call:
                 raise AudioDeviceError("the microphone is closed")
+            wait = self._silence.wait_s(self.loop.time()) if self._mic_gone else None
+            if wait == 0.0:
+                self._silence.took(self.loop.time())
+                self.counters["silence_frames"] += 1
+                return bytes(self.frame_bytes)
             self._frame_ready = self.loop.create_future()
-            await self._frame_ready
+            timer = None if wait is None else self.loop.call_later(wait, self._wake_reader)
+            try:
+                await self._frame_ready
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     # ------------------------------------------------------------ playback
 
@@ -647,34 +493,125 @@ class AudioEngine:
             self._watchdog = None
 
     def _check_streams(self) -> None:
-        """A stream whose callbacks stopped, or that PortAudio stopped, means a lost device."""
+        """A stream whose callbacks stopped, or that PortAudio stopped, means a device in
+        trouble: reopen both and go on with the call; only one still gone after the grace is
+        reported as lost (the session then ends the call)."""
         self._watchdog = None
         if not self._in_call:
             return
-        now = time.monotonic()
-        problem = None
+        grace = self._grace
+        if not self._reopening:
+            found = self._stream_problem(time.monotonic())
+            if found is not None and not grace.active:
+                if grace.grace_s <= 0:
+                    self._fail(found[0])
+                    return
+                self._begin_hiccup(*found)
+            elif found is None and grace.active and self._heard_at > self._reopened_at:
+                self._recovered()
+            if found is not None and not grace.expired() and grace.should_try():
+                self._start_reopen()
+        if grace.expired():
+            self._fail(f"{grace.detail}; still gone after {grace.grace_s:g} s")
+            return
+        self._arm_watchdog()
+
+    def _stream_problem(self, now: float) -> tuple[str, float] | None:
+        """What is wrong, and when that device last showed life; None when both run."""
         if (
             self._input is None
             or not _active(self._input)
             or now - self._last_input_cb > STALL_AFTER_S
         ):
-            problem = "the microphone stopped delivering audio (unplugged or failed)"
-        elif (
+            return (
+                "the microphone stopped delivering audio (unplugged or failed)",
+                self._last_input_cb,
+            )
+        if (
             self._output is None
             or not self._output_running()
             or now - self._output_alive_at() > STALL_AFTER_S
         ):
-            problem = "the speaker stopped playing (unplugged or failed)"
-        if problem is None:
-            self._arm_watchdog()
+            return "the speaker stopped playing (unplugged or failed)", self._output_alive_at()
+        return None
+
+    def _begin_hiccup(self, problem: str, since: float) -> None:
+        self._grace.begin(problem, since)
+        event(
+            "audio_device_hiccup",
+            logging.WARNING,
+            detail=problem,
+            grace_s=self._grace.grace_s,
+            action="reopening the devices; the call goes on",
+        )
+
+    def _start_reopen(self) -> None:
+        """Reopen on a worker thread (a fresh PortAudio takes 50-500 ms); silence meanwhile."""
+        self._grace.tried()
+        if not self._mic_gone:
+            self._silence.start(self.loop.time())
+            self._mic_gone = True
+            self._wake_reader()
+        self._reopening = True
+        gen = self._call_gen
+        done = self.loop.run_in_executor(None, self._reopen, gen)
+        done.add_done_callback(lambda future: self._reopen_done(future, gen))
+
+    def _reopen(self, gen: int) -> str | None:
+        """Worker thread: close both streams without draining, take a fresh PortAudio (only a
+        new one sees a card that came back), open both again. None, or why it could not."""
+        with self._lock:
+            if gen != self._call_gen:
+                return None  # the call ended meanwhile
+            self._close_stream(self._input, abort=True)
+            self._input = None
+            self._close_output(abort=True)
+            if self._pa is not None:
+                self._pa.terminate()
+                self._pa = None
+            self._reopened_at = time.monotonic()
+            try:
+                self._ensure_output(self._call_rate)
+                self._open_input()
+            except (AudioDeviceError, OSError) as exc:
+                return str(exc)
+        return None
+
+    def _reopen_done(self, future: asyncio.Future[str | None], gen: int) -> None:
+        self._reopening = False
+        if gen != self._call_gen or future.cancelled():
             return
+        error = future.exception()
+        reason = str(error) if error is not None else future.result()
+        if reason:
+            self.counters["device_reopen_failures"] += 1
+            event(
+                "audio_device_reopen_failed", detail=reason, gone_s=round(self._grace.gone_s(), 1)
+            )
+            return
+        if self._echo is not None:
+            self._echo.reset()  # new streams, new time stamps: the canceller aligns afresh
+
+    def _recovered(self) -> None:
+        gap = self._grace.end()
+        event(
+            "audio_device_recovered",
+            gap_ms=round(gap * 1000),
+            hiccups=self._grace.hiccups,
+            reopens=self._grace.reopens,
+        )
+
+    def _fail(self, problem: str) -> None:
+        """The device is lost: close what is left and tell the session (it ends the call)."""
         self._failure = AudioDeviceError(problem)
         self.counters["device_failures"] += 1
+        self._mic_gone = False
+        self._call_gen += 1  # a reopen still running leaves the streams alone
         self._wake_reader()
         with self._lock:
-            self._close_stream(self._input)
+            self._close_stream(self._input, abort=True)
             self._input = None
-            self._close_output()
+            self._close_output(abort=True)
         self.on_device_error(problem)
 
     def _output_alive_at(self) -> float:
@@ -716,14 +653,16 @@ class AudioEngine:
             figures["playout_target_ms"] = jitter.lateness.target_ms
         if self._echo is not None:
             figures.update({f"echo_{k}": v for k, v in self._echo.stats().items()})
+        figures.update(self._grace.figures())
         return figures
 
     def close(self) -> None:
         self._in_call = False
+        self._call_gen += 1
         self._disarm_watchdog()
         self._cancel_idle_close()
         with self._lock:
-            self._close_stream(self._input)
+            self._close_stream(self._input, abort=True)
             self._input = None
             self._close_output()
             if self._pa is not None:
@@ -758,10 +697,3 @@ def _active(stream: Any) -> bool:
         return bool(stream.is_active())
     except OSError:
         return False
-
-
-def _pa_reason(exc: OSError) -> str:
-    """PyAudio raises OSError(code, text); keep the text."""
-    if len(exc.args) >= 2:
-        return str(exc.args[1])
-    return str(exc)

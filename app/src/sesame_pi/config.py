@@ -87,6 +87,7 @@ class Config:
     mute_mic_while_playing: bool = False  # half duplex: duck the mic while the agent speaks
     echo_cancel: str = "auto"
     echo_max_delay_ms: int = 500
+    device_grace_s: float = 10.0  # a device gone this long mid-call ends it; 0: at once
     # Button, LED, earcons
     button: str = "gpio"
     button_pin: int = 17
@@ -218,6 +219,10 @@ def validate(cfg: Config) -> Config:
     _check(
         50 <= cfg.echo_max_delay_ms <= 1000,
         f"echo_max_delay_ms {cfg.echo_max_delay_ms} must be between 50 and 1000",
+    )
+    _check(
+        0.0 <= cfg.device_grace_s <= 300,
+        f"device_grace_s {cfg.device_grace_s} must be between 0 and 300 seconds",
     )
     _check(
         0.0 <= cfg.earcon_volume <= 1.0,

@@ -1,0 +1,208 @@
+"""The sound devices PortAudio sees: listing, choosing one by name or index, and a fresh PortAudio.
+
+Kept apart from the engine (see `audio`): `sesame-pi devices` and the engine's probe share it, and
+a new PortAudio instance is the only way to see a card that was replugged or a sound server that
+restarted, so the engine asks for one whenever it reopens its streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class AudioDeviceError(RuntimeError):
+    """A device is missing, busy or stopped working. The text says what to do."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    inputs: int
+    outputs: int
+    default_rate: float
+    is_default_input: bool
+    is_default_output: bool
+
+
+# --------------------------------------------------------------------------- PortAudio set-up
+
+
+_ALSA_QUIET: list[Any] = []  # keeps the ctypes callback alive
+
+
+def _quiet_alsa() -> None:
+    """Silence alsa-lib's probe chatter ("Unknown PCM cards.pcm.rear") on stderr, once.
+
+    PortAudio opens every PCM alsa.conf names while it scans; the messages are harmless, but on an
+    appliance they bury real errors. Our own errors are reported through exceptions and the log.
+    """
+    if _ALSA_QUIET:
+        return
+    name = ctypes.util.find_library("asound")
+    if not name:
+        _ALSA_QUIET.append(None)
+        return
+    handler_type = ctypes.CFUNCTYPE(
+        None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+    )
+
+    def _ignore(*_args: object) -> None:
+        return None
+
+    handler = handler_type(_ignore)
+    try:
+        ctypes.cdll.LoadLibrary(name).snd_lib_error_set_handler(handler)
+    except (OSError, AttributeError):
+        _ALSA_QUIET.append(None)
+        return
+    _ALSA_QUIET.append(handler)
+
+
+def portaudio() -> Any:
+    """A fresh PyAudio instance. A new one re-scans the devices (the only way to see a replug)."""
+    try:
+        import pyaudio
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise AudioDeviceError(
+            "PyAudio is not installed; run `make install` (it needs portaudio19-dev)"
+        ) from exc
+    _quiet_alsa()
+    with _stderr_silenced():  # PortAudio's JACK and OSS probes write straight to fd 2
+        return pyaudio.PyAudio()
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def device_list(pa: Any) -> list[DeviceInfo]:
+    try:
+        default_in = pa.get_default_input_device_info()["index"]
+    except OSError:
+        default_in = -1
+    try:
+        default_out = pa.get_default_output_device_info()["index"]
+    except OSError:
+        default_out = -1
+    devices = []
+    for index in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(index)
+        devices.append(
+            DeviceInfo(
+                index=index,
+                name=str(info["name"]),
+                inputs=int(info["maxInputChannels"]),
+                outputs=int(info["maxOutputChannels"]),
+                default_rate=float(info["defaultSampleRate"]),
+                is_default_input=index == default_in,
+                is_default_output=index == default_out,
+            )
+        )
+    return devices
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device PortAudio can open (ALSA hides hw/plughw/dmix; `default` is what counts)."""
+    pa = portaudio()
+    try:
+        return device_list(pa)
+    finally:
+        pa.terminate()
+
+
+def format_devices(devices: list[DeviceInfo]) -> str:
+    if not devices:
+        return "no audio devices found; is the sound card connected and ALSA configured?"
+    lines = [f"{'#':>3}  {'in':>3} {'out':>3}  {'rate':>6}  name"]
+    for dev in devices:
+        marks = []
+        if dev.is_default_input:
+            marks.append("default input")
+        if dev.is_default_output:
+            marks.append("default output")
+        suffix = f"  ({', '.join(marks)})" if marks else ""
+        lines.append(
+            f"{dev.index:>3}  {dev.inputs:>3} {dev.outputs:>3}  {dev.default_rate:>6.0f}  "
+            f"{dev.name}{suffix}"
+        )
+    lines.append("choose with --input-device/--output-device NAME or INDEX (default: `default`)")
+    return "\n".join(lines)
+
+
+def resolve_device(devices: list[DeviceInfo], wanted: str, direction: str) -> DeviceInfo:
+    """`default`, an index, an exact name, or a unique part of a name; never a guess."""
+    usable = [d for d in devices if (d.inputs if direction == "input" else d.outputs) > 0]
+    hint = "`sesame-pi devices` lists them"
+    if wanted == "default":
+        for dev in usable:
+            if dev.is_default_input if direction == "input" else dev.is_default_output:
+                return dev
+        raise AudioDeviceError(f"there is no default {direction} device; {hint}")
+    if wanted.isdigit():
+        for dev in usable:
+            if dev.index == int(wanted):
+                return dev
+        raise AudioDeviceError(f"{direction} device #{wanted} does not exist now; {hint}")
+    exact = [d for d in usable if d.name == wanted]
+    if exact:
+        return exact[0]
+    partial = [d for d in usable if wanted.lower() in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        names = ", ".join(repr(d.name) for d in partial)
+        raise AudioDeviceError(f"{direction} device {wanted!r} matches several: {names}")
+    raise AudioDeviceError(f"no {direction} device named {wanted!r} (is it plugged in?); {hint}")
+
+
+def check_format(pa: Any, mic: DeviceInfo, speaker: DeviceInfo, capture_rate: int) -> None:
+    """Both devices can do our formats (16-bit mono: capture at our rate, play 24 kHz)."""
+    import pyaudio
+
+    try:
+        pa.is_format_supported(
+            capture_rate,
+            input_device=mic.index,
+            input_channels=1,
+            input_format=pyaudio.paInt16,
+        )
+    except ValueError as exc:
+        raise AudioDeviceError(
+            f"microphone {mic.name!r} cannot capture {capture_rate} Hz 16-bit mono "
+            f"({exc}); use the ALSA `default` device (plug converts) or another card"
+        ) from exc
+    try:
+        pa.is_format_supported(
+            24000, output_device=speaker.index, output_channels=1, output_format=pyaudio.paInt16
+        )
+    except ValueError as exc:
+        raise AudioDeviceError(
+            f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit mono ({exc}); "
+            "use the ALSA `default` device (plug converts) or another card"
+        ) from exc
+
+
+def pa_reason(exc: OSError) -> str:
+    """PyAudio raises OSError(code, text); keep the text."""
+    if len(exc.args) >= 2:
+        return str(exc.args[1])
+    return str(exc)

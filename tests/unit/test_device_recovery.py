@@ -1,0 +1,329 @@
+"""The engine rides out a device hiccup: against a fake PortAudio whose microphone stops and comes
+back, or whose devices vanish, with the watchdog's times scaled down (the rules, not the clock).
+
+Also the grace books and the silence pacer on a hand-moved clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sesame_pi import audio, hiccup
+from sesame_pi.audio import AudioDeviceError, AudioEngine
+from sesame_pi.config import Config
+from sesame_pi.hiccup import DeviceGrace, SilencePacer
+
+FRAME = 320 * 2  # 20 ms at 16 kHz, s16le
+
+
+class FakeStream:
+    """An input (callback) or blocking output stream; `closed_by` says how it was closed."""
+
+    def __init__(self, kind: str, callback: Callable[..., Any] | None) -> None:
+        self.kind = kind
+        self.callback = callback
+        self.active = True
+        self.stopped = False
+        self.closed = False
+
+    def is_active(self) -> bool:
+        return self.active and not self.closed
+
+    def stop_stream(self) -> None:
+        self.stopped = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_available(self) -> int:
+        return 480
+
+    def write(self, _pcm: bytes, exception_on_underflow: bool = False) -> None: ...
+
+
+class FakePortAudio:
+    """One 'default' device for both directions; `gone` makes every open fail as PortAudio does
+    for a device that vanished."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.terminated = False
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        return {"index": 0}
+
+    def get_default_output_device_info(self) -> dict[str, Any]:
+        return {"index": 0}
+
+    def get_device_count(self) -> int:
+        return 1
+
+    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
+        return {
+            "name": "default",
+            "maxInputChannels": 2,
+            "maxOutputChannels": 2,
+            "defaultSampleRate": 48000.0,
+        }
+
+    def open(self, **kw: Any) -> FakeStream:
+        if self.world.gone:
+            raise OSError(-9996, "Invalid device")
+        stream = FakeStream("input" if kw.get("input") else "output", kw.get("stream_callback"))
+        self.world.streams.append(stream)
+        return stream
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+class World:
+    """What the fake devices do: `mic_alive` feeds the newest input stream every 20 ms."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.mic_alive = True
+        self.instances: list[FakePortAudio] = []
+        self.streams: list[FakeStream] = []
+
+    def factory(self) -> FakePortAudio:
+        pa = FakePortAudio(self)
+        self.instances.append(pa)
+        return pa
+
+    def inputs(self) -> list[FakeStream]:
+        return [s for s in self.streams if s.kind == "input"]
+
+    async def pump(self) -> None:
+        import pyaudio
+
+        while True:
+            await asyncio.sleep(0.02)
+            if not self.mic_alive:
+                continue  # the whole device stalls: neither direction calls back
+            for stream in [s for s in self.streams if not s.closed and s.callback is not None]:
+                # on another thread, as PortAudio's: the capture callback hands over with
+                # call_soon_threadsafe
+                data = b"\x01\x00" * 320 if stream.kind == "input" else None
+                await asyncio.to_thread(stream.callback, data, 320, {}, pyaudio.paContinue * 0)
+
+
+@pytest.fixture(autouse=True)
+def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio, "WATCHDOG_PERIOD_S", 0.05)
+    monkeypatch.setattr(audio, "STALL_AFTER_S", 0.15)
+    monkeypatch.setattr(hiccup, "RETRY_S", 0.1)
+
+
+class Call:
+    """An engine in a call, an uplink reading it, and the device errors it reported."""
+
+    def __init__(self, grace_s: float, output_mode: str = "writer") -> None:
+        self.world = World()
+        self.errors: list[str] = []
+        self.frames: list[bytes] = []
+        self.uplink_error: AudioDeviceError | None = None
+        cfg = Config().replace(echo_cancel="off", device_grace_s=grace_s, output_mode=output_mode)
+        self.engine = AudioEngine(
+            cfg, asyncio.get_running_loop(), self.errors.append, self.world.factory
+        )
+
+    async def uplink(self) -> None:
+        try:
+            while True:
+                self.frames.append(await self.engine.next_frame())
+        except AudioDeviceError as exc:
+            self.uplink_error = exc
+
+    def silence(self) -> int:
+        return sum(1 for f in self.frames if not any(f))
+
+
+@pytest.fixture
+def tasks() -> Iterator[list[asyncio.Task[None]]]:
+    running: list[asyncio.Task[None]] = []
+    yield running
+    for task in running:
+        task.cancel()
+
+
+@pytest.mark.parametrize("output_mode", ["writer", "callback"])
+async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
+    tasks: list[asyncio.Task[None]], output_mode: str
+) -> None:
+    call = Call(grace_s=2.0, output_mode=output_mode)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.3)
+    real_before = len(call.frames)
+    assert real_before >= 8 and call.silence() == 0
+
+    call.world.mic_alive = False  # the device stalls
+    await asyncio.sleep(0.8)
+    assert call.errors == [], "a hiccup within the grace is no device error"
+    assert len(call.world.instances) >= 2, "a fresh PortAudio was taken to reopen"
+    old = call.world.inputs()[0]
+    assert old.closed and not old.stopped, "a stalled stream is closed without draining"
+    silent = call.silence()
+    # silence starts once the stall is seen (0.15 s + a watchdog turn) and is paced: 20 ms each
+    assert 15 <= silent <= 0.8 / 0.02, silent
+
+    call.world.mic_alive = True  # it comes back
+    await asyncio.sleep(0.4)
+    # (a frame of silence may still go out before the first real one lands)
+    assert call.silence() <= silent + 2, "real frames replace the silence"
+    assert all(any(f) for f in call.frames[-10:]), "microphone audio flows again"
+    figures = call.engine.stats()
+    assert figures["device_hiccups"] == 1
+    assert 800 <= figures["device_gap_ms"] <= 1300, figures
+    assert figures["device_reopens"] >= 1
+    assert figures["silence_frames"] == call.silence()
+    assert call.errors == [] and call.uplink_error is None
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_echo_stage_is_reset_after_the_reopen(
+    tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = Call(grace_s=2.0)
+    call.engine.start_call(24000)
+    echo = call.engine._echo
+    assert echo is not None
+    resets = threading.Event()
+    monkeypatch.setattr(echo, "reset", resets.set)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.2)
+    call.world.mic_alive = False
+    await asyncio.sleep(0.5)
+    assert resets.is_set()
+    call.engine.close()
+
+
+async def test_a_device_gone_past_the_grace_is_reported_once(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    call = Call(grace_s=0.6)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.2)
+    call.world.mic_alive = False
+    call.world.gone = True  # unplugged: every reopen fails
+    await asyncio.sleep(0.5)
+    assert call.errors == [], "still within the grace"
+    assert call.silence() > 0, "the uplink gets silence while the device is gone"
+    await asyncio.sleep(0.6)
+    assert len(call.errors) == 1
+    assert "microphone" in call.errors[0] and "0.6 s" in call.errors[0]
+    assert isinstance(call.uplink_error, AudioDeviceError)
+    figures = call.engine.stats()
+    assert figures["device_failures"] == 1
+    assert figures["device_reopen_failures"] >= 2
+    assert figures["device_gap_ms"] >= 600
+    await asyncio.sleep(0.3)
+    assert len(call.errors) == 1, "reported once"
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_no_grace_ends_at_the_first_stall_as_before(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    call = Call(grace_s=0.0)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.2)
+    call.world.mic_alive = False
+    await asyncio.sleep(0.4)
+    assert len(call.errors) == 1
+    assert len(call.world.instances) == 1, "no reopen"
+    assert call.silence() == 0
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_a_call_ended_during_a_reopen_keeps_no_stream_open(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    call = Call(grace_s=5.0)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump())]
+    await asyncio.sleep(0.1)
+    entered, release = threading.Event(), threading.Event()
+    plain = call.world.factory
+
+    def slow_factory() -> FakePortAudio:
+        entered.set()  # the worker is inside the reopen, holding the PortAudio lock
+        release.wait(5)
+        return plain()
+
+    call.engine._factory = slow_factory
+    call.world.mic_alive = False
+    assert await asyncio.to_thread(entered.wait, 5)
+    threading.Timer(0.2, release.set).start()
+    call.engine.stop_call()  # the person hangs up while the devices are being reopened
+    await asyncio.sleep(0.3)
+    assert len(call.world.inputs()) == 2, "the worker did open a new microphone"
+    assert all(s.closed for s in call.world.inputs()), "and the hang-up closed it"
+    assert call.errors == []
+    call.engine.close()
+
+
+# ------------------------------------------------------------------ the books, by hand
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_grace_counts_from_when_the_device_was_last_seen() -> None:
+    clock = Clock()
+    grace = DeviceGrace(10.0, clock)
+    grace.begin("the microphone stopped", since=98.5)  # seen 1.5 s ago
+    assert grace.active and grace.should_try()
+    grace.tried()
+    assert not grace.should_try()
+    clock.now += hiccup.RETRY_S
+    assert grace.should_try()
+    clock.now = 108.4
+    assert not grace.expired()
+    clock.now = 108.5
+    assert grace.expired()
+
+
+def test_hiccups_add_up() -> None:
+    clock = Clock()
+    grace = DeviceGrace(10.0, clock)
+    grace.begin("stall", since=clock.now)
+    clock.now += 2.5
+    assert grace.end() == pytest.approx(2.5)
+    grace.begin("stall", since=clock.now - 1.0)
+    clock.now += 0.5
+    assert grace.figures() == {"device_hiccups": 2, "device_gap_ms": 4000, "device_reopens": 0}
+    assert not grace.expired()
+
+
+def test_silence_is_paced_and_never_bursts() -> None:
+    pacer = SilencePacer(0.02)
+    pacer.start(10.0)
+    assert pacer.wait_s(10.0) == 0.0
+    pacer.took(10.0)
+    assert pacer.wait_s(10.0) == pytest.approx(0.02)
+    # the loop was busy for a second: the frame that was due, MAX_LAG_FRAMES of catch-up and the
+    # one due now, not the 50 a second holds; then real-time pace again
+    now = 11.0
+    sent = 0
+    while pacer.wait_s(now) == 0.0:
+        pacer.took(now)
+        sent += 1
+    assert sent == hiccup.MAX_LAG_FRAMES + 2
+    assert pacer.wait_s(now) == pytest.approx(0.02)
