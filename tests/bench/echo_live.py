@@ -157,18 +157,21 @@ def build_room(audio: VirtualAudio, delay_ms: int) -> None:
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     module = out.stdout.strip()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        inputs = subprocess.run(
-            [*pactl, "list", "short", "sink-inputs"], env=env, capture_output=True, text=True
-        ).stdout.splitlines()
-        mine = [line.split()[0] for line in inputs if line.split()[2:3] == [module]]
-        if mine:
-            subprocess.run(
-                [*pactl, "set-sink-input-volume", mine[0], f"{ECHO_GAIN_DB}dB"], env=env, check=True
-            )
-            return
-        time.sleep(0.1)
+        listing = subprocess.run(
+            [*pactl, "list", "sink-inputs"], env=env, capture_output=True, text=True
+        ).stdout
+        for block in listing.split("Sink Input #")[1:]:
+            if f"Owner Module: {module}\n" in block:
+                index = block.split("\n", 1)[0].strip()
+                subprocess.run(
+                    [*pactl, "set-sink-input-volume", index, f"{ECHO_GAIN_DB}dB"],
+                    env=env,
+                    check=True,
+                )
+                return
+        time.sleep(0.2)
     raise RuntimeError("the loopback that makes the room did not appear")
 
 
