@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from faults.ledger import LEDGER
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link
+from sesame_pi.link import Link, LinkDown
 from support.credentials import make_token, write_token
 
 SMALL_BUFFER = 4096  # bytes: fills within a second of 16 kHz audio
@@ -37,8 +37,8 @@ class Downs:
         self.down = asyncio.Event()
 
     def link_up(self) -> None: ...
-    def link_down(self, reason: str) -> None:
-        self.seen.append((time.monotonic(), reason))
+    def link_down(self, down: LinkDown) -> None:
+        self.seen.append((time.monotonic(), down.detail))
         self.down.set()
 
     def server_audio(self, pcm: bytes) -> None: ...

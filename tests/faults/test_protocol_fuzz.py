@@ -32,7 +32,7 @@ from faults.ledger import LEDGER
 from sesame_pi import protocol as p
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link
+from sesame_pi.link import Link, LinkDown
 from sesame_pi.link.dispatch import ChannelState, Heard, HungUp, Reply, decode, dispatch
 from support.credentials import make_token, write_token
 
@@ -158,7 +158,7 @@ class Listener:
     def link_up(self) -> None:
         self.calls["link_up"] += 1
 
-    def link_down(self, reason: str) -> None:
+    def link_down(self, down: LinkDown) -> None:
         self.calls["link_down"] += 1
 
     def server_audio(self, pcm: bytes) -> None:
@@ -380,8 +380,8 @@ async def refuse_one_oversize_frame(tmp_path: Path) -> tuple[list[str], Link]:
     downs: list[str] = []
 
     class Watch(Listener):
-        def link_down(self, reason: str) -> None:
-            downs.append(reason)
+        def link_down(self, down: LinkDown) -> None:
+            downs.append(down.detail)
 
     async with serve(server, "127.0.0.1", 0, max_size=None) as srv:
         port = srv.sockets[0].getsockname()[1]

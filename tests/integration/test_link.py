@@ -13,7 +13,7 @@ import pytest
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link
+from sesame_pi.link import Link, LinkDown
 from sesame_pi.logs import setup_logging
 from sesame_pi.standin import Standin, StandinOptions, server_tls
 from support.credentials import TestPKI, make_pki, make_token, write_token
@@ -38,8 +38,8 @@ class Recorder:
         self.up_times.append(time.monotonic())
         self.up_event.set()
 
-    def link_down(self, reason: str) -> None:
-        self.downs.append(reason)
+    def link_down(self, down: LinkDown) -> None:
+        self.downs.append(down.detail)
         self.up_event.clear()
 
     def server_audio(self, pcm: bytes) -> None:

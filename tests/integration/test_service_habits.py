@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config, ConfigError, load
-from sesame_pi.link import IDLE_CLOSE_MIN_S, Link
+from sesame_pi.link import IDLE_CLOSE_MIN_S, Link, LinkDown
 from sesame_pi.logs import setup_logging
 from sesame_pi.session import CALL_LIMIT_REASON, Session
 from sesame_pi.standin import Standin, StandinOptions
@@ -70,7 +70,7 @@ async def rig(tmp_path: Path, options: StandinOptions, **changes: Any) -> AsyncI
     tokens = TokenProvider(cfg)
     tokens.load()
     feedback = FeedbackLog()
-    session = Session(cfg, audio=PacedMicrophone(), feedback=feedback, tokens=tokens)
+    session = Session(cfg, link=Link(cfg, tokens), audio=PacedMicrophone(), feedback=feedback)
     runner = asyncio.create_task(session.run())
     try:
         built = Rig(session, standin, feedback, tmp_path / "events.jsonl")
@@ -204,7 +204,7 @@ async def test_a_call_placed_as_the_server_closes_the_idle_socket_goes_out_on_th
 
 class Quiet:
     def link_up(self) -> None: ...
-    def link_down(self, reason: str) -> None: ...
+    def link_down(self, down: LinkDown) -> None: ...
     def server_audio(self, pcm: bytes) -> None: ...
     def server_hangup(self, reason: str) -> None: ...
     def token_needed(self, detail: str) -> None: ...

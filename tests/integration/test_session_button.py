@@ -19,6 +19,7 @@ import pytest
 from sesame_pi.auth import TokenProvider
 from sesame_pi.button import DebouncedMockPin, GpioButton, StdinButton, make_button, mock_factory
 from sesame_pi.config import Config
+from sesame_pi.link import Link
 from sesame_pi.logs import setup_logging
 from sesame_pi.session import Session
 from sesame_pi.standin import Standin, StandinOptions, server_tls
@@ -121,7 +122,7 @@ async def rig(tmp_path: Path, button_kind: str, pull: str = "down") -> AsyncIter
     tokens.load()
     audio = PacedMicrophone()
     feedback = FeedbackLog()
-    session = Session(cfg, audio=audio, feedback=feedback, tokens=tokens)
+    session = Session(cfg, link=Link(cfg, tokens), audio=audio, feedback=feedback)
     loop = asyncio.get_running_loop()
     factory = mock_factory() if button_kind == "gpio" else None
     button = make_button(cfg, session, loop, pin_factory=factory)

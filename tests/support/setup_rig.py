@@ -19,6 +19,7 @@ from typing import Any
 from sesame_pi.auth import TokenProvider
 from sesame_pi.button import StdinButton, make_button
 from sesame_pi.config import Config
+from sesame_pi.link import Link
 from sesame_pi.logs import setup_logging
 from sesame_pi.session import Session
 from sesame_pi.setup_page import SetupPage
@@ -128,7 +129,7 @@ class SetupRig:
         if self.token is not None:
             self.tokens.load()
         self.session = Session(
-            self.cfg, audio=Silence(), feedback=self.feedback, tokens=self.tokens
+            self.cfg, link=Link(self.cfg, self.tokens), audio=Silence(), feedback=self.feedback
         )
         self.page = SetupPage(self.cfg, self.session, self.tokens, self.feedback)
         button = make_button(self.cfg, self.session, asyncio.get_running_loop())

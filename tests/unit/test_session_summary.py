@@ -1,4 +1,4 @@
-"""The session's bookkeeping around a call's end and a link that never came up, with a fake link."""
+"""The session's bookkeeping around a call's end and a link that never came up, with the fakes."""
 
 from __future__ import annotations
 
@@ -8,25 +8,13 @@ from typing import Any
 
 import pytest
 
+from sesame_pi.audio import AudioDeviceError
 from sesame_pi.config import Config
-from sesame_pi.link import LinkStats
-from sesame_pi.session import Session
-from sesame_pi.states import Earcon, State
-
-
-class FakeLink:
-    """Just enough of Link for the session: always up, every call ends answered."""
-
-    def __init__(self, cfg: Config, tokens: object, listener: object) -> None:
-        self.stats = LinkStats()
-        self.up = True
-        self.ended: list[str] = []
-
-    def set_call_pending(self, pending: bool) -> None: ...
-
-    async def end_call(self, reason: str = "user_request") -> bool:
-        self.ended.append(reason)
-        return True
+from sesame_pi.link import End, LinkDown
+from sesame_pi.session import Occurrence, Session
+from sesame_pi.states import State
+from sesame_pi.transitions import Event, Phase
+from support.session_doubles import FakeLink, FeedbackLog
 
 
 class JitterAudio:
@@ -44,20 +32,16 @@ class JitterAudio:
         return b""
 
     def play(self, pcm: bytes) -> None: ...
-    def probe(self) -> None: ...
+    def probe(self) -> None:
+        raise AudioDeviceError("still gone")  # the device stays away while the test looks
+
     def stats(self) -> dict[str, int | float]:
         return {**self.counters, "prebuffer_ms": 120.0} if self.running else dict(self.counters)
 
 
-class Lights:
-    def show(self, state: State) -> None: ...
-    def earcon(self, which: Earcon) -> None: ...
-
-
-def make_session() -> tuple[Session, JitterAudio]:
-    audio = JitterAudio()
-    session = Session(Config(), FakeLink, audio=audio, feedback=Lights(), tokens=object())  # type: ignore[arg-type]
-    return session, audio
+def make_session() -> tuple[Session, JitterAudio, FakeLink]:
+    audio, link = JitterAudio(), FakeLink()
+    return Session(Config(), link=link, audio=audio, feedback=FeedbackLog()), audio, link
 
 
 def call_ended(caplog: pytest.LogCaptureFixture) -> list[Any]:
@@ -65,30 +49,30 @@ def call_ended(caplog: pytest.LogCaptureFixture) -> list[Any]:
 
 
 def test_a_failed_first_connect_leaves_starting_for_offline() -> None:
-    session, _audio = make_session()
-    session.link_down("connect failed: gaierror")
+    session, _audio, _link = make_session()
+    session.link_down(LinkDown(End.LOST, "connect failed: gaierror"))
     assert session.state is State.OFFLINE
 
 
 async def test_the_summary_keeps_the_jitter_figures(caplog: pytest.LogCaptureFixture) -> None:
-    session, _audio = make_session()
-    session.state = State.LIVE
+    session, _audio, _link = make_session()
+    session.phase = Phase.ENDING
     with caplog.at_level(logging.INFO):
-        session._finish_call("user_request", answered=True)
+        session.happen(Occurrence(Event.ENDED, "user_request", answered=True))
     (ended,) = call_ended(caplog)
-    assert ended.audio["prebuffer_ms"] == 120.0
+    assert ended.audio["prebuffer_ms"] == 120.0 and ended.disconnect_answered is True
 
 
 async def test_a_call_lost_to_the_device_is_summarised(caplog: pytest.LogCaptureFixture) -> None:
-    session, audio = make_session()
-    session.state = State.LIVE
+    session, audio, link = make_session()
+    session.phase = Phase.LIVE
     audio.counters["device_failures"] = 1
     with caplog.at_level(logging.INFO):
-        session._device_failed("the microphone stopped delivering audio")
-        assert session._device_task is not None and session._end_task is not None
-        session._device_task.cancel()  # no device probing here
-        await asyncio.gather(session._device_task, session._end_task, return_exceptions=True)
+        session.audio_device_error("the microphone stopped delivering audio")
+        for _ in range(5):
+            await asyncio.sleep(0)
     (ended,) = call_ended(caplog)
     assert ended.reason == "audio device error" and ended.disconnect_answered is True
     assert ended.audio["device_failures"] == 1 and "prebuffer_ms" in ended.audio
-    assert session.state is State.DEVICE_ERROR
+    assert session.state is State.DEVICE_ERROR and link.ended == ["error"]
+    await session.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -16,10 +15,12 @@ from .button import ButtonUnavailable, make_button
 from .config import Config
 from .feedback import Feedback
 from .heartbeat import Heartbeat
+from .link import Link
 from .login import settle_pending
 from .logs import event, setup_logging
 from .session import Session
 from .setup_page import SetupPage
+from .tasks import TaskSet
 
 EXIT_TOKEN = 3
 EXIT_HARDWARE = 4
@@ -58,17 +59,16 @@ async def run_appliance(cfg: Config) -> int:
         event("token_ok", seconds_left=info.seconds_left, anonymous=info.anonymous)
 
     loop = asyncio.get_running_loop()
-    sessions: list[Session] = []
 
     def device_error(message: str) -> None:
-        if sessions:
-            sessions[0].audio_device_error(message)
+        session.audio_device_error(message)  # bound below; the engine reports only once running
 
+    # The parts first, then the session they report to.
     audio = AudioEngine(cfg, loop, on_device_error=device_error)
     feedback = Feedback(cfg, play_earcon=audio.play_earcon)
     heartbeat = Heartbeat(cfg.heartbeat_file) if cfg.heartbeat_file else None
-    session = Session(cfg, audio=audio, feedback=feedback, tokens=tokens, heartbeat=heartbeat)
-    sessions.append(session)
+    link = Link(cfg, tokens)
+    session = Session(cfg, link=link, audio=audio, feedback=feedback, heartbeat=heartbeat)
     try:
         button = make_button(cfg, session, loop)
     except ButtonUnavailable as exc:
@@ -79,23 +79,25 @@ async def run_appliance(cfg: Config) -> int:
         return EXIT_HARDWARE
 
     setup = SetupPage(cfg, session, tokens, feedback) if cfg.setup_page != "off" else None
-    stopping: list[asyncio.Task[None]] = []
+    background = TaskSet()
+    stop_asked = asyncio.Event()
 
     def on_signal(name: str) -> None:
-        if not stopping:
+        if not stop_asked.is_set():
+            stop_asked.set()
             event("signal", signal=name)
-            stopping.append(asyncio.create_task(session.stop()))
+            background.spawn(session.stop(), "stop")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
-    background: list[asyncio.Task[None]] = [asyncio.create_task(tokens.watch(), name="token-watch")]
+    background.spawn(tokens.watch(), "token-watch")
     if setup is not None:
-        background.append(asyncio.create_task(setup.run(), name="setup-page"))
+        background.spawn(setup.run(), "setup-page")
     button.start()
     reader = getattr(button, "run", None)
     if reader is not None:
-        background.append(asyncio.create_task(reader(), name="button-reader"))
+        background.spawn(reader(), "button-reader")
     try:
         await asyncio.to_thread(audio.probe)
     except AudioDeviceError as exc:
@@ -103,11 +105,7 @@ async def run_appliance(cfg: Config) -> int:
     try:
         await session.run()
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await background.close()
         button.close()
         feedback.close()
         audio.close()

@@ -34,8 +34,7 @@ import gpiozero  # type: ignore[import-untyped]
 from gpiozero.pins.mock import MockFactory, MockPin  # type: ignore[import-untyped]
 
 from .config import Config
-
-log = logging.getLogger(__name__)
+from .logs import event
 
 # How long a bare Enter on stdin keeps the button down: well past the 50 ms debounce, far below
 # any hold time.
@@ -221,7 +220,7 @@ class GpioButton:
                 fallbacks = [str(w.message) for w in caught]
                 raise ButtonUnavailable(_explain(exc, cfg, fallbacks)) from exc
         for w in caught:
-            log.warning(str(w.message), extra={"event": "gpio_factory_fallback"})
+            event("gpio_factory_fallback", logging.WARNING, detail=str(w.message))
         return device
 
     @property
@@ -235,16 +234,13 @@ class GpioButton:
         self.device.when_pressed = self._gz_pressed
         self.device.when_held = self._gz_held
         self.device.when_released = self._gz_released
-        log.info(
-            "button ready",
-            extra={
-                "event": "button_ready",
-                "kind": self._cfg.button,
-                "pin": self._cfg.button_pin,
-                "pull": self._cfg.button_pull,
-                "bounce_ms": self._cfg.bounce_ms,
-                "hold_s": self._cfg.hold_s,
-            },
+        event(
+            "button_ready",
+            kind=self._cfg.button,
+            pin=self._cfg.button_pin,
+            pull=self._cfg.button_pull,
+            bounce_ms=self._cfg.bounce_ms,
+            hold_s=self._cfg.hold_s,
         )
 
     def close(self) -> None:
@@ -357,9 +353,11 @@ class StdinButton(GpioButton):
             self._stop.wait(down_s + HOLD_MARGIN_S)
             self.release()
         else:
-            log.warning(
-                "stdin button: unknown line ignored (use press, release, hold, setup or Enter)",
-                extra={"event": "stdin_unknown_line", "line": line.strip()[:80]},
+            event(
+                "stdin_unknown_line",
+                logging.WARNING,
+                detail="unknown line ignored (use press, release, hold, setup or Enter)",
+                line=line.strip()[:80],
             )
 
     async def run(self, stream: IO[str] | IO[bytes] | None = None) -> None:
@@ -386,12 +384,9 @@ class StdinButton(GpioButton):
                     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
                     self.handle_line(text)
             except (OSError, ValueError) as exc:  # closed or broken stream
-                log.warning(
-                    "stdin button: reading stopped",
-                    extra={"event": "stdin_error", "error": str(exc)},
-                )
+                event("stdin_error", logging.WARNING, detail="reading stopped", error=str(exc))
             finally:
-                log.info("stdin button: end of input", extra={"event": "stdin_closed"})
+                event("stdin_closed")
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(finish)
 
@@ -413,7 +408,7 @@ class NoButton:
     """`--button none`: no button at all (calls are placed some other way, or never)."""
 
     def start(self) -> None:
-        log.info("no button configured", extra={"event": "button_ready", "kind": "none"})
+        event("button_ready", kind="none")
 
     def close(self) -> None:
         pass

@@ -36,9 +36,8 @@ import gpiozero  # type: ignore[import-untyped]
 
 from . import earcons
 from .config import Config
+from .logs import event
 from .states import Earcon, State
-
-log = logging.getLogger(__name__)
 
 PlayEarcon = Callable[[bytes, int], None]
 
@@ -128,9 +127,12 @@ class Feedback:
             try:
                 self.led, self.has_pwm = _open_led(cfg.led_pin, pin_factory)
             except Exception as exc:
-                log.warning(
-                    "status LED unavailable; continuing without it",
-                    extra={"event": "led_unavailable", "pin": cfg.led_pin, "error": str(exc)},
+                event(
+                    "led_unavailable",
+                    logging.WARNING,
+                    detail="continuing without the status LED",
+                    pin=cfg.led_pin,
+                    error=str(exc),
                 )
         if self._earcons_audible():
             for which in Earcon:  # generate now, so the first earcon plays without delay
@@ -148,7 +150,7 @@ class Feedback:
         try:
             self._run(self.pattern_for(state))
         except Exception as exc:  # a failing LED must not break the session
-            log.warning("status LED failed", extra={"event": "led_error", "error": str(exc)})
+            event("led_error", logging.WARNING, error=str(exc))
 
     def _run(self, pattern: Pattern) -> None:
         led = self.led
@@ -175,7 +177,7 @@ class Feedback:
         try:
             self._run(SETUP_PATTERN)
         except Exception as exc:
-            log.warning("status LED failed", extra={"event": "led_error", "error": str(exc)})
+            event("led_error", logging.WARNING, error=str(exc))
             return
         if self._announce_end is not None:
             self._announce_end.cancel()
@@ -198,10 +200,7 @@ class Feedback:
         try:
             self._play(pcm, self._rate)
         except Exception as exc:  # the speaker's trouble is the audio engine's to report
-            log.warning(
-                "earcon not played",
-                extra={"event": "earcon_error", "earcon": which.value, "error": str(exc)},
-            )
+            event("earcon_error", logging.WARNING, earcon=which.value, error=str(exc))
 
     def close(self) -> None:
         """Turn the LED off and free its pin. Safe to call twice."""

@@ -20,6 +20,7 @@ from .errors import (
     CallFailed,
     End,
     Ended,
+    LinkDown,
     LinkLost,
 )
 from .retry import Verdict, classify
@@ -43,6 +44,7 @@ __all__ = [
     "End",
     "Ended",
     "Link",
+    "LinkDown",
     "LinkListener",
     "LinkLost",
     "LinkStats",

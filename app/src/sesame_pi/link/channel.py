@@ -114,6 +114,11 @@ class Channel:
     def in_call(self) -> bool:
         return self.state.call_id is not None
 
+    @property
+    def closing(self) -> bool:
+        """This socket is on its way out (we or the server began to close it): no new calls."""
+        return self._end is not None or self.ended.is_set()
+
     def _ending(self, kind: End, reason: str) -> None:
         """The first reason for the end wins (a close we start, then its echo, is one end)."""
         if self._end is None:
@@ -201,9 +206,9 @@ class Channel:
         self._ending(End.LOST, f"dead link: {detail}")
         self.transport.abort()
 
-    async def close(self, reason: str, text: str) -> None:
-        """Close the socket ourselves; `reason` is what link_down will say."""
-        self._ending(End.PLANNED if reason == PLANNED_CLOSE else End.LOST, reason)
+    async def close(self, kind: End, reason: str, text: str) -> None:
+        """Close the socket ourselves; `kind` and `reason` are what link_down will say."""
+        self._ending(kind, reason)
         await self.transport.close(text)
 
     async def stop(self) -> None:
@@ -219,12 +224,17 @@ class Channel:
         await self._send(p.client_location_state(state.envelope, self.cfg.timezone))
         request_id = p.new_request_id()
         answer = state.expect(request_id)
-        await self._send(p.call_connect(state.envelope, settings, request_id))
         try:
+            await self._send(p.call_connect(state.envelope, settings, request_id))
             message = await asyncio.wait_for(answer, self.cfg.handshake_timeout_s)
         except TimeoutError:
-            state.pending.pop(request_id, None)
+            await self._abandon_call(request_id, "no call_connect_response in time")
             raise CallFailed("no call_connect_response in time") from None
+        except asyncio.CancelledError:
+            await self._abandon_call(request_id, "call abandoned while connecting")
+            raise
+        finally:
+            state.pending.pop(request_id, None)
         if isinstance(message, p.Error):
             raise CallFailed(message.message or "call refused", message.code)
         if not isinstance(message, p.CallConnectResponse):
@@ -232,6 +242,14 @@ class Channel:
         state.call_id = message.call_id
         self._ping_task = asyncio.create_task(self._ping_loop(), name="call-pings")
         return CallInfo(message.call_id, message.sample_rate, message.audio_codec)
+
+    async def _abandon_call(self, request_id: str, why: str) -> None:
+        """The call_connect went out but its owner gave up waiting: the server may yet place the
+        call, so this socket is closed (as after any call) and the next call starts on a fresh
+        one. Runs inside a cancelled task too: the close is bounded by the transport."""
+        self.state.pending.pop(request_id, None)
+        event("call_abandoned", detail=why)
+        await self.close(End.PLANNED, PLANNED_CLOSE, "call abandoned")
 
     async def send_audio(self, pcm: bytes) -> None:
         if self.state.call_id is None:
@@ -257,7 +275,7 @@ class Channel:
         except (TimeoutError, LinkLost):
             state.pending.pop(request_id, None)
         state.call_id = None
-        await self.close(PLANNED_CLOSE, "call ended")
+        await self.close(End.PLANNED, PLANNED_CLOSE, "call ended")
         return answered
 
     async def _stop_pinging(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -33,6 +34,23 @@ class End(StrEnum):
 PLANNED_CLOSE = "planned"  # link_down's reason after a planned close
 IDLE_CLOSE = "closed by server while idle"  # link_down's reason after a routine idle close
 ROUTINE_CLOSES = frozenset({PLANNED_CLOSE, IDLE_CLOSE})  # nothing to tell the person
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """Why the link went down, as the listener hears it: the kind steers policy, the detail is
+    for the person and the log (never parsed)."""
+
+    kind: End
+    detail: str
+
+    @property
+    def routine(self) -> bool:
+        """A close after a call, or the server's idle close: the supervisor reopens at once."""
+        return self.kind in (End.PLANNED, End.IDLE)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class Ended(LinkLost):

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import tenacity
@@ -20,7 +21,7 @@ from ..auth import TokenError, TokenProvider
 from ..config import Config
 from ..logs import event
 from .channel import CallInfo, Channel, handshake
-from .errors import ROUTINE_CLOSES, End, Ended, LinkLost
+from .errors import CallFailed, End, Ended, LinkDown, LinkLost
 from .retry import Verdict, backoff_s, classify, is_retry
 from .stats import LinkStats
 from .transport import CLOSE_WAIT_S, make_ssl_context
@@ -32,25 +33,35 @@ class LinkListener(Protocol):
     """What the link tells the session. Called on the event loop."""
 
     def link_up(self) -> None: ...
-    def link_down(self, reason: str) -> None: ...
+    def link_down(self, down: LinkDown) -> None: ...
+    def server_audio(self, pcm: bytes) -> None: ...
+    def server_hangup(self, reason: str) -> None: ...
+    def token_needed(self, detail: str) -> None: ...
+
+
+class _Unattached:
+    """The listener until one is attached: a link built first hears nothing before it runs."""
+
+    def link_up(self) -> None: ...
+    def link_down(self, down: LinkDown) -> None: ...
     def server_audio(self, pcm: bytes) -> None: ...
     def server_hangup(self, reason: str) -> None: ...
     def token_needed(self, detail: str) -> None: ...
 
 
 class Link:
-    """The supervised connection. Only the session calls it."""
+    """The supervised connection. Only the session calls it (see session.LinkPort)."""
 
     def __init__(
         self,
         cfg: Config,
         tokens: TokenProvider,
-        listener: LinkListener,
+        listener: LinkListener | None = None,
         sample_rate: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.tokens = tokens
-        self.listener = listener
+        self.listener: LinkListener = listener or _Unattached()
         self.stats = LinkStats()
         self.sample_rate = sample_rate or cfg.capture_rate
         self._ssl = make_ssl_context(cfg)
@@ -58,28 +69,52 @@ class Link:
         self._up = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._call_pending = False  # a call is live or being resumed: retry faster
+        self._call_held = False  # a call was placed and not yet ended: resuming it is likely
+        self._waiting = 0  # someone awaits a call or the link right now (a person is waiting)
         self._auth_attempts: collections.deque[float] = collections.deque()
         self._down_reported = False  # the listener already heard this outage
 
+    def attach(self, listener: LinkListener) -> None:
+        """The parts are built first; the session attaches itself before the link runs."""
+        self.listener = listener
+
     @property
     def up(self) -> bool:
-        return self._channel is not None
+        """A socket is open and not on its way out (a closing one takes no new call)."""
+        return self._channel is not None and not self._channel.closing
+
+    @property
+    def urgent(self) -> bool:
+        """Retry fast: a call waits to be placed or resumed, so a person is waiting."""
+        return self._call_held or self._waiting > 0
 
     def wake(self) -> None:
         """Skip the current backoff sleep (a person pressed the button)."""
         self._wake.set()
 
-    def set_call_pending(self, pending: bool) -> None:
-        """While a call waits to resume, cap the backoff low: a person is waiting."""
-        self._call_pending = pending
+    @contextlib.contextmanager
+    def _someone_waits(self) -> Iterator[None]:
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
 
     async def wait_up(self, within_s: float) -> bool:
+        """Wait for an open socket that takes calls; False if none within `within_s`."""
         self.wake()
-        try:
-            await asyncio.wait_for(self._up.wait(), within_s)
-        except TimeoutError:
-            return False
+        with self._someone_waits():
+            try:
+                async with asyncio.timeout(within_s):
+                    while not self.up:
+                        channel = self._channel
+                        if channel is not None:  # closing: its end, then the fresh one
+                            await channel.ended.wait()
+                            await asyncio.sleep(0)  # let the supervisor clear it
+                        else:
+                            await self._up.wait()
+            except TimeoutError:
+                return False
         return True
 
     async def stop(self) -> None:
@@ -95,7 +130,7 @@ class Link:
         while not self._stopping:
             retrying = tenacity.AsyncRetrying(
                 retry=tenacity.retry_if_exception(is_retry),
-                wait=lambda state: backoff_s(self.cfg, self._call_pending, state),
+                wait=lambda state: backoff_s(self.cfg, self.urgent, state),
                 sleep=self._sleep,
                 before_sleep=self._before_sleep,
                 reraise=True,
@@ -152,7 +187,7 @@ class Link:
         try:
             transport, session_id = await handshake(self.cfg, self._ssl, token, self.stats)
         except LinkLost as exc:
-            self._report_down(str(exc))  # e.g. no service at boot: the session goes offline
+            self._report_down(LinkDown(End.LOST, str(exc)))  # e.g. no service at boot: offline
             raise
         finally:
             del token
@@ -171,21 +206,21 @@ class Link:
         healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
         routine = kind in (End.PLANNED, End.IDLE)
         event("link_down", reason=reason, healthy=healthy, routine=routine, **self.stats.as_dict())
-        self._report_down(reason)
+        self._report_down(LinkDown(kind, reason))
         if not self._stopping:
             raise Ended(reason, kind, healthy)
 
-    def _report_down(self, reason: str) -> None:
+    def _report_down(self, down: LinkDown) -> None:
         """Tell the listener once per outage, whether a socket closed or never opened."""
         if self._down_reported:
             return
-        self._down_reported = reason not in ROUTINE_CLOSES  # a routine close reconnects at once
-        self.listener.link_down(reason)
+        self._down_reported = not down.routine  # a routine close reconnects at once
+        self.listener.link_down(down)
 
     # ------------------------------------------------------------ calls
 
     def _current(self) -> Channel:
-        if self._channel is None:
+        if self._channel is None or self._channel.closing:
             raise LinkLost("link is down")
         return self._channel
 
@@ -199,6 +234,22 @@ class Link:
             language=self.cfg.language,
             reconnect=reconnect and self.cfg.reconnect_flag,
         )
+        with self._someone_waits():
+            try:
+                info = await self._place(settings)
+            except CallFailed:
+                self._call_held = False
+                raise
+            except LinkLost:
+                self._call_held = reconnect and self._call_held  # a resume tries again
+                raise
+            except asyncio.CancelledError:
+                self._call_held = False  # the channel closed the socket: nothing to resume
+                raise
+        self._call_held = True
+        return info
+
+    async def _place(self, settings: p.CallSettings) -> CallInfo:
         channel = self._current()
         try:
             return await channel.start_call(settings)
@@ -222,7 +273,10 @@ class Link:
         await self._current().send_audio(pcm)
 
     async def end_call(self, reason: str = "user_request") -> bool:
-        """End the call (bounded) and start a fresh socket; False if there was no call."""
+        """End the call (bounded) and start a fresh socket; False if there was no call.
+
+        Also the session's word that the call is over (a resume it gave up): no more haste."""
+        self._call_held = False
         channel = self._channel
         if channel is None or not channel.in_call:
             return False

@@ -1,0 +1,57 @@
+"""The session's two wrong paths, with the shared fakes: a hold while the call still connects,
+and the resume window running out while the token is being renewed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sesame_pi.config import Config
+from sesame_pi.session import Session
+from sesame_pi.states import Earcon, State
+from support.session_doubles import FakeLink, FeedbackLog, PacedMicrophone
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_hold_while_connecting_abandons_the_placement() -> None:
+    link, feedback = FakeLink(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    assert session.state is State.CONNECTING and link.connecting
+    session.button_held()  # before the call_connect_response
+    await settle()
+    assert link.abandoned == 1 and not link.connecting, "the placement was cancelled"
+    assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.END
+    session.button_pressed()  # the next press places a new call
+    await settle()
+    assert link.calls.count("start_call") == 2 and link.connecting
+    await session.close()
+
+
+async def test_the_resume_window_running_out_while_a_token_is_renewed_does_not_flap() -> None:
+    link, feedback = FakeLink(), FeedbackLog()
+    cfg = Config(call_resume_window_s=0.05)
+    session = Session(cfg, link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    link.answer()
+    await settle()
+    assert session.state is State.LIVE
+    link.up = False
+    session.token_needed("auth refused: HTTP 401")
+    assert session.state is State.NEEDS_TOKEN
+    await asyncio.sleep(0.15)  # the window runs out
+    assert session.state is State.NEEDS_TOKEN
+    assert feedback.states[-2:] == [State.LIVE, State.NEEDS_TOKEN], feedback.states
+    assert feedback.earcons[-2:] == [Earcon.ERROR, Earcon.END], "the end is not cut off"
+    assert link.ended, "the link heard the call is over (no more haste)"
+    session.link_up()  # the new token works: idle, no resume
+    await settle()
+    assert session.state is State.IDLE and link.calls.count("resume") == 0
+    await session.close()
