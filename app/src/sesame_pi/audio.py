@@ -287,6 +287,7 @@ class AudioEngine:
                 render=self._take,
                 on_played=self._played,
                 stream_time=time.monotonic,
+                on_stall=self._speaker_stalled,
             )
             self._speaker.start()
 
@@ -418,6 +419,13 @@ class AudioEngine:
         if not any(speech):
             return tone
         return mix(speech + bytes(size - len(speech)), tone)
+
+    def _speaker_stalled(self, seconds: float) -> None:
+        """Writer thread: the device took nothing for `seconds`; drop what piled up meanwhile."""
+        self.counters["speaker_stalls"] += 1
+        jitter = self._jitter
+        if jitter is not None:
+            jitter.drop_stale(seconds)
 
     def _played(self, pcm: bytes, dac_time: float) -> None:
         """Writer thread: the echo canceller's reference is exactly what reached the device."""
@@ -594,6 +602,8 @@ class AudioEngine:
 
     def _recovered(self) -> None:
         gap = self._grace.end()
+        if self._jitter is not None:
+            self._jitter.drop_stale(gap)  # what arrived during the gap is late: not a new delay
         event(
             "audio_device_recovered",
             gap_ms=round(gap * 1000),
@@ -630,6 +640,7 @@ class AudioEngine:
             "overruns": jitter.overruns,
             "bytes_played": jitter.bytes_played,
             "trimmed_bytes": jitter.trimmed_bytes,
+            "stale_bytes": jitter.stale_bytes,
         }
 
     def _fold_counters(self, jitter: JitterBuffer) -> None:
