@@ -254,3 +254,9 @@ def test_gpio_button_without_a_gpio_chip_exits_4_naming_the_stdin_button(
     assert "GPIO 17" in result.stderr
     log = (tmp_path / "app-events.jsonl").read_text()
     assert '"event": "button_unavailable"' in log
+
+
+def test_the_agent_is_not_left_late_after_the_stall(stall: dict[str, Any]) -> None:
+    figures = stall["ended"]["audio"]
+    assert figures["stale_bytes"] > 0, "what piled up during the gap was dropped"
+    assert figures["buffered_ms"] < 500, f"not kept as delay for the rest of the call: {figures}"
