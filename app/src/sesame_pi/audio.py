@@ -286,7 +286,7 @@ class AudioEngine:
                 self.cfg.device_target_ms,
                 render=self._take,
                 on_played=self._played,
-                stream_time=time.monotonic,
+                stream_time=time.time,  # PortAudio's clock, for the echo canceller's reference
                 on_stall=self._speaker_stalled,
             )
             self._speaker.start()
@@ -330,7 +330,7 @@ class AudioEngine:
         if not in_data:
             return None, pyaudio.paContinue
         if not self._capture:
-            self._capture_t0 = _on_our_clock(time_info, "input_buffer_adc_time")
+            self._capture_t0 = _on_pa_clock(time_info, "input_buffer_adc_time")
         self._capture += in_data
         if len(self._capture) < self.frame_bytes:
             return None, pyaudio.paContinue
@@ -402,7 +402,7 @@ class AudioEngine:
         out = self._render(frame_count * SAMPLE_BYTES)
         echo = self._echo
         if echo is not None and self._in_call:
-            echo.far_end(out, self._output_rate, _on_our_clock(time_info, "output_buffer_dac_time"))
+            echo.far_end(out, self._output_rate, _on_pa_clock(time_info, "output_buffer_dac_time"))
         return out, pyaudio.paContinue
 
     def _take(self, max_bytes: int, held_bytes: int) -> bytes:
@@ -684,23 +684,19 @@ class AudioEngine:
             self._echo = None
 
 
-def _on_our_clock(time_info: Any, key: str) -> float:
-    """A PortAudio ADC or DAC time moved onto `time.monotonic()`.
+def _on_pa_clock(time_info: Any, key: str) -> float:
+    """A PortAudio ADC or DAC time, as the stream gave it.
 
-    Only the offset from PortAudio's `current_time` is taken from the stream: the ALSA host's
-    clock is whatever the plugin stamps (wall time, monotonic, or nothing at all through the pulse
-    plugin), while the writer thread and the capture callback must agree on one. Where the host
-    leaves the times 0, the offset is 0 and the delay estimator finds the rest.
+    These are smooth (each callback's stamp one period after the last), where a clock read in
+    the callback would carry the callback's own scheduling jitter into the echo canceller's
+    alignment. PortAudio's Unix clock is the wall clock, which the speaker writer also uses; a
+    host that leaves the stamps 0 gets the wall clock now, and the delay estimator finds the rest.
     """
-    now = time.monotonic()
     try:
-        current = float(time_info.get("current_time") or 0.0)
         stamp = float(time_info.get(key) or 0.0)
+        return stamp or float(time_info.get("current_time") or 0.0) or time.time()
     except (AttributeError, TypeError, ValueError):
-        return now
-    if not current or not stamp or abs(stamp - current) > 1.0:
-        return now
-    return now + (stamp - current)
+        return time.time()
 
 
 def _active(stream: Any) -> bool:
