@@ -20,6 +20,9 @@ class EchoUnavailable(RuntimeError):
 
 class Canceller(Protocol):
     name: str
+    # How much delay the engine finds by itself: the stage shifts the reference only for the part
+    # beyond it. Every shift is a jump in the echo path the engine must learn again.
+    tracks_delay_ms: float
 
     def process(self, mic: Samples, ref: Samples) -> Samples:
         """One block (rate/100 samples) of capture with the reference that was playing then."""
@@ -35,6 +38,7 @@ class Passthrough:
     """The "off" engine: the microphone unchanged."""
 
     name = "off"
+    tracks_delay_ms = 0.0
 
     def process(self, mic: Samples, ref: Samples) -> Samples:
         return mic

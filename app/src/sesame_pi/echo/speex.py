@@ -59,6 +59,7 @@ class SpeexCanceller:
     """MDF adaptive filter + residual echo and noise suppression, 10 ms blocks."""
 
     name = "speex"
+    tracks_delay_ms = 0.0  # its filter spans the tail only: the stage must line up the echo
 
     def __init__(
         self,

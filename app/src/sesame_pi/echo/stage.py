@@ -27,6 +27,7 @@ from .resample import Resampler
 Floats = npt.NDArray[np.float32]
 
 MARGIN_MS = 10  # the engine gets the reference this much earlier than the estimated delay
+SHIFT_HYSTERESIS_MS = 25.0  # smaller moves of the estimate are left to the adaptive filter
 STORE_SECONDS = 2.0  # reference waiting for the loop, at most (the loop stalled if more)
 
 
@@ -186,10 +187,21 @@ class Stage:
         return self._far_levels[-min(back, len(self._far_levels))]
 
     def _apply_delay(self) -> None:
+        """Shift the reference by the part of the delay the engine does not track itself, and
+        only when that moves by more than SHIFT_HYSTERESIS_MS: the echo path drifts by a few ms
+        (clock drift, a resampling sound server), which the adaptive filter follows, while each
+        shift makes it learn the path again."""
         delay = self._estimator.delay_ms
         if delay is None:
             return
-        self._shift = round((delay - MARGIN_MS) * self.rate / 1000)
+        # Within the engine's own reach the path is left alone; beyond it, the echo lands just
+        # after the reference's start.
+        within = delay <= self.engine.tracks_delay_ms
+        wanted_ms = 0.0 if within else max(0.0, delay - MARGIN_MS)
+        wanted = round(wanted_ms * self.rate / 1000)
+        if abs(wanted - self._shift) < SHIFT_HYSTERESIS_MS * self.rate / 1000:
+            return
+        self._shift = wanted
         event(
             "echo_delay",
             logging.DEBUG,

@@ -24,6 +24,9 @@ class WebRtcCanceller:
     """AEC3 + noise suppression on 10 ms blocks at the capture rate."""
 
     name = "webrtc"
+    # AEC3's own delay estimator covers a couple of hundred ms; measured live (tests/bench/
+    # echo_live.py), an early 68 ms shift by the stage cost it 4 s of echo while it re-learnt.
+    tracks_delay_ms = 150.0
 
     def __init__(self, rate: int, *, noise_suppression: bool = True, module: str = MODULE) -> None:
         try:
