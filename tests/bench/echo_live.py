@@ -127,6 +127,13 @@ def lag_of(reference: np.ndarray, signal: np.ndarray, max_lag: int) -> int:
     return int(np.argmax(corr[: max_lag + 1]))
 
 
+def find(template: np.ndarray, signal: np.ndarray, start: int, stop: int) -> int:
+    """Where `template` begins in `signal[start:stop]`, as an index into `signal`."""
+    start = max(0, start)
+    segment = signal[start:stop]
+    return start + lag_of(template, segment, max_lag=max(0, len(segment) - len(template)))
+
+
 def powers(x: np.ndarray, start: int, count: int) -> np.ndarray:
     w = int(WINDOW_S * RATE)
     seg = x[start : start + count * w]
@@ -237,6 +244,7 @@ def record_call(
             for p in (mic_proc, spk_proc):
                 audio.stop_recording(p)
             uplink = bytes(server.record.mic_pcm)
+            (run_dir / "uplink.raw").write_bytes(uplink)
             app.terminate()
     return CallRecording(
         mic=load(mic_rec),
@@ -266,7 +274,14 @@ def figures(rec: CallRecording, near: np.ndarray) -> dict[str, Any]:
     p_up = powers(rec.uplink, 0, count)
     p_far = powers(rec.speaker, max(0, up_at - echo_lag), count)
     t = np.arange(count) * WINDOW_S + (up_at - live) / RATE  # seconds after live
-    near_spans = [(at, at + len(near) / RATE) for at in NEAR_AT]
+    # Where the person's two sentences really are in the mic recording (the timers that play
+    # them start a little late): the known sentence, found by cross-correlation.
+    n = len(near)
+    starts = [
+        find(near, rec.mic, live + int((at - 0.5) * RATE), live + int((at + 2.0) * RATE) + n)
+        for at in NEAR_AT
+    ]
+    near_spans = [((m - live) / RATE, (m - live + n) / RATE) for m in starts]
 
     def in_near(x: float, margin: float) -> bool:
         return any(a - margin <= x <= b + margin for a, b in near_spans)
@@ -292,17 +307,14 @@ def figures(rec: CallRecording, near: np.ndarray) -> dict[str, Any]:
          for i in range(count)]
     )  # fmt: skip
     near_loss = float(np.median(db(p_mic[single] / p_up[single]))) if single.any() else None
-    # Double talk: the same sentence alone and over the agent; project the uplink onto the
-    # copy alone.
+    # Double talk: the same sentence alone and over the agent, at the same places in the uplink;
+    # the uplink's copy over the agent projected onto its copy alone (residual echo, which does
+    # not correlate with the person, does not count as the person).
     dt_level = None
-    st0 = round(st_a * RATE) + live - up_at
-    dt0 = round(near_spans[1][0] * RATE) + live - up_at
-    n = len(near)
-    if dt0 + n + RATE // 2 <= len(rec.uplink) and st0 >= 0:
-        alone = rec.uplink[st0 : st0 + n + RATE // 2]
-        search = rec.uplink[max(0, dt0 - RATE // 2) : dt0 + n + RATE]
-        shift = lag_of(alone, search, max_lag=len(search) - len(alone))
-        over = search[shift : shift + len(alone)]
+    alone_at, over_at = (m - up_at for m in starts)
+    if alone_at >= 0 and over_at + n <= len(rec.uplink):
+        alone = rec.uplink[alone_at : alone_at + n]
+        over = rec.uplink[over_at : over_at + n]
         gain = float(np.dot(over, alone) / (np.dot(alone, alone) + 1e-12))
         dt_level = round(float(20 * np.log10(max(abs(gain), 1e-6))), 2)
     return {
@@ -397,6 +409,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--engines", default="", help="comma list (default: off,auto,speex,webrtc)")
     parser.add_argument("--delays", default="60,300", help="echo delays in ms")
+    parser.add_argument("--keep", action="store_true", help="keep the recordings")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     engines = (
@@ -427,7 +440,10 @@ def main() -> int:
                 if engine == "auto" and delay == max(delays):
                     plot(rec, args.out / "echo.png", f"the default canceller, {delay} ms echo")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            say(f"recordings kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     (args.out / "echo.json").write_text(json.dumps({"goals": GOALS, "rows": rows}, indent=2))
     print()
     print(table(rows))

@@ -202,6 +202,11 @@ class Stage:
         if abs(wanted - self._shift) < SHIFT_HYSTERESIS_MS * self.rate / 1000:
             return
         self._shift = wanted
+        if self.engine.tracks_delay_ms:
+            # AEC3's delay tracker had settled on the old alignment and took about 4 s to let go
+            # of a 290 ms jump (measured live); a fresh one converges in under a second. (Speex
+            # keeps its filter: with the echo in its tail it adapts faster than it restarts.)
+            self.engine.reset()
         event(
             "echo_delay",
             logging.DEBUG,
