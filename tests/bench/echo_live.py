@@ -127,13 +127,6 @@ def lag_of(reference: np.ndarray, signal: np.ndarray, max_lag: int) -> int:
     return int(np.argmax(corr[: max_lag + 1]))
 
 
-def find(template: np.ndarray, signal: np.ndarray, start: int, stop: int) -> int:
-    """Where `template` begins in `signal[start:stop]`, as an index into `signal`."""
-    start = max(0, start)
-    segment = signal[start:stop]
-    return start + lag_of(template, segment, max_lag=max(0, len(segment) - len(template)))
-
-
 def powers(x: np.ndarray, start: int, count: int) -> np.ndarray:
     w = int(WINDOW_S * RATE)
     seg = x[start : start + count * w]
@@ -274,14 +267,12 @@ def figures(rec: CallRecording, near: np.ndarray) -> dict[str, Any]:
     p_up = powers(rec.uplink, 0, count)
     p_far = powers(rec.speaker, max(0, up_at - echo_lag), count)
     t = np.arange(count) * WINDOW_S + (up_at - live) / RATE  # seconds after live
-    # Where the person's two sentences really are in the mic recording (the timers that play
-    # them start a little late): the known sentence, found by cross-correlation.
+    # Where the person's sentences really are: the timers that play them start a little late,
+    # both by the same amount; the first starts in a quiet room, so its onset is plain to see.
     n = len(near)
-    starts = [
-        find(near, rec.mic, live + int((at - 0.5) * RATE), live + int((at + 2.0) * RATE) + n)
-        for at in NEAR_AT
-    ]
-    near_spans = [((m - live) / RATE, (m - live + n) / RATE) for m in starts]
+    quiet_room = np.where((t >= NEAR_AT[0] - 0.5) & (db(p_mic) > -40))[0]
+    late = float(t[quiet_room[0]] - NEAR_AT[0]) if quiet_room.size else 0.0
+    near_spans = [(at + late, at + late + n / RATE) for at in NEAR_AT]
 
     def in_near(x: float, margin: float) -> bool:
         return any(a - margin <= x <= b + margin for a, b in near_spans)
@@ -307,16 +298,13 @@ def figures(rec: CallRecording, near: np.ndarray) -> dict[str, Any]:
          for i in range(count)]
     )  # fmt: skip
     near_loss = float(np.median(db(p_mic[single] / p_up[single]))) if single.any() else None
-    # Double talk: the same sentence alone and over the agent, at the same places in the uplink;
-    # the uplink's copy over the agent projected onto its copy alone (residual echo, which does
-    # not correlate with the person, does not count as the person).
+    # Double talk: the same sentence alone and over the agent, window for window; the uplink's
+    # energy over it against its energy alone (what is left of the echo adds a little).
     dt_level = None
-    alone_at, over_at = (m - up_at for m in starts)
-    if alone_at >= 0 and over_at + n <= len(rec.uplink):
-        alone = rec.uplink[alone_at : alone_at + n]
-        over = rec.uplink[over_at : over_at + n]
-        gain = float(np.dot(over, alone) / (np.dot(alone, alone) + 1e-12))
-        dt_level = round(float(20 * np.log10(max(abs(gain), 1e-6))), 2)
+    spoken = np.array([st_a + 0.2 <= x <= st_b - 0.2 for x in t])
+    over = np.roll(spoken, round((near_spans[1][0] - st_a) / WINDOW_S))
+    if spoken.any() and over.any() and not (spoken & over).any():
+        dt_level = round(float(db(p_up[over].sum() / p_up[spoken].sum())), 2)
     return {
         "echo_path_ms": round(echo_lag / RATE * 1000, 1),
         "erle_median_db": round(float(np.median(erle_far)), 1) if erle_far.size else None,
