@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from sesame_pi.states import State
@@ -52,7 +53,17 @@ def click(driver: webdriver.Chrome, element_id: str) -> None:
     """Click a submit button and wait until the answer has replaced the page."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, element_id).click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 10).until(lambda _driver: replaced(page))
+
+
+def replaced(element: WebElement) -> bool:
+    """The page this element belonged to is gone. Mid-navigation chromedriver may answer with
+    a generic error ("Node ... does not belong to the document") rather than a stale one."""
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
 
 
 def shoot(driver: webdriver.Chrome, name: str, folder: Path) -> None:
@@ -84,7 +95,7 @@ def post_form(driver: webdriver.Chrome, action: str, fields: dict[str, str]) -> 
         action,
         fields,
     )
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 10).until(lambda _driver: replaced(page))
 
 
 def test_pair_by_press_hand_over_the_record_and_see_the_time_left(
