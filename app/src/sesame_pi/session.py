@@ -388,7 +388,10 @@ class Session:
             "token_needed",
             logging.ERROR,
             detail=occurrence.reason,
-            action=f"put a fresh token in {self.cfg.token_file}",
+            action=(
+                "sign in again: `sesame-pi login`, the setup page, or a fresh token in "
+                f"{self.cfg.token_file}"
+            ),
         )
         occurrence.logged["detail"] = occurrence.reason
 
