@@ -24,7 +24,7 @@ from typing import Any
 
 SAMPLE_BYTES = 2
 STREAMING_GAP_S = 0.25  # writes closer than this are one stream: the device should not run dry
-STALL_S = 0.1  # a device that takes nothing for longer than this (10 periods) has stalled
+STALL_S = 0.1  # a device that takes nothing for longer than this (5-10 periods) has stalled
 SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: not underflows
 MIN_SLEEP_S = 0.002  # the writer's shortest nap
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
