@@ -209,6 +209,11 @@ def test_a_whole_call_inside_the_container(
     assert server.record.disconnects and ended["reason"] == "user_request"
     assert server.record.audio_frames_in > 50
     heard, rate = read_wav(speaker_wav)
+    sent_s = server.record.audio_bytes_out / (24000 * 2)
+    print(
+        f"\ncontainer: agent sent {sent_s:.1f} s, speaker played {loud_seconds(heard, rate):.1f} s"
+    )
+    print(f"container: call audio {json.dumps(ended.get('audio', {}))}")
     # qemu-user plays the arm64 app far from real time: some agent audio must come out.
     assert loud_seconds(heard, rate) > 0.3, "the agent's audio came out of the speaker"
     log_lines = (logs / "events.jsonl").read_text().splitlines()
