@@ -82,10 +82,25 @@ def test_far_end_store_is_bounded_and_thread_safe() -> None:
         t.start()
     for t in threads:
         t.join()
-    kept = store.take()
-    assert sum(len(c[2]) for c in kept) / 2 / 24000 <= 0.5
-    assert store.dropped == 400 - len(kept)
+    kept = sum(len(c[2]) for c in store.take())
+    assert kept / 2 / 24000 <= 0.5
+    assert store.dropped == 400 - kept // len(chunk)
     assert store.take() == []
+
+
+def test_far_end_store_joins_pieces_that_follow_each_other() -> None:
+    store = FarEndStore()
+    piece = bytes(480)  # 10 ms at 24 kHz
+    for i in range(3):
+        store.put(piece, 24000, 1.0 + i * 0.010 + 0.001)  # stamps jitter by a millisecond
+    store.put(piece, 24000, 1.100)  # an underflow: 70 ms the device played nothing of ours
+    store.put(bytes(320), 16000, 1.110)  # the speaker reopened at another rate
+    runs = store.take()
+    assert [(round(t, 3), rate, len(pcm)) for t, rate, pcm in runs] == [
+        (1.001, 24000, 1440),
+        (1.1, 24000, 480),
+        (1.11, 16000, 320),
+    ]
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])

@@ -33,6 +33,8 @@ Floats = npt.NDArray[np.float32]
 class FarEndStore:
     """A bounded, lock-protected queue of (dac_time, rate, pcm) from the playback thread."""
 
+    CONTIGUOUS_S = 0.004  # stamps this close to where the previous piece ended: one run
+
     def __init__(self, max_seconds: float = 2.0) -> None:
         self._lock = threading.Lock()
         self._chunks: collections.deque[tuple[float, int, bytes]] = collections.deque()
@@ -50,11 +52,27 @@ class FarEndStore:
                 self.dropped += 1
 
     def take(self) -> list[tuple[float, int, bytes]]:
+        """Everything stored, with pieces that followed each other without a gap joined: the
+        loop then resamples and places one run, not every callback's piece."""
         with self._lock:
             chunks = list(self._chunks)
             self._chunks.clear()
             self._seconds = 0.0
-        return chunks
+        runs: list[tuple[float, int, bytes]] = []
+        pieces: list[bytes] = []
+        for dac_time, rate, pcm in chunks:
+            if runs and pieces:
+                start, run_rate, _ = runs[-1]
+                ends = start + sum(map(len, pieces)) / 2 / run_rate
+                if rate == run_rate and abs(dac_time - ends) <= self.CONTIGUOUS_S:
+                    pieces.append(pcm)
+                    continue
+                runs[-1] = (start, run_rate, b"".join(pieces))
+            runs.append((dac_time, rate, b""))
+            pieces = [pcm]
+        if runs:
+            runs[-1] = (runs[-1][0], runs[-1][1], b"".join(pieces))
+        return runs
 
     def clear(self) -> None:
         self.take()
@@ -111,10 +129,18 @@ class Timeline:
             pos, data, n = pos + n - self._size, data[-self._size :], self._size
         if self.end is not None and pos > self.end:  # a gap: nothing was played there
             gap = min(pos - self.end, self._size)
-            self._ring[np.arange(pos - gap, pos) % self._size] = 0.0
-        self._ring[np.arange(pos, pos + n) % self._size] = data
+            self._put(pos - gap, np.zeros(gap, np.float32))
+        self._put(pos, data)
         if self.end is None or pos + n > self.end:
             self.end = pos + n
+
+    def _put(self, pos: int, data: Floats) -> None:
+        """Store at most `size` samples from pos: one slice copy, two where the ring wraps."""
+        a = pos % self._size
+        first = min(len(data), self._size - a)
+        self._ring[a : a + first] = data[:first]
+        if first < len(data):
+            self._ring[: len(data) - first] = data[first:]
 
     def read(self, pos: int, n: int) -> tuple[Floats, int]:
         """n samples from pos; silence where nothing is stored. Also: how many were missing past
@@ -165,7 +191,7 @@ class DelayEstimator:
         self._lead = int(self.RATE * self.MIN_LEAD_MS / 1000)
         self._win = int(self.RATE * self.WINDOW_S)
         self._hist = self._win + self._max + self._lead
-        self._period = int(self.RATE * self.PERIOD_S)
+        self._period_in = int(capture_rate * self.PERIOD_S)  # capture samples per estimate
         n = 1
         while n < self._hist + self._win:
             n *= 2
@@ -180,27 +206,36 @@ class DelayEstimator:
         self._mic = np.zeros(self._hist, np.float32)
         self._ref = np.zeros(self._hist, np.float32)
         self._fill = 0
+        self._pending_mic: list[Floats] = []
+        self._pending_ref: list[Floats] = []
+        self._pending = 0
         self._cross = np.zeros(self._nfft // 2 + 1, np.complex128)
-        self._since = 0
         self._last: float | None = None
         self.delay_ms: float | None = None
         self.confidence = 0.0
         self.updates = 0
 
     def feed(self, mic: Floats, ref: Floats) -> bool:
-        """Add a capture block and the stamp-aligned reference; True when the delay changed."""
-        m = self._mic_dec.process(mic)
-        r = self._ref_dec.process(ref)
-        k = len(m)
-        if k == 0:
+        """Add a capture block and the stamp-aligned reference; True when the delay changed.
+
+        Blocks wait at the capture rate and are decimated together once per period: one filter
+        pass per half second rather than two per capture frame."""
+        self._pending_mic.append(mic)
+        self._pending_ref.append(ref)
+        self._pending += len(mic)
+        if self._pending < self._period_in:
             return False
-        self._mic = np.concatenate((self._mic[k:], m))
-        self._ref = np.concatenate((self._ref[k:], r))
+        m = self._mic_dec.process(np.concatenate(self._pending_mic))
+        r = self._ref_dec.process(np.concatenate(self._pending_ref))
+        self._pending_mic.clear()
+        self._pending_ref.clear()
+        self._pending = 0
+        k = min(len(m), self._hist)
+        self._mic = np.concatenate((self._mic[k:], m[len(m) - k :]))
+        self._ref = np.concatenate((self._ref[k:], r[len(r) - k :]))
         self._fill += k
-        self._since += k
-        if self._since < self._period or self._fill < self._win + self._lead:
+        if self._fill < self._win + self._lead:
             return False
-        self._since = 0
         est = self.estimate()
         if est is None:
             return False

@@ -11,8 +11,6 @@ release) so the uplink never clicks. It is the choice for boxes where no cancell
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 
@@ -25,12 +23,15 @@ ATTACK_MS = 10.0
 RELEASE_MS = 60.0
 
 
-def level_dbfs(block: Floats) -> float:
-    """RMS level of float samples on the int16 scale, in dB below full scale."""
-    if len(block) == 0:
-        return -120.0
-    power = float(np.mean(np.square(block, dtype=np.float64)))
-    return 10 * math.log10(power / 32768.0**2 + 1e-12)
+def block_levels_dbfs(samples: Floats, block: int) -> list[float]:
+    """RMS level of each `block` samples (float, on the int16 scale), in dB below full scale:
+    one vectorised pass for a whole capture frame."""
+    blocks = samples[: len(samples) - len(samples) % block].reshape(-1, block)
+    if blocks.size == 0:
+        return []
+    power = np.einsum("ij,ij->i", blocks, blocks) / block
+    levels: list[float] = (10 * np.log10(power / 32768.0**2 + 1e-12)).tolist()
+    return levels
 
 
 class Ducker:

@@ -1,6 +1,7 @@
-"""The small interface every echo canceller engine has: 10 ms of microphone and reference in,
-10 ms of clean microphone out. Engines know nothing about time stamps, rates or delays; the stage
-(stage.py) hands them blocks that are already aligned and at the capture rate."""
+"""The small interface every echo canceller engine has: microphone and reference in 10 ms blocks
+(one block or a few at a time), as much clean microphone out. Engines know nothing about time
+stamps, rates or delays; the stage (stage.py) hands them blocks that are already aligned and at
+the capture rate."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class Canceller(Protocol):
     tracks_delay_ms: float
 
     def process(self, mic: Samples, ref: Samples) -> Samples:
-        """One block (rate/100 samples) of capture with the reference that was playing then."""
+        """A whole number of blocks (rate/100 samples each) of capture with the reference that
+        was playing then."""
 
     def reset(self) -> None:
         """Forget the echo path (a new call)."""

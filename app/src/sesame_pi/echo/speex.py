@@ -79,7 +79,6 @@ class SpeexCanceller:
         self._suppress = (echo_suppress_db, echo_suppress_active_db)
         self._echo: int | None = None
         self._pre: int | None = None
-        self._out = np.zeros(self.block, np.int16)
         self._open()
 
     def _ctl(self, fn: ctypes._NamedFuncPointer, state: int, request: int, value: int) -> None:
@@ -107,14 +106,19 @@ class SpeexCanceller:
             raise RuntimeError("the speex echo canceller is closed")
         mic = np.ascontiguousarray(mic, np.int16)
         ref = np.ascontiguousarray(ref, np.int16)
-        out = np.empty(self.block, np.int16)
-        self._lib.speex_echo_cancellation(
-            self._echo,
-            mic.ctypes.data_as(_I16P),
-            ref.ctypes.data_as(_I16P),
-            out.ctypes.data_as(_I16P),
-        )
-        self._lib.speex_preprocess_run(self._pre, out.ctypes.data_as(_I16P))
+        if len(mic) % self.block or len(ref) != len(mic):
+            raise ValueError(f"speex takes whole {self.block}-sample blocks of mic and reference")
+        out = np.empty(len(mic), np.int16)
+        step = self.block * 2  # bytes
+        mic_p, ref_p, out_p = (a.ctypes.data for a in (mic, ref, out))
+        for offset in range(0, len(mic) * 2, step):
+            self._lib.speex_echo_cancellation(
+                self._echo,
+                ctypes.cast(mic_p + offset, _I16P),
+                ctypes.cast(ref_p + offset, _I16P),
+                ctypes.cast(out_p + offset, _I16P),
+            )
+            self._lib.speex_preprocess_run(self._pre, ctypes.cast(out_p + offset, _I16P))
         return out
 
     def reset(self) -> None:
