@@ -14,10 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -26,65 +23,19 @@ from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config, ConfigError, load
 from sesame_pi.link import IDLE_CLOSE_MIN_S, Link, LinkDown
 from sesame_pi.logs import setup_logging
-from sesame_pi.session import CALL_LIMIT_REASON, Session
-from sesame_pi.standin import Standin, StandinOptions
+from sesame_pi.session import CALL_LIMIT_REASON
+from sesame_pi.standin import StandinOptions
 from sesame_pi.states import Earcon, State
 from support.credentials import make_token, write_token
-from support.session_doubles import FeedbackLog, PacedMicrophone
+from support.session_rig import session_rig
 
 IDLE_CLOSE_S = 1.5
 IDLE_WATCH_S = 7.5  # five idle closes
 
 
-@dataclass
-class Rig:
-    session: Session
-    standin: Standin
-    feedback: FeedbackLog
-    log_file: Path
-
-    async def wait_state(self, state: State, timeout: float = 10) -> float:
-        """Wait for `state`; when it was reached (monotonic)."""
-        async with asyncio.timeout(timeout):
-            while self.session.state is not state:  # noqa: ASYNC110 - polls the product's state
-                await asyncio.sleep(0.005)
-        return time.monotonic()
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
-        return [line for line in lines if name is None or line.get("event") == name]
-
-
-@contextlib.asynccontextmanager
-async def rig(tmp_path: Path, options: StandinOptions, **changes: Any) -> AsyncIterator[Rig]:
-    standin = Standin(options)
-    port = await standin.start()
-    cfg = Config(
-        server=f"ws://127.0.0.1:{port}/agent-service-0/v1/connect",
-        token_file=write_token(tmp_path / "token", make_token()),
-        log_file=tmp_path / "events.jsonl",
-        button="none",
-        **changes,
-    )
-    setup_logging(cfg)
-    tokens = TokenProvider(cfg)
-    tokens.load()
-    feedback = FeedbackLog()
-    session = Session(cfg, link=Link(cfg, tokens), audio=PacedMicrophone(), feedback=feedback)
-    runner = asyncio.create_task(session.run())
-    try:
-        built = Rig(session, standin, feedback, tmp_path / "events.jsonl")
-        await built.wait_state(State.IDLE)
-        yield built
-    finally:
-        await session.stop()
-        await asyncio.wait_for(runner, 10)
-        await standin.stop()
-
-
 async def test_idle_closes_are_routine_and_a_press_after_one_is_live_fast(tmp_path: Path) -> None:
     options = StandinOptions(greeting_ms=0, idle_close_s=IDLE_CLOSE_S)
-    async with rig(tmp_path, options) as r:
+    async with session_rig(tmp_path, options) as r:
         await asyncio.sleep(IDLE_WATCH_S)
         record = r.standin.record
         closes = record.idle_closes
@@ -109,7 +60,7 @@ async def test_idle_closes_are_routine_and_a_press_after_one_is_live_fast(tmp_pa
 
 
 async def test_a_duration_limit_end_is_told_apart_and_a_press_calls_again(tmp_path: Path) -> None:
-    async with rig(tmp_path, StandinOptions(greeting_ms=0, call_limit_s=1.0)) as r:
+    async with session_rig(tmp_path, StandinOptions(greeting_ms=0, call_limit_s=1.0)) as r:
         r.session.button_pressed()
         await r.wait_state(State.LIVE)
         await r.wait_state(State.CALL_LIMIT, timeout=5)
@@ -134,7 +85,7 @@ async def test_a_duration_limit_end_is_told_apart_and_a_press_calls_again(tmp_pa
 
 async def test_redial_on_limit_places_a_new_call_by_itself(tmp_path: Path) -> None:
     options = StandinOptions(greeting_ms=0, call_limit_s=2.5)
-    async with rig(tmp_path, options, redial_on_limit=True) as r:
+    async with session_rig(tmp_path, options, redial_on_limit=True) as r:
         r.session.button_pressed()
         await r.wait_state(State.LIVE)
         async with asyncio.timeout(8):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,51 +25,7 @@ from sesame_pi.session import Session
 from sesame_pi.standin import Standin, StandinOptions, server_tls
 from sesame_pi.states import Earcon, State
 from support.credentials import make_pki, make_token, write_token
-
-FRAME = b"\x10\x00" * 320
-
-
-@dataclass
-class PacedMicrophone:
-    """An AudioPort double: 20 ms frames at real-time pace while a call runs."""
-
-    started: list[int] = field(default_factory=list)
-    stopped: int = 0
-    played: int = 0
-    running: bool = False
-
-    def start_call(self, playback_rate: int) -> None:
-        self.started.append(playback_rate)
-        self.running = True
-
-    def stop_call(self) -> None:
-        self.stopped += 1
-        self.running = False
-
-    async def next_frame(self) -> bytes:
-        await asyncio.sleep(0.02)
-        return FRAME
-
-    def play(self, pcm: bytes) -> None:
-        self.played += len(pcm)
-
-    def probe(self) -> None:
-        return None
-
-    def stats(self) -> dict[str, int | float]:
-        return {"bytes_played": self.played}
-
-
-@dataclass
-class FeedbackLog:
-    states: list[State] = field(default_factory=list)
-    earcons: list[Earcon] = field(default_factory=list)
-
-    def show(self, state: State) -> None:
-        self.states.append(state)
-
-    def earcon(self, which: Earcon) -> None:
-        self.earcons.append(which)
+from support.session_doubles import FeedbackLog, PacedMicrophone
 
 
 @dataclass
