@@ -1,4 +1,4 @@
-"""`sesame-pi run / check / devices / status / token / login / standin`.
+"""`sesame-pi run / check / devices / status / token / login / settings / standin`.
 
 Exit codes: 0 fine, 1 unexpected failure, 2 bad configuration or usage, 3 token problem,
 4 hardware unavailable (no GPIO chip), 5 `check` found a problem, 6 `status` says unhealthy.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--from", dest="from_file", type=Path, help="read it from FILE, not stdin")
     login.add_argument("--api-key", dest="api_key", help="Firebase API key (for a bare token)")
 
+    settings = commands.add_parser(
+        "settings", help="list every setting: section, type, default, allowed values, help"
+    )
+    settings.add_argument("--json", action="store_true", help="as JSON, for machines")
+
     standin = commands.add_parser("standin", help="run a local Sesame-compatible server")
     standin.add_argument("--host", default="127.0.0.1")
     standin.add_argument("--port", type=int, default=8765)
@@ -134,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"sesame-pi: {message}", file=sys.stderr)
+    for line in message.splitlines() or [""]:  # a ConfigError: one problem per line
+        print(f"sesame-pi: {line}", file=sys.stderr)
     return code
 
 
@@ -147,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "token": cmd_token,
         "login": cmd_login,
+        "settings": cmd_settings,
         "standin": cmd_standin,
     }
     try:
@@ -234,6 +242,22 @@ def cmd_devices(_args: argparse.Namespace) -> int:
         print(format_devices(list_devices()))
     except AudioDeviceError as exc:
         return _fail(str(exc), EXIT_HARDWARE)
+    return 0
+
+
+# ---------------------------------------------------------------- settings
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """The schema every setting is checked against, for people (or, with --json, for the setup
+    page and scripts): generated, so it cannot disagree with what `run` accepts."""
+    from .config import schema
+    from .settings_schema import as_json, text
+
+    if args.json:
+        print(json.dumps(as_json(schema()), indent=2))
+    else:
+        print(text(schema()), end="")
     return 0
 
 

@@ -1,21 +1,29 @@
 """One typed configuration from a TOML file, SESAME_PI_* environment variables and flags.
 
 Precedence: flags > environment > file > defaults. Every value is validated here, once, so the rest
-of the program can trust it; a bad value becomes a ConfigError with a sentence a person can act on.
+of the program can trust it. Each field declares its section, help and allowed values in a Spec
+(settings_schema), and validation reads them: every bad value becomes a sentence a person can act
+on, and all of them come in one ConfigError, so a config needs one round of fixing, not one per key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import ipaddress
 import os
+import stat
+import tempfile
 import tomllib
 import urllib.parse
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .settings_schema import SPEC, Setting, Spec, by_section
 
 DEFAULT_CONFIG_FILE = Path("/etc/sesame-pi/config.toml")
 DEFAULT_SERVER = "wss://sesameai.app/agent-service-0/v1/connect"
@@ -31,12 +39,85 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SETUP_MODES = ("auto", "always", "off")
 ECHO_ENGINES = ("auto", "webrtc", "speex", "off")
 OUTPUT_MODES = ("writer", "callback")
+CAPTURE_RATES = (8000, 16000, 24000, 48000)
 # BCM numbers of the Raspberry Pi 40-pin header's GPIO lines.
 GPIO_PINS = range(0, 28)
+_PIN_LOW, _PIN_HIGH = GPIO_PINS.start, GPIO_PINS.stop - 1
+_NOT_A_PIN = "{name} {value} is not a GPIO pin (0-27)"
 
 
 class ConfigError(ValueError):
-    """A configuration value a person has to fix; the message says which and how."""
+    """Configuration values a person has to fix: one sentence each, saying which and how.
+
+    `problems` holds the sentences; the message is them, one per line (one problem: just it).
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+# ---------------------------------------------------------------- rules a range cannot say
+
+
+def _server_url(cfg: Config) -> str | None:
+    url = urllib.parse.urlsplit(cfg.server)
+    if url.scheme in ("wss", "ws") and url.hostname:
+        return None
+    return f"server {cfg.server!r} is not a ws:// or wss:// URL"
+
+
+def _iana_zone(cfg: Config) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(cfg.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return f"timezone {cfg.timezone!r} is not an IANA zone such as Europe/Berlin"
+    return None
+
+
+def _ca_file_exists(cfg: Config) -> str | None:
+    if cfg.ca_file is None or cfg.ca_file.is_file():
+        return None
+    return f"ca_file {cfg.ca_file} does not exist or is not a file"
+
+
+def _backoff_order(cfg: Config) -> str | None:
+    if cfg.backoff_initial_s <= cfg.backoff_max_s:
+        return None
+    return (
+        f"backoff_initial_s {cfg.backoff_initial_s} must not exceed "
+        f"backoff_max_s {cfg.backoff_max_s}"
+    )
+
+
+def _jitter_room(cfg: Config) -> str | None:
+    if cfg.jitter_max_ms >= cfg.prebuffer_ms + cfg.frame_ms:
+        return None
+    return (
+        f"jitter_max_ms {cfg.jitter_max_ms} must be at least prebuffer_ms + frame_ms "
+        f"({cfg.prebuffer_ms + cfg.frame_ms})"
+    )
+
+
+def _led_not_button(cfg: Config) -> str | None:
+    if cfg.led_pin is None or cfg.led_pin != cfg.button_pin:
+        return None
+    return "led_pin and button_pin must be different pins"
+
+
+def _ip_address(cfg: Config) -> str | None:
+    try:
+        ipaddress.ip_address(cfg.setup_bind)
+    except ValueError:
+        return f"setup_bind {cfg.setup_bind!r} is not an IP address (0.0.0.0 for every interface)"
+    return None
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------- the settings
 
 
 @dataclass(frozen=True)
@@ -44,69 +125,465 @@ class Config:
     """Everything the appliance can be told. Field names are the TOML keys and env suffixes."""
 
     # The service
-    server: str = DEFAULT_SERVER
-    character: str = "Maya"
-    client_name: str = "Consumer-Web-App"
-    origin: str = "https://app.sesame.com"
-    user_agent: str = DEFAULT_USER_AGENT
-    timezone: str = "UTC"
-    language: str = "en-US"
-    ca_file: Path | None = None
-    reconnect_flag: bool = False
+    server: str = field(
+        default=DEFAULT_SERVER,
+        metadata={
+            SPEC: Spec(
+                "service",
+                "the agent's WebSocket; `ws://` is accepted for local servers",
+                allowed="a `ws://` or `wss://` URL",
+                check=_server_url,
+            )
+        },
+    )
+    character: str = field(
+        default="Maya", metadata={SPEC: Spec("service", "the agent's voice", choices=CHARACTERS)}
+    )
+    client_name: str = field(
+        default="Consumer-Web-App",
+        metadata={SPEC: Spec("service", "sent as `client_name` (older clients: `RP-Web`)")},
+    )
+    origin: str = field(
+        default="https://app.sesame.com", metadata={SPEC: Spec("service", "the `Origin` header")}
+    )
+    user_agent: str = field(
+        default=DEFAULT_USER_AGENT,
+        metadata={
+            SPEC: Spec(
+                "service",
+                "the `User-Agent` header and `client_metadata.user_agent`",
+                shown_default="a desktop Chrome string",
+            )
+        },
+    )
+    timezone: str = field(
+        default="UTC",
+        metadata={
+            SPEC: Spec(
+                "service",
+                "IANA zone sent in `usercontext` and `client_location_state`",
+                allowed="an IANA zone such as `Europe/Berlin`",
+                check=_iana_zone,
+            )
+        },
+    )
+    language: str = field(
+        default="en-US", metadata={SPEC: Spec("service", "`client_metadata.language`")}
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata={
+            SPEC: Spec(
+                "service",
+                "extra CA certificates (PEM) to trust; verification is never switched off",
+                allowed="an existing file",
+                check=_ca_file_exists,
+            )
+        },
+    )
+    reconnect_flag: bool = field(
+        default=False,
+        metadata={
+            SPEC: Spec(
+                "service",
+                "the `reconnect` flag on a resumed call's `call_connect` (its meaning is "
+                "undocumented)",
+            )
+        },
+    )
     # Auth
-    token_file: Path = Path("/etc/sesame-pi/token")
-    refresh_token_file: Path | None = None  # None: `refresh_token` beside token_file
-    firebase_api_key: str = ""  # empty: the `firebase_api_key` file `sesame-pi login` stores
-    token_endpoint: str = "https://securetoken.googleapis.com/v1/token"
-    refresh_before_s: float = 300.0
-    expiry_warn_s: float = 600.0
+    token_file: Path = field(
+        default=Path("/etc/sesame-pi/token"),
+        metadata={SPEC: Spec("auth", "the Firebase ID token (JWT), mode 0600")},
+    )
+    refresh_token_file: Path | None = field(
+        default=None,
+        metadata={
+            SPEC: Spec(
+                "auth",
+                "the Firebase refresh token; with an API key, refresh is on",
+                shown_default="`refresh_token` beside `token_file`",
+            )
+        },
+    )
+    firebase_api_key: str = field(
+        default="",
+        metadata={
+            SPEC: Spec(
+                "auth",
+                "the web app's public Firebase API key (`sesame-pi login` stores it; never in this"
+                " repo)",
+                shown_default="empty: the `firebase_api_key` file beside `token_file`",
+            )
+        },
+    )
+    token_endpoint: str = field(
+        default="https://securetoken.googleapis.com/v1/token",
+        metadata={SPEC: Spec("auth", "where refreshes go (Firebase's secure-token endpoint)")},
+    )
+    refresh_before_s: float = field(
+        default=300.0, metadata={SPEC: Spec("auth", "refresh this long before `exp`", low=0)}
+    )
+    expiry_warn_s: float = field(
+        default=600.0,
+        metadata={SPEC: Spec("auth", "log `token_expiring` this long before `exp`", low=0)},
+    )
     # Link timing
-    ping_interval_s: float = 0.5
-    idle_ping_interval_s: float = 5.0
-    ping_misses_allowed: int = 6
-    handshake_timeout_s: float = 10.0
-    disconnect_timeout_s: float = 3.0
-    backoff_initial_s: float = 0.25
-    backoff_max_s: float = 30.0
-    healthy_after_s: float = 30.0
-    auth_retry_per_minute: int = 3
-    call_resume_window_s: float = 120.0
-    redial_on_limit: bool = False  # place a new call when the service ends one at its limit
-    max_frame_bytes: int = 1_048_576
+    ping_interval_s: float = field(
+        default=0.5,
+        metadata={
+            SPEC: Spec("link", "JSON ping period during a call (as the web app)", low=0.05, high=60)
+        },
+    )
+    idle_ping_interval_s: float = field(
+        default=5.0,
+        metadata={SPEC: Spec("link", "WebSocket keepalive period while idle", low=0.5, high=300)},
+    )
+    ping_misses_allowed: int = field(
+        default=6,
+        metadata={
+            SPEC: Spec("link", "unanswered pings before the link counts as dead", low=1, high=100)
+        },
+    )
+    handshake_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            SPEC: Spec(
+                "link",
+                "connect, `initialize` and `call_connect_response` timeout",
+                low=0,
+                low_open=True,
+            )
+        },
+    )
+    disconnect_timeout_s: float = field(
+        default=3.0,
+        metadata={
+            SPEC: Spec(
+                "link", "how long to wait for `call_disconnect_response`", low=0, low_open=True
+            )
+        },
+    )
+    backoff_initial_s: float = field(
+        default=0.25,
+        metadata={
+            SPEC: Spec(
+                "link",
+                "the first reconnect delay (exponential, jittered; capped at 1.5 s while a call "
+                "waits to resume)",
+                low=0,
+                low_open=True,
+                allowed="at most `backoff_max_s`",
+                check=_backoff_order,
+                reads=("backoff_max_s",),
+            )
+        },
+    )
+    backoff_max_s: float = field(
+        default=30.0,
+        metadata={
+            SPEC: Spec("link", "the longest reconnect delay", low=0, low_open=True, high=3600)
+        },
+    )
+    healthy_after_s: float = field(
+        default=30.0,
+        metadata={
+            SPEC: Spec("link", "a connection that lived this long resets the backoff", low=0)
+        },
+    )
+    auth_retry_per_minute: int = field(
+        default=3,
+        metadata={
+            SPEC: Spec(
+                "link",
+                "attempts per minute after an auth refusal, and only with a new token",
+                low=1,
+                high=10,
+            )
+        },
+    )
+    call_resume_window_s: float = field(
+        default=120.0,
+        metadata={SPEC: Spec("link", "how long a dropped call keeps trying to resume", low=0)},
+    )
+    redial_on_limit: bool = field(
+        default=False,
+        metadata={
+            SPEC: Spec(
+                "link",
+                "when the service ends a call at its length limit, place a new call by itself",
+            )
+        },
+    )
+    max_frame_bytes: int = field(
+        default=1_048_576,
+        metadata={SPEC: Spec("link", "larger server frames are refused", low=4096)},
+    )
     # Audio
-    input_device: str = "default"
-    output_device: str = "default"
-    capture_rate: int = 16000
-    frame_ms: int = 20
-    capture_period_ms: int = 10  # microphone callback period; periods are joined into frames
-    output_period_ms: int = 20  # speaker period; 10 xruns via the pulse plugin in callback mode
-    prebuffer_ms: int = 60
-    output_mode: str = "callback"  # or "writer": blocking writes that keep the device lean
-    device_target_ms: int = 20  # the writer tops the device up to this much audio
-    jitter_max_ms: int = 2000
-    mute_mic_while_playing: bool = False  # half duplex: duck the mic while the agent speaks
-    echo_cancel: str = "auto"
-    echo_max_delay_ms: int = 500
-    device_grace_s: float = 10.0  # a device gone this long mid-call ends it; 0: at once
+    input_device: str = field(
+        default="default",
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "microphone: `default`, part of a device name, or an index (`sesame-pi devices`)",
+            )
+        },
+    )
+    output_device: str = field(
+        default="default",
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "speaker: `default`, part of a device name, or an index (`sesame-pi devices`)",
+            )
+        },
+    )
+    capture_rate: int = field(
+        default=16000,
+        metadata={
+            SPEC: Spec("audio", "microphone rate declared in `call_connect`", choices=CAPTURE_RATES)
+        },
+    )
+    frame_ms: int = field(
+        default=20,
+        metadata={
+            SPEC: Spec(
+                "audio", "uplink frame length: one `audio` message per frame", low=5, high=64
+            )
+        },
+    )
+    capture_period_ms: int = field(
+        default=10,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "microphone callback period; PortAudio buffers two periods, and periods are joined"
+                " into frames",
+                low=5,
+                high=64,
+            )
+        },
+    )
+    output_period_ms: int = field(
+        default=20,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "speaker period (two are buffered in callback mode); 10 cuts about 20 ms of delay "
+                "but made PortAudio fall into underflow storms through the ALSA pulse plugin",
+                low=5,
+                high=64,
+            )
+        },
+    )
+    prebuffer_ms: int = field(
+        default=60,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
+                " standing excess the network never used is trimmed from quiet audio",
+                low=0,
+                high=1000,
+            )
+        },
+    )
+    output_mode: str = field(
+        default="callback",
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "`callback`: PortAudio calls for audio and keeps the device's whole buffer full;"
+                " `writer` (experimental): one thread with blocking writes tops the device up to"
+                " `device_target_ms` and no further, with a playout target learnt from the link's"
+                ' lateness (see "Latency")',
+                choices=OUTPUT_MODES,
+            )
+        },
+    )
+    device_target_ms: int = field(
+        default=20,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "writer mode: how much audio the device may hold (at least two periods)",
+                low=5,
+                high=200,
+            )
+        },
+    )
+    jitter_max_ms: int = field(
+        default=2000,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "playback buffer bound; beyond it the oldest audio is dropped and counted",
+                allowed="at least `prebuffer_ms` + `frame_ms`",
+                check=_jitter_room,
+                reads=("prebuffer_ms", "frame_ms"),
+            )
+        },
+    )
+    mute_mic_while_playing: bool = field(
+        default=False,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "half duplex: duck the microphone 30 dB while the agent is audibly speaking (its "
+                "level, with a 250 ms hangover), not while audio is merely buffered; for boxes "
+                "where the canceller cannot keep up",
+            )
+        },
+    )
+    echo_cancel: str = field(
+        default="auto",
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "echo canceller between the microphone and the uplink: `auto` (WebRTC AEC3 where "
+                "its wheel exists: x86_64, aarch64; else speexdsp), `webrtc`, `speex` or `off` "
+                '(see "Echo")',
+                choices=ECHO_ENGINES,
+            )
+        },
+    )
+    echo_max_delay_ms: int = field(
+        default=500,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "the longest speaker-to-microphone delay the canceller searches for, beyond what"
+                " PortAudio's time stamps say",
+                low=50,
+                high=1000,
+            )
+        },
+    )
+    device_grace_s: float = field(
+        default=10.0,
+        metadata={
+            SPEC: Spec(
+                "audio",
+                "a sound device that stalls or errors mid-call is reopened and the call goes on "
+                "(the uplink sends silence meanwhile); only one still gone after this long ends "
+                "the call; `0` ends it at once",
+                low=0,
+                high=300,
+            )
+        },
+    )
     # Button, LED, earcons
-    button: str = "gpio"
-    button_pin: int = 17
-    button_pull: str = "down"
-    bounce_ms: int = 50
-    hold_s: float = 2.0
-    led_pin: int | None = None
-    earcons: bool = True
-    earcon_volume: float = 0.3
+    button: str = field(
+        default="gpio",
+        metadata={
+            SPEC: Spec(
+                "button",
+                "`gpio`, `stdin` (lines `press`/`release`) or `none`",
+                choices=BUTTON_KINDS,
+            )
+        },
+    )
+    button_pin: int = field(
+        default=17,
+        metadata={
+            SPEC: Spec(
+                "button", "BCM pin of the button", message=_NOT_A_PIN, low=_PIN_LOW, high=_PIN_HIGH
+            )
+        },
+    )
+    button_pull: str = field(
+        default="down",
+        metadata={
+            SPEC: Spec(
+                "button",
+                "`down` (pressed = high), `up` (ReSpeaker 2-Mic HAT, pressed = low) or `floating`",
+                choices=PULLS,
+            )
+        },
+    )
+    bounce_ms: int = field(default=50, metadata={SPEC: Spec("button", "debounce", low=0, high=500)})
+    hold_s: float = field(
+        default=2.0, metadata={SPEC: Spec("button", "hold time that ends a call", low=0.5, high=10)}
+    )
+    led_pin: int | None = field(
+        default=None,
+        metadata={
+            SPEC: Spec(
+                "button",
+                "BCM pin of a status LED",
+                allowed="not `button_pin`",
+                check=_led_not_button,
+                reads=("button_pin",),
+                message=_NOT_A_PIN,
+                low=_PIN_LOW,
+                high=_PIN_HIGH,
+            )
+        },
+    )
+    earcons: bool = field(
+        default=True,
+        metadata={SPEC: Spec("button", "short tones for call start, live, end and error")},
+    )
+    earcon_volume: float = field(
+        default=0.3,
+        metadata={SPEC: Spec("button", "the earcons' loudness (1 is full scale)", low=0, high=1)},
+    )
     # Logging and health
-    log_file: Path | None = Path("/var/log/sesame-pi/events.jsonl")
-    log_level: str = "INFO"
-    log_max_bytes: int = 5_000_000
-    log_backups: int = 3
-    heartbeat_file: Path | None = None
+    log_file: Path | None = field(
+        default=Path("/var/log/sesame-pi/events.jsonl"),
+        metadata={SPEC: Spec("logging", "JSON event log; `none` for stdout only")},
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata={
+            SPEC: Spec("logging", "how much the log says", choices=LOG_LEVELS, normalise=_upper)
+        },
+    )
+    log_max_bytes: int = field(
+        default=5_000_000,
+        metadata={SPEC: Spec("logging", "the event log's size that starts a new file", low=10_000)},
+    )
+    log_backups: int = field(
+        default=3, metadata={SPEC: Spec("logging", "rotated event logs kept", low=1)}
+    )
+    heartbeat_file: Path | None = field(
+        default=None, metadata={SPEC: Spec("logging", "status file read by `sesame-pi status`")}
+    )
     # Setup page (the LAN page for pairing a browser and handing over a token)
-    setup_page: str = "auto"  # auto: while no working token, and 15 min after a 5 s hold
-    setup_port: int = 8080
-    setup_bind: str = "0.0.0.0"
+    setup_page: str = field(
+        default="auto",
+        metadata={
+            SPEC: Spec(
+                "setup",
+                "the LAN setup page: `auto` (while no working token, and 15 min after a 5 s hold),"
+                " `always` or `off` (then a missing token exits 3)",
+                choices=SETUP_MODES,
+            )
+        },
+    )
+    setup_port: int = field(
+        default=8080,
+        metadata={
+            SPEC: Spec(
+                "setup",
+                "the setup page's TCP port (`0` picks a free one)",
+                low=0,
+                high=65535,
+                message="{name} {value} is not a TCP port (0 picks a free one)",
+            )
+        },
+    )
+    setup_bind: str = field(
+        default="0.0.0.0",
+        metadata={
+            SPEC: Spec(
+                "setup",
+                "the address the setup page listens on (`0.0.0.0`: every interface)",
+                allowed="an IP address",
+                check=_ip_address,
+            )
+        },
+    )
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def replace(self, **changes: Any) -> Config:
@@ -114,162 +591,102 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
-_PATH_FIELDS = {"ca_file", "token_file", "refresh_token_file", "log_file", "heartbeat_file"}
-_OPTIONAL = {"ca_file", "refresh_token_file", "log_file", "heartbeat_file", "led_pin"}
+@functools.cache
+def schema() -> tuple[Setting, ...]:
+    """Every setting, in declaration order (the README's, `sesame-pi settings`' and the file's)."""
+    found = (Setting.of(item) for item in fields(Config))
+    return tuple(item for item in found if item is not None)
 
 
-def _field_types() -> dict[str, str]:
-    return {f.name: str(f.type) for f in fields(Config) if f.name != "extra"}
+def _settings() -> dict[str, Setting]:
+    return {item.name: item for item in schema()}
 
 
 def _coerce(name: str, raw: Any) -> Any:
     """Turn a TOML/env/flag value into the field's type, or say plainly why not."""
-    kind = _field_types()[name]
+    item = _settings()[name]
     if raw is None:
-        if name in _OPTIONAL:
+        if item.optional:
             return None
         raise ConfigError(f"{name} needs a value")
-    if isinstance(raw, str) and name in _OPTIONAL and raw.strip().lower() in ("", "none", "off"):
+    if isinstance(raw, str) and item.optional and raw.strip().lower() in ("", "none", "off"):
         return None
     try:
-        if name in _PATH_FIELDS:
-            return Path(str(raw)).expanduser()
-        if kind.startswith("bool"):
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind.startswith("int"):
-            if isinstance(raw, bool):
-                raise ValueError
-            return int(str(raw).strip(), 0) if isinstance(raw, str) else int(raw)
-        if kind.startswith("float"):
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)
-        return str(raw)
+        return _converted(item.base, raw)
     except (TypeError, ValueError):
-        want = kind.split(" ")[0]
-        raise ConfigError(f"{name} must be a {want}, got {raw!r}") from None
+        raise ConfigError(item.type_problem(raw)) from None
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
+def _converted(base: str, raw: Any) -> Any:
+    """`raw` as a `base` value; TypeError or ValueError when it is not one."""
+    if base == "Path":
+        return Path(str(raw)).expanduser()
+    if base == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if base in ("int", "float") and isinstance(raw, bool):
+        raise ValueError
+    if base == "int":
+        return int(str(raw).strip(), 0) if isinstance(raw, str) else int(raw)
+    if base == "float":
+        return float(raw)
+    return str(raw)
+
+
+def _coerced(raw_values: Mapping[str, Any], found: list[str]) -> dict[str, Any]:
+    """The values that coerce; a sentence in `found` for each that does not."""
+    values: dict[str, Any] = {}
+    for name, raw in raw_values.items():
+        try:
+            values[name] = _coerce(name, raw)
+        except ConfigError as exc:
+            found.extend(exc.problems)
+    return values
+
+
+def _checked(raw_values: Mapping[str, Any], found: list[str]) -> Config:
+    """The Config `raw_values` make, or a ConfigError with every problem, `found` ones first."""
+    values = _coerced(raw_values, found)
+    cfg, invalid = problems(Config(**values), already_bad=set(raw_values) - set(values))
+    if found or invalid:
+        raise ConfigError(*found, *invalid)
+    return cfg
+
+
+def problems(cfg: Config, already_bad: Iterable[str] = ()) -> tuple[Config, list[str]]:
+    """`cfg` with values normalised (log_level in capitals), and a sentence per bad value.
+
+    A rule across fields runs only when the fields it reads passed their own rules (nor are in
+    `already_bad`): one wrong value is one sentence, not one plus its echoes.
+    """
+    settings = schema()
+    found = {item.name: item.problem(getattr(cfg, item.name)) for item in settings}
+    bad = {name for name, problem in found.items() if problem} | set(already_bad)
+    normalised = {
+        item.name: item.spec.normalise(getattr(cfg, item.name))
+        for item in settings
+        if item.spec.normalise is not None and item.name not in bad
+    }
+    cfg = dataclasses.replace(cfg, **normalised)
+    for item in settings:
+        check = item.spec.check
+        if check is not None and not bad.intersection((item.name, *item.spec.reads)):
+            found[item.name] = check(cfg)
+    return cfg, [problem for problem in found.values() if problem]
 
 
 def validate(cfg: Config) -> Config:
-    """Check every value against what the hardware and the service accept."""
-    url = urllib.parse.urlsplit(cfg.server)
-    _check(
-        url.scheme in ("wss", "ws") and bool(url.hostname),
-        f"server {cfg.server!r} is not a ws:// or wss:// URL",
-    )
-    _check(cfg.character in CHARACTERS, f"character {cfg.character!r} is not one of Maya, Miles")
-    try:
-        zoneinfo.ZoneInfo(cfg.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"timezone {cfg.timezone!r} is not an IANA zone such as Europe/Berlin"
-        ) from None
-    _check(cfg.button in BUTTON_KINDS, f"button {cfg.button!r} is not one of gpio, stdin, none")
-    _check(cfg.button_pin in GPIO_PINS, f"button_pin {cfg.button_pin} is not a GPIO pin (0-27)")
-    _check(
-        cfg.led_pin is None or cfg.led_pin in GPIO_PINS,
-        f"led_pin {cfg.led_pin} is not a GPIO pin (0-27)",
-    )
-    _check(cfg.led_pin != cfg.button_pin, "led_pin and button_pin must be different pins")
-    _check(
-        cfg.button_pull in PULLS,
-        f"button_pull {cfg.button_pull!r} is not one of down, up, floating",
-    )
-    _check(0 <= cfg.bounce_ms <= 500, f"bounce_ms {cfg.bounce_ms} must be between 0 and 500")
-    _check(0.5 <= cfg.hold_s <= 10, f"hold_s {cfg.hold_s} must be between 0.5 and 10 seconds")
-    _check(
-        cfg.capture_rate in (8000, 16000, 24000, 48000),
-        f"capture_rate {cfg.capture_rate} is not 8000, 16000, 24000 or 48000",
-    )
-    _check(5 <= cfg.frame_ms <= 64, f"frame_ms {cfg.frame_ms} must be between 5 and 64")
-    for name in ("capture_period_ms", "output_period_ms"):
-        value = getattr(cfg, name)
-        _check(5 <= value <= 64, f"{name} {value} must be between 5 and 64")
-    _check(
-        0 <= cfg.prebuffer_ms <= 1000, f"prebuffer_ms {cfg.prebuffer_ms} must be between 0 and 1000"
-    )
-    _check(
-        cfg.jitter_max_ms >= cfg.prebuffer_ms + cfg.frame_ms,
-        f"jitter_max_ms {cfg.jitter_max_ms} must exceed prebuffer_ms + frame_ms",
-    )
-    _check(
-        cfg.output_mode in OUTPUT_MODES,
-        f"output_mode {cfg.output_mode!r} is not one of writer, callback",
-    )
-    _check(
-        5 <= cfg.device_target_ms <= 200,
-        f"device_target_ms {cfg.device_target_ms} must be between 5 and 200",
-    )
-    _check(
-        cfg.echo_cancel in ECHO_ENGINES,
-        f"echo_cancel {cfg.echo_cancel!r} is not one of auto, webrtc, speex, off",
-    )
-    _check(
-        50 <= cfg.echo_max_delay_ms <= 1000,
-        f"echo_max_delay_ms {cfg.echo_max_delay_ms} must be between 50 and 1000",
-    )
-    _check(
-        0.0 <= cfg.device_grace_s <= 300,
-        f"device_grace_s {cfg.device_grace_s} must be between 0 and 300 seconds",
-    )
-    _check(
-        0.0 <= cfg.earcon_volume <= 1.0,
-        f"earcon_volume {cfg.earcon_volume} must be between 0 and 1",
-    )
-    _check(0.05 <= cfg.ping_interval_s <= 60, "ping_interval_s must be between 0.05 and 60")
-    _check(
-        0.5 <= cfg.idle_ping_interval_s <= 300, "idle_ping_interval_s must be between 0.5 and 300"
-    )
-    _check(1 <= cfg.ping_misses_allowed <= 100, "ping_misses_allowed must be between 1 and 100")
-    _check(
-        0 < cfg.backoff_initial_s <= cfg.backoff_max_s,
-        "backoff_initial_s must be > 0 and <= backoff_max_s",
-    )
-    _check(cfg.backoff_max_s <= 3600, "backoff_max_s must be at most 3600")
-    _check(1 <= cfg.auth_retry_per_minute <= 10, "auth_retry_per_minute must be between 1 and 10")
-    _check(
-        cfg.handshake_timeout_s > 0 and cfg.disconnect_timeout_s > 0, "timeouts must be positive"
-    )
-    _check(cfg.max_frame_bytes >= 4096, "max_frame_bytes must be at least 4096")
-    _check(
-        cfg.log_level.upper() in LOG_LEVELS,
-        f"log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
-    )
-    _check(
-        cfg.log_max_bytes >= 10_000 and cfg.log_backups >= 1,
-        "log_max_bytes >= 10000 and log_backups >= 1",
-    )
-    _check(
-        cfg.ca_file is None or cfg.ca_file.is_file(),
-        f"ca_file {cfg.ca_file} does not exist or is not a file",
-    )
-    _check(
-        cfg.setup_page in SETUP_MODES,
-        f"setup_page {cfg.setup_page!r} is not one of {', '.join(SETUP_MODES)}",
-    )
-    _check(
-        0 <= cfg.setup_port <= 65535,
-        f"setup_port {cfg.setup_port} is not a TCP port (0 picks a free one)",
-    )
-    try:
-        ipaddress.ip_address(cfg.setup_bind)
-    except ValueError:
-        raise ConfigError(
-            f"setup_bind {cfg.setup_bind!r} is not an IP address (0.0.0.0 for every interface)"
-        ) from None
-    return dataclasses.replace(cfg, log_level=cfg.log_level.upper())
+    """Check every value against what the hardware and the service accept; all problems at once."""
+    checked, found = problems(cfg)
+    if found:
+        raise ConfigError(*found)
+    return checked
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -290,30 +707,164 @@ def read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
+def _known(values: Mapping[str, Any], where: str, found: list[str]) -> Iterable[tuple[str, Any]]:
+    """The known settings among `values`; a sentence in `found` for each unknown one."""
+    known = _settings()
+    for name, value in values.items():
+        if name in known:
+            yield name, value
+        else:
+            found.append(f"{where}unknown setting {name!r}")
+
+
+def _from_sources(
+    path: Path, read_file: bool, environ: Mapping[str, str], flags: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The raw values, later sources winning, and a sentence for each unknown key."""
+    found: list[str] = []
+    merged: dict[str, Any] = {}
+    if read_file:
+        merged.update(_known(read_toml(path), f"config file {path}: ", found))
+    for item in schema():
+        if item.env in environ:
+            merged[item.name] = environ[item.env]
+    given = {name: value for name, value in flags.items() if value is not None}
+    merged.update(_known(given, "", found))
+    return merged, found
+
+
 def load(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Merge defaults < file < environment < flags into one validated Config."""
+    """Merge defaults < file < environment < flags into one validated Config.
+
+    Every problem (an unknown key, a value of the wrong type, one out of range) is gathered into
+    one ConfigError; an unreadable or malformed file stops at once, since nothing in it is known.
+    """
     environ = os.environ if environ is None else environ
-    known = _field_types()
     explicit_file = config_file is not None or f"{ENV_PREFIX}CONFIG" in environ
     path = config_file or Path(environ.get(f"{ENV_PREFIX}CONFIG", str(DEFAULT_CONFIG_FILE)))
-    merged: dict[str, Any] = {}
-    if path.exists() or explicit_file:
-        for key, value in read_toml(path).items():
-            if key not in known:
-                raise ConfigError(f"config file {path}: unknown setting {key!r}")
-            merged[key] = value
-    for name in known:
-        env_name = ENV_PREFIX + name.upper()
-        if env_name in environ:
-            merged[name] = environ[env_name]
-    for name, value in (flags or {}).items():
-        if value is not None:
-            if name not in known:
-                raise ConfigError(f"unknown setting {name!r}")
-            merged[name] = value
-    values = {name: _coerce(name, raw) for name, raw in merged.items()}
-    return validate(Config(**values))
+    raw, found = _from_sources(path, path.exists() or explicit_file, environ, flags or {})
+    return _checked(raw, found)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save(changes: Mapping[str, Any], path: Path = DEFAULT_CONFIG_FILE) -> Config:
+    """Apply `changes` to the config file, all or nothing, and return the file's Config.
+
+    The file's settings and the changes are validated together first, so a refused value leaves the
+    file as it was. The new text goes to a temporary file beside it, is synced, and is renamed over
+    the old one: a power cut leaves the old file or the new, never half of one. The file keeps its
+    mode (0644 when new); its comments and layout do not survive (it is rewritten by section).
+    An environment variable or flag still overrides what is saved here.
+    """
+    path = path.resolve()
+    raw = read_toml(path) if path.exists() else {}
+    raw.update(changes)
+    found: list[str] = []
+    known = dict(_known(raw, f"config file {path}: ", found))
+    cfg = _checked(known, found)
+    _write_atomically(path, toml_text({name: getattr(cfg, name) for name in known}))
+    return cfg
+
+
+def toml_text(values: Mapping[str, Any]) -> str:
+    """`values` as a TOML file with one table per section, in the schema's order.
+
+    An optional setting set to None is written as "none" (what `_coerce` reads back as None) when
+    its default is something else, and left out when None is the default.
+    """
+    lines = ["# sesame-pi settings (`sesame-pi settings` lists them all)"]
+    for section, items in by_section(schema()):
+        chosen = [item for item in items if item.name in values]
+        body = [_toml_line(item, values[item.name]) for item in chosen]
+        body = [line for line in body if line]
+        if body:
+            lines += ["", f"[{section}]", *body]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_line(item: Setting, value: Any) -> str:
+    if value is None:
+        return "" if item.default is None else f"{item.name} = {_toml_value('none')}"
+    return f"{item.name} = {_toml_value(value)}"
+
+
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_value(value: Any) -> str:
+    """One scalar as TOML: a bool, an integer, a float, or a basic string (a path as its text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + "".join(_toml_char(char) for char in str(value)) + '"'
+
+
+def _toml_char(char: str) -> str:
+    if char in _TOML_ESCAPES:
+        return _TOML_ESCAPES[char]
+    if ord(char) < 0x20 or ord(char) == 0x7F:
+        return f"\\u{ord(char):04x}"
+    return char
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` by rename, after the bytes reach the disk; no temp file left.
+
+    A failure (a full disk, a read-only directory) is a ConfigError, with the old file untouched.
+    """
+    try:
+        _replace(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write config file {path}: {exc.strerror}") from None
+
+
+def _replace(path: Path, text: str) -> None:
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            _keep_mode_and_owner(handle.fileno(), old)
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _sync_directory(path.parent)
+
+
+def _keep_mode_and_owner(fd: int, old: os.stat_result | None) -> None:
+    """The old file's mode and owner (mkstemp makes 0600 files owned by us), or 0644."""
+    os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o644)
+    if old is not None:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, old.st_uid, old.st_gid)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (some file systems need the directory synced)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
