@@ -99,18 +99,26 @@ def app_call(probe: Probe, app: AppProcess, seconds: float) -> CallFigures:
     return CallFigures(probe.analyse(recording), usage, {"call_ended": ended})
 
 
-def naive_call(probe: Probe, server_url: str, token_file: Path, seconds: float) -> CallFigures:
-    """The same call by `naive_client.py`, metered the same way."""
-    wav, _ = probe.train("naive", seconds)
-    recording = probe.work / "naive-tap.wav"
-    out = probe.work / "naive-stdout.txt"
+def naive_call(
+    probe: Probe,
+    server_url: str,
+    token_file: Path,
+    seconds: float,
+    name: str = "naive",
+    prefix: tuple[str, ...] = (),
+) -> CallFigures:
+    """The same call by `naive_client.py`, metered the same way (`prefix`: e.g. a network
+    namespace to run it in). `extra` holds its exit code and its underrun count."""
+    wav, _ = probe.train(name, seconds)
+    recording = probe.work / f"{name}-tap.wav"
+    out = probe.work / f"{name}-stdout.txt"
     recorder = probe.tap.record(recording)
     command = [
-        sys.executable, str(HERE / "naive_client.py"),
+        *prefix, sys.executable, str(HERE / "naive_client.py"),
         "--server", server_url, "--token-file", str(token_file),
         "--seconds", str(seconds + SETTLE_S + 4),
     ]  # fmt: skip
-    with out.open("w") as stdout, (probe.work / "naive-stderr.txt").open("w") as stderr:
+    with out.open("w") as stdout, (probe.work / f"{name}-stderr.txt").open("w") as stderr:
         client = subprocess.Popen(
             command, env=probe.sound.child_env(), stdout=stdout, stderr=stderr
         )
@@ -126,7 +134,11 @@ def naive_call(probe: Probe, server_url: str, token_file: Path, seconds: float) 
             client.kill()
             client.wait()
         probe.sound.stop_recording(recorder)
-    return CallFigures(probe.analyse(recording), usage, {"exit_code": code})
+    # alsa-lib reports each underrun it recovers the client's stream from on stderr; the naive
+    # client does nothing else about them (asking PyAudio to raise instead stops its playback).
+    stderr_text = (probe.work / f"{name}-stderr.txt").read_text(errors="replace")
+    underruns = stderr_text.count("underrun occurred")
+    return CallFigures(probe.analyse(recording), usage, {"exit_code": code, "underruns": underruns})
 
 
 def _wait_for_line(path: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

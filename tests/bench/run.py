@@ -188,7 +188,10 @@ def main() -> int:
             "naive baseline": series(pairings.get("naive")),
             "harness floor (shortest loopback)": series(pairings.get("floor")),
         },
-        series(pairings.get("jitter")),
+        {
+            "app": series(pairings.get("jitter")),
+            "naive baseline": series(pairings.get("jitter-naive")),
+        },
         out / "latency.png",
         f"microphone to speaker through the client ({results['mode']} run)",
     )
@@ -281,7 +284,7 @@ def measure(
             ),
         )
         if jitter is not None:
-            results["jitter"], pairings["jitter"] = jitter
+            results["jitter"], pairings["jitter"], pairings["jitter-naive"] = jitter
         jitter_log = work / "jitter" / "app-events.jsonl"
         if jitter_log.exists():
             shutil.copy(jitter_log, args.out / "jitter-app-events.jsonl")

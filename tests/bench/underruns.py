@@ -3,7 +3,9 @@
 The stand-in runs as its own process in one namespace, the app in another (see `jitter_net.py`);
 the app still reaches the private PulseAudio through its Unix socket, which ignores network
 namespaces. Underruns and overruns are the app's own counts from its `call_ended` event. The burst
-train runs throughout, so the round trip under jitter is measured too (for information).
+train runs throughout, so the round trip under jitter is measured too (for information). Then the
+naive client makes the same call over the same link: its underruns are the writes PortAudio
+reported finding the device run dry.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from impulses import Pairing, summary
 from jitter_net import SRV_ADDR, JitterLink
-from latency import SETTLE_S, Probe
+from latency import SETTLE_S, Probe, naive_call
 
 from sesame_pi.standin import PATH
 from support.app_process import AppProcess
@@ -50,7 +52,7 @@ def jitter_call(
     kind: str,
     app_env: dict[str, str],
     launcher: tuple[str, ...],
-) -> tuple[dict[str, Any], Pairing]:
+) -> tuple[dict[str, Any], Pairing, Pairing]:
     work = probe.work / "jitter"
     work.mkdir(exist_ok=True)
     with JitterLink(DELAY_MS, JITTER_MS, kind) as link:
@@ -77,6 +79,10 @@ def jitter_call(
                 finally:
                     probe.sound.stop_recording(recorder)
                 app.terminate()
+            # The naive client on the same link, in the same namespace, for as long.
+            naive = naive_call(
+                probe, url, token_file, seconds, "jitter-naive", tuple(link.exec_prefix(link.app))
+            )
         finally:
             standin.terminate()
             standin.wait(10)
@@ -95,5 +101,12 @@ def jitter_call(
         "round_trip_ms": summary(pairing.found),
         "bursts": len(pairing.delays_ms),
         "bursts_missing": pairing.missing,
+        "naive": {
+            "underruns": naive.extra.get("underruns"),
+            "round_trip_ms": summary(naive.pairing.found),
+            "bursts": len(naive.pairing.delays_ms),
+            "bursts_missing": naive.pairing.missing,
+            "exit_code": naive.extra.get("exit_code"),
+        },
     }
-    return figures, pairing
+    return figures, pairing, naive.pairing
