@@ -123,12 +123,12 @@ def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
 class Call:
     """An engine in a call, an uplink reading it, and the device errors it reported."""
 
-    def __init__(self, grace_s: float, output_mode: str = "writer") -> None:
+    def __init__(self, grace_s: float, output_mode: str = "writer", echo: str = "off") -> None:
         self.world = World()
         self.errors: list[str] = []
         self.frames: list[bytes] = []
         self.uplink_error: AudioDeviceError | None = None
-        cfg = Config().replace(echo_cancel="off", device_grace_s=grace_s, output_mode=output_mode)
+        cfg = Config().replace(echo_cancel=echo, device_grace_s=grace_s, output_mode=output_mode)
         self.engine = AudioEngine(
             cfg, asyncio.get_running_loop(), self.errors.append, self.world.factory
         )
@@ -191,7 +191,7 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
 async def test_echo_stage_is_reset_after_the_reopen(
     tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    call = Call(grace_s=2.0)
+    call = Call(grace_s=2.0, echo="speex")
     call.engine.start_call(24000)
     echo = call.engine._echo
     assert echo is not None
@@ -327,3 +327,10 @@ def test_silence_is_paced_and_never_bursts() -> None:
         sent += 1
     assert sent == hiccup.MAX_LAG_FRAMES + 2
     assert pacer.wait_s(now) == pytest.approx(0.02)
+
+
+async def test_with_the_canceller_off_no_stage_stands_in_the_way() -> None:
+    call = Call(grace_s=2.0)  # echo_cancel = "off", no ducking
+    call.engine.start_call(24000)
+    assert call.engine._echo is None, "off: the microphone goes up untouched, numpy not loaded"
+    call.engine.close()

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .devices import (
@@ -39,12 +39,14 @@ from .devices import (
     portaudio,
     resolve_device,
 )
-from .echo import EchoStage, EchoUnavailable
 from .hiccup import DeviceGrace, SilencePacer
 from .jitter import JitterBuffer
 from .logs import event
 from .pcm import mix, resample
 from .speaker import Speaker
+
+if TYPE_CHECKING:
+    from .echo import EchoStage
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,10 @@ class AudioEngine:
             self._echo.reset()
             return
         duck = self.cfg.mute_mic_while_playing
+        if self._echo_wanted == "off" and not duck:
+            return  # nothing stands between microphone and uplink: no stage, no numpy loaded
+        from .echo import EchoStage, EchoUnavailable  # numpy and an engine: only when used
+
         try:
             self._echo = EchoStage(
                 self._echo_wanted,
@@ -195,7 +201,7 @@ class AudioEngine:
         except EchoUnavailable as exc:
             event("echo_unavailable", logging.WARNING, wanted=self._echo_wanted, detail=str(exc))
             self._echo_wanted = "off"  # say it once, not once per call
-            self._echo = EchoStage("off", self.cfg.capture_rate, duck=duck)
+            self._echo = EchoStage("off", self.cfg.capture_rate, duck=duck) if duck else None
 
     def _log_opened(self) -> None:
         """What PortAudio really opened: the device's share of the round trip, for the record."""
