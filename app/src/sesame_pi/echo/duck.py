@@ -11,6 +11,8 @@ release) so the uplink never clicks. It is the choice for boxes where no cancell
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -23,15 +25,13 @@ ATTACK_MS = 10.0
 RELEASE_MS = 60.0
 
 
-def block_levels_dbfs(samples: Floats, block: int) -> list[float]:
-    """RMS level of each `block` samples (float, on the int16 scale), in dB below full scale:
-    one vectorised pass for a whole capture frame."""
-    blocks = samples[: len(samples) - len(samples) % block].reshape(-1, block)
-    if blocks.size == 0:
-        return []
-    power = np.einsum("ij,ij->i", blocks, blocks) / block
-    levels: list[float] = (10 * np.log10(power / 32768.0**2 + 1e-12)).tolist()
-    return levels
+def level_dbfs(samples: Floats) -> float:
+    """RMS level of float samples on the int16 scale, in dB below full scale (one dot product:
+    this runs for every capture frame)."""
+    if len(samples) == 0:
+        return -120.0
+    power = float(np.dot(samples, samples)) / len(samples)
+    return 10 * math.log10(power / 32768.0**2 + 1e-12)
 
 
 class Ducker:

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ..logs import event
 from .align import Anchor, DelayEstimator, FarEndStore, Timeline
-from .duck import Ducker, block_levels_dbfs
+from .duck import Ducker, level_dbfs
 from .engine import BLOCK_MS, Canceller, EchoUnavailable, Passthrough
 from .resample import Resampler
 
@@ -124,6 +124,7 @@ class Stage:
             if self._far_anchor.jumps != before:
                 resampler.reset()
             data = resampler.process(np.frombuffer(pcm, np.int16).astype(np.float32))
+            np.clip(data, -32768, 32767, out=data)  # the filter's ripple may overshoot int16
             self._timeline.write(pos, data)
             self._far_anchor.advance(len(data))
             self._last_far = dac_time
@@ -151,15 +152,17 @@ class Stage:
             if self._shift:
                 ref, missing = self._timeline.read(start - self._shift, n)
             else:
-                ref = stamped.copy()
+                ref = stamped
             if missing:
                 self._underflows += 1
-            np.clip(ref, -32768, 32767, out=ref)
-            cleaned = self.engine.process(samples, ref.astype(np.int16))
+            cleaned = self.engine.process(samples, ref.astype(np.int16))  # clipped when stored
         else:
             cleaned = samples
+        # One level for the frame's blocks: the far end's level is a 20 ms matter for ducking
+        # and the call's ERLE, and per-block levels cost as much as the delay estimator.
+        level = level_dbfs(stamped)
         far_dbs = []
-        for level in block_levels_dbfs(stamped, self.block):
+        for _ in range(n // self.block):
             self._far_levels.append(level)
             far_dbs.append(self._far_level_now())
         self._count_energy(mic_f, cleaned, far_dbs)
