@@ -171,9 +171,11 @@ class Estimate:
 
 
 class DelayEstimator:
-    """Coarse acoustic delay (reference -> microphone) by GCC-PHAT on 4 kHz copies of both."""
+    """Coarse acoustic delay (reference -> microphone) by GCC-PHAT on 2 kHz copies of both
+    (200-900 Hz, where speech carries most of its energy: half the work of 4 kHz copies, the same
+    estimates on the synthetic room)."""
 
-    RATE = 4000
+    RATE = 2000
     WINDOW_S = 1.0
     PERIOD_S = 0.5
     MIN_LEAD_MS = 40.0  # the echo may come a little earlier than the stamps say
@@ -197,7 +199,7 @@ class DelayEstimator:
             n *= 2
         self._nfft = n
         freqs = np.fft.rfftfreq(n, 1 / self.RATE)
-        self._band = ((freqs > 200) & (freqs < 1800)).astype(np.float32)
+        self._band = ((freqs > 200) & (freqs < 900)).astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
