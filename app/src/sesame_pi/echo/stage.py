@@ -167,7 +167,7 @@ class Stage:
             far_dbs.append(self._far_level_now())
         self._count_energy(mic_f, cleaned, far_dbs)
         if self._ducker is not None:
-            cleaned = self._duck(cleaned, far_dbs)
+            cleaned = duck_blocks(self._ducker, cleaned, far_dbs, self.block)
             if self._ducker.active:
                 self._ducked_frames += 1
         self._frames += 1
@@ -182,14 +182,6 @@ class Stage:
         c = cleaned.astype(np.float32)
         self._mic_energy += float(np.dot(mic, mic))
         self._out_energy += float(np.dot(c, c))
-
-    def _duck(self, cleaned: npt.NDArray[np.int16], far_dbs: list[float]) -> npt.NDArray[np.int16]:
-        assert self._ducker is not None
-        out = cleaned.astype(np.float32)
-        for i, far_db in enumerate(far_dbs):
-            part = slice(i * self.block, (i + 1) * self.block)
-            out[part] = self._ducker.process(out[part], far_db)
-        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
     def _far_level_now(self) -> float:
         """The far end's level where the microphone hears it now: at the estimated delay, or the
@@ -249,3 +241,14 @@ class Stage:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def duck_blocks(
+    ducker: Ducker, cleaned: npt.NDArray[np.int16], far_dbs: list[float], block: int
+) -> npt.NDArray[np.int16]:
+    """The ducker's gain over each block of a frame, at that block's far-end level."""
+    out = cleaned.astype(np.float32)
+    for i, far_db in enumerate(far_dbs):
+        part = slice(i * block, (i + 1) * block)
+        out[part] = ducker.process(out[part], far_db)
+    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
