@@ -4,8 +4,8 @@ The stand-in runs as its own process in one namespace, the app in another (see `
 the app still reaches the private PulseAudio through its Unix socket, which ignores network
 namespaces. Underruns and overruns are the app's own counts from its `call_ended` event. The burst
 train runs throughout, so the round trip under jitter is measured too (for information). Then the
-naive client makes the same call over the same link: its underruns are the writes PortAudio
-reported finding the device run dry.
+naive client makes the same call over the same link: its underruns are the ones alsa-lib reports
+recovering its stream from.
 """
 
 from __future__ import annotations
