@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .settings_schema import SPEC, Setting, Spec, by_section
+from .settings_schema import Setting, by_section, setting
 
 DEFAULT_CONFIG_FILE = Path("/etc/sesame-pi/config.toml")
 DEFAULT_SERVER = "wss://sesameai.app/agent-service-0/v1/connect"
@@ -125,464 +125,286 @@ class Config:
     """Everything the appliance can be told. Field names are the TOML keys and env suffixes."""
 
     # The service
-    server: str = field(
-        default=DEFAULT_SERVER,
-        metadata={
-            SPEC: Spec(
-                "service",
-                "the agent's WebSocket; `ws://` is accepted for local servers",
-                allowed="a `ws://` or `wss://` URL",
-                check=_server_url,
-            )
-        },
+    server: str = setting(
+        DEFAULT_SERVER,
+        "service",
+        "the agent's WebSocket; `ws://` is accepted for local servers",
+        allowed="a `ws://` or `wss://` URL",
+        check=_server_url,
     )
-    character: str = field(
-        default="Maya", metadata={SPEC: Spec("service", "the agent's voice", choices=CHARACTERS)}
+    character: str = setting("Maya", "service", "the agent's voice", choices=CHARACTERS)
+    client_name: str = setting(
+        "Consumer-Web-App", "service", "sent as `client_name` (older clients: `RP-Web`)"
     )
-    client_name: str = field(
-        default="Consumer-Web-App",
-        metadata={SPEC: Spec("service", "sent as `client_name` (older clients: `RP-Web`)")},
+    origin: str = setting("https://app.sesame.com", "service", "the `Origin` header")
+    user_agent: str = setting(
+        DEFAULT_USER_AGENT,
+        "service",
+        "the `User-Agent` header and `client_metadata.user_agent`",
+        shown_default="a desktop Chrome string",
     )
-    origin: str = field(
-        default="https://app.sesame.com", metadata={SPEC: Spec("service", "the `Origin` header")}
+    timezone: str = setting(
+        "UTC",
+        "service",
+        "IANA zone sent in `usercontext` and `client_location_state`",
+        allowed="an IANA zone such as `Europe/Berlin`",
+        check=_iana_zone,
     )
-    user_agent: str = field(
-        default=DEFAULT_USER_AGENT,
-        metadata={
-            SPEC: Spec(
-                "service",
-                "the `User-Agent` header and `client_metadata.user_agent`",
-                shown_default="a desktop Chrome string",
-            )
-        },
+    language: str = setting("en-US", "service", "`client_metadata.language`")
+    ca_file: Path | None = setting(
+        None,
+        "service",
+        "extra CA certificates (PEM) to trust; verification is never switched off",
+        allowed="an existing file",
+        check=_ca_file_exists,
     )
-    timezone: str = field(
-        default="UTC",
-        metadata={
-            SPEC: Spec(
-                "service",
-                "IANA zone sent in `usercontext` and `client_location_state`",
-                allowed="an IANA zone such as `Europe/Berlin`",
-                check=_iana_zone,
-            )
-        },
-    )
-    language: str = field(
-        default="en-US", metadata={SPEC: Spec("service", "`client_metadata.language`")}
-    )
-    ca_file: Path | None = field(
-        default=None,
-        metadata={
-            SPEC: Spec(
-                "service",
-                "extra CA certificates (PEM) to trust; verification is never switched off",
-                allowed="an existing file",
-                check=_ca_file_exists,
-            )
-        },
-    )
-    reconnect_flag: bool = field(
-        default=False,
-        metadata={
-            SPEC: Spec(
-                "service",
-                "the `reconnect` flag on a resumed call's `call_connect` (its meaning is "
-                "undocumented)",
-            )
-        },
+    reconnect_flag: bool = setting(
+        False,
+        "service",
+        "the `reconnect` flag on a resumed call's `call_connect` (its meaning is undocumented)",
     )
     # Auth
-    token_file: Path = field(
-        default=Path("/etc/sesame-pi/token"),
-        metadata={SPEC: Spec("auth", "the Firebase ID token (JWT), mode 0600")},
+    token_file: Path = setting(
+        Path("/etc/sesame-pi/token"), "auth", "the Firebase ID token (JWT), mode 0600"
     )
-    refresh_token_file: Path | None = field(
-        default=None,
-        metadata={
-            SPEC: Spec(
-                "auth",
-                "the Firebase refresh token; with an API key, refresh is on",
-                shown_default="`refresh_token` beside `token_file`",
-            )
-        },
+    refresh_token_file: Path | None = setting(
+        None,
+        "auth",
+        "the Firebase refresh token; with an API key, refresh is on",
+        shown_default="`refresh_token` beside `token_file`",
     )
-    firebase_api_key: str = field(
-        default="",
-        metadata={
-            SPEC: Spec(
-                "auth",
-                "the web app's public Firebase API key (`sesame-pi login` stores it; never in this"
-                " repo)",
-                shown_default="empty: the `firebase_api_key` file beside `token_file`",
-            )
-        },
+    firebase_api_key: str = setting(
+        "",
+        "auth",
+        "the web app's public Firebase API key (`sesame-pi login` stores it; never in this repo)",
+        shown_default="empty: the `firebase_api_key` file beside `token_file`",
     )
-    token_endpoint: str = field(
-        default="https://securetoken.googleapis.com/v1/token",
-        metadata={SPEC: Spec("auth", "where refreshes go (Firebase's secure-token endpoint)")},
+    token_endpoint: str = setting(
+        "https://securetoken.googleapis.com/v1/token",
+        "auth",
+        "where refreshes go (Firebase's secure-token endpoint)",
     )
-    refresh_before_s: float = field(
-        default=300.0, metadata={SPEC: Spec("auth", "refresh this long before `exp`", low=0)}
-    )
-    expiry_warn_s: float = field(
-        default=600.0,
-        metadata={SPEC: Spec("auth", "log `token_expiring` this long before `exp`", low=0)},
+    refresh_before_s: float = setting(300.0, "auth", "refresh this long before `exp`", low=0)
+    expiry_warn_s: float = setting(
+        600.0, "auth", "log `token_expiring` this long before `exp`", low=0
     )
     # Link timing
-    ping_interval_s: float = field(
-        default=0.5,
-        metadata={
-            SPEC: Spec("link", "JSON ping period during a call (as the web app)", low=0.05, high=60)
-        },
+    ping_interval_s: float = setting(
+        0.5, "link", "JSON ping period during a call (as the web app)", low=0.05, high=60
     )
-    idle_ping_interval_s: float = field(
-        default=5.0,
-        metadata={SPEC: Spec("link", "WebSocket keepalive period while idle", low=0.5, high=300)},
+    idle_ping_interval_s: float = setting(
+        5.0, "link", "WebSocket keepalive period while idle", low=0.5, high=300
     )
-    ping_misses_allowed: int = field(
-        default=6,
-        metadata={
-            SPEC: Spec("link", "unanswered pings before the link counts as dead", low=1, high=100)
-        },
+    ping_misses_allowed: int = setting(
+        6, "link", "unanswered pings before the link counts as dead", low=1, high=100
     )
-    handshake_timeout_s: float = field(
-        default=10.0,
-        metadata={
-            SPEC: Spec(
-                "link",
-                "connect, `initialize` and `call_connect_response` timeout",
-                low=0,
-                low_open=True,
-            )
-        },
+    handshake_timeout_s: float = setting(
+        10.0,
+        "link",
+        "connect, `initialize` and `call_connect_response` timeout",
+        low=0,
+        low_open=True,
     )
-    disconnect_timeout_s: float = field(
-        default=3.0,
-        metadata={
-            SPEC: Spec(
-                "link", "how long to wait for `call_disconnect_response`", low=0, low_open=True
-            )
-        },
+    disconnect_timeout_s: float = setting(
+        3.0, "link", "how long to wait for `call_disconnect_response`", low=0, low_open=True
     )
-    backoff_initial_s: float = field(
-        default=0.25,
-        metadata={
-            SPEC: Spec(
-                "link",
-                "the first reconnect delay (exponential, jittered; capped at 1.5 s while a call "
-                "waits to resume)",
-                low=0,
-                low_open=True,
-                allowed="at most `backoff_max_s`",
-                check=_backoff_order,
-                reads=("backoff_max_s",),
-            )
-        },
+    backoff_initial_s: float = setting(
+        0.25,
+        "link",
+        "the first reconnect delay (exponential, jittered; capped at 1.5 s while a call "
+        "waits to resume)",
+        low=0,
+        low_open=True,
+        allowed="at most `backoff_max_s`",
+        check=_backoff_order,
+        reads=("backoff_max_s",),
     )
-    backoff_max_s: float = field(
-        default=30.0,
-        metadata={
-            SPEC: Spec("link", "the longest reconnect delay", low=0, low_open=True, high=3600)
-        },
+    backoff_max_s: float = setting(
+        30.0, "link", "the longest reconnect delay", low=0, low_open=True, high=3600
     )
-    healthy_after_s: float = field(
-        default=30.0,
-        metadata={
-            SPEC: Spec("link", "a connection that lived this long resets the backoff", low=0)
-        },
+    healthy_after_s: float = setting(
+        30.0, "link", "a connection that lived this long resets the backoff", low=0
     )
-    auth_retry_per_minute: int = field(
-        default=3,
-        metadata={
-            SPEC: Spec(
-                "link",
-                "attempts per minute after an auth refusal, and only with a new token",
-                low=1,
-                high=10,
-            )
-        },
+    auth_retry_per_minute: int = setting(
+        3,
+        "link",
+        "attempts per minute after an auth refusal, and only with a new token",
+        low=1,
+        high=10,
     )
-    call_resume_window_s: float = field(
-        default=120.0,
-        metadata={SPEC: Spec("link", "how long a dropped call keeps trying to resume", low=0)},
+    call_resume_window_s: float = setting(
+        120.0, "link", "how long a dropped call keeps trying to resume", low=0
     )
-    redial_on_limit: bool = field(
-        default=False,
-        metadata={
-            SPEC: Spec(
-                "link",
-                "when the service ends a call at its length limit, place a new call by itself",
-            )
-        },
+    redial_on_limit: bool = setting(
+        False,
+        "link",
+        "when the service ends a call at its length limit, place a new call by itself",
     )
-    max_frame_bytes: int = field(
-        default=1_048_576,
-        metadata={SPEC: Spec("link", "larger server frames are refused", low=4096)},
-    )
+    max_frame_bytes: int = setting(1_048_576, "link", "larger server frames are refused", low=4096)
     # Audio
-    input_device: str = field(
-        default="default",
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "microphone: `default`, part of a device name, or an index (`sesame-pi devices`)",
-            )
-        },
+    input_device: str = setting(
+        "default",
+        "audio",
+        "microphone: `default`, part of a device name, or an index (`sesame-pi devices`)",
     )
-    output_device: str = field(
-        default="default",
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "speaker: `default`, part of a device name, or an index (`sesame-pi devices`)",
-            )
-        },
+    output_device: str = setting(
+        "default",
+        "audio",
+        "speaker: `default`, part of a device name, or an index (`sesame-pi devices`)",
     )
-    capture_rate: int = field(
-        default=16000,
-        metadata={
-            SPEC: Spec("audio", "microphone rate declared in `call_connect`", choices=CAPTURE_RATES)
-        },
+    capture_rate: int = setting(
+        16000, "audio", "microphone rate declared in `call_connect`", choices=CAPTURE_RATES
     )
-    frame_ms: int = field(
-        default=20,
-        metadata={
-            SPEC: Spec(
-                "audio", "uplink frame length: one `audio` message per frame", low=5, high=64
-            )
-        },
+    frame_ms: int = setting(
+        20, "audio", "uplink frame length: one `audio` message per frame", low=5, high=64
     )
-    capture_period_ms: int = field(
-        default=10,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "microphone callback period; PortAudio buffers two periods, and periods are joined"
-                " into frames",
-                low=5,
-                high=64,
-            )
-        },
+    capture_period_ms: int = setting(
+        10,
+        "audio",
+        "microphone callback period; PortAudio buffers two periods, and periods are joined"
+        " into frames",
+        low=5,
+        high=64,
     )
-    output_period_ms: int = field(
-        default=20,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "speaker period (two are buffered in callback mode); 10 cuts about 20 ms of delay "
-                "but made PortAudio fall into underflow storms through the ALSA pulse plugin",
-                low=5,
-                high=64,
-            )
-        },
+    output_period_ms: int = setting(
+        20,
+        "audio",
+        "speaker period (two are buffered in callback mode); 10 cuts about 20 ms of delay "
+        "but made PortAudio fall into underflow storms through the ALSA pulse plugin",
+        low=5,
+        high=64,
     )
-    prebuffer_ms: int = field(
-        default=60,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
-                " standing excess the network never used is trimmed from quiet audio",
-                low=0,
-                high=1000,
-            )
-        },
+    prebuffer_ms: int = setting(
+        60,
+        "audio",
+        "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
+        " standing excess the network never used is trimmed from quiet audio",
+        low=0,
+        high=1000,
     )
-    output_mode: str = field(
-        default="callback",
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "`callback`: PortAudio calls for audio and keeps the device's whole buffer full;"
-                " `writer` (experimental): one thread with blocking writes tops the device up to"
-                " `device_target_ms` and no further, with a playout target learnt from the link's"
-                ' lateness (see "Latency")',
-                choices=OUTPUT_MODES,
-            )
-        },
+    output_mode: str = setting(
+        "callback",
+        "audio",
+        "`callback`: PortAudio calls for audio and keeps the device's whole buffer full;"
+        " `writer` (experimental): one thread with blocking writes tops the device up to"
+        " `device_target_ms` and no further, with a playout target learnt from the link's"
+        ' lateness (see "Latency")',
+        choices=OUTPUT_MODES,
     )
-    device_target_ms: int = field(
-        default=20,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "writer mode: how much audio the device may hold (at least two periods)",
-                low=5,
-                high=200,
-            )
-        },
+    device_target_ms: int = setting(
+        20,
+        "audio",
+        "writer mode: how much audio the device may hold (at least two periods)",
+        low=5,
+        high=200,
     )
-    jitter_max_ms: int = field(
-        default=2000,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "playback buffer bound; beyond it the oldest audio is dropped and counted",
-                allowed="at least `prebuffer_ms` + `frame_ms`",
-                check=_jitter_room,
-                reads=("prebuffer_ms", "frame_ms"),
-            )
-        },
+    jitter_max_ms: int = setting(
+        2000,
+        "audio",
+        "playback buffer bound; beyond it the oldest audio is dropped and counted",
+        allowed="at least `prebuffer_ms` + `frame_ms`",
+        check=_jitter_room,
+        reads=("prebuffer_ms", "frame_ms"),
     )
-    mute_mic_while_playing: bool = field(
-        default=False,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "half duplex: duck the microphone 30 dB while the agent is audibly speaking (its "
-                "level, with a 250 ms hangover), not while audio is merely buffered; for boxes "
-                "where the canceller cannot keep up",
-            )
-        },
+    mute_mic_while_playing: bool = setting(
+        False,
+        "audio",
+        "half duplex: duck the microphone 30 dB while the agent is audibly speaking (its "
+        "level, with a 250 ms hangover), not while audio is merely buffered; for boxes "
+        "where the canceller cannot keep up",
     )
-    echo_cancel: str = field(
-        default="auto",
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "echo canceller between the microphone and the uplink: `auto` (WebRTC AEC3 where "
-                "its wheel exists: x86_64, aarch64; else speexdsp), `webrtc`, `speex` or `off` "
-                '(see "Echo")',
-                choices=ECHO_ENGINES,
-            )
-        },
+    echo_cancel: str = setting(
+        "auto",
+        "audio",
+        "echo canceller between the microphone and the uplink: `auto` (WebRTC AEC3 where "
+        "its wheel exists: x86_64, aarch64; else speexdsp), `webrtc`, `speex` or `off` "
+        '(see "Echo")',
+        choices=ECHO_ENGINES,
     )
-    echo_max_delay_ms: int = field(
-        default=500,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "the longest speaker-to-microphone delay the canceller searches for, beyond what"
-                " PortAudio's time stamps say",
-                low=50,
-                high=1000,
-            )
-        },
+    echo_max_delay_ms: int = setting(
+        500,
+        "audio",
+        "the longest speaker-to-microphone delay the canceller searches for, beyond what"
+        " PortAudio's time stamps say",
+        low=50,
+        high=1000,
     )
-    device_grace_s: float = field(
-        default=10.0,
-        metadata={
-            SPEC: Spec(
-                "audio",
-                "a sound device that stalls or errors mid-call is reopened and the call goes on "
-                "(the uplink sends silence meanwhile); only one still gone after this long ends "
-                "the call; `0` ends it at once",
-                low=0,
-                high=300,
-            )
-        },
+    device_grace_s: float = setting(
+        10.0,
+        "audio",
+        "a sound device that stalls or errors mid-call is reopened and the call goes on "
+        "(the uplink sends silence meanwhile); only one still gone after this long ends "
+        "the call; `0` ends it at once",
+        low=0,
+        high=300,
     )
     # Button, LED, earcons
-    button: str = field(
-        default="gpio",
-        metadata={
-            SPEC: Spec(
-                "button",
-                "`gpio`, `stdin` (lines `press`/`release`) or `none`",
-                choices=BUTTON_KINDS,
-            )
-        },
+    button: str = setting(
+        "gpio",
+        "button",
+        "`gpio`, `stdin` (lines `press`/`release`) or `none`",
+        choices=BUTTON_KINDS,
     )
-    button_pin: int = field(
-        default=17,
-        metadata={
-            SPEC: Spec(
-                "button", "BCM pin of the button", message=_NOT_A_PIN, low=_PIN_LOW, high=_PIN_HIGH
-            )
-        },
+    button_pin: int = setting(
+        17, "button", "BCM pin of the button", message=_NOT_A_PIN, low=_PIN_LOW, high=_PIN_HIGH
     )
-    button_pull: str = field(
-        default="down",
-        metadata={
-            SPEC: Spec(
-                "button",
-                "`down` (pressed = high), `up` (ReSpeaker 2-Mic HAT, pressed = low) or `floating`",
-                choices=PULLS,
-            )
-        },
+    button_pull: str = setting(
+        "down",
+        "button",
+        "`down` (pressed = high), `up` (ReSpeaker 2-Mic HAT, pressed = low) or `floating`",
+        choices=PULLS,
     )
-    bounce_ms: int = field(default=50, metadata={SPEC: Spec("button", "debounce", low=0, high=500)})
-    hold_s: float = field(
-        default=2.0, metadata={SPEC: Spec("button", "hold time that ends a call", low=0.5, high=10)}
+    bounce_ms: int = setting(50, "button", "debounce", low=0, high=500)
+    hold_s: float = setting(2.0, "button", "hold time that ends a call", low=0.5, high=10)
+    led_pin: int | None = setting(
+        None,
+        "button",
+        "BCM pin of a status LED",
+        allowed="not `button_pin`",
+        check=_led_not_button,
+        reads=("button_pin",),
+        message=_NOT_A_PIN,
+        low=_PIN_LOW,
+        high=_PIN_HIGH,
     )
-    led_pin: int | None = field(
-        default=None,
-        metadata={
-            SPEC: Spec(
-                "button",
-                "BCM pin of a status LED",
-                allowed="not `button_pin`",
-                check=_led_not_button,
-                reads=("button_pin",),
-                message=_NOT_A_PIN,
-                low=_PIN_LOW,
-                high=_PIN_HIGH,
-            )
-        },
-    )
-    earcons: bool = field(
-        default=True,
-        metadata={SPEC: Spec("button", "short tones for call start, live, end and error")},
-    )
-    earcon_volume: float = field(
-        default=0.3,
-        metadata={SPEC: Spec("button", "the earcons' loudness (1 is full scale)", low=0, high=1)},
+    earcons: bool = setting(True, "button", "short tones for call start, live, end and error")
+    earcon_volume: float = setting(
+        0.3, "button", "the earcons' loudness (1 is full scale)", low=0, high=1
     )
     # Logging and health
-    log_file: Path | None = field(
-        default=Path("/var/log/sesame-pi/events.jsonl"),
-        metadata={SPEC: Spec("logging", "JSON event log; `none` for stdout only")},
+    log_file: Path | None = setting(
+        Path("/var/log/sesame-pi/events.jsonl"), "logging", "JSON event log; `none` for stdout only"
     )
-    log_level: str = field(
-        default="INFO",
-        metadata={
-            SPEC: Spec("logging", "how much the log says", choices=LOG_LEVELS, normalise=_upper)
-        },
+    log_level: str = setting(
+        "INFO", "logging", "how much the log says", choices=LOG_LEVELS, normalise=_upper
     )
-    log_max_bytes: int = field(
-        default=5_000_000,
-        metadata={SPEC: Spec("logging", "the event log's size that starts a new file", low=10_000)},
+    log_max_bytes: int = setting(
+        5_000_000, "logging", "the event log's size that starts a new file", low=10_000
     )
-    log_backups: int = field(
-        default=3, metadata={SPEC: Spec("logging", "rotated event logs kept", low=1)}
-    )
-    heartbeat_file: Path | None = field(
-        default=None, metadata={SPEC: Spec("logging", "status file read by `sesame-pi status`")}
-    )
+    log_backups: int = setting(3, "logging", "rotated event logs kept", low=1)
+    heartbeat_file: Path | None = setting(None, "logging", "status file read by `sesame-pi status`")
     # Setup page (the LAN page for pairing a browser and handing over a token)
-    setup_page: str = field(
-        default="auto",
-        metadata={
-            SPEC: Spec(
-                "setup",
-                "the LAN setup page: `auto` (while no working token, and 15 min after a 5 s hold),"
-                " `always` or `off` (then a missing token exits 3)",
-                choices=SETUP_MODES,
-            )
-        },
+    setup_page: str = setting(
+        "auto",
+        "setup",
+        "the LAN setup page: `auto` (while no working token, and 15 min after a 5 s hold),"
+        " `always` or `off` (then a missing token exits 3)",
+        choices=SETUP_MODES,
     )
-    setup_port: int = field(
-        default=8080,
-        metadata={
-            SPEC: Spec(
-                "setup",
-                "the setup page's TCP port (`0` picks a free one)",
-                low=0,
-                high=65535,
-                message="{name} {value} is not a TCP port (0 picks a free one)",
-            )
-        },
+    setup_port: int = setting(
+        8080,
+        "setup",
+        "the setup page's TCP port (`0` picks a free one)",
+        low=0,
+        high=65535,
+        message="{name} {value} is not a TCP port (0 picks a free one)",
     )
-    setup_bind: str = field(
-        default="0.0.0.0",
-        metadata={
-            SPEC: Spec(
-                "setup",
-                "the address the setup page listens on (`0.0.0.0`: every interface)",
-                allowed="an IP address",
-                check=_ip_address,
-            )
-        },
+    setup_bind: str = setting(
+        "0.0.0.0",
+        "setup",
+        "the address the setup page listens on (`0.0.0.0`: every interface)",
+        allowed="an IP address",
+        check=_ip_address,
     )
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

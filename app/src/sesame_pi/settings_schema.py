@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import Field, dataclass
+from dataclasses import Field, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
@@ -50,6 +50,11 @@ class Spec:
             raise ValueError(f"section {self.section!r} is not one of {', '.join(SECTIONS)}")
         if not self.help:
             raise ValueError("every setting needs a help sentence")
+
+
+def setting(default: Any, section: str, help_text: str, **rule: Any) -> Any:
+    """A Config field with its Spec: `name: int = setting(50, "button", "debounce", low=0)`."""
+    return field(default=default, metadata={SPEC: Spec(section, help_text, **rule)})
 
 
 def number(value: float) -> str:
