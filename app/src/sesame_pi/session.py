@@ -439,7 +439,7 @@ class Session:
     async def _wait_for_device(self) -> None:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(AudioDeviceError),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0) + tenacity.wait_random(0, 0.5),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0) + tenacity.wait_random(0, 1.0),
             reraise=True,
         )
         async for attempt in retrying:
