@@ -26,6 +26,7 @@ from sesame_pi.standin import Standin, StandinOptions, server_tls
 from sesame_pi.states import Earcon, State
 from support.credentials import make_pki, make_token, write_token
 from support.session_doubles import FeedbackLog, PacedMicrophone
+from support.session_rig import wait_for_state
 
 
 @dataclass
@@ -38,9 +39,7 @@ class Rig:
     button: GpioButton
 
     async def wait_state(self, state: State, timeout: float = 10) -> None:
-        async with asyncio.timeout(timeout):
-            while self.session.state is not state:  # noqa: ASYNC110 - polls the product's state
-                await asyncio.sleep(0.01)
+        await wait_for_state(self.session, state, timeout)
 
     async def hold(self, seconds: float) -> None:
         """Press for `seconds` on the pin, bouncing a little on the way down like a real switch."""

@@ -23,6 +23,14 @@ from support.credentials import make_token, write_token
 from support.session_doubles import FeedbackLog, PacedMicrophone
 
 
+async def wait_for_state(session: Session, state: State, timeout: float = 10) -> float:
+    """Wait until the session shows `state`; when it did (monotonic)."""
+    async with asyncio.timeout(timeout):
+        while session.state is not state:  # noqa: ASYNC110 - polls the product's state
+            await asyncio.sleep(0.005)
+    return time.monotonic()
+
+
 @dataclass
 class Rig:
     session: Session
@@ -32,10 +40,7 @@ class Rig:
 
     async def wait_state(self, state: State, timeout: float = 10) -> float:
         """Wait for `state`; when it was reached (monotonic)."""
-        async with asyncio.timeout(timeout):
-            while self.session.state is not state:  # noqa: ASYNC110 - polls the product's state
-                await asyncio.sleep(0.005)
-        return time.monotonic()
+        return await wait_for_state(self.session, state, timeout)
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
