@@ -327,3 +327,21 @@ async def test_run_without_a_token_waits_with_the_page_open(tmp_path: Path) -> N
             assert response.status == 403 and "not paired" in await response.text()
         assert app.terminate() == 0
     assert "waiting for a token" in app.stderr_file.read_text()
+
+
+def test_aiohttp_is_loaded_only_when_the_page_opens() -> None:
+    """Most appliances never show the page after their first day: its web server (about 12 MB of
+    a Pi's memory) must not be imported by the app until the window first opens."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, sesame_pi.app, sesame_pi.cli, sesame_pi.setup_page\n"
+        "print('aiohttp' in sys.modules)\n"
+        "import sesame_pi.setup_web\n"
+        "print('aiohttp' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out == ["False", "True"], out
