@@ -213,11 +213,23 @@ def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
 
 
 def test_after_a_device_stall_the_late_audio_is_dropped_down_to_the_margin() -> None:
-    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=20)
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=5)
     buf.write(pcm(1500, 3))  # what piled up while the device took nothing for 1.5 s
     buf.drop_stale(1.5)
     kept = buf.buffered_ms
-    assert 10 <= kept <= 15, "the margin is kept: a 10 ms period plus the lateness target"
+    assert 5 <= kept <= 10, "a 10 ms period plus the lateness target, less the device's 5 ms"
     assert buf.stale_bytes == len(pcm(1500)) - len(pcm(int(kept)))
     buf.drop_stale(1.0)
     assert buf.buffered_ms == kept, "never below the margin"
+
+
+def test_the_devices_own_audio_counts_toward_the_margin() -> None:
+    """A late frame finds the device's audio ahead of it as much as the buffer's: a device that
+    holds more than the margin and the lateness target needs no standing audio in the buffer."""
+    lean = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=5)
+    held = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=40)
+    for buf in (lean, held):
+        buf.write(pcm(500, 3))
+        buf.drop_stale(0.5)
+    assert lean.buffered_ms >= 5
+    assert held.buffered_ms == 0

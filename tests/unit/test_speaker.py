@@ -152,3 +152,49 @@ def test_a_stalled_device_is_reported_with_how_long_it_took_nothing() -> None:
     time.sleep(0.9)
     speaker.stop()
     assert len(stalls) == 1 and 0.3 <= stalls[0] <= 0.55, stalls
+
+
+class PrebufferingOutput(FakeOutput):
+    """A sound server's stream: once dry (and at its start) it plays only when it holds `prebuf`
+    frames, as PulseAudio does with the ALSA pulse plugin's stream (prebuf = its target length)."""
+
+    def __init__(self, prebuf: int, capacity: int) -> None:
+        super().__init__(capacity)
+        self.prebuf = prebuf
+        self.held_now = 0
+        self.playing = False
+        self.played_frames = 0
+        self.last = time.monotonic()
+
+    def _advance(self) -> None:
+        periods = int((time.monotonic() - self.last) * RATE) // PERIOD
+        self.last += periods * PERIOD / RATE
+        for _ in range(periods):
+            self.playing = self.playing or self.held_now >= self.prebuf
+            if self.playing:
+                take = min(self.held_now, PERIOD)
+                self.held_now -= take
+                self.played_frames += take
+                self.playing = self.held_now > 0
+
+    def get_write_available(self) -> int:
+        with self.lock:
+            self._advance()
+            return self.capacity - self.held_now
+
+    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
+        with self.lock:
+            self._advance()
+            self.held_now += len(data) // 2
+            self.written += len(data) // 2
+            self.writes.append(len(data) // 2)
+
+
+def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> None:
+    """Topped up only to the lean 20 ms target, a stream that waits for 40 ms would never play
+    again while the call's audio piled up in the playout buffer."""
+    stream = PrebufferingOutput(prebuf=4 * PERIOD, capacity=8 * PERIOD)
+    speaker, _ = run_speaker(stream, lambda want, held: bytes(want), 0.6, target_ms=20)
+    assert speaker.kicks >= 1
+    assert stream.played_frames >= RATE * 0.45, "it started within a few periods and kept on"
+    assert speaker.failure is None

@@ -666,6 +666,7 @@ class AudioEngine:
                 figures.get("output_underflows", 0) + self._speaker.underflows
             )
             figures["device_held_ms"] = round(self._speaker.held_ms(), 1)
+            figures["device_kicks"] = self._speaker.kicks
         if jitter is not None and jitter.adaptive:
             figures["playout_target_ms"] = jitter.lateness.target_ms
         if self._echo is not None:

@@ -249,9 +249,10 @@ class JitterBuffer:
 
     def _margin(self) -> int:
         """What the trimmer leaves: the underrun-grown margin (one device period to start with)
-        plus, when adaptive, the learnt lateness target."""
+        plus, when adaptive, the learnt lateness target less what the device itself holds: a
+        late frame finds the device's audio ahead of it as much as the buffer's."""
         if self.adaptive:
-            return self.margin + self._bytes(self.lateness.target_ms)
+            return max(0, self.margin + self._bytes(self.lateness.target_ms) - self.device)
         return self.margin
 
     def _trim_quiet(self) -> None:

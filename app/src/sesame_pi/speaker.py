@@ -28,6 +28,7 @@ STALL_S = 0.1  # a device that takes nothing for longer than this (5-10 periods)
 SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: not underflows
 MIN_SLEEP_S = 0.002  # the writer's shortest nap
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
+KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this long is waiting
 
 
 class Speaker:
@@ -55,6 +56,8 @@ class Speaker:
         self.stream_time = stream_time
         self.on_stall = on_stall
         self.stalls = 0
+        self.kicks = 0  # times the device was filled to make a waiting sound server start again
+        self._kicking = False
         self._prev_held = 0
         self._progress_at = time.monotonic()  # when the device was last seen taking audio
         self.capacity = 0
@@ -98,12 +101,13 @@ class Speaker:
                 free = int(self.stream.get_write_available())
                 held = max(0, self.capacity - free)
                 self._watch_progress(held)
-                if held >= self.target_frames or free < self.period_frames:
+                target = self._target(held)
+                if held >= target or free < self.period_frames:
                     # Full enough: sleep until the device has played down to the target.
-                    excess = max(held - self.target_frames, 0) / self.rate
+                    excess = max(held - target, 0) / self.rate
                     self._stop.wait(min(max(excess, MIN_SLEEP_S), 0.05))
                     continue
-                want = min(self.period_frames, self.target_frames - held) * SAMPLE_BYTES
+                want = min(self.period_frames, target - held) * SAMPLE_BYTES
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:
@@ -117,6 +121,18 @@ class Speaker:
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _target(self, held: int) -> int:
+        """How much the device should hold: the lean target, or its whole buffer while it holds
+        audio but plays none. A sound server that ran dry waits for its own prebuffer (the ALSA
+        pulse plugin's is the stream's whole target length) before it plays again; topped up
+        only to the lean target it would wait for ever while the call's audio piles up."""
+        waiting = time.monotonic() - self._progress_at
+        kicking = held > 0 and waiting > KICK_AFTER_PERIODS * self.period_frames / self.rate
+        if kicking and not self._kicking:
+            self.kicks += 1
+        self._kicking = kicking
+        return self.capacity if kicking else self.target_frames
 
     def _watch_progress(self, held: int) -> None:
         """A device that holds audio but takes none for a while has stalled (a sound server
