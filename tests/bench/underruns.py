@@ -94,6 +94,10 @@ def jitter_call(
         "jitter_ms": JITTER_MS,
         "call_s": ended.get("duration_s"),
         "underruns": audio.get("underruns"),
+        # The writer (or PortAudio) finding the device empty is as audible as the playout buffer
+        # running dry; the goal counts both (one dry spell may be counted by each).
+        "device_underflows": audio.get("output_underflows", 0),
+        "audible_underruns": (audio.get("underruns") or 0) + (audio.get("output_underflows") or 0),
         "overruns": audio.get("overruns"),
         "audio": audio,
         "ping_rtt_ms": ended.get("link", {}).get("ping_rtt_ms"),

@@ -7,6 +7,7 @@ Also the grace books and the silence pacer on a hand-moved clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -333,4 +334,30 @@ async def test_with_the_canceller_off_no_stage_stands_in_the_way() -> None:
     call = Call(grace_s=2.0)  # echo_cancel = "off", no ducking
     call.engine.start_call(24000)
     assert call.engine._echo is None, "off: the microphone goes up untouched, numpy not loaded"
+    call.engine.close()
+
+
+async def test_playout_underruns_are_logged_by_the_loop_a_few_times_a_call(
+    tasks: list[asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each underrun is a line to read when a call stuttered, but the writer thread never writes
+    a log file itself (a slow SD card would stall the speaker), and a bad link cannot flood it."""
+    monkeypatch.setattr(audio, "PLAYOUT_NOTES_PER_CALL", 3)
+    caplog.set_level(logging.INFO)
+    call = Call(grace_s=2.0)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    for _ in range(8):  # talk spurts with gaps: each gap runs the playout buffer dry
+        for _ in range(10):
+            call.engine.play(b"\x10\x00" * 480)
+        await asyncio.sleep(0.3)
+    notes = [r for r in caplog.records if getattr(r, "event", None) == "playout_underrun"]
+    assert len(notes) == 3, [r.getMessage() for r in notes]
+    assert {r.threadName for r in notes} == {threading.current_thread().name}
+    assert notes[-1].underruns == 3 and notes[0].lateness_target_ms >= 0  # type: ignore[attr-defined]
+    figures = call.engine.stats()
+    assert figures["underruns"] > 3 and figures["playout_notes"] == 3, figures
+    call.engine.stop_call()
     call.engine.close()

@@ -198,3 +198,44 @@ def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> 
     assert speaker.kicks >= 1
     assert stream.played_frames >= RATE * 0.45, "it started within a few periods and kept on"
     assert speaker.failure is None
+
+
+def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer_and_gives_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy machine keeps the writer away for 35 ms now and then: with 20 ms in the device it
+    runs dry each time; the target grows a period per dry spell until the device covers the
+    absence, and after a calm spell it shrinks back to the lean target."""
+    import sesame_pi.speaker as speaker_module
+
+    monkeypatch.setattr(speaker_module, "RELAX_AFTER_S", 0.3)
+    stream = FakeOutput(capacity=8 * PERIOD)
+    busy = threading.Event()
+    busy.set()
+    calls = 0
+    targets: list[int] = []
+
+    def render(want: int, held: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if busy.is_set() and calls % 12 == 0:
+            time.sleep(0.035)  # the writer thread did not get the CPU in time
+        return bytes(want)
+
+    speaker = Speaker(
+        stream, RATE, period_ms=10, device_target_ms=20, render=render,
+        on_played=lambda pcm, dac: None, stream_time=stream.get_time,
+        on_target=targets.append,
+    )  # fmt: skip
+    speaker.start()
+    time.sleep(1.2)
+    widened, dry_early = speaker.target_frames, speaker.underflows
+    time.sleep(0.6)
+    dry_late = speaker.underflows - dry_early
+    busy.clear()
+    time.sleep(1.5)
+    speaker.stop()
+    assert dry_early >= 1 and widened >= RATE * 40 // 1000, (dry_early, widened)
+    assert dry_late <= 1, "once deep enough, the absences no longer run the device dry"
+    assert speaker.target_frames == speaker.base_target_frames == RATE * 20 // 1000
+    assert targets[-1] == speaker.base_target_frames and max(targets) == widened

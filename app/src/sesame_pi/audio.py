@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -65,6 +66,7 @@ SAMPLE_BYTES = 2
 WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
+PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
 
 
@@ -172,6 +174,9 @@ class AudioEngine:
             device_ms=max(self.cfg.device_target_ms, 2 * self.cfg.output_period_ms),
             margin_ms=self.cfg.output_period_ms,
         )
+        speaker = self._speaker
+        if speaker is not None and speaker.rate == playback_rate:
+            self._jitter.device = speaker.target_frames * SAMPLE_BYTES  # as the last call left it
         self._start_echo()
         with self._lock:
             self._cancel_idle_close()
@@ -294,6 +299,7 @@ class AudioEngine:
                 on_played=self._played,
                 stream_time=time.time,  # PortAudio's clock, for the echo canceller's reference
                 on_stall=self._speaker_stalled,
+                on_target=self._device_target_changed,
             )
             self._speaker.start()
 
@@ -414,7 +420,12 @@ class AudioEngine:
     def _take(self, max_bytes: int, held_bytes: int) -> bytes:
         """Writer thread: what to hand the device next (b"" for nothing), earcons mixed in."""
         jitter = self._jitter
-        speech = jitter.take(max_bytes, held_bytes) if jitter is not None else b""
+        speech = b""
+        if jitter is not None:
+            underruns = jitter.underruns
+            speech = jitter.take(max_bytes, held_bytes)
+            if jitter.underruns != underruns:
+                self._note_playout("playout_underrun", jitter, held_bytes)
         if not self._earcon:
             return speech
         with self._earcon_lock:
@@ -426,12 +437,38 @@ class AudioEngine:
             return tone
         return mix(speech + bytes(size - len(speech)), tone)
 
+    def _device_target_changed(self, frames: int) -> None:
+        """Writer thread: the device keeps more (or less) audio now; the playout margin counts
+        it."""
+        jitter = self._jitter
+        if jitter is not None:
+            jitter.device = frames * SAMPLE_BYTES
+        self.counters["device_target_changes"] += 1
+
     def _speaker_stalled(self, seconds: float) -> None:
         """Writer thread: the device took nothing for `seconds`; drop what piled up meanwhile."""
         self.counters["speaker_stalls"] += 1
         jitter = self._jitter
         if jitter is not None:
+            self._note_playout("speaker_stalled", jitter, 0, stalled_ms=round(seconds * 1000))
             jitter.drop_stale(seconds)
+
+    def _note_playout(self, name: str, jitter: JitterBuffer, held_bytes: int, **more: int) -> None:
+        """Writer thread: one event line about the playout, written by the loop (a file write
+        here could stall the speaker), and at most PLAYOUT_NOTES_PER_CALL of them a call."""
+        if self.counters["playout_notes"] >= PLAYOUT_NOTES_PER_CALL:
+            return
+        self.counters["playout_notes"] += 1
+        fields = {
+            "buffered_ms": round(jitter.buffered_ms, 1),
+            "device_held_ms": round(held_bytes / 2 / jitter.rate * 1000, 1),
+            "lateness_target_ms": jitter.lateness.target_ms,
+            "margin_ms": round(jitter.margin / 2 / jitter.rate * 1000, 1),
+            "underruns": jitter.underruns,
+            **more,
+        }
+        with contextlib.suppress(RuntimeError):  # the loop closed while the speaker stopped
+            self.loop.call_soon_threadsafe(functools.partial(event, name, logging.INFO, **fields))
 
     def _played(self, pcm: bytes, dac_time: float) -> None:
         """Writer thread: the echo canceller's reference is exactly what reached the device."""
@@ -667,6 +704,9 @@ class AudioEngine:
             )
             figures["device_held_ms"] = round(self._speaker.held_ms(), 1)
             figures["device_kicks"] = self._speaker.kicks
+            figures["device_target_ms"] = round(
+                self._speaker.target_frames / self._speaker.rate * 1000, 1
+            )
         if jitter is not None and jitter.adaptive:
             figures["playout_target_ms"] = jitter.lateness.target_ms
         if self._echo is not None:

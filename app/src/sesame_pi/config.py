@@ -294,7 +294,9 @@ class Config:
     device_target_ms: int = setting(
         20,
         "audio",
-        "writer mode: how much audio the device may hold (at least two periods)",
+        "writer mode: how much audio the device may hold (at least two periods); a period"
+        " more after each time the device ran dry with audio waiting (up to 60 ms), a period"
+        " less after 10 s without",
         low=5,
         high=200,
     )

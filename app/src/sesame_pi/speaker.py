@@ -7,7 +7,9 @@ behind it. A blocking stream holds only what was written. This writer tops the d
 `device_target_ms` and no further; the rest waits in the playout buffer, where the playout policy
 (see `jitter`) can still decide about it. When there is nothing to play the writer writes nothing:
 the device runs dry between a call's frames only if the network is late, which the policy then
-learns from.
+learns from. If it runs dry although audio was waiting, the writer itself woke too late (a busy
+machine): the device's target then grows by a period (up to MAX_DEVICE_MS) and shrinks again
+after a calm spell, so the lean target is kept only where the machine can keep it.
 
 The writer stamps each chunk with the time its first sample will reach the DAC (now plus what the
 device still holds, on PortAudio's clock) and hands both to `on_played`: the echo canceller's
@@ -29,6 +31,8 @@ SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: n
 MIN_SLEEP_S = 0.002  # the writer's shortest nap
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
 KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this long is waiting
+MAX_DEVICE_MS = 60  # a writer that keeps waking late earns the device up to this much audio
+RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without running dry
 
 
 class Speaker:
@@ -45,12 +49,17 @@ class Speaker:
         on_played: Callable[[bytes, float], None],
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
+        on_target: Callable[[int], None] = lambda _frames: None,
     ) -> None:
         self.stream = stream
         self.rate = rate
         self.period_frames = rate * period_ms // 1000
         # The device takes a period at a time: below two, it would run dry at every take.
-        self.target_frames = max(rate * device_target_ms // 1000, 2 * self.period_frames)
+        self.base_target_frames = max(rate * device_target_ms // 1000, 2 * self.period_frames)
+        self.target_frames = self.base_target_frames
+        self.max_target_frames = max(self.base_target_frames, rate * MAX_DEVICE_MS // 1000)
+        self.on_target = on_target
+        self._calm_since = time.monotonic()
         self.render = render
         self.on_played = on_played
         self.stream_time = stream_time
@@ -98,6 +107,7 @@ class Speaker:
         try:
             while not self._stop.is_set():
                 self.alive_at = time.monotonic()
+                self._relax()
                 free = int(self.stream.get_write_available())
                 held = max(0, self.capacity - free)
                 self._watch_progress(held)
@@ -121,6 +131,24 @@ class Speaker:
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _widen(self) -> None:
+        """The device ran dry while the writer was away (the machine did not schedule it in
+        time): keep a period more in the device from now on, up to MAX_DEVICE_MS."""
+        self._calm_since = time.monotonic()
+        wider = min(self.max_target_frames, self.target_frames + self.period_frames)
+        if wider != self.target_frames:
+            self.target_frames = wider
+            self.on_target(wider)
+
+    def _relax(self) -> None:
+        """After RELAX_AFTER_S without running dry, a period of the widened target goes back."""
+        now = time.monotonic()
+        if self.target_frames > self.base_target_frames and now - self._calm_since > RELAX_AFTER_S:
+            leaner = self.target_frames - self.period_frames
+            self.target_frames = max(self.base_target_frames, leaner)
+            self._calm_since = now
+            self.on_target(self.target_frames)
 
     def _target(self, held: int) -> int:
         """How much the device should hold: the lean target, or its whole buffer while it holds
@@ -157,5 +185,6 @@ class Speaker:
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
+            self._widen()
         self.stream.write(chunk, exception_on_underflow=False)
         self._last_write = time.monotonic()
