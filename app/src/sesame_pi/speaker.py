@@ -113,8 +113,10 @@ class Speaker:
                 self._watch_progress(held)
                 target = self._target(held)
                 if held >= target or free < self.period_frames:
-                    # Full enough: sleep until the device has played down to the target.
-                    excess = max(held - target, 0) / self.rate
+                    # Full enough: sleep until the device has played down to the target, and
+                    # at the target for half a period: the device takes a period at a time, so
+                    # a period still remains when it does; shorter naps only cost CPU.
+                    excess = (max(held - target, 0) + self.period_frames // 2) / self.rate
                     self._stop.wait(min(max(excess, MIN_SLEEP_S), 0.05))
                     continue
                 want = min(self.period_frames, target - held) * SAMPLE_BYTES
