@@ -111,6 +111,22 @@ def test_goals_pass_miss_and_not_measured() -> None:
     assert verdicts["press to live (median)"] == "n/a"
 
 
+def test_the_curve_reads_each_run_as_ratios_to_its_own_naive_client() -> None:
+    import curve
+
+    results = {
+        "latency": {"app": {"round_trip": {"p95": 40.0}}, "naive": {"round_trip": {"p95": 50.0}}},
+        "usage": {"app": {"cpu_s_per_min": 6.0}, "naive": {"cpu_s_per_min": 3.0}},
+        "app_call_audio": {"output_underflows": 1},
+    }
+    row = curve.point("writer 10 ms / 20", results)
+    assert row["p95_ms_ratio"] == 0.8 and row["cpu_s_per_min_ratio"] == 2.0
+    assert row["underflows"] == 1
+    missing = curve.point("callback 20 ms", {"latency": {}, "usage": {}})
+    assert missing["p95_ms_ratio"] is None and missing["app_p95_ms"] is None
+    assert "| writer 10 ms / 20 | 40.0 | 50.0 | 0.8 |" in curve.table([row, missing])
+
+
 ECHO_SERVER = """
 import socket, sys
 server = socket.socket()
