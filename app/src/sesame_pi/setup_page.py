@@ -3,17 +3,12 @@
 It shows the session's state, the link, the token's time left (never the token), the last calls
 and device health; it takes what a signed-in browser holds and hands it to the same `login` code
 as `sesame-pi login` (in a thread); it plays a test sound. Who may use it and when it listens are
-decided in `pairing` (pure); this module only moves requests and answers:
-
-- every request: the Host must be this device (an IP literal, *.local, a single-label name or
-  localhost), so a rebound DNS name cannot reach it; a token bucket per client address (429);
-- every POST: the Origin must be this page's own; a paired browser's forms carry its CSRF token;
-- the pairing cookie and the paired cookie are random, HttpOnly and SameSite=Strict.
-
-The page listens only while the setup window says so (see pairing.SetupWindow); a port that
-cannot be bound is logged and tried again, and never stops the appliance. aiohttp (about 12 MB
-of a Pi's memory) is imported only when the window first opens: most appliances never show the
-page after their first day.
+decided in `pairing` (pure); this module keeps the page's state (pairings, rate limits, the last
+hand-over), answers the button's presses and holds, and opens and closes the listener as the
+setup window says (see pairing.SetupWindow). A port that cannot be bound is logged and tried
+again, and never stops the appliance. The web side (requests, its Host, Origin and CSRF checks,
+cookies) is `setup_web`, and aiohttp (about 12 MB of a Pi's memory) is imported only when the
+window first opens: most appliances never show the page after their first day.
 """
 
 from __future__ import annotations
