@@ -244,3 +244,18 @@ def test_the_widened_target_goes_back_a_period_per_calm_spell() -> None:
         speaker._relax()
     assert speaker.target_frames == speaker.base_target_frames
     assert targets == [720, 960, 1200, 1440, 1200, 960, 720, 480]
+
+
+def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> None:
+    """Nothing to play for 100 ms (the network was late): the device runs dry and that is
+    counted, but the writer was on time, so the device's target stays; the playout buffer's
+    lateness target is what learns from the network."""
+    stream = FakeOutput(capacity=8 * PERIOD)
+    started = time.monotonic()
+
+    def render(want: int, held: int) -> bytes:
+        return b"" if 0.3 < time.monotonic() - started < 0.4 else bytes(want)
+
+    speaker, _ = run_speaker(stream, render, 0.7, target_ms=20)
+    assert speaker.underflows >= 1
+    assert speaker.target_frames == speaker.base_target_frames

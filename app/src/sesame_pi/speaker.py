@@ -66,6 +66,7 @@ class Speaker:
         self.on_stall = on_stall
         self.stalls = 0
         self.kicks = 0  # times the device was filled to make a waiting sound server start again
+        self._waited_for_audio = False  # the last turn found nothing to play
         self._kicking = False
         self._prev_held = 0
         self._progress_at = time.monotonic()  # when the device was last seen taking audio
@@ -123,6 +124,7 @@ class Speaker:
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:
+                    self._waited_for_audio = True
                     # Nothing due: sleep until audio arrives, or the device is about to run dry
                     # (the playout buffer may be priming, and must see that moment).
                     until_dry = held / self.rate - MIN_SLEEP_S
@@ -187,6 +189,8 @@ class Speaker:
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
-            self._widen()
+            if not self._waited_for_audio:  # the writer was late, not the network
+                self._widen()
+        self._waited_for_audio = False
         self.stream.write(chunk, exception_on_underflow=False)
         self._last_write = time.monotonic()
