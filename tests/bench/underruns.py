@@ -88,6 +88,7 @@ def jitter_call(
             standin.wait(10)
     pairing = probe.analyse(recording)
     audio = ended.get("audio", {})
+    device_dry = audio.get("output_underflows") or 0
     figures = {
         "link": link.used,
         "delay_ms": DELAY_MS,
@@ -96,8 +97,8 @@ def jitter_call(
         "underruns": audio.get("underruns"),
         # The writer (or PortAudio) finding the device empty is as audible as the playout buffer
         # running dry; the goal counts both (one dry spell may be counted by each).
-        "device_underflows": audio.get("output_underflows", 0),
-        "audible_underruns": (audio.get("underruns") or 0) + (audio.get("output_underflows") or 0),
+        "device_underflows": device_dry,
+        "audible_underruns": (audio.get("underruns") or 0) + device_dry,
         "overruns": audio.get("overruns"),
         "audio": audio,
         "ping_rtt_ms": ended.get("link", {}).get("ping_rtt_ms"),

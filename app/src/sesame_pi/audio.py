@@ -461,9 +461,9 @@ class AudioEngine:
         self.counters["playout_notes"] += 1
         fields = {
             "buffered_ms": round(jitter.buffered_ms, 1),
-            "device_held_ms": round(held_bytes / 2 / jitter.rate * 1000, 1),
+            "device_held_ms": round(jitter.ms(held_bytes), 1),
             "lateness_target_ms": jitter.lateness.target_ms,
-            "margin_ms": round(jitter.margin / 2 / jitter.rate * 1000, 1),
+            "margin_ms": round(jitter.ms(jitter.margin), 1),
             "underruns": jitter.underruns,
             **more,
         }
@@ -704,9 +704,7 @@ class AudioEngine:
             )
             figures["device_held_ms"] = round(self._speaker.held_ms(), 1)
             figures["device_kicks"] = self._speaker.kicks
-            figures["device_target_ms"] = round(
-                self._speaker.target_frames / self._speaker.rate * 1000, 1
-            )
+            figures["device_target_ms"] = round(self._speaker.target_ms, 1)
         if jitter is not None and jitter.adaptive:
             figures["playout_target_ms"] = jitter.lateness.target_ms
         if self._echo is not None:

@@ -133,13 +133,17 @@ class JitterBuffer:
     def _bytes(self, ms: float) -> int:
         return int(self.rate * ms / 1000) * 2
 
+    def ms(self, nbytes: int) -> float:
+        """How long `nbytes` of this buffer's audio plays, in ms."""
+        return nbytes / 2 / self.rate * 1000
+
     @property
     def buffered_ms(self) -> float:
-        return len(self._data) / 2 / self.rate * 1000
+        return self.ms(len(self._data))
 
     @property
     def prebuffer_ms(self) -> float:
-        return self.prebuffer / 2 / self.rate * 1000
+        return self.ms(self.prebuffer)
 
     def write(self, pcm: bytes) -> None:
         with self._lock:
@@ -276,7 +280,7 @@ class JitterBuffer:
 
     @property
     def trimmed_ms(self) -> float:
-        return self.trimmed_bytes / 2 / self.rate * 1000
+        return self.ms(self.trimmed_bytes)
 
     def pending(self) -> bool:
         return bool(self._data)

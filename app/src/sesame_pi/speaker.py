@@ -94,6 +94,11 @@ class Speaker:
     def running(self) -> bool:
         return self._thread.is_alive() and self.failure is None
 
+    @property
+    def target_ms(self) -> float:
+        """What the writer keeps in the device now (ms)."""
+        return self.target_frames / self.rate * 1000
+
     def held_ms(self) -> float:
         """What the device holds now (ms); for the figures."""
         with contextlib.suppress(OSError):
