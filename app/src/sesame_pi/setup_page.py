@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
-import ipaddress
 import logging
 import socket
 import time
@@ -41,23 +40,6 @@ BIND_RETRY_S = 30.0
 class FeedbackPort(Protocol):
     def earcon(self, which: Earcon) -> None: ...
     def announce_setup(self) -> None: ...
-
-
-def host_allowed(host: str) -> bool:
-    """Is this Host header this device (not a name an attacker's DNS points here)?"""
-    name = host.strip().lower()
-    if name.startswith("["):  # [v6]:port
-        name = name[1 : name.find("]")] if "]" in name else name
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if not name:
-        return False
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(name)
-        return True
-    name = name.rstrip(".")
-    own = socket.gethostname().lower()
-    return name in ("localhost", own) or name.endswith(".local") or "." not in name
 
 
 def read_snippet() -> str | None:

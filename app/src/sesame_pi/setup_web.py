@@ -10,7 +10,10 @@ SameSite=Strict. Nothing here decides who may pair or when the page listens: `pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,7 +25,7 @@ from . import setup_views as views
 from .login import LoginError
 from .logs import event, redact
 from .pairing import PairingRefused, Refusal
-from .setup_page import SetupPage, host_allowed
+from .setup_page import SetupPage
 from .states import Earcon
 
 PAIR_COOKIE = "sesame_pairing"
@@ -40,6 +43,23 @@ REFUSALS = {
     Refusal.EXPIRED: "The minute to press the button is over. Start again.",
     Refusal.NOT_PRESSED: "The button has not been pressed yet: press it once, then Continue.",
 }
+
+
+def host_allowed(host: str) -> bool:
+    """Is this Host header this device (not a name an attacker's DNS points here)?"""
+    name = host.strip().lower()
+    if name.startswith("["):  # [v6]:port
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if not name:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    name = name.rstrip(".")
+    own = socket.gethostname().lower()
+    return name in ("localhost", own) or name.endswith(".local") or "." not in name
 
 
 class SetupServer:
