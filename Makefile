@@ -10,7 +10,7 @@ LIMIT ?= all
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint demo run bench test-faults container container-test \
-        ansible-test image image-test deploy collect-logs ci clean
+        ansible-test image image-test boot-test deploy collect-logs ci clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ image: install ## Build the SD card image with pi-gen (needs internet and Docker
 
 image-test: install ## Run the image's custom stage and first boot against an arm64 root file system
 	$(PYTEST) -s tests/system/test_image.py
+
+boot-test: install ## Boot the provisioned card under qemu (Cortex-A53, 512 MB): first boot, a call, a second boot
+	$(PYTEST) -s tests/system/test_boot.py
 
 deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group]
 	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' site.yml

@@ -36,8 +36,13 @@ if [[ "$arch" == "arm64" ]]; then
   "$DOCKER" tag "$image" sesame-pi:latest
 fi
 if [[ "${SAVE:-0}" == "1" ]]; then
+  # A Pi runs `sesame-pi:latest` (compose.yaml and the Ansible role's sesame_pi_image), so the
+  # arm64 tarball carries that tag too, or compose there would look for it in a registry. An
+  # armv7 fleet sets sesame_pi_image to sesame-pi:latest-armv7.
+  tags=("$image" "sesame-pi:latest-$arch")
+  [[ "$arch" == "arm64" ]] && tags+=(sesame-pi:latest)
   mkdir -p "$repo/build"
-  "$DOCKER" save -o "$repo/build/sesame-pi-$arch.tar" "$image" "sesame-pi:latest-$arch"
+  "$DOCKER" save -o "$repo/build/sesame-pi-$arch.tar" "${tags[@]}"
   echo "container: saved $repo/build/sesame-pi-$arch.tar" >&2
 fi
 echo "$image"

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -465,6 +466,13 @@ def test_services_are_enabled_at_boot(applied: Applied) -> None:
     assert "ExecStart=/usr/bin/docker compose up" in unit
     assert "WorkingDirectory=/opt/sesame-pi" in unit
     assert (applied.root / "usr/libexec/docker/cli-plugins/docker-compose").is_file()
+
+
+def test_the_engine_has_no_default_bridge(applied: Applied) -> None:
+    """The app uses the host's network; docker0 would only add NAT rules and a 172.17/16 route."""
+    daemon = applied.root / "etc/docker/daemon.json"
+    assert json.loads(daemon.read_text()) == {"bridge": "none"}
+    assert stat.S_IMODE(daemon.stat().st_mode) == 0o644
 
 
 def test_units_pass_systemd_analyze(applied: Applied) -> None:

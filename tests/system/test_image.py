@@ -1,29 +1,24 @@
 """`make image-test`: the SD image's own pi-gen stage and first boot, on a Debian 13 arm64 root.
 
-pi-gen cannot run here (no GitHub, no Raspberry Pi archive), so the test plays its part: a cached
-Debian trixie arm64 root (tests/system/lib/debian-rootfs.sh pi) stands in for stage2's output,
-and image/stage-sesame, assembled by image/assemble-stage.sh as `make image` does, runs the way
-pi-gen's build.sh runs a stage: the same environment, prerun.sh, then each sub-stage's NN-run.sh
-from its directory, with a small shim for pi-gen's helpers (log, copy_previous, on_chroot). The
-Ansible playbook really runs through the chroot connection under qemu; the app image is a small
-fake tarball (building the real one is the container test's job). Then the first-boot script runs
-inside that root against a real FAT file system (mkfs.vfat, mounted with fusefat: the kernel here
-has no vfat driver) and mtools reads back what is left on it.
+pi-gen cannot run here (no GitHub, no Raspberry Pi archive), so the test plays its part
+(tests/support/pi_stage.py): a cached Debian trixie arm64 root (tests/system/lib/debian-rootfs.sh
+pi) stands in for stage2's output, and image/stage-sesame, assembled by image/assemble-stage.sh as
+`make image` does, runs the way pi-gen's build.sh runs a stage: the same environment, prerun.sh,
+then each sub-stage's NN-run.sh from its directory, with a small shim for pi-gen's helpers (log,
+copy_previous, on_chroot). The Ansible playbook really runs through the chroot connection under
+qemu; the app image is a small fake tarball (building the real one is the container test's job,
+booting it the boot test's). Then the first-boot script runs inside that root against a real FAT
+file system (mkfs.vfat, mounted with fusefat: the kernel here has no vfat driver) and mtools reads
+back what is left on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import shutil
 import stat
 import subprocess
-import tarfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,265 +28,23 @@ from sesame_pi.config import Config
 from sesame_pi.login import settle_pending
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token
+from support.pi_stage import PI_GEN_SHIM, FatPartition, StagedRoot, run, staged_root
 from support.token_endpoint import Issuer, TokenEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_SRC = REPO / "image" / "stage-sesame"
-CACHE = Path(os.environ.get("SESAME_PI_CACHE", "/var/cache/sesame-pi"))
-APT_ARCHIVES = CACHE / "apt-archives"
-# Work directories hold bind mounts of /dev and /sys while a stage runs, so they live outside
-# pytest's temporary directories, which later sessions delete without looking for mount points.
-WORK_ROOT = CACHE / "image-test"
 APP_UID = 10001
 FIRSTBOOT = "/usr/local/sbin/sesame-pi-firstboot"
 UNITS = ("sesame-pi-firstboot.service", "sesame-pi.service", "sesame-pi-image-load.service")
-HOST_TOOLS = {"rsync": "rsync", "fusefat": "fusefat", "mcopy": "mtools", "mkfs.vfat": "dosfstools"}
 
 # The first test to use `staged` pays for the whole stage run (minutes under qemu).
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(3300)]
 
-# pi-gen's helpers as its scripts/common defines their contract, written for this test: log
-# appends to LOG_FILE, copy_previous copies the previous stage's root (never apt's .deb cache),
-# on_chroot mounts proc, dev, dev/pts, sys and tmpfs /run and /tmp in the root when missing (they
-# stay until the stage ends) and runs bash -e inside it with its arguments and standard input.
-# The driver then does what build.sh's run_stage does for one stage.
-PI_GEN_SHIM = r"""
-set -euo pipefail
-log() { echo "[$(date +%T)] $*" | tee -a "$LOG_FILE"; }
-copy_previous() {
-  if [[ ! -d "$PREV_ROOTFS_DIR" ]]; then
-    echo "Previous stage rootfs not found" >&2
-    return 1
-  fi
-  mkdir -p "$ROOTFS_DIR"
-  rsync -aHAXx --exclude var/cache/apt/archives "$PREV_ROOTFS_DIR/" "$ROOTFS_DIR/"
-}
-ensure_mount() {
-  local target="$ROOTFS_DIR/$1"
-  shift
-  mountpoint -q "$target" || mount "$@" "$target"
-}
-# shellcheck disable=SC2120 # stage scripts may pass bash options; this driver passes none
-on_chroot() {
-  ensure_mount proc -t proc proc
-  ensure_mount dev --bind /dev
-  ensure_mount dev/pts --bind /dev/pts
-  ensure_mount sys --bind /sys
-  ensure_mount run -t tmpfs tmpfs
-  ensure_mount tmp -t tmpfs tmpfs
-  chroot "$ROOTFS_DIR" /bin/bash -e "$@"
-}
-export -f log copy_previous ensure_mount on_chroot
-
-set -a
-# shellcheck source=/dev/null
-source "$PI_GEN_CONFIG"
-set +a
-
-cd "$STAGE_DIR"
-if [[ -x prerun.sh ]]; then
-  log "Begin $STAGE_DIR/prerun.sh"
-  ./prerun.sh
-fi
-# Test-only speed-up: apt's downloads survive between runs.
-mkdir -p "$ROOTFS_DIR/var/cache/apt/archives/partial"
-mountpoint -q "$ROOTFS_DIR/var/cache/apt/archives" ||
-  mount --bind "$APT_ARCHIVES" "$ROOTFS_DIR/var/cache/apt/archives"
-for SUB_STAGE_DIR in "$STAGE_DIR"/*/; do
-  [[ -f "$SUB_STAGE_DIR/SKIP" ]] && continue
-  cd "$SUB_STAGE_DIR"
-  for i in {00..99}; do
-    for unsupported in "$i-debconf" "$i-packages" "$i-packages-nr" "$i-patches"; do
-      if [[ -e "$unsupported" ]]; then
-        echo "the test's pi-gen shim does not run $SUB_STAGE_DIR$unsupported" >&2
-        exit 1
-      fi
-    done
-    if [[ -x "$i-run.sh" ]]; then
-      log "Begin $SUB_STAGE_DIR$i-run.sh"
-      "./$i-run.sh"
-    elif [[ -f "$i-run.sh" ]]; then
-      echo "$SUB_STAGE_DIR$i-run.sh is not executable: pi-gen would skip it" >&2
-      exit 1
-    fi
-    if [[ -f "$i-run-chroot.sh" ]]; then
-      log "Begin $SUB_STAGE_DIR$i-run-chroot.sh"
-      on_chroot <"$i-run-chroot.sh"
-    fi
-  done
-done
-# shellcheck source=/dev/null
-source "$STAGE_DIR/EXPORT_IMAGE"
-echo "EXPORT_IMAGE: IMG_SUFFIX=[$IMG_SUFFIX]"
-"""
-
-
-def run(
-    *args: str | Path, timeout: float = 120, check: bool = True, **kwargs
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(a) for a in args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **kwargs,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, args))} failed ({result.returncode}):\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below `root`, deepest first (so they can be unmounted in order)."""
-    found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1].encode().decode("unicode_escape")
-        if target == str(root) or target.startswith(f"{root}/"):
-            found.append(target)
-    return sorted(found, key=len, reverse=True)
-
-
-def unmount_all(root: Path) -> None:
-    for target in mounts_under(root):
-        if run("umount", target, check=False).returncode != 0:
-            run("umount", "--lazy", target, check=False)
-
-
-def remove_work(work: Path) -> None:
-    """Unmount, then delete; never delete through a mount point that would not go."""
-    unmount_all(work)
-    if mounts_under(work):
-        print(f"\nimage: left {work} in place: still mounted {mounts_under(work)}")
-        return
-    run("rm", "-rf", "--one-file-system", work, timeout=600)
-
-
-def remove_stale_work() -> None:
-    """Clean up after runs that were killed before their own cleanup (their process is gone)."""
-    for old in WORK_ROOT.glob("run-*"):
-        try:
-            os.kill(int(old.name.removeprefix("run-")), 0)
-        except (ValueError, ProcessLookupError):
-            remove_work(old)
-
-
-def processes_inside(root: Path) -> list[str]:
-    """Command lines of processes whose root is `root`: what a chroot step left running."""
-    left = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.readlink(proc / "root") == str(root):
-                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return left
-
 
 @pytest.fixture(scope="module")
-def host_tools() -> None:
-    """FAT tools and rsync on the build host (pi-gen's container has them; Debian may not)."""
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
-    if missing:
-        run("apt-get", "update", "-qq", timeout=600)
-        run("apt-get", "install", "-y", "-qq", *missing, timeout=600,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
-
-
-@dataclass
-class StagedRoot:
-    """The root file system after image/stage-sesame ran, and what the run left behind."""
-
-    rootfs: Path
-    output: str
-    app_tarball: Path
-    left_running: list[str]
-    seconds: float
-
-    def chroot(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the arm64 root (under qemu-user via binfmt_misc)."""
-        setting = [f"{k}={v}" for k, v in (env or {}).items()]
-        return run("chroot", self.rootfs, "/usr/bin/env", *setting, *args, check=check, timeout=120)
-
-
-def fake_app_tarball(path: Path) -> Path:
-    """A small tar in `docker save`'s shape; the loader service is what would read it at boot."""
-    with tarfile.open(path, "w") as tar:
-        for name, data in (("manifest.json", b'[{"RepoTags": ["sesame-pi:latest"]}]\n'),
-                           ("repositories", b"{}\n")):  # fmt: skip
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture(scope="module")
-def staged(host_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StagedRoot]:
-    assert os.geteuid() == 0, "the image test mounts and chroots: run it as root"
-    tarball = run("bash", REPO / "tests/system/lib/debian-rootfs.sh", "pi", timeout=1800)
-    tarball_path = Path(tarball.stdout.strip().splitlines()[-1])
-    remove_stale_work()
-    work = WORK_ROOT / f"run-{os.getpid()}"
-    remove_work(work)
-    work.mkdir(parents=True)
-    kept = tmp_path_factory.mktemp("image-stage")
-    base = work / "pi-gen"
-    prev_rootfs = work / "stage2" / "rootfs"
-    prev_rootfs.mkdir(parents=True)
-    APT_ARCHIVES.mkdir(parents=True, exist_ok=True)
-    try:
-        started = time.monotonic()
-        run("tar", "--numeric-owner", "-xpf", tarball_path, "-C", prev_rootfs, timeout=600)
-        # Raspberry Pi OS mounts the FAT partition here; a plain Debian root lacks the directory.
-        (prev_rootfs / "boot" / "firmware").mkdir(parents=True, exist_ok=True)
-        app_tarball = fake_app_tarball(work / "sesame-pi-arm64.tar")
-        stage_dir = base / "stage-sesame"
-        run("bash", REPO / "image/assemble-stage.sh", stage_dir, app_tarball)
-        env = {
-            **os.environ,
-            "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",
-            "PI_GEN_CONFIG": str(REPO / "image/config"),
-            "APT_ARCHIVES": str(APT_ARCHIVES),
-            "BASE_DIR": str(base),
-            "SCRIPT_DIR": str(base / "scripts"),
-            "WORK_DIR": str(work),
-            "LOG_FILE": str(work / "build.log"),
-            "STAGE": "stage-sesame",
-            "STAGE_DIR": str(stage_dir),
-            "STAGE_WORK_DIR": str(work / "stage-sesame"),
-            "ROOTFS_DIR": str(work / "stage-sesame" / "rootfs"),
-            "PREV_STAGE": "stage2",
-            "PREV_STAGE_DIR": str(base / "stage2"),
-            "PREV_ROOTFS_DIR": str(prev_rootfs),
-            "USE_QEMU": "0",
-            "ANSIBLE_FORCE_COLOR": "0",
-            # Per-task times in the stage output: the run is slow under qemu, this says where.
-            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-        }
-        # Streamed to a file: `tail -f` it to watch a slow run.
-        log_path = work / "stage-output.txt"
-        with log_path.open("w") as log:
-            code = subprocess.run(
-                ["bash", "-c", PI_GEN_SHIM], env=env, stdout=log, stderr=subprocess.STDOUT,
-                timeout=2700, check=False,  # 24 min on a loaded 2-core machine
-            ).returncode  # fmt: skip
-        output = log_path.read_text()
-        assert code == 0, f"the stage failed ({code}):\n{output[-6000:]}"
-        rootfs = work / "stage-sesame" / "rootfs"
-        seconds = time.monotonic() - started
-        print(f"\nimage: stage-sesame ran in {seconds:.0f} s (root from {tarball_path.name})")
-        yield StagedRoot(rootfs, output, app_tarball, processes_inside(rootfs), seconds)
-    finally:
-        if (work / "stage-output.txt").exists():
-            shutil.copy(work / "stage-output.txt", kept / "stage-output.txt")
-        remove_work(work)
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StagedRoot]:
+    with staged_root(tmp_path_factory.mktemp("image-stage")) as root:
+        yield root
 
 
 def is_shell_script(path: Path) -> bool:
@@ -334,58 +87,6 @@ def test_the_first_boot_unit_passes_systemd_analyze_verify(staged: StagedRoot) -
         check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
-
-
-@dataclass
-class FatPartition:
-    """A FAT32 file system image, like the SD card's boot partition, filled and read by mtools."""
-
-    image: Path
-
-    @classmethod
-    def create(cls, path: Path, files: dict[str, bytes]) -> FatPartition:
-        run("truncate", "-s", "64M", path)
-        run("mkfs.vfat", "-F", "32", "-n", "BOOTFS", path)
-        fat = cls(path)
-        for folder in sorted({name.rsplit("/", 1)[0] for name in files if "/" in name}):
-            fat.mtools("mmd", f"::/{folder}")
-        for name, data in files.items():
-            local = path.parent / "upload"
-            local.write_bytes(data)
-            fat.mtools("mcopy", "-o", local, f"::/{name}")
-            local.unlink()
-        return fat
-
-    def mtools(
-        self, tool: str, *args: str | Path, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return run(tool, "-i", self.image, *args, check=check)
-
-    def listing(self, directory: str = "/") -> list[str] | None:
-        """File names in `directory` (lower case, as FAT compares them); None if it is gone."""
-        result = self.mtools("mdir", "-b", f"::{directory}", check=False)
-        if result.returncode != 0:
-            return None
-        return sorted(Path(line).name.lower() for line in result.stdout.split())
-
-    def mounted_at(self, target: Path) -> _FatMount:
-        return _FatMount(self.image, target)
-
-
-class _FatMount:
-    def __init__(self, image: Path, target: Path) -> None:
-        self.image, self.target = image, target
-
-    def __enter__(self) -> Path:
-        # nonempty: the image's own boot/firmware holds the README the stage installed.
-        run("fusefat", "-o", "rw+,nonempty", self.image, self.target)
-        assert os.path.ismount(self.target), f"fusefat did not mount {self.image}"
-        return self.target
-
-    def __exit__(self, *exc: object) -> None:
-        run("fusermount", "-u", self.target, check=False)
-        if os.path.ismount(self.target):
-            run("umount", "--lazy", self.target, check=False)
 
 
 def firstboot(

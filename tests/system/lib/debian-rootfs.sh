@@ -4,7 +4,9 @@
 # Usage: [ROOTFS_ARCH=arm64|armhf] debian-rootfs.sh minbase|pi [SUITE]
 #   minbase  the smallest root (debootstrap --variant=minbase): the base of the container image.
 #   pi       minbase plus what Raspberry Pi OS Lite has that our Ansible roles rely on
-#            (systemd, udev, python3 for Ansible's chroot connection, sudo, ca-certificates).
+#            (systemd, udev, python3 for Ansible's chroot connection, sudo, ca-certificates), and
+#            on arm64 Debian's kernel and initramfs standing in for the Pi's (the boot test boots
+#            it under qemu-system-aarch64; the image and Ansible tests never run it).
 # The cache lives in ${SESAME_PI_CACHE:-/var/cache/sesame-pi}/rootfs; the key is the suite, the
 # variant and the package list, so changing the list rebuilds. A cold cache takes a few minutes
 # (the second stage runs under qemu-user-static).
@@ -23,7 +25,10 @@ esac
 
 case "$variant" in
   minbase) include="" ;;
-  pi) include="systemd,systemd-sysv,udev,dbus,python3,python3-apt,sudo,ca-certificates,iproute2,kmod,procps" ;;
+  pi)
+    include="systemd,systemd-sysv,udev,dbus,python3,python3-apt,sudo,ca-certificates,iproute2,kmod,procps"
+    [[ "$arch" == "arm64" ]] && include+=",linux-image-arm64,initramfs-tools,zstd"
+    ;;
   *) echo "debian-rootfs.sh: unknown variant '$variant' (minbase or pi)" >&2; exit 2 ;;
 esac
 
