@@ -437,4 +437,10 @@ def test_figures(boots: list[Boot], card: Card) -> None:
     print(f"  card image: {disk_mb:.0f} MB ({on_disk_mb:.0f} MB allocated), root {card.root_mb} MB")
     call = first["memory"].get("call")
     assert call is not None, "no memory figure during the call"
-    assert call["available_mb"] > 0 and call["app_container_mb"] is not None
+    appliance_mb = call["used_mb"] - (call["standin_container_mb"] or 0)
+    share = call["available_mb"] / call["total_mb"]
+    print(f"  the appliance alone in a call (used less the test's stand-in): {appliance_mb:.0f} MB "
+          f"of {call['total_mb']} MB the kernel leaves; {share:.0%} still available")  # fmt: skip
+    # Fits: a quarter of the memory is still available (page cache, a browser on the setup page,
+    # an update's image load) while a call runs and the test's own stand-in runs beside it.
+    assert share >= 0.25, f"only {call['available_mb']} of {call['total_mb']} MB available"
