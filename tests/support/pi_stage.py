@@ -224,12 +224,15 @@ def root_tarball() -> Path:
 
 
 def stage_key(base: Path) -> str:
-    """What a staged root depends on: the base root, the stage, the playbook and this shim."""
+    """What a staged root depends on: the base root, this shim, and the stage's and playbook's
+    tracked files (documentation aside; caches that tools leave in the tree never count)."""
     digest = hashlib.sha256(f"{base.name}\n{PI_GEN_SHIM}".encode())
-    for top in (REPO / "image", REPO / "ansible"):
-        for path in sorted(top.rglob("*")):
-            if path.is_file():
-                digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    tracked = run("git", "-C", REPO, "ls-files", "--", "image/stage-sesame", "image/config",
+                  "image/assemble-stage.sh", "ansible").stdout.split()  # fmt: skip
+    for name in sorted(tracked):
+        path = REPO / name
+        if path.is_file() and path.suffix != ".md":
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 

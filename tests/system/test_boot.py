@@ -20,6 +20,7 @@ TCG times are not Pi times: the figures printed say how this emulated machine di
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -71,6 +72,7 @@ class Card:
     kernel: Path
     initrd: Path
     work: Path
+    kept: Path
     root_mb: int
     token: str = field(repr=False)
 
@@ -142,7 +144,7 @@ def add_test_only_files(root: Path, pki_dir: Path) -> None:
     install(GUEST_FILES / "compose.override.yaml", root / "opt/sesame-pi/compose.override.yaml",
             0o644)  # fmt: skip
     card = sound_card_id(root)
-    install(f"blacklist gpio_keys\noptions snd-aloop index=0 id={card}\n".encode(),
+    install(f"options snd-aloop index=0 id={card}\n".encode(),
             root / "etc/modprobe.d/sesame-pi-boot-test.conf", 0o644)  # fmt: skip
     install(b"snd-aloop\n", root / "etc/modules-load.d/sesame-pi-boot-test.conf", 0o644)
     pki = make_pki(pki_dir)
@@ -157,9 +159,7 @@ def fat_files(root: Path, token: str) -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in firmware.iterdir() if p.is_file()}
     for path in firmware.iterdir():
         path.unlink()
-    config = (
-        f'server = "{STANDIN_URL}"\nca_file = "{GUEST_CA}"\nbutton = "stdin"\n'
-    )  # fmt: skip
+    config = f'server = "{STANDIN_URL}"\nca_file = "{GUEST_CA}"\nbutton = "stdin"\n'
     files["config.txt"] = b"arm_64bit=1\r\n"
     files["sesame-pi/token"] = token.encode() + b"\r\n"  # saved by Notepad
     files["sesame-pi/config.toml"] = config.replace("\n", "\r\n").encode()
@@ -235,7 +235,8 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
             f"boot: card built in {time.monotonic() - started:.0f} s: root {used_mb} MB used "
             f"of {root_mb} MB, FAT {FAT_MB} MB, kernel {kernel.name}"
         )
-        yield Card(disk, work / "vmlinuz", work / "initrd.img", work, root_mb, token)
+        print(f"boot: the guest's reports and consoles are kept in {kept}")
+        yield Card(disk, work / "vmlinuz", work / "initrd.img", work, kept, root_mb, token)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -296,6 +297,8 @@ def power_on(card: Card, number: int) -> Boot:
             qemu.wait()
     console = console_path.read_text(errors="replace")
     wall = time.monotonic() - started
+    for path in (report_path, console_path):
+        shutil.copy(path, card.kept / path.name)  # the card's work directory goes at the end
     if final is None or final["kind"] != "report":
         raise AssertionError(
             f"boot {number} gave no report in {wall:.0f} s (qemu exit {qemu.returncode}; "
@@ -338,6 +341,7 @@ def check_common(check: Checks, boot: Boot, card: Card) -> None:
     check("no failed units", r["failed_units"] == [], r["failed_units"])
     check("the app's container is healthy", r["healthy"] == "healthy", r["healthy"])
     check("no errors in the app's event log", r["errors"] == [], r["errors"][:3])
+    check("the app's container never restarted", r["app"]["restarts"] == 0, r["app"]["restarts"])
     procs = r["app"]["processes"]
     check("the container's processes all run as uid/gid 10001",
           bool(procs) and all(set(p["uids"]) == {APP_UID} and set(p["gids"]) == {APP_UID}
@@ -355,6 +359,9 @@ def check_common(check: Checks, boot: Boot, card: Card) -> None:
           (token.get("mode"), token.get("owner"), token.get("uid")) == ("0o600", "sesame:sesame",
                                                                        APP_UID),
           token)  # fmt: skip
+    landed = token.get("sha256") == hashlib.sha256(card.token.encode()).hexdigest()
+    check("... byte for byte what was dropped, without the Windows line end",
+          landed and token.get("has_cr") is False, (landed, token.get("has_cr")))  # fmt: skip
     hits = {k: v for k, v in token.items() if k.startswith("in_")}
     check(f"the token appears nowhere ({token.get('journal_lines')} journal entries, the app's "
           "logs, the units)", set(hits.values()) == {0}, hits)  # fmt: skip
@@ -394,7 +401,8 @@ def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], 
           r["fat_after"] is None, r["fat_after"])  # fmt: skip
     check("the button press placed a call on the stand-in", "call_live_at_s" in r,
           r.get("error", ""))  # fmt: skip
-    check("holding the button ended it", r.get("call_ended") is True, r.get("call_ended"))
+    check("holding the button ended it", r.get("call_ended") is True,
+          {"in the call": r.get("in_call"), "after the hold": r.get("after_hold")})  # fmt: skip
     check("no process was killed for memory", r.get("oom_kills") == 0, r.get("oom_kills"))
     check.verdict()
 

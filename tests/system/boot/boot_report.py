@@ -11,6 +11,7 @@ logs, and memory in use, and powers the machine off. Standard library only: the 
 python3 runs it.
 """
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -169,12 +170,16 @@ def ready_or_progress():
 
 
 def cgroup_of(name: str) -> Path | None:
-    cid = container_state(name).get("Id")
-    if not cid:
+    """The container's cgroup, from its first process (a walk of /sys/fs/cgroup can miss it
+    while transient groups come and go)."""
+    pid = (container_state(name).get("State") or {}).get("Pid")
+    if not pid:
         return None
-    for path in Path("/sys/fs/cgroup").glob(f"**/docker-{cid}.scope"):
-        return path
-    return None
+    try:
+        line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]  # 0::/system.slice/...
+    except (OSError, IndexError):
+        return None
+    return Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
 
 
 def processes(group: Path | None) -> list[dict]:
@@ -210,7 +215,9 @@ def memory() -> dict:
         return round(int((group / "memory.current").read_text()) / 2**20, 1)
 
     app_procs = processes(app)
+    state = container_state(APP).get("State") or {}
     return {
+        "app_status": state.get("Status"), "app_started_at": state.get("StartedAt"),
         "total_mb": total, "used_mb": used, "available_mb": available, "cache_mb": cache,
         "app_container_mb": charge(app), "standin_container_mb": charge(standin),
         "app_rss_mb": round(sum(p["rss_kb"] for p in app_procs) / 1024, 1),
@@ -227,7 +234,8 @@ def units() -> dict:
 
 def token_report() -> dict:
     try:
-        token = TOKEN.read_text().strip()
+        raw = TOKEN.read_bytes()
+        token = raw.decode().strip()
         info = TOKEN.stat()
     except OSError as exc:
         return {"error": str(exc)}
@@ -239,6 +247,7 @@ def token_report() -> dict:
 
     journal = sh("journalctl", "--no-pager", "-o", "json", timeout=300)
     return {
+        "sha256": hashlib.sha256(token.encode()).hexdigest(), "has_cr": b"\r" in raw,
         "mode": oct(info.st_mode & 0o777), "uid": info.st_uid, "gid": info.st_gid, "owner": owner,
         "journal_lines": len(journal.splitlines()),
         "in_journal": hits(journal),
@@ -273,9 +282,11 @@ def main() -> None:
                 report["call_live_at_s"] = seconds_since_boot(call["ts"])
                 time.sleep(10)  # into the call: audio both ways
                 report["memory"]["call"] = memory()
+                report["in_call"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
                 type_on_button("hold")
                 ended = wait_for(lambda: first_event("call_ended"), ENDED_WITHIN_S, 0.5)
                 report["call_ended"] = ended is not None
+                report["after_hold"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
     seen = events()
     report["events"] = sorted({str(f.get("event")) for f in seen})
     report["errors"] = [f for f in seen if f.get("level") in ("ERROR", "CRITICAL")][:20]
@@ -288,10 +299,8 @@ def main() -> None:
         "processes": processes(cgroup_of(APP)),
     }
     report["units"] = units()
-    report["failed_units"] = sh(
-        "systemctl", "list-units", "--failed", "--plain", "--no-legend"
-    ).split("\n")
-    report["failed_units"] = [line.split()[0] for line in report["failed_units"] if line.strip()]
+    failed = sh("systemctl", "list-units", "--failed", "--plain", "--no-legend").splitlines()
+    report["failed_units"] = [line.split()[0] for line in failed if line.strip()]
     report["system_state"] = sh("systemctl", "is-system-running").strip()
     report["firstboot_log"] = sh(
         "journalctl", "-b", "-u", "sesame-pi-firstboot", "-o", "cat"
