@@ -275,6 +275,7 @@ def power_on(card: Card, number: int) -> Boot:
     final: dict | None = None
     try:
         while time.monotonic() - started < BOOT_TIMEOUT_S:
+            exited = qemu.poll() is not None  # read once more after the guest powers off
             text = report_path.read_text(errors="replace")
             for raw in text.splitlines()[len(lines) :]:
                 found = json.loads(raw)
@@ -286,7 +287,7 @@ def power_on(card: Card, number: int) -> Boot:
                           f"({elapsed:.0f} s wall) {said[:600]}", flush=True)  # fmt: skip
                 if found["kind"] in ("report", "crashed"):
                     final = found
-            if final is not None or qemu.poll() is not None:
+            if final is not None or exited:
                 break
             time.sleep(1)
         if final is not None:

@@ -16,6 +16,7 @@ import json
 import socket
 import subprocess
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -324,6 +325,6 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as exc:  # the host must hear of it rather than time out
-        send("crashed", error=repr(exc))
+        send("crashed", error=repr(exc), where=traceback.format_exc()[-2000:])
         sh("systemctl", "poweroff", "--no-block")
         raise
