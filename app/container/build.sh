@@ -40,7 +40,9 @@ if [[ "${SAVE:-0}" == "1" ]]; then
   # arm64 tarball carries that tag too, or compose there would look for it in a registry. An
   # armv7 fleet sets sesame_pi_image to sesame-pi:latest-armv7.
   tags=("$image" "sesame-pi:latest-$arch")
-  [[ "$arch" == "arm64" ]] && tags+=(sesame-pi:latest)
+  if [[ "$arch" == "arm64" ]]; then
+    tags+=(sesame-pi:latest)
+  fi
   mkdir -p "$repo/build"
   "$DOCKER" save -o "$repo/build/sesame-pi-$arch.tar" "${tags[@]}"
   echo "container: saved $repo/build/sesame-pi-$arch.tar" >&2

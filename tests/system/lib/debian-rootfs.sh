@@ -27,7 +27,9 @@ case "$variant" in
   minbase) include="" ;;
   pi)
     include="systemd,systemd-sysv,udev,dbus,python3,python3-apt,sudo,ca-certificates,iproute2,kmod,procps"
-    [[ "$arch" == "arm64" ]] && include+=",linux-image-arm64,initramfs-tools,zstd"
+    if [[ "$arch" == "arm64" ]]; then
+      include+=",linux-image-arm64,initramfs-tools,zstd"
+    fi
     ;;
   *) echo "debian-rootfs.sh: unknown variant '$variant' (minbase or pi)" >&2; exit 2 ;;
 esac
