@@ -337,8 +337,14 @@ def boots(card: Card) -> list[Boot]:
     return [first, second]
 
 
-def check_common(check: Checks, boot: Boot, card: Card) -> None:
+def checked_boot(boot: Boot, card: Card) -> tuple[dict, Checks]:
+    """The checks every boot must pass; the caller adds its own and asks for the verdict."""
     r = boot.report
+    check = Checks()
+    print(f"\nboot {boot.number} ({boot.wall_s:.0f} s wall, TCG):")
+    check("the guest counted this boot", r["boot"] == boot.number, r["boot"])
+    check("the app came up idle with its link up", "idle_at_s" in r, r.get("error", ""))
+    check("no process was killed for memory", r.get("oom_kills") == 0, r.get("oom_kills"))
     check("no failed units", r["failed_units"] == [], r["failed_units"])
     check("the app's container is healthy", r["healthy"] == "healthy", r["healthy"])
     check("no errors in the app's event log", r["errors"] == [], r["errors"][:3])
@@ -366,16 +372,11 @@ def check_common(check: Checks, boot: Boot, card: Card) -> None:
     hits = {k: v for k, v in token.items() if k.startswith("in_")}
     check(f"the token appears nowhere ({token.get('journal_lines')} journal entries, the app's "
           "logs, the units)", set(hits.values()) == {0}, hits)  # fmt: skip
+    return r, check
 
 
 def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], card: Card) -> None:
-    boot = boots[0]
-    r = boot.report
-    check = Checks()
-    print(f"\nboot 1 ({boot.wall_s:.0f} s wall, TCG):")
-    check("the guest saw its first boot", r["boot"] == 1, r["boot"])
-    check("the app came up idle with its link up", "idle_at_s" in r, r.get("error", ""))
-    check_common(check, boot, card)
+    r, check = checked_boot(boots[0], card)
     units = r["units"]
     firstboot = units["sesame-pi-firstboot.service"]
     load = units["sesame-pi-image-load.service"]
@@ -404,24 +405,16 @@ def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], 
           r.get("error", ""))  # fmt: skip
     check("holding the button ended it", r.get("call_ended") is True,
           {"in the call": r.get("in_call"), "after the hold": r.get("after_hold")})  # fmt: skip
-    check("no process was killed for memory", r.get("oom_kills") == 0, r.get("oom_kills"))
     check.verdict()
 
 
 def test_the_second_boot_skips_first_boot_and_the_image_load(boots: list[Boot], card: Card) -> None:
-    boot = boots[1]
-    r = boot.report
-    check = Checks()
-    print(f"\nboot 2 ({boot.wall_s:.0f} s wall, TCG):")
-    check("the guest saw its second boot", r["boot"] == 2, r["boot"])
-    check("the app came up idle with its link up again", "idle_at_s" in r, r.get("error", ""))
-    check_common(check, boot, card)
+    r, check = checked_boot(boots[1], card)
     firstboot = r["units"]["sesame-pi-firstboot.service"]
     check("first boot was skipped (no drop folder)", firstboot.get("ConditionResult") == "no",
           firstboot)  # fmt: skip
     loaded = [line for line in r["image_load_log"] if "sesame-pi-load-image" in line]
     check("the image was not loaded again", any("already loaded" in ln for ln in loaded), loaded)
-    check("no process was killed for memory", r.get("oom_kills") == 0, r.get("oom_kills"))
     check.verdict()
 
 
