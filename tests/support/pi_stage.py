@@ -241,9 +241,12 @@ def cached_stage_tarball(key: str) -> Path:
 
 
 def keep_staged(rootfs: Path, key: str) -> Path:
-    """Save a freshly staged root for the boot test; older keys are dropped (one is enough)."""
+    """Save a freshly staged root for the boot test; older keys are dropped (one is enough).
+    A tarball already kept for this key holds the same root: it is not written again."""
     STAGED_CACHE.mkdir(parents=True, exist_ok=True)
     target = cached_stage_tarball(key)
+    if target.exists():
+        return target
     part = target.with_suffix(".part")
     # A plain (not recursive) bind mount shows the root without the stage's /proc, /sys, /dev and
     # apt cache mounts, which the chroot tests still use: the tarball holds what a card would.

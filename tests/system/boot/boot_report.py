@@ -58,13 +58,18 @@ def sh(*args: str, timeout: float = 120) -> str:
     return done.stdout
 
 
+def booted_at() -> float:
+    """Wall-clock time of power-on: the event log's time stamps are wall-clock."""
+    return time.time() - uptime()
+
+
 def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def events() -> list[dict]:
     """This boot's lines of the app's event log (the log itself outlives boots)."""
-    booted_at = time.time() - uptime()
+    since = booted_at()
     found = []
     try:
         text = EVENTS.read_text(errors="replace")
@@ -73,7 +78,7 @@ def events() -> list[dict]:
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            if datetime.fromisoformat(entry["ts"]).timestamp() >= booted_at:
+            if datetime.fromisoformat(entry["ts"]).timestamp() >= since:
                 found.append(entry)
         except (ValueError, KeyError, TypeError):
             continue
@@ -133,8 +138,7 @@ def first_event(name: str):
 
 def seconds_since_boot(ts: str) -> float:
     """An event's ISO time stamp as seconds after power-on (the kernel's clock started then)."""
-    booted_at = time.time() - uptime()
-    return round(datetime.fromisoformat(ts).timestamp() - booted_at, 1)
+    return round(datetime.fromisoformat(ts).timestamp() - booted_at(), 1)
 
 
 def idle_with_link(seen: list[dict]) -> dict | None:
