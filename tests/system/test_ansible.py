@@ -405,6 +405,8 @@ def test_asound_conf_names_the_card_and_shares_it(applied: Applied) -> None:
     assert re.search(r"pcm\.!default\s*\{\s*type asym", body)
     assert re.search(r"type dmix\s+ipc_key \d+", body) and re.search(r"type dsnoop\s+ipc_key", body)
     assert body.count(f'pcm "hw:CARD={CARD},DEV=0"') == 2
+    dsnoop = body[body.index("type dsnoop") :]
+    assert re.search(r"bindings\s*\{\s*0 0\s*\}", dsnoop), "capture is one microphone, mono"
     assert f'card "{CARD}"' in body
     assert not re.search(r"hw:\d|card \d", body), "a card chosen by index"
     mixer = (applied.root / "etc/sesame-pi-mixer.conf").read_text()
@@ -452,6 +454,8 @@ def test_compose_project_and_env(applied: Applied) -> None:
     assert env["SESAME_PI_IMAGE"] == "sesame-pi:latest"
     assert env["AUDIO_GID"] == _group(applied.root, "audio")[2]
     assert env["GPIO_GID"] == _group(applied.root, "gpio")[2]
+    # the speaker opens dmix's own two channels: no route plugin between the app and dmix
+    assert env["SESAME_PI_OUTPUT_CHANNELS"] == "2"
 
 
 def test_services_are_enabled_at_boot(applied: Applied) -> None:

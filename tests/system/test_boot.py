@@ -348,7 +348,11 @@ def checked_boot(boot: Boot, card: Card) -> tuple[dict, Checks]:
     check("no failed units", r["failed_units"] == [], r["failed_units"])
     check("the app's container is healthy", r["healthy"] == "healthy", r["healthy"])
     check("no errors in the app's event log", r["errors"] == [], r["errors"][:3])
-    check("the app's container never restarted", r["app"]["restarts"] == 0, r["app"]["restarts"])
+    restarted = r["app"]["restarts"] != 0
+    check("the app's container never restarted", not restarted,
+          (r["app"]["restarts"], r["app"]["exits"], r["fatal_signals"],
+           r["app"]["log_tail"][-8:]) if restarted
+          else r["app"]["state"]["StartedAt"])  # fmt: skip
     procs = r["app"]["processes"]
     check("the container's processes all run as uid/gid 10001",
           bool(procs) and all(set(p["uids"]) == {APP_UID} and set(p["gids"]) == {APP_UID}

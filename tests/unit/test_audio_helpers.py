@@ -14,6 +14,7 @@ from sesame_pi.audio import (
     mix,
     resample,
     resolve_device,
+    widen,
 )
 
 
@@ -81,3 +82,10 @@ def test_mix_sums_and_clips() -> None:
     a = array("h", [1000, 30000, -30000, 0]).tobytes()
     b = array("h", [2000, 30000, -30000, -5]).tobytes()
     assert list(array("h", mix(a, b))) == [3000, 32767, -32768, -5]
+
+
+def test_widen_puts_each_sample_on_every_channel() -> None:
+    mono = array("h", [1, -2, 300, -32768, 32767]).tobytes()
+    stereo = array("h", widen(mono, 2))
+    assert list(stereo) == [1, 1, -2, -2, 300, 300, -32768, -32768, 32767, 32767]
+    assert widen(mono, 1) is mono

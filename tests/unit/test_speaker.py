@@ -21,8 +21,12 @@ PERIOD = RATE * 10 // 1000  # 10 ms, in frames
 class FakeOutput:
     """A blocking output stream: `capacity` frames of buffer, drained one period per period."""
 
-    def __init__(self, capacity: int = 3 * PERIOD, fail_after: int | None = None) -> None:
+    def __init__(
+        self, capacity: int = 3 * PERIOD, fail_after: int | None = None, channels: int = 1
+    ) -> None:
         self.capacity = capacity
+        self.channels = channels
+        self.data = bytearray()  # everything written, as the device got it
         self.t0 = time.monotonic()
         self.written = 0  # frames ever written
         self.consumed_base = 0
@@ -49,8 +53,10 @@ class FakeOutput:
         if self.fail_after is not None and len(self.writes) >= self.fail_after:
             raise OSError(-9999, "Unanticipated host error")
         with self.lock:
-            self.written += len(data) // 2
-            self.writes.append(len(data) // 2)
+            frames = len(data) // (2 * self.channels)
+            self.data += data
+            self.written += frames
+            self.writes.append(frames)
             self.max_held = max(self.max_held, self._held())
 
     def get_time(self) -> float:
@@ -259,3 +265,28 @@ def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> No
     speaker, _ = run_speaker(stream, render, 0.7, target_ms=20)
     assert speaker.underflows >= 1
     assert speaker.target_frames == speaker.base_target_frames
+
+
+def test_on_a_stereo_device_each_channel_gets_the_agent_and_the_frames_add_up() -> None:
+    """The audio role opens the shared stereo output as it is (no ALSA channel converter): the
+    writer puts every mono sample on both channels, and counts the device in frames as before."""
+    stream = FakeOutput(channels=2)
+    ramp = bytes(range(256)) * 60  # distinct bytes: a misplaced one shows
+
+    def render(want: int, held: int) -> bytes:
+        return ramp[:want]
+
+    speaker = Speaker(
+        stream, RATE, period_ms=10, device_target_ms=20, render=render,
+        on_played=lambda pcm, dac: None, stream_time=stream.get_time, channels=2,
+    )  # fmt: skip
+    speaker.start()
+    time.sleep(0.3)
+    speaker.stop()
+    frames = bytes(stream.data)
+    assert len(frames) == 4 * stream.written > 0
+    left = b"".join(frames[i : i + 2] for i in range(0, len(frames), 4))
+    right = b"".join(frames[i + 2 : i + 4] for i in range(0, len(frames), 4))
+    assert left == right
+    assert left[: 2 * PERIOD] == ramp[: 2 * PERIOD]
+    assert stream.max_held <= 2 * PERIOD + PERIOD, "the lean target is kept in frames"

@@ -43,7 +43,7 @@ from .devices import (
 from .hiccup import DeviceGrace, SilencePacer
 from .jitter import JitterBuffer
 from .logs import event
-from .pcm import mix, resample
+from .pcm import mix, resample, widen
 from .speaker import Speaker
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class AudioEngine:
         try:
             self._output = pa.open(
                 format=pyaudio.paInt16,
-                channels=1,
+                channels=self.cfg.output_channels,
                 rate=rate,
                 output=True,
                 output_device_index=index,
@@ -295,6 +295,7 @@ class AudioEngine:
                 rate,
                 self.cfg.output_period_ms,
                 self.cfg.device_target_ms,
+                channels=self.cfg.output_channels,
                 render=self._take,
                 on_played=self._played,
                 stream_time=time.time,  # PortAudio's clock, for the echo canceller's reference
@@ -415,7 +416,7 @@ class AudioEngine:
         echo = self._echo
         if echo is not None and self._in_call:
             echo.far_end(out, self._output_rate, _on_pa_clock(time_info, "output_buffer_dac_time"))
-        return out, pyaudio.paContinue
+        return widen(out, self.cfg.output_channels), pyaudio.paContinue
 
     def _take(self, max_bytes: int, held_bytes: int) -> bytes:
         """Writer thread: what to hand the device next (b"" for nothing), earcons mixed in."""

@@ -274,6 +274,15 @@ class Config:
         low=5,
         high=64,
     )
+    output_channels: int = setting(
+        1,
+        "audio",
+        "channels the speaker opens with; the audio role sets the shared output's own count (2) "
+        "so ALSA needs no channel converter (its route plugin can abort the app after an "
+        "underrun); the app writes the agent on each",
+        low=1,
+        high=2,
+    )
     prebuffer_ms: int = setting(
         60,
         "audio",

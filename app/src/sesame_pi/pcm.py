@@ -1,4 +1,5 @@
-"""Earcon helpers: linear resampling and a clipping mix of s16le mono (never the call audio)."""
+"""s16le helpers: the device's channel layout for any audio, and, for earcons only (never the call
+audio), linear resampling and a clipping mix."""
 
 from __future__ import annotations
 
@@ -29,3 +30,20 @@ def mix(a: bytes, b: bytes) -> bytes:
     return array(
         "h", [max(-32768, min(32767, x + y)) for x, y in zip(left, right, strict=True)]
     ).tobytes()
+
+
+def widen(mono: bytes, channels: int) -> bytes:
+    """The same s16le samples on every one of `channels` channels (interleaved).
+
+    The speaker opens with the shared output's own channel count, so ALSA's plug needs no channel
+    converter: its route plugin can abort the whole process on the next status call after an
+    underrun (alsa-lib's snd_pcm_plugin_status assertion). Byte slices: no per-sample loop.
+    """
+    if channels == 1:
+        return mono
+    frame = 2 * channels
+    out = bytearray(len(mono) // 2 * frame)
+    for channel in range(channels):
+        out[2 * channel :: frame] = mono[0::2]
+        out[2 * channel + 1 :: frame] = mono[1::2]
+    return bytes(out)

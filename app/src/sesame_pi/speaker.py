@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .pcm import widen
+
 SAMPLE_BYTES = 2
 STREAMING_GAP_S = 0.25  # writes closer than this are one stream: the device should not run dry
 STALL_S = 0.1  # a device that takes nothing for longer than this (5-10 periods) has stalled
@@ -45,13 +47,16 @@ class Speaker:
         rate: int,
         period_ms: int,
         device_target_ms: int,
+        *,
         render: Callable[[int, int], bytes],
         on_played: Callable[[bytes, float], None],
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
+        channels: int = 1,
     ) -> None:
         self.stream = stream
+        self.channels = channels  # mono audio is written on each of the device's channels
         self.rate = rate
         self.period_frames = rate * period_ms // 1000
         # The device takes a period at a time: below two, it would run dry at every take.
@@ -197,5 +202,5 @@ class Speaker:
             if not self._waited_for_audio:  # the writer was late, not the network
                 self._widen()
         self._waited_for_audio = False
-        self.stream.write(chunk, exception_on_underflow=False)
+        self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         self._last_write = time.monotonic()

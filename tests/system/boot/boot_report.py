@@ -38,6 +38,7 @@ UNIT_FIELDS = (
     "ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic",
     "ActiveEnterTimestampMonotonic",
 )  # fmt: skip
+APP_STATE = ("Status", "ExitCode", "OOMKilled", "Error", "StartedAt", "FinishedAt")
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 HEALTHY_WITHIN_S = 900
 LIVE_WITHIN_S = 300
@@ -50,9 +51,12 @@ def send(kind: str, **fields: object) -> None:
         port.write(line)
 
 
-def sh(*args: str, timeout: float = 120) -> str:
+def sh(*args: str, timeout: float = 120, with_stderr: bool = False) -> str:
+    err = subprocess.STDOUT if with_stderr else subprocess.PIPE
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            args, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"({args[0]}: {exc})"
     return done.stdout
@@ -176,23 +180,31 @@ def ready_or_progress():
 
 def cgroup_of(name: str) -> Path | None:
     """The container's cgroup, from its first process (a walk of /sys/fs/cgroup can miss it
-    while transient groups come and go)."""
-    pid = (container_state(name).get("State") or {}).get("Pid")
-    if not pid:
-        return None
-    try:
-        line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]  # 0::/system.slice/...
-    except (OSError, IndexError):
-        return None
-    return Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
+    while transient groups come and go). Once in three runs the group its process named was not
+    there when read at once (the container kept running): a few tries a second apart."""
+    for _ in range(5):
+        pid = (container_state(name).get("State") or {}).get("Pid")
+        try:
+            line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]  # 0::/system.slice/..
+        except (OSError, IndexError):
+            line = ""
+        group = Path("/sys/fs/cgroup") / line.partition("::")[2].lstrip("/")
+        if pid and line and (group / "cgroup.procs").exists():
+            return group
+        time.sleep(1)
+    return None
 
 
 def processes(group: Path | None) -> list[dict]:
     """Each process in a container: its user ids, capability sets and resident memory."""
-    found = []
+    found: list[dict] = []
     if group is None:
         return found
-    for pid in (group / "cgroup.procs").read_text().split():
+    try:
+        pids = (group / "cgroup.procs").read_text().split()
+    except OSError:  # the container stopped meanwhile: the report's app state says why
+        return found
+    for pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
@@ -217,7 +229,10 @@ def memory() -> dict:
     def charge(group: Path | None) -> float | None:
         if group is None:
             return None
-        return round(int((group / "memory.current").read_text()) / 2**20, 1)
+        try:
+            return round(int((group / "memory.current").read_text()) / 2**20, 1)
+        except OSError:  # the container stopped meanwhile
+            return None
 
     app_procs = processes(app)
     state = container_state(APP).get("State") or {}
@@ -227,6 +242,22 @@ def memory() -> dict:
         "app_container_mb": charge(app), "standin_container_mb": charge(standin),
         "app_rss_mb": round(sum(p["rss_kb"] for p in app_procs) / 1024, 1),
     }  # fmt: skip
+
+
+def exit_codes(name: str) -> list:
+    """The exit code of each time the container stopped during this boot (Docker's `die`
+    events; after a restart its state says 0 again)."""
+    lines = sh(
+        "docker", "events", "--since", str(int(booted_at())), "--until", str(int(time.time())),
+        "--filter", f"container={name}", "--filter", "event=die", "--format", "{{json .}}",
+    ).splitlines()  # fmt: skip
+    found = []
+    for line in lines:
+        try:
+            found.append(json.loads(line)["Actor"]["Attributes"].get("exitCode"))
+        except (ValueError, KeyError, TypeError):
+            found.append(line)
+    return found
 
 
 def units() -> dict:
@@ -301,6 +332,9 @@ def main() -> None:
         "privileged": (state.get("HostConfig") or {}).get("Privileged"),
         "cap_drop": (state.get("HostConfig") or {}).get("CapDrop"),
         "restarts": state.get("RestartCount"),
+        "state": {k: (state.get("State") or {}).get(k) for k in APP_STATE},
+        "log_tail": sh("docker", "logs", "--tail", "30", APP, with_stderr=True).splitlines(),
+        "exits": exit_codes(APP),
         "processes": processes(cgroup_of(APP)),
     }
     report["units"] = units()
@@ -319,6 +353,10 @@ def main() -> None:
     report["token"] = token_report()
     kernel_log = sh("journalctl", "-k", "-b", "-o", "cat")
     report["oom_kills"] = kernel_log.count("Out of memory") + kernel_log.count("oom-kill:")
+    report["fatal_signals"] = [
+        line for line in kernel_log.splitlines()
+        if any(word in line for word in ("fatal signal", "segfault", "undefined instruction"))
+    ][:10]  # fmt: skip
     report["blame"] = sh("systemd-analyze", "blame").splitlines()[:12]
     report["disk"] = sh("df", "-m", "/").splitlines()[-1:]
     send("report", **report)
