@@ -26,7 +26,12 @@ def sound(tmp_path: Path) -> Iterator[VirtualAudio]:
         yield audio
 
 
-def test_press_talk_listen_hold_to_hang_up(tmp_path: Path, sound: VirtualAudio) -> None:
+@pytest.mark.parametrize("speaker_channels", [1, 2])
+def test_press_talk_listen_hold_to_hang_up(
+    tmp_path: Path, sound: VirtualAudio, speaker_channels: int
+) -> None:
+    """With 2 speaker channels (a card's stereo dmix, as the audio role sets it) the app writes
+    the agent on both: the tone must come out at its own pitch and length, not half or double."""
     token = make_token(exp_in_s=3600)
     token_file = write_token(tmp_path / "token", token)
     mic_wav = write_wav(tmp_path / "mic.wav", sine(MIC_HZ, 30, 16000), 16000)
@@ -40,7 +45,11 @@ def test_press_talk_listen_hold_to_hang_up(tmp_path: Path, sound: VirtualAudio) 
         # The stand-in sends the microphone's tone straight back to the speaker: to an echo
         # canceller a steady tone that returns as a steady tone is its own echo, so this test of
         # the call path runs with it off (tests/unit/test_echo.py and the echo bench cover it).
-        env = {**sound.env, "SESAME_PI_ECHO_CANCEL": "off"}
+        env = {
+            **sound.env,
+            "SESAME_PI_ECHO_CANCEL": "off",
+            "SESAME_PI_OUTPUT_CHANNELS": str(speaker_channels),
+        }
         with AppProcess(tmp_path, server.url, token_file, env=env) as app:
             app.wait_state("idle", timeout=30)
             mark = app.mark()
