@@ -180,8 +180,8 @@ def ready_or_progress():
 
 def cgroup_of(name: str) -> Path | None:
     """The container's cgroup, from its first process (a walk of /sys/fs/cgroup can miss it
-    while transient groups come and go). Once in three runs the group its process named was not
-    there when read at once (the container kept running): a few tries a second apart."""
+    while transient groups come and go). A container that is restarting has none for a moment:
+    a few tries a second apart, and the restart check names the restart."""
     for _ in range(5):
         pid = (container_state(name).get("State") or {}).get("Pid")
         try:
