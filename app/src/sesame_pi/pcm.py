@@ -33,12 +33,9 @@ def mix(a: bytes, b: bytes) -> bytes:
 
 
 def widen(mono: bytes, channels: int) -> bytes:
-    """The same s16le samples on every one of `channels` channels (interleaved).
-
-    The speaker opens with the shared output's own channel count, so ALSA's plug needs no channel
-    converter: its route plugin can abort the whole process on the next status call after an
-    underrun (alsa-lib's snd_pcm_plugin_status assertion). Byte slices: no per-sample loop.
-    """
+    """The same s16le samples on every one of `channels` channels (interleaved), for a speaker
+    opened with the device's own channel count (`output_channels` says why). Byte slices: no
+    per-sample loop."""
     if channels == 1:
         return mono
     frame = 2 * channels
