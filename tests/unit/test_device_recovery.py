@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -361,3 +362,67 @@ async def test_playout_underruns_are_logged_by_the_loop_a_few_times_a_call(
     assert figures["underruns"] > 3 and figures["playout_notes"] == 3, figures
     call.engine.stop_call()
     call.engine.close()
+
+
+class SlowEchoStage:
+    """An echo stage whose every frame costs `cost_s` of the loop's time (a CPU that cannot keep
+    up: twice a frame's length here)."""
+
+    engine_name = "slow"
+
+    def __init__(self, cost_s: float) -> None:
+        self.cost_s = cost_s
+        self.frames = 0
+
+    def process(self, mic: bytes, _adc_time: float) -> bytes:
+        time.sleep(self.cost_s)  # blocks the loop as the work would
+        self.frames += 1
+        return mic
+
+    def far_end(self, _pcm: bytes, _rate: int, _dac_time: float) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def stats(self) -> dict[str, int]:
+        return {"frames": self.frames}
+
+    def close(self) -> None: ...
+
+
+async def test_an_overloaded_loop_sheds_old_microphone_audio_and_stays_responsive(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The input thread keeps its 20 ms pace while each frame's work takes 40 ms: the loop takes
+    only the newest frames, so what else waits for it (a hold that ends the call) waits at most
+    CAPTURE_BACKLOG_FRAMES frames' work. Handing over one callback per frame buried it: after 3 s
+    the loop ran some 3 s behind, and further behind every second."""
+    call = Call(grace_s=5.0)
+    call.engine.start_call(24000)
+    slow = SlowEchoStage(0.04)
+    call.engine._echo = slow  # type: ignore[assignment]
+    mic = call.world.inputs()[-1]
+    assert mic.callback is not None
+    stop = threading.Event()
+
+    def portaudio_input_thread() -> None:
+        while not stop.wait(0.02):
+            mic.callback(b"\x01\x00" * 320, 320, {}, 0)
+
+    feeder = threading.Thread(target=portaudio_input_thread, daemon=True)
+    feeder.start()
+    tasks.append(asyncio.create_task(call.uplink()))
+    try:
+        await asyncio.sleep(3.0)
+        asked = time.monotonic()
+        await asyncio.sleep(0)  # resumes once the loop has run what was ready before it
+        lag = time.monotonic() - asked
+    finally:
+        stop.set()
+        feeder.join()
+    figures = call.engine.stats()
+    call.engine.stop_call()
+    call.engine.close()
+    assert lag < audio.CAPTURE_BACKLOG_FRAMES * slow.cost_s + 0.5, f"the loop ran {lag:.2f} s late"
+    assert figures["frames_shed"] > 0, figures
+    assert slow.frames == figures["frames_captured"] > 20, "the newest frames still go up"
+    assert len(call.frames) > 20

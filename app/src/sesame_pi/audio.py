@@ -1,7 +1,9 @@
 """Full-duplex audio with PyAudio in callback mode: the microphone up, the agent and earcons out.
 
-PortAudio calls us on its own threads. The capture callback hands each frame to the event loop with
-one `call_soon_threadsafe` (no blocking, no copies beyond the one PortAudio needs); the playback
+PortAudio calls us on its own threads. The capture callback queues each frame and wakes the event
+loop with `call_soon_threadsafe` when nothing is waiting yet (no blocking, no copies beyond the one
+PortAudio needs); the loop takes what queued at most CAPTURE_BACKLOG_FRAMES deep, so an overloaded
+CPU sheds the oldest microphone audio instead of burying a press or a hold under it. The playback
 callback drains a jitter buffer that the loop fills, mixing in an earcon when one is playing. Rate
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
@@ -68,6 +70,11 @@ STALL_AFTER_S = 1.5  # no callback for this long while running: the device is go
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
+# Frames waiting for the loop (before the echo stage): beyond this the oldest are shed. The loop
+# runs behind only when the CPU cannot keep up (each frame's cancelling costs more than 20 ms);
+# without a bound every frame's work queues ahead of the session's own (a hold that ends the
+# call waited minutes under an overloaded emulated CPU).
+CAPTURE_BACKLOG_FRAMES = 10
 
 
 # --------------------------------------------------------------------------- the engine
@@ -108,6 +115,9 @@ class AudioEngine:
         # PortAudio's ALSA stream holds two periods: a short capture period keeps that delay
         # small, and the callback joins periods into uplink frames (fewer, larger messages).
         self._capture = bytearray()  # touched only on PortAudio's input thread
+        # Frames and ADC times from the input thread to the loop; one wake-up at a time.
+        self._captured: collections.deque[tuple[bytes, float]] = collections.deque()
+        self._drain_pending = False
         self._capture_t0 = 0.0  # ADC time of the first sample in self._capture
         self._echo: EchoStage | None = None
         self._echo_wanted = cfg.echo_cancel
@@ -161,6 +171,7 @@ class AudioEngine:
         """Open the microphone and make sure the speaker runs at the server's rate."""
         self._failure = None
         self._frames.clear()
+        self._captured.clear()
         self.counters = collections.Counter()  # figures are per call
         self._grace = DeviceGrace(self.cfg.device_grace_s)
         self._mic_gone = False
@@ -236,6 +247,7 @@ class AudioEngine:
             self._fold_counters(jitter)
             jitter.flush()
         self._frames.clear()
+        self._captured.clear()
         self._wake_reader()
         self._schedule_idle_close()
 
@@ -351,11 +363,31 @@ class AudioEngine:
         del self._capture[: self.frame_bytes]
         adc_time = self._capture_t0
         self._capture_t0 += self.cfg.frame_ms / 1000  # where the leftover, if any, began
+        self._captured.append((frame, adc_time))
+        if self._drain_pending:
+            return None, pyaudio.paContinue  # the loop has yet to take the earlier ones
+        self._drain_pending = True
         try:
-            self.loop.call_soon_threadsafe(self._deliver, frame, adc_time)
+            self.loop.call_soon_threadsafe(self._drain_captured)
         except RuntimeError:  # the loop is closing
             return None, pyaudio.paComplete
         return None, pyaudio.paContinue
+
+    def _drain_captured(self) -> None:
+        """Loop: the frames the input thread queued, the newest CAPTURE_BACKLOG_FRAMES of them.
+
+        The flag drops first, so a frame queued while we work wakes the loop again, and it waits
+        for that turn: the other callbacks and tasks come first."""
+        self._drain_pending = False
+        captured = self._captured
+        shed = len(captured) - CAPTURE_BACKLOG_FRAMES
+        for _ in range(max(0, shed)):
+            captured.popleft()
+        if shed > 0 and self._in_call:
+            self.counters["frames_shed"] += shed
+        for _ in range(len(captured)):
+            frame, adc_time = captured.popleft()
+            self._deliver(frame, adc_time)
 
     def _deliver(self, frame: bytes, adc_time: float = 0.0) -> None:
         if not self._in_call:
