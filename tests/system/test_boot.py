@@ -440,6 +440,14 @@ def test_figures(boots: list[Boot], card: Card) -> None:
                 f"{found['app_container_mb']} MB (RSS {found['app_rss_mb']} MB), stand-in "
                 f"{found['standin_container_mb']} MB"
             )
+    audio = first.get("call_audio")
+    if audio:
+        print(f"  the call's audio on this CPU:   {audio['frames_captured']} microphone frames "
+              f"through the echo canceller ({first.get('echo_engine')}), {audio['frames_shed']} "
+              f"shed to keep up, {audio['input_overflows']} capture overflows, "
+              f"{audio['output_underflows']} playback underflows")  # fmt: skip
+        print(f"  hold typed to call_ended:      {first.get('hold_to_ended_s')} s "
+              "(the hold itself is 2.5 s)")  # fmt: skip
     print(f"  card image: {disk_mb:.0f} MB ({on_disk_mb:.0f} MB allocated), root {card.root_mb} MB")
     call = first["memory"].get("call")
     assert call is not None, "no memory figure during the call"

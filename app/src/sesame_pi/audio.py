@@ -71,10 +71,10 @@ IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
 # Frames waiting for the loop (before the echo stage): beyond this the oldest are shed. The loop
-# runs behind only when the CPU cannot keep up (each frame's cancelling costs more than 20 ms);
-# without a bound every frame's work queues ahead of the session's own (a hold that ends the
-# call waited minutes under an overloaded emulated CPU).
-CAPTURE_BACKLOG_FRAMES = 10
+# runs this far behind only when the CPU cannot keep up (each frame's cancelling costs more than
+# 20 ms) or it stalled for half a second; without a bound every frame's work queued ahead of the
+# session's own, and the loop fell further behind every second (tests/unit/test_device_recovery).
+CAPTURE_BACKLOG_FRAMES = 25
 
 
 # --------------------------------------------------------------------------- the engine

@@ -43,6 +43,11 @@ CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 HEALTHY_WITHIN_S = 900
 LIVE_WITHIN_S = 300
 ENDED_WITHIN_S = 120
+# The call summary's audio figures the host prints: how the emulated CPU kept up.
+CALL_AUDIO = (
+    "frames_captured", "frames_shed", "frames_dropped", "input_overflows", "output_underflows",
+    "echo_frames",
+)  # fmt: skip
 
 
 def send(kind: str, **fields: object) -> None:
@@ -319,9 +324,17 @@ def main() -> None:
                 time.sleep(10)  # into the call: audio both ways
                 report["memory"]["call"] = memory()
                 report["in_call"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
+                held_at = time.time()
                 type_on_button("hold")
                 ended = wait_for(lambda: first_event("call_ended"), ENDED_WITHIN_S, 0.5)
                 report["call_ended"] = ended is not None
+                if ended is not None:
+                    ended_at = datetime.fromisoformat(ended["ts"]).timestamp()
+                    report["hold_to_ended_s"] = round(ended_at - held_at, 1)
+                    audio = ended.get("audio") or {}
+                    report["call_audio"] = {k: audio.get(k, 0) for k in CALL_AUDIO}
+                opened = first_event("audio_opened") or {}
+                report["echo_engine"] = opened.get("echo_engine")
                 report["after_hold"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
     seen = events()
     report["events"] = sorted({str(f.get("event")) for f in seen})
