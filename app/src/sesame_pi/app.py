@@ -20,6 +20,7 @@ from .login import settle_pending
 from .logs import event, setup_logging
 from .session import Session
 from .setup_page import SetupPage
+from .stall import LoopStallGuard
 from .tasks import TaskSet
 
 EXIT_TOKEN = 3
@@ -91,6 +92,8 @@ async def run_appliance(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
+    guard = LoopStallGuard(loop, exit_after_s=cfg.loop_stall_exit_s)
+    guard.start()
     background.spawn(tokens.watch(), "token-watch")
     if setup is not None:
         background.spawn(setup.run(), "setup-page")
@@ -106,6 +109,7 @@ async def run_appliance(cfg: Config) -> int:
         await session.run()
     finally:
         await background.close()
+        guard.stop()  # closing the devices below may take a while, and that is no hang
         button.close()
         feedback.close()
         audio.close()

@@ -394,6 +394,14 @@ class Config:
     )
     log_backups: int = setting(3, "logging", "rotated event logs kept", low=1)
     heartbeat_file: Path | None = setting(None, "logging", "status file read by `sesame-pi status`")
+    loop_stall_exit_s: float = setting(
+        60.0,
+        "logging",
+        "the app logs where it is stuck once its event loop stops for 5 s, and exits (code 70,"
+        " for Docker or systemd to restart it) once it has stopped this long; `0` never exits",
+        low=0,
+        high=3600,
+    )
     # Setup page (the LAN page for pairing a browser and handing over a token)
     setup_page: str = setting(
         "auto",
