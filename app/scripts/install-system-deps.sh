@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the app and its tests need (idempotent; quiet when all are present).
-# Used by `make install`; `.ci/run` calls the same script.
+# Used by `make install`; with package names as arguments it installs those instead (the system
+# suites' host packages, tests/system/lib/host-packages.sh).
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,9 @@ packages=(
   libspeexdsp1 espeak-ng                          # the speex echo canceller; test speech for the echo tests
   chromium chromium-driver                        # the setup page's browser tests (headless, selenium)
 )
+if (($#)); then
+  packages=("$@")
+fi
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

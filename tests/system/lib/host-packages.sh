@@ -11,14 +11,4 @@ packages=(
   rsync fusefat mtools dosfstools fdisk e2fsprogs     # the image stage and the card (tests/support/pi_stage.py)
   qemu-system-arm                                     # the boot test (qemu-system-aarch64)
 )
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]} == 0)); then
-  echo "host-packages: all present"
-  exit 0
-fi
-echo "host-packages: installing ${missing[*]}"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+exec bash "$(dirname "$0")/../../../app/scripts/install-system-deps.sh" "${packages[@]}"
