@@ -87,3 +87,39 @@ def test_a_hung_loop_ends_the_process_with_its_stack_so_it_is_restarted() -> Non
     # every thread's stack, for the bug report
     assert "close_a_device_that_never_answers" in done.stderr
     assert "loop-stall-guard" in done.stderr or "Thread 0x" in done.stderr
+
+
+GIL_HOLDING_APP = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sesame_pi import stall
+    from sesame_pi.config import Config
+    from sesame_pi.logs import setup_logging
+
+    stall.BACKSTOP_REARM_S = 0.2
+
+    def spin_holding_the_gil():
+        sys.setswitchinterval(1000)  # no other Python thread runs: ours cannot watch
+        while True:
+            pass
+
+    async def main():
+        setup_logging(Config().replace(log_file=None))
+        stall.LoopStallGuard(asyncio.get_running_loop(), warn_after_s=0.3, exit_after_s=0.5,
+                             tick_s=0.1).start()
+        await asyncio.sleep(0.3)
+        spin_holding_the_gil()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_stall_that_holds_the_gil_is_ended_by_faulthandler() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GIL_HOLDING_APP], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "Timeout" in done.stderr
+    assert "spin_holding_the_gil" in done.stderr
+    assert "loop_hung" not in done.stdout, "our own thread could not run: the backstop acted"

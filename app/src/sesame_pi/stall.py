@@ -26,6 +26,9 @@ from .logs import event
 
 EXIT_HUNG = 70  # EX_SOFTWARE
 TICK_S = 1.0
+# faulthandler starts a thread each time it is armed: re-armed this often, it fires this much
+# (at most twice this) after our own thread would have acted.
+BACKSTOP_REARM_S = 10.0
 STACK_FRAMES = 12  # the innermost frames of the loop thread's stack a stall line carries
 
 
@@ -61,6 +64,7 @@ class LoopStallGuard:
         self._thread: threading.Thread | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._backstop = exit_after_s > 0
+        self._armed_at = -BACKSTOP_REARM_S
 
     def start(self) -> None:
         """Call on the loop's thread."""
@@ -78,9 +82,11 @@ class LoopStallGuard:
             faulthandler.cancel_dump_traceback_later()
 
     def _tick(self) -> None:
-        self._beat = time.monotonic()
-        if self._backstop:  # re-armed each beat: it fires only if the beats stop
-            faulthandler.dump_traceback_later(self.exit_after_s + 2 * self.tick_s, exit=True)
+        self._beat = now = time.monotonic()
+        if self._backstop and now - self._armed_at >= BACKSTOP_REARM_S:
+            # re-armed while the beats go on: it fires only once they stop
+            self._armed_at = now
+            faulthandler.dump_traceback_later(self.exit_after_s + 2 * BACKSTOP_REARM_S, exit=True)
         self._tick_handle = self.loop.call_later(self.tick_s, self._tick)
 
     def _watch(self) -> None:
