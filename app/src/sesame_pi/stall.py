@@ -61,7 +61,6 @@ class LoopStallGuard:
         self._beat = time.monotonic()
         self._loop_thread: int | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._backstop = exit_after_s > 0
         self._armed_at = -BACKSTOP_REARM_S
@@ -70,8 +69,7 @@ class LoopStallGuard:
         """Call on the loop's thread."""
         self._loop_thread = threading.get_ident()
         self._tick()
-        self._thread = threading.Thread(target=self._watch, name="loop-stall-guard", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._watch, name="loop-stall-guard", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
