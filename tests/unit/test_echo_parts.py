@@ -13,6 +13,7 @@ from sesame_pi.echo.align import Anchor, FarEndStore, Timeline
 from sesame_pi.echo.duck import Ducker
 from sesame_pi.echo.resample import Resampler
 from sesame_pi.echo.speex import SpeexCanceller
+from sesame_pi.echo.stage import Stage
 from sesame_pi.echo.webrtc import WebRtcCanceller
 
 
@@ -30,6 +31,23 @@ def test_resampling_in_pieces_equals_resampling_at_once(src: int, dst: int) -> N
     stream = np.concatenate([r.process(p) for p in np.split(x, cuts)])
     assert len(stream) == len(pieces) == dst
     assert np.max(np.abs(stream - pieces)) < 1e-4
+
+
+@pytest.mark.parametrize(("src", "dst"), [(24000, 16000), (16000, 2000), (8000, 16000)])
+def test_resampling_by_phase_is_the_textbook_filter(src: int, dst: int) -> None:
+    """The per-phase products give what the definition gives: zero-stuff by `up`, filter with
+    the prototype, keep every `down`-th sample (the way the stage did it before, at 6 to 8 times
+    the multiplications)."""
+    r = Resampler(src, dst)
+    x = tone(440, src, 0.5) + 0.3 * tone(min(2900, src / 5), src, 0.5)
+    got = np.concatenate([r.process(piece) for piece in np.array_split(x, 7)])
+    table = r._table  # (up, taps): phase p is taps p, p + up, ... of the prototype
+    proto = table.T.reshape(-1)
+    stuffed = np.zeros(len(x) * r.up, np.float32)
+    stuffed[:: r.up] = x
+    want = np.convolve(stuffed, proto)[: len(stuffed) : r.down]
+    assert len(got) == len(want) == len(x) * dst // src
+    assert np.max(np.abs(got - want)) < 1e-5
 
 
 def test_resampling_keeps_speech_and_removes_what_would_alias() -> None:
@@ -125,6 +143,61 @@ def test_engines_keep_the_frame_length(engine: str) -> None:
     stage.reset()
     assert stage.stats()["frames"] == 0
     stage.close()
+
+
+class RecordingEngine:
+    """An engine that keeps the reference it was given and halves the microphone."""
+
+    name = "recording"
+    tracks_delay_ms = 150.0
+
+    def __init__(self) -> None:
+        self.refs: list[np.ndarray] = []
+
+    def process(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        self.refs.append(ref.copy())
+        return (mic // 2).astype(np.int16)
+
+    def reset(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("lead_ms", [0, 10, 60])
+def test_the_engine_gets_the_reference_that_played_even_when_it_arrives_just_in_time(
+    lead_ms: int,
+) -> None:
+    """The reference moves onto the timeline only when a frame needs it or enough waits: a
+    piece handed over just before its frame (writer mode: the device holds 20 ms) must still
+    be there, sample for sample, and not counted as missing."""
+    engine = RecordingEngine()
+    stage = Stage(engine)
+    far = (tone(300, 16000, 2.0) * 8000).astype(np.int16)
+    frame = 320
+    for i in range(len(far) // frame):
+        # the far end at 16 kHz (no resampling), handed over `lead_ms` before the microphone
+        # frame that hears it is processed; its DAC time equals that frame's ADC time
+        stage.far_end(far[i * frame : (i + 1) * frame].tobytes(), 16000, i * 0.02)
+        if lead_ms == 0 or i >= lead_ms // 20:
+            j = i - lead_ms // 20
+            stage.process(bytes(2 * frame), j * 0.02)
+    got = np.concatenate(engine.refs)
+    assert np.array_equal(got, far[: len(got)])
+    assert stage.stats()["ref_underflows"] == 0
+
+
+def test_erle_counts_the_frames_of_an_unfinished_round() -> None:
+    """ERLE is kept in half-second rounds; the call's figure includes the frames after the last
+    round (a call that ends 0.3 s into one)."""
+    stage = Stage(RecordingEngine())
+    far = (tone(300, 16000, 1.0) * 8000).astype(np.int16)
+    for i in range(15):  # 300 ms: less than a round
+        pcm = far[i * 320 : (i + 1) * 320].tobytes()
+        stage.far_end(pcm, 16000, i * 0.02)
+        stage.process(pcm, i * 0.02)
+    assert stage.stats()["erle_db"] == pytest.approx(6.0, abs=0.1)  # the engine halves
 
 
 def test_ducker_moves_smoothly() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,11 @@ class FarEndStore:
                 _, old_rate, old = self._chunks.popleft()
                 self._seconds -= len(old) / 2 / old_rate
                 self.dropped += 1
+
+    @property
+    def seconds(self) -> float:
+        """How much audio waits (read without the lock: a float is replaced whole)."""
+        return self._seconds
 
     def take(self) -> list[tuple[float, int, bytes]]:
         """Everything stored, with pieces that followed each other without a gap joined: the
@@ -142,12 +148,17 @@ class Timeline:
         if first < len(data):
             self._ring[: len(data) - first] = data[first:]
 
-    def read(self, pos: int, n: int) -> tuple[Floats, int]:
-        """n samples from pos; silence where nothing is stored. Also: how many were missing past
-        the newest written sample (the playback side had not delivered them yet)."""
+    def read(self, pos: int, n: int, dtype: type[np.generic] = np.float32) -> tuple[Any, int]:
+        """n samples from pos as `dtype` (a copy); silence where nothing is stored. Also: how many
+        were missing past the newest written sample (the playback side had not delivered them
+        yet)."""
+        if self.end is not None and pos >= self.end - self._size and pos + n <= self.end:
+            a = pos % self._size
+            if a + n <= self._size:  # the usual case: one slice, one conversion
+                return self._ring[a : a + n].astype(dtype), 0
         out = np.zeros(n, np.float32)
         if self.end is None:
-            return out, 0
+            return out.astype(dtype, copy=False), 0
         lo, hi = max(pos, self.end - self._size), min(pos + n, self.end)
         if hi > lo:
             a, b = lo % self._size, (hi - 1) % self._size + 1
@@ -157,7 +168,7 @@ class Timeline:
                 split = lo - pos + self._size - a
                 out[lo - pos : split] = self._ring[a:]
                 out[split : hi - pos] = self._ring[:b]
-        return out, max(0, pos + n - max(self.end, pos))
+        return out.astype(dtype, copy=False), max(0, pos + n - max(self.end, pos))
 
     def clear(self) -> None:
         self._ring[:] = 0.0

@@ -4,8 +4,9 @@ The reference arrives at the speaker's rate (24 kHz from the service) in whateve
 playback callback handed the device, and the canceller wants it at the capture rate. A rational
 L/M polyphase filter (Kaiser-windowed sinc, cut-off below both Nyquists) keeps its history across
 blocks, so consecutive pieces resample exactly as one long signal would: no clicks at block
-edges, which an adaptive filter would otherwise read as echo-path changes. Each block is one
-gather and one matrix product; no per-sample Python loop.
+edges, which an adaptive filter would otherwise read as echo-path changes. Each block is a
+matrix product per phase (or one gather and one product where there are many phases); no
+per-sample Python loop.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Resampler:
         self.up, self.down = dst // g, src // g
         self._taps = taps_per_phase
         self._table = design(self.up, self.down, taps_per_phase)
-        self._proto = np.ascontiguousarray(self._table.T.reshape(-1))  # the prototype filter
+        self._reversed = np.ascontiguousarray(self._table[:, ::-1])  # each phase, as a window
         self._offsets = np.arange(taps_per_phase)
         self.reset()
 
@@ -58,20 +59,36 @@ class Resampler:
     def process(self, block: Floats) -> Floats:
         if self.up == self.down:
             return block.astype(np.float32, copy=False)
-        buf = np.concatenate((self._history, block.astype(np.float32, copy=False)))
+        buf = np.concatenate((self._history, block.astype(np.float32, copy=False)))  # contiguous
         limit = len(block) * self.up  # outputs must fall before the end of this block
         count = max(0, -(-(limit - self._phase_acc) // self.down))
-        if self.up <= 16:  # zero-stuff and one C convolution: fewer Python-level steps
-            z = np.zeros(len(buf) * self.up, np.float32)
-            z[:: self.up] = buf
-            full = np.convolve(z, self._proto)
-            pos = (self._taps - 1) * self.up + self._phase_acc
-            out: Floats = full[pos : pos + self.down * count : self.down]
+        if self.up <= 16:  # 24 -> 16 kHz (2 phases), 16 -> 2 kHz (1): a product per phase
+            out: Floats = self._by_phase(buf, count)
         else:  # e.g. 44.1 kHz: 160 phases, gather only the taps each output needs
             out = self._polyphase(buf, count)
         self._phase_acc = self._phase_acc + self.down * count - limit
         self._history = buf[len(buf) - (self._taps - 1) :]
         return out.astype(np.float32, copy=False)
+
+    def _by_phase(self, buf: Floats, count: int) -> Floats:
+        """Every `up`-th output uses the same phase of the filter and reads the input `down`
+        samples further on: one matrix-vector product over a strided view of the input per
+        phase. No zero-stuffing, no output computed only to be thrown away (what one long
+        convolution did: 6 to 8 times the multiplications)."""
+        size = buf.itemsize
+        out = np.empty(count, np.float32)
+        for first in range(min(self.up, count)):
+            base, phase = divmod(self._phase_acc + self.down * first, self.up)
+            # row j: the `taps` input samples from base + j * down (a view: nothing is copied)
+            rows = np.ndarray(
+                (len(range(first, count, self.up)), self._taps),
+                np.float32,
+                buffer=buf,
+                offset=base * size,
+                strides=(self.down * size, size),
+            )
+            out[first :: self.up] = np.dot(rows, self._reversed[phase])
+        return out
 
     def _polyphase(self, buf: Floats, count: int) -> Floats:
         pos = self._phase_acc + self.down * np.arange(count)

@@ -2,12 +2,15 @@
 clean capture frames out on the event loop.
 
 `far_end` runs on PortAudio's playback thread and only stores bytes and a time stamp. `process`
-runs on the loop with each capture frame: it moves the stored reference onto the shared sample
-axis (resampled to the capture rate), feeds the delay estimator the microphone and the
-stamp-aligned reference, then gives the engine each 10 ms of microphone with the reference
-delayed by the estimated acoustic delay minus a small margin (so the adaptive filter also sees the
-first reflections, and an estimate a little too long does not put the echo before the filter's
-start). Ducking, when asked for, follows the engine and listens to the same aligned reference.
+runs on the loop with each capture frame and does only what that frame needs: the stored
+reference moves onto the shared sample axis (resampled to the capture rate) when the frame needs
+samples not there yet, and the engine gets the microphone with the reference delayed by the
+estimated acoustic delay minus a small margin (so the adaptive filter also sees the first
+reflections, and an estimate a little too long does not put the echo before the filter's start).
+Everything else waits for a round of bookkeeping every half second: the delay estimate over the
+microphone and the stamp-aligned reference, and the call's ERLE. Per frame, that work cost as much
+CPU as the canceller itself (numpy's fixed cost per call, measured live). Ducking, when asked for,
+follows the engine and listens to the same aligned reference, per frame.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy.typing as npt
 from ..logs import event
 from .align import Anchor, DelayEstimator, FarEndStore, Timeline
 from .duck import Ducker, level_dbfs
-from .engine import BLOCK_MS, Canceller, EchoUnavailable, Passthrough
+from .engine import BLOCK_MS, Canceller, EchoUnavailable, Passthrough, Samples
 from .resample import Resampler
 
 Floats = npt.NDArray[np.float32]
@@ -29,6 +32,9 @@ Floats = npt.NDArray[np.float32]
 MARGIN_MS = 10  # the engine gets the reference this much earlier than the estimated delay
 SHIFT_HYSTERESIS_MS = 25.0  # smaller moves of the estimate are left to the adaptive filter
 STORE_SECONDS = 2.0  # reference waiting for the loop, at most (the loop stalled if more)
+BOOK_FRAMES = 25  # capture frames per round of bookkeeping (delay estimate, ERLE): 0.5 s at 20 ms
+PULL_AT_S = 0.06  # the reference waiting this long is moved even before a frame needs it
+FAR_ACTIVE_DBFS = -50.0  # the far end "plays" above this level (where ERLE is counted)
 
 
 def open_engine(name: str, rate: int) -> Canceller:
@@ -74,6 +80,7 @@ class Stage:
         self._resamplers: dict[int, Resampler] = {}
         self._far_anchor = Anchor(capture_rate)
         self._mic_anchor = Anchor(capture_rate)
+        self._book: list[tuple[int, Samples, Samples]] = []  # (position, mic, cleaned) per frame
         self._origin: float | None = None
         self._last_far: float | None = None
         self.reset()
@@ -90,6 +97,7 @@ class Stage:
         self._timeline.clear()
         self._estimator.reset()
         self._far_levels.clear()
+        self._book.clear()
         for r in self._resamplers.values():
             r.reset()
         self._far_anchor.reset()
@@ -139,49 +147,92 @@ class Stage:
         if n == 0:
             return mic
         samples = samples[:n]
-        self._pull_reference()
         start = self._mic_anchor.place(self._pos(adc_time))
         self._mic_anchor.advance(n)
-        stamped, missing = self._timeline.read(start, n)
-        mic_f = samples.astype(np.float32)
-        if self._estimator.feed(mic_f, stamped):
-            self._apply_delay()
+        if self._reference_short(start - self._shift + n):
+            self._pull_reference()
         # The whole frame goes through the engine in one call (a whole number of its blocks):
         # per-block Python work was half the stage's cost on top of the canceller itself.
         if self.engine_name != "off":
-            if self._shift:
-                ref, missing = self._timeline.read(start - self._shift, n)
-            else:
-                ref = stamped
+            ref, missing = self._timeline.read(start - self._shift, n, np.int16)
             if missing:
                 self._underflows += 1
-            cleaned = self.engine.process(samples, ref.astype(np.int16))  # clipped when stored
+            cleaned = self.engine.process(samples, ref)
         else:
             cleaned = samples
-        # One level for the frame's blocks: the far end's level is a 20 ms matter for ducking
-        # and the call's ERLE, and per-block levels cost as much as the delay estimator.
+        self._book.append((start, samples, cleaned))
+        if len(self._book) >= BOOK_FRAMES:
+            self._keep_books()
+        if self._ducker is not None:
+            cleaned = self._duck(start, n, cleaned)
+        self._frames += 1
+        return cleaned.tobytes() + mic[2 * n :]
+
+    def _reference_short(self, needed_end: int) -> bool:
+        """Whether the reference must move onto the timeline now: the frame needs samples past
+        its end, or enough waits that one resampling call takes several playback pieces."""
+        end = self._timeline.end
+        return end is None or end < needed_end or self._store.seconds >= PULL_AT_S
+
+    def _duck(self, start: int, n: int, cleaned: Samples) -> Samples:
+        """The half-duplex fallback on this frame, at the far end's level where the microphone
+        hears it (one level per frame: a 20 ms matter for a gain with a 250 ms hangover)."""
+        assert self._ducker is not None
+        stamped, _ = self._timeline.read(start, n)
         level = level_dbfs(stamped)
         far_dbs = []
         for _ in range(n // self.block):
             self._far_levels.append(level)
             far_dbs.append(self._far_level_now())
-        self._count_energy(mic_f, cleaned, far_dbs)
-        if self._ducker is not None:
-            cleaned = duck_blocks(self._ducker, cleaned, far_dbs, self.block)
-            if self._ducker.active:
-                self._ducked_frames += 1
-        self._frames += 1
-        return cleaned.tobytes() + mic[2 * n :]
+        out = duck_blocks(self._ducker, cleaned, far_dbs, self.block)
+        if self._ducker.active:
+            self._ducked_frames += 1
+        return out
 
-    def _count_energy(
-        self, mic: Floats, cleaned: npt.NDArray[np.int16], far_dbs: list[float]
-    ) -> None:
-        """Microphone and uplink energy in frames where the far end plays: the call's ERLE."""
-        if max(far_dbs) <= -50.0:
+    def _keep_books(self) -> None:
+        """The half-second round: the delay estimate and the call's ERLE over the frames since
+        the last round, each a few numpy calls over the whole batch."""
+        book, self._book = self._book, []
+        self._pull_reference()
+        first = book[0][0]
+        sizes = [len(m) for _, m, _ in book]
+        contiguous = all(
+            pos == first + done
+            for (pos, _, _), done in zip(book, np.cumsum([0, *sizes[:-1]]), strict=True)
+        )
+        mic = np.concatenate([m for _, m, _ in book]).astype(np.float32)
+        if contiguous:
+            stamped, _ = self._timeline.read(first, len(mic))
+        else:  # the microphone's stamps jumped within the batch: each frame where it was heard
+            stamped = np.concatenate([self._timeline.read(p, len(m))[0] for p, m, _ in book])
+        if self._estimator.feed(mic, stamped):
+            self._apply_delay()
+        if contiguous and len(set(sizes)) == 1:
+            cleaned = np.concatenate([c for _, _, c in book]).astype(np.float32)
+            self._count_energy(first, mic.reshape(len(book), -1), cleaned.reshape(len(book), -1))
+
+    def _count_energy(self, first: int, mic: Floats, cleaned: Floats) -> None:
+        """Microphone and uplink energy in frames where the far end plays where the microphone
+        hears it (at the estimated delay; anywhere in the delay range while it is not known):
+        the call's ERLE. `mic` and `cleaned` hold a frame per row."""
+        frames, size = mic.shape
+        span = self.rate * self.max_delay_ms // 1000 // self.block * self.block
+        far, _ = self._timeline.read(first - span, span + frames * size)
+        power = np.einsum("ij,ij->i", *(far.reshape(-1, self.block),) * 2) / self.block
+        per_frame = size // self.block
+        delay = self._estimator.delay_ms
+        if delay is None:  # the loudest block in each frame's reach
+            reach = np.lib.stride_tricks.sliding_window_view(power, span // self.block + per_frame)
+            loudest = reach[::per_frame].max(axis=1)[:frames]
+        else:
+            back = min(span // self.block, int(max(0.0, delay) // BLOCK_MS) + 1)
+            heard = power[span // self.block - back :][: frames * per_frame]
+            loudest = heard.reshape(frames, per_frame).max(axis=1)
+        plays = loudest > 32768.0**2 * 10 ** (FAR_ACTIVE_DBFS / 10)
+        if not plays.any():
             return
-        c = cleaned.astype(np.float32)
-        self._mic_energy += float(np.dot(mic, mic))
-        self._out_energy += float(np.dot(c, c))
+        self._mic_energy += float(np.einsum("ij,ij->", mic[plays], mic[plays]))
+        self._out_energy += float(np.einsum("ij,ij->", cleaned[plays], cleaned[plays]))
 
     def _far_level_now(self) -> float:
         """The far end's level where the microphone hears it now: at the estimated delay, or the
@@ -223,6 +274,8 @@ class Stage:
         )
 
     def stats(self) -> dict[str, int | float]:
+        if self._book:
+            self._keep_books()
         erle = (
             10 * np.log10((self._mic_energy + 1e-9) / (self._out_energy + 1e-9))
             if self._mic_energy > 0
