@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -422,6 +423,20 @@ def test_the_second_boot_skips_first_boot_and_the_image_load(boots: list[Boot], 
     check.verdict()
 
 
+def opened_card_line(first: dict[str, Any]) -> str:
+    """The card's periods and buffer as the shipped asound.conf opened them in the call, and
+    the latencies PortAudio reported for the app's streams, in ms."""
+    parts = []
+    for direction, pcm in (first.get("opened_card") or {}).items():
+        rate = pcm["rate"] or 1
+        parts.append(f"{direction} periods {pcm['period_frames'] * 1000 / rate:.1f} ms, buffer "
+                     f"{pcm['buffer_frames'] * 1000 / rate:.1f} ms at {rate} Hz")  # fmt: skip
+    reported = first.get("portaudio_latency_ms") or {}
+    parts.append(f"PortAudio reported input {reported.get('input')} ms, output "
+                 f"{reported.get('output')} ms")  # fmt: skip
+    return "; ".join(parts)
+
+
 def test_figures(boots: list[Boot], card: Card) -> None:
     """What a person would ask of the card, as this emulated machine measured it."""
     first, second = (b.report for b in boots)
@@ -448,6 +463,7 @@ def test_figures(boots: list[Boot], card: Card) -> None:
               f"{audio['output_underflows']} playback underflows")  # fmt: skip
         print(f"  hold typed to call_ended:      {first.get('hold_to_ended_s')} s "
               "(the hold itself is 2.5 s)")  # fmt: skip
+        print(f"  the card as opened in the call: {opened_card_line(first)}")
     print(f"  card image: {disk_mb:.0f} MB ({on_disk_mb:.0f} MB allocated), root {card.root_mb} MB")
     call = first["memory"].get("call")
     assert call is not None, "no memory figure during the call"

@@ -249,6 +249,37 @@ def memory() -> dict:
     }  # fmt: skip
 
 
+def pcm_fields(path: Path) -> dict:
+    """A /proc/asound `status` or `hw_params` file as {name: first word of its value}."""
+    fields = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition(":")
+        if sep and value.split():
+            fields[name.strip()] = value.split()[0]
+    return fields
+
+
+def opened_card() -> dict:
+    """The sound card's periods and buffer as the shipped asound.conf opened them during the
+    call (dmix for the speaker, dsnoop for the microphone): the kernel's hw_params of each
+    running direction. (Its `delay` says nothing here: dmix runs the card free, with silence
+    filling, and keeps its own pointers in user space.)"""
+    found: dict = {}
+    for direction, pattern in (("playback", "card*/pcm*p/sub*"), ("capture", "card*/pcm*c/sub*")):
+        for sub in sorted(Path("/proc/asound").glob(pattern)):
+            if pcm_fields(sub / "status").get("state") != "RUNNING":
+                continue
+            params = pcm_fields(sub / "hw_params")
+            found[direction] = {
+                "pcm": str(sub.relative_to("/proc/asound")),
+                "rate": int(params.get("rate", 0)),
+                "period_frames": int(params.get("period_size", 0)),
+                "buffer_frames": int(params.get("buffer_size", 0)),
+            }
+            break
+    return found
+
+
 def exit_codes(name: str) -> list:
     """The exit code of each time the container stopped during this boot (Docker's `die`
     events; after a restart its state says 0 again)."""
@@ -322,6 +353,7 @@ def main() -> None:
             else:
                 report["call_live_at_s"] = seconds_since_boot(call["ts"])
                 time.sleep(10)  # into the call: audio both ways
+                report["opened_card"] = opened_card()
                 report["memory"]["call"] = memory()
                 report["in_call"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
                 held_at = time.time()
@@ -335,6 +367,9 @@ def main() -> None:
                     report["call_audio"] = {k: audio.get(k, 0) for k in CALL_AUDIO}
                 opened = first_event("audio_opened") or {}
                 report["echo_engine"] = opened.get("echo_engine")
+                report["portaudio_latency_ms"] = {
+                    k: opened.get(f"{k}_latency_ms") for k in ("input", "output")
+                }
                 report["after_hold"] = [f.get("event") for f in events() if f["ts"] > call["ts"]]
     seen = events()
     report["events"] = sorted({str(f.get("event")) for f in seen})

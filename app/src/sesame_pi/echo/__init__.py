@@ -10,15 +10,15 @@ speaker clipping, 80 ppm drift, -65 dBFS noise floor; the stamps 20 ms short of 
 x86_64, one process per run:
 
     engine  delay  ERLE median/p10  loss alone  double talk  converged  again  CPU (s/s)  +MB
-    webrtc   60 ms   47.2 / 40.2      0.35 dB     -4.3 dB      0.6 s    1.9 s    0.020    6.0
-    speex    60 ms   20.6 / 12.8      0.38 dB     -0.5 dB      6.4 s    3.2 s    0.019    4.9
-    webrtc  300 ms   46.9 / 36.0      0.67 dB     -3.6 dB      0.0 s    2.2 s    0.020    5.9
-    speex   300 ms   19.3 / 13.3      0.44 dB     -0.5 dB      6.9 s    2.9 s    0.014    4.9
+    webrtc   60 ms   47.0 / 39.9      0.36 dB     -4.3 dB      0.6 s    1.7 s    0.020    6.2
+    speex    60 ms   20.6 / 13.1      0.38 dB     -0.5 dB      6.4 s    3.2 s    0.006    5.2
+    webrtc  300 ms   47.1 / 35.4      0.66 dB     -3.4 dB      0.0 s    2.2 s    0.021    6.4
+    speex   300 ms   19.3 / 13.2      0.44 dB     -0.5 dB      6.9 s    2.9 s    0.007    5.2
 
 (converged: every later 0.5 s window above 15 dB; "again": after the delay jumps; "off" does no
-work, 0.0002 s/s.) WebRTC cancels 26 dB more echo and converges far faster for about the same
-CPU, so it is the default wherever its wheel exists (x86_64, aarch64). armv7 has no wheel and gets
-speex, which keeps double talk best but leaves about 20 dB. Neither library: "off".
+work, 0.0003 s/s.) WebRTC cancels 26 dB more echo and converges far faster for about three times
+speex's CPU, so it is the default wherever its wheel exists (x86_64, aarch64). armv7 has no wheel
+and gets speex, which keeps double talk best but leaves about 20 dB. Neither library: "off".
 """
 
 from __future__ import annotations

@@ -56,10 +56,11 @@ class Resampler:
         """Group delay of the filter, in seconds."""
         return (self.up * self._taps - 1) / 2 / (self.up * self.src)
 
-    def process(self, block: Floats) -> Floats:
+    def process(self, block: npt.NDArray[np.float32] | npt.NDArray[np.int16]) -> Floats:
+        """The next block (float32, or int16 samples as they came), resampled."""
         if self.up == self.down:
             return block.astype(np.float32, copy=False)
-        buf = np.concatenate((self._history, block.astype(np.float32, copy=False)))  # contiguous
+        buf = np.concatenate((self._history, block), dtype=np.float32)  # contiguous, one call
         limit = len(block) * self.up  # outputs must fall before the end of this block
         count = max(0, -(-(limit - self._phase_acc) // self.down))
         if self.up <= 16:  # 24 -> 16 kHz (2 phases), 16 -> 2 kHz (1): a product per phase

@@ -131,7 +131,7 @@ class Stage:
             pos = self._far_anchor.place(stamped)
             if self._far_anchor.jumps != before:
                 resampler.reset()
-            data = resampler.process(np.frombuffer(pcm, np.int16).astype(np.float32))
+            data = resampler.process(np.frombuffer(pcm, np.int16))
             np.clip(data, -32768, 32767, out=data)  # the filter's ripple may overshoot int16
             self._timeline.write(pos, data)
             self._far_anchor.advance(len(data))
@@ -146,7 +146,8 @@ class Stage:
         n = len(samples) - len(samples) % self.block
         if n == 0:
             return mic
-        samples = samples[:n]
+        if n < len(samples):
+            samples = samples[:n]
         start = self._mic_anchor.place(self._pos(adc_time))
         self._mic_anchor.advance(n)
         if self._reference_short(start - self._shift + n):
@@ -166,7 +167,7 @@ class Stage:
         if self._ducker is not None:
             cleaned = self._duck(start, n, cleaned)
         self._frames += 1
-        return cleaned.tobytes() + mic[2 * n :]
+        return cleaned.tobytes() if 2 * n == len(mic) else cleaned.tobytes() + mic[2 * n :]
 
     def _reference_short(self, needed_end: int) -> bool:
         """Whether the reference must move onto the timeline now: the frame needs samples past

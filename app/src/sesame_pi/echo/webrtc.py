@@ -12,8 +12,6 @@ import importlib
 import platform
 from typing import Any
 
-import numpy as np
-
 from .engine import EchoUnavailable, Samples
 
 MODULE = "pywebrtc_audio"
@@ -48,9 +46,9 @@ class WebRtcCanceller:
         )
 
     def process(self, mic: Samples, ref: Samples) -> Samples:
-        out: Samples = self._ap.process(
-            np.ascontiguousarray(mic, np.int16), np.ascontiguousarray(ref, np.int16)
-        )
+        # The stage hands over contiguous int16 arrays (the binding converts anything else
+        # itself): no conversion calls here, this runs for every frame.
+        out: Samples = self._ap.process(mic, ref)
         return out
 
     def reset(self) -> None:
