@@ -11,6 +11,7 @@ import pytest
 from sesame_pi.echo import ENGINES, EchoStage, EchoUnavailable, resolve_engine
 from sesame_pi.echo.align import Anchor, FarEndStore, Timeline
 from sesame_pi.echo.duck import Ducker
+from sesame_pi.echo.engine import Passthrough
 from sesame_pi.echo.resample import Resampler
 from sesame_pi.echo.speex import SpeexCanceller
 from sesame_pi.echo.stage import Stage
@@ -198,6 +199,32 @@ def test_erle_counts_the_frames_of_an_unfinished_round() -> None:
         stage.far_end(pcm, 16000, i * 0.02)
         stage.process(pcm, i * 0.02)
     assert stage.stats()["erle_db"] == pytest.approx(6.0, abs=0.1)  # the engine halves
+
+
+def test_ducking_hears_the_far_end_handed_over_just_in_time_beyond_a_learnt_delay() -> None:
+    """The ducker reads the far end's level at the frame's own position, the engine reads it the
+    learnt delay earlier: once a delay is learnt, the reference must still be moved onto the
+    timeline for the frame itself, or the ducker misses what the agent says in between."""
+    stage = Stage(Passthrough(), duck=True)
+    rng = np.random.default_rng(5)
+    frame = 320
+    learn = (rng.standard_normal(16000 * 2) * 4000).astype(np.int16)  # 2 s: the delay is learnt
+    blips = np.zeros(16000 * 4, np.int16)  # then 4 s of 20 ms blips, 400 ms apart (> hangover)
+    for at in range(0, len(blips), 20 * frame):
+        blips[at : at + frame] = (rng.standard_normal(frame) * 4000).astype(np.int16)
+    far = np.concatenate([learn, blips])
+    echo = np.concatenate([np.zeros(1600), far[:-1600] * 0.3]).astype(np.int16)  # 100 ms later
+    ducked_after_learning = 0
+    for i in range(len(far) // frame):
+        part = slice(i * frame, (i + 1) * frame)
+        stage.far_end(far[part].tobytes(), 16000, i * 0.02)  # just in time, as in writer mode
+        stage.process(echo[part].tobytes(), i * 0.02)
+        if i == len(learn) // frame - 1:
+            assert stage.stats()["delay_ms"] > 50  # the engine's reference now comes ~90 ms back
+            ducked_after_learning = stage.stats()["ducked_frames"]
+    ducked = stage.stats()["ducked_frames"] - ducked_after_learning
+    # every blip ducks the microphone for its hangover (250 ms of each 400 ms)
+    assert ducked >= 0.5 * len(blips) // frame
 
 
 def test_ducker_moves_smoothly() -> None:

@@ -16,6 +16,7 @@ follows the engine and listens to the same aligned reference, per frame.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 
 import numpy as np
@@ -150,7 +151,9 @@ class Stage:
             samples = samples[:n]
         start = self._mic_anchor.place(self._pos(adc_time))
         self._mic_anchor.advance(n)
-        if self._reference_short(start - self._shift + n):
+        # The engine reads the reference `shift` before the frame, the ducker at the frame itself.
+        reads_from = start if self._ducker is not None else start - self._shift
+        if self._reference_short(reads_from + n):
             self._pull_reference()
         # The whole frame goes through the engine in one call (a whole number of its blocks):
         # per-block Python work was half the stage's cost on top of the canceller itself.
@@ -165,7 +168,7 @@ class Stage:
         if len(self._book) >= BOOK_FRAMES:
             self._keep_books()
         if self._ducker is not None:
-            cleaned = self._duck(start, n, cleaned)
+            cleaned = self._duck(self._ducker, start, n, cleaned)
         self._frames += 1
         return cleaned.tobytes() if 2 * n == len(mic) else cleaned.tobytes() + mic[2 * n :]
 
@@ -175,18 +178,17 @@ class Stage:
         end = self._timeline.end
         return end is None or end < needed_end or self._store.seconds >= PULL_AT_S
 
-    def _duck(self, start: int, n: int, cleaned: Samples) -> Samples:
+    def _duck(self, ducker: Ducker, start: int, n: int, cleaned: Samples) -> Samples:
         """The half-duplex fallback on this frame, at the far end's level where the microphone
         hears it (one level per frame: a 20 ms matter for a gain with a 250 ms hangover)."""
-        assert self._ducker is not None
         stamped, _ = self._timeline.read(start, n)
         level = level_dbfs(stamped)
         far_dbs = []
         for _ in range(n // self.block):
             self._far_levels.append(level)
             far_dbs.append(self._far_level_now())
-        out = duck_blocks(self._ducker, cleaned, far_dbs, self.block)
-        if self._ducker.active:
+        out = duck_blocks(ducker, cleaned, far_dbs, self.block)
+        if ducker.active:
             self._ducked_frames += 1
         return out
 
@@ -197,10 +199,8 @@ class Stage:
         self._pull_reference()
         first = book[0][0]
         sizes = [len(m) for _, m, _ in book]
-        contiguous = all(
-            pos == first + done
-            for (pos, _, _), done in zip(book, np.cumsum([0, *sizes[:-1]]), strict=True)
-        )
+        starts = itertools.accumulate(sizes[:-1], initial=first)  # where each frame would be
+        contiguous = all(pos == at for (pos, _, _), at in zip(book, starts, strict=True))
         mic = np.concatenate([m for _, m, _ in book]).astype(np.float32)
         if contiguous:
             stamped, _ = self._timeline.read(first, len(mic))
@@ -219,14 +219,15 @@ class Stage:
         frames, size = mic.shape
         span = self.rate * self.max_delay_ms // 1000 // self.block * self.block
         far, _ = self._timeline.read(first - span, span + frames * size)
-        power = np.einsum("ij,ij->i", *(far.reshape(-1, self.block),) * 2) / self.block
+        blocks = far.reshape(-1, self.block)
+        power = np.einsum("ij,ij->i", blocks, blocks) / self.block
         per_frame = size // self.block
         delay = self._estimator.delay_ms
         if delay is None:  # the loudest block in each frame's reach
             reach = np.lib.stride_tricks.sliding_window_view(power, span // self.block + per_frame)
             loudest = reach[::per_frame].max(axis=1)[:frames]
         else:
-            back = min(span // self.block, int(max(0.0, delay) // BLOCK_MS) + 1)
+            back = min(span // self.block, round(max(0.0, delay) / BLOCK_MS))
             heard = power[span // self.block - back :][: frames * per_frame]
             loudest = heard.reshape(frames, per_frame).max(axis=1)
         plays = loudest > 32768.0**2 * 10 ** (FAR_ACTIVE_DBFS / 10)
