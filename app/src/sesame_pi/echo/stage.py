@@ -71,6 +71,8 @@ class Stage:
         self.rate = capture_rate
         self.block = capture_rate * BLOCK_MS // 1000
         self.max_delay_ms = max_delay_ms
+        # how far back the microphone can hear the far end, in whole blocks (the ERLE gate's reach)
+        self._reach = capture_rate * max_delay_ms // 1000 // self.block * self.block
         self._store = FarEndStore(STORE_SECONDS)
         self._timeline = Timeline(capture_rate * (max_delay_ms + 2000) // 1000)
         self._estimator = DelayEstimator(capture_rate, max_delay_ms)
@@ -202,23 +204,24 @@ class Stage:
         starts = itertools.accumulate(sizes[:-1], initial=first)  # where each frame would be
         contiguous = all(pos == at for (pos, _, _), at in zip(book, starts, strict=True))
         mic = np.concatenate([m for _, m, _ in book]).astype(np.float32)
-        if contiguous:
-            stamped, _ = self._timeline.read(first, len(mic))
+        if contiguous:  # one read: the batch's reference and the reach before it (for the ERLE)
+            far, _ = self._timeline.read(first - self._reach, self._reach + len(mic))
+            stamped = far[self._reach :]
         else:  # the microphone's stamps jumped within the batch: each frame where it was heard
             stamped = np.concatenate([self._timeline.read(p, len(m))[0] for p, m, _ in book])
         if self._estimator.feed(mic, stamped):
             self._apply_delay()
         if contiguous and len(set(sizes)) == 1:
             cleaned = np.concatenate([c for _, _, c in book]).astype(np.float32)
-            self._count_energy(first, mic.reshape(len(book), -1), cleaned.reshape(len(book), -1))
+            self._count_energy(far, mic.reshape(len(book), -1), cleaned.reshape(len(book), -1))
 
-    def _count_energy(self, first: int, mic: Floats, cleaned: Floats) -> None:
+    def _count_energy(self, far: Floats, mic: Floats, cleaned: Floats) -> None:
         """Microphone and uplink energy in frames where the far end plays where the microphone
         hears it (at the estimated delay; anywhere in the delay range while it is not known):
-        the call's ERLE. `mic` and `cleaned` hold a frame per row."""
+        the call's ERLE. `mic` and `cleaned` hold a frame per row; `far` is the reference from
+        `_reach` samples before the first frame to the end of the last."""
         frames, size = mic.shape
-        span = self.rate * self.max_delay_ms // 1000 // self.block * self.block
-        far, _ = self._timeline.read(first - span, span + frames * size)
+        span = self._reach
         blocks = far.reshape(-1, self.block)
         power = np.einsum("ij,ij->i", blocks, blocks) / self.block
         per_frame = size // self.block
