@@ -34,6 +34,7 @@ class FakeOutput:
         self.fail_after = fail_after
         self.writes: list[int] = []
         self.max_held = 0
+        self.looks = 0  # get_write_available calls: behind a sound server, each a round trip
 
     def _played(self) -> int:
         periods = int((time.monotonic() - self.t0) * RATE) // PERIOD
@@ -47,6 +48,7 @@ class FakeOutput:
 
     def get_write_available(self) -> int:
         with self.lock:
+            self.looks += 1
             return self.capacity - self._held()
 
     def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
@@ -87,6 +89,17 @@ def test_the_device_holds_no_more_than_the_target() -> None:
     assert stream.max_held <= RATE * 20 // 1000, "a callback stream would hold all 60 ms"
     assert sum(n for n, _ in played) // 2 >= RATE * 0.4, "and it kept playing the whole time"
     assert speaker.failure is None
+
+
+def test_the_writer_looks_at_the_device_about_once_a_period() -> None:
+    """Each look is a round trip to a sound server (the ALSA pulse plugin asks PulseAudio), and
+    waking twice more a period to see whether the device took its period cost a quarter of the
+    writer's CPU: it sleeps until the next period should fit instead."""
+    stream = FakeOutput(capacity=6 * PERIOD)
+    speaker, _ = run_speaker(stream, lambda want, held: bytes(want), 1.0, target_ms=20)
+    assert speaker.underflows == 0 and len(stream.writes) >= 90
+    assert stream.max_held <= RATE * 20 // 1000
+    assert stream.looks / len(stream.writes) < 2.0, (stream.looks, len(stream.writes))  # was 3
 
 
 def test_chunks_are_stamped_with_when_they_reach_the_dac() -> None:
