@@ -161,10 +161,18 @@ def fat_files(root: Path, token: str) -> dict[str, bytes]:
     for path in firmware.iterdir():
         path.unlink()
     config = f'server = "{STANDIN_URL}"\nca_file = "{GUEST_CA}"\nbutton = "stdin"\n'
+    config += extra_config()
     files["config.txt"] = b"arm_64bit=1\r\n"
     files["sesame-pi/token"] = token.encode() + b"\r\n"  # saved by Notepad
     files["sesame-pi/config.toml"] = config.replace("\n", "\r\n").encode()
     return files
+
+
+def extra_config() -> str:
+    """More settings for the card's config.toml from SESAME_PI_BOOT_CONFIG (lines separated by
+    `;`), to measure another setting on the emulated Pi's dmix, e.g. `output_mode = "writer"`."""
+    lines = [line.strip() for line in os.environ.get("SESAME_PI_BOOT_CONFIG", "").split(";")]
+    return "".join(f"{line}\n" for line in lines if line)
 
 
 def write_fstab(root: Path) -> None:
@@ -460,7 +468,11 @@ def test_figures(boots: list[Boot], card: Card) -> None:
         print(f"  the call's audio on this CPU:   {audio['frames_captured']} microphone frames "
               f"through the echo canceller ({first.get('echo_engine')}), {audio['frames_shed']} "
               f"shed to keep up, {audio['input_overflows']} capture overflows, "
-              f"{audio['output_underflows']} playback underflows")  # fmt: skip
+              f"{audio['output_underflows']} playback underflows, {audio.get('underruns', 0)} "
+              "playout underruns")  # fmt: skip
+        writer = {k: v for k, v in audio.items() if k.startswith(("device_", "playout_"))}
+        if writer:
+            print(f"  the speaker's writer at the end: {writer}")
         print(f"  hold typed to call_ended:      {first.get('hold_to_ended_s')} s "
               "(the hold itself is 2.5 s)")  # fmt: skip
         print(f"  the card as opened in the call: {opened_card_line(first)}")

@@ -46,8 +46,10 @@ ENDED_WITHIN_S = 120
 # The call summary's audio figures the host prints: how the emulated CPU kept up.
 CALL_AUDIO = (
     "frames_captured", "frames_shed", "frames_dropped", "input_overflows", "output_underflows",
-    "echo_frames",
+    "echo_frames", "underruns",
 )  # fmt: skip
+# With output_mode = "writer" (a card made with SESAME_PI_BOOT_CONFIG): what the writer kept.
+WRITER_AUDIO = ("device_kicks", "device_target_ms", "device_held_ms", "playout_target_ms")
 
 
 def send(kind: str, **fields: object) -> None:
@@ -365,6 +367,7 @@ def main() -> None:
                     report["hold_to_ended_s"] = round(ended_at - held_at, 1)
                     audio = ended.get("audio") or {}
                     report["call_audio"] = {k: audio.get(k, 0) for k in CALL_AUDIO}
+                    report["call_audio"].update({k: audio[k] for k in WRITER_AUDIO if k in audio})
                 opened = first_event("audio_opened") or {}
                 report["echo_engine"] = opened.get("echo_engine")
                 report["portaudio_latency_ms"] = {
