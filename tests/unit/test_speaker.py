@@ -93,8 +93,8 @@ def test_the_device_holds_no_more_than_the_target() -> None:
 
 def test_the_writer_looks_at_the_device_about_once_a_period() -> None:
     """Each look is a round trip to a sound server (the ALSA pulse plugin asks PulseAudio), and
-    waking twice more a period to see whether the device took its period cost a quarter of the
-    writer's CPU: it sleeps until the next period should fit instead."""
+    waking twice more a period to see whether the device took its period cost the writer about
+    a third of its CPU behind PulseAudio: it sleeps until the next period should fit instead."""
     stream = FakeOutput(capacity=6 * PERIOD)
     speaker, _ = run_speaker(stream, lambda want, held: bytes(want), 1.0, target_ms=20)
     assert speaker.underflows == 0 and len(stream.writes) >= 90
