@@ -126,7 +126,7 @@ class Speaker:
                 if target - held < self.period_frames or free < self.period_frames:
                     self._stop.wait(self._nap(held, target))  # no room for a period yet
                     continue
-                want = min(self.period_frames, target - held) * SAMPLE_BYTES
+                want = self.period_frames * SAMPLE_BYTES  # a whole period fits (above)
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:

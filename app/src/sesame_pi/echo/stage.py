@@ -221,17 +221,17 @@ class Stage:
         the call's ERLE. `mic` and `cleaned` hold a frame per row; `far` is the reference from
         `_reach` samples before the first frame to the end of the last."""
         frames, size = mic.shape
-        span = self._reach
         blocks = far.reshape(-1, self.block)
         power = np.einsum("ij,ij->i", blocks, blocks) / self.block
         per_frame = size // self.block
+        reach_blocks = self._reach // self.block
         delay = self._estimator.delay_ms
         if delay is None:  # the loudest block in each frame's reach
-            reach = np.lib.stride_tricks.sliding_window_view(power, span // self.block + per_frame)
+            reach = np.lib.stride_tricks.sliding_window_view(power, reach_blocks + per_frame)
             loudest = reach[::per_frame].max(axis=1)[:frames]
         else:
-            back = min(span // self.block, round(max(0.0, delay) / BLOCK_MS))
-            heard = power[span // self.block - back :][: frames * per_frame]
+            back = min(reach_blocks, round(max(0.0, delay) / BLOCK_MS))
+            heard = power[reach_blocks - back :][: frames * per_frame]
             loudest = heard.reshape(frames, per_frame).max(axis=1)
         plays = loudest > 32768.0**2 * 10 ** (FAR_ACTIVE_DBFS / 10)
         if not plays.any():
