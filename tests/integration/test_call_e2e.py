@@ -101,6 +101,16 @@ def test_press_talk_listen_hold_to_hang_up(
     assert max(tone_power(chunk, MIC_HZ, rate) for chunk in loud) > 0.5
     assert ended["audio"]["frames_captured"] >= 100
 
+    # `output_mode = "auto"` tried the speaker before the call: PulseAudio pulls the stream ahead
+    # of playing it, so the writer could not see the device, and callback mode with 20 ms
+    # periods (10 fell into underflow storms through the pulse plugin) played the call.
+    events = app.events()
+    chosen = [e for e in events if e.get("event") == "output_mode_chosen"]
+    assert [e["mode"] for e in chosen] == ["callback"], chosen
+    assert "sound server" in chosen[0]["reason"]
+    opened = next(e for e in events if e.get("event") == "audio_opened")
+    assert (opened["output_mode"], opened["output_period_ms"]) == ("callback", 20), opened
+
     # The log: JSON lines only, every line an event; the token nowhere.
     lines = app.log_file.read_text().splitlines()
     assert all(json.loads(line)["event"] for line in lines)

@@ -418,6 +418,11 @@ def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], 
           r.get("error", ""))  # fmt: skip
     check("holding the button ended it", r.get("call_ended") is True,
           {"in the call": r.get("in_call"), "after the hold": r.get("after_hold")})  # fmt: skip
+    mode = r.get("output_mode") or {}
+    if "output_mode" not in extra_config():  # "auto", the default, tried the card's dmix
+        check("output_mode auto took the writer: dmix's fill level is what the card holds",
+              mode.get("opened") == "writer" and (mode.get("chosen") or {}).get("mode") == "writer",
+              mode)  # fmt: skip
     check.verdict()
 
 
@@ -476,6 +481,7 @@ def test_figures(boots: list[Boot], card: Card) -> None:
         print(f"  hold typed to call_ended:      {first.get('hold_to_ended_s')} s "
               "(the hold itself is 2.5 s)")  # fmt: skip
         print(f"  the card as opened in the call: {opened_card_line(first)}")
+        print(f"  the speaker's output mode:      {first.get('output_mode')}")
     print(f"  card image: {disk_mb:.0f} MB ({on_disk_mb:.0f} MB allocated), root {card.root_mb} MB")
     call = first["memory"].get("call")
     assert call is not None, "no memory figure during the call"

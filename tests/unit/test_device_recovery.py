@@ -48,6 +48,29 @@ class FakeStream:
     def write(self, _pcm: bytes, exception_on_underflow: bool = False) -> None: ...
 
 
+class PlayingOutput(FakeStream):
+    """A blocking output that plays what it holds in real time (a card): its fill is the truth.
+    (FakeStream takes everything at once and always has room, as a sound server's plugin may.)"""
+
+    CAPACITY = 1440
+
+    def __init__(self, rate: int) -> None:
+        super().__init__("output", None)
+        self.rate = rate
+        self.held = 0.0
+        self.at = time.monotonic()
+
+    def get_write_available(self) -> int:
+        now = time.monotonic()
+        self.held = max(0.0, self.held - (now - self.at) * self.rate)
+        self.at = now
+        return self.CAPACITY - int(self.held)
+
+    def write(self, pcm: bytes, exception_on_underflow: bool = False) -> None:
+        self.get_write_available()
+        self.held += len(pcm) // 2
+
+
 class FakePortAudio:
     """One 'default' device for both directions; `gone` makes every open fail as PortAudio does
     for a device that vanished."""
@@ -73,10 +96,18 @@ class FakePortAudio:
             "defaultSampleRate": 48000.0,
         }
 
+    def is_format_supported(self, *_args: Any, **_kw: Any) -> bool:
+        return True
+
     def open(self, **kw: Any) -> FakeStream:
         if self.world.gone:
             raise OSError(-9996, "Invalid device")
-        stream = FakeStream("input" if kw.get("input") else "output", kw.get("stream_callback"))
+        blocking_output = kw.get("output") and kw.get("stream_callback") is None
+        stream = (
+            PlayingOutput(kw["rate"])
+            if blocking_output and self.world.output_plays
+            else FakeStream("input" if kw.get("input") else "output", kw.get("stream_callback"))
+        )
         self.world.streams.append(stream)
         return stream
 
@@ -90,6 +121,7 @@ class World:
     def __init__(self) -> None:
         self.gone = False
         self.mic_alive = True
+        self.output_plays = False  # blocking outputs play in real time, as a card does
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
 
@@ -426,3 +458,31 @@ async def test_an_overloaded_loop_sheds_old_microphone_audio_and_stays_responsiv
     assert figures["frames_shed"] > 0, figures
     assert slow.frames == figures["frames_captured"] > 20, "the newest frames still go up"
     assert len(call.frames) > 20
+
+
+@pytest.mark.parametrize(
+    ("plays", "mode", "period_ms"),
+    [(True, "writer", 10), (False, "callback", 20)],
+    ids=["a card: the writer", "a sound server: callback"],
+)
+async def test_auto_tries_the_speaker_once_and_opens_it_in_the_mode_it_found(
+    caplog: pytest.LogCaptureFixture, plays: bool, mode: str, period_ms: int
+) -> None:
+    """The default: the writer where the speaker's fill level is what it holds, callback mode
+    (with 20 ms periods) where something takes the audio faster than it plays."""
+    world = World()
+    world.output_plays = plays
+    engine = AudioEngine(Config(), asyncio.get_running_loop(), lambda _reason: None, world.factory)
+    assert Config().output_mode == "auto" and engine.output_mode == "callback", "until it knows"
+    with caplog.at_level(logging.INFO, logger="sesame_pi"):
+        engine.probe()
+        engine.probe()  # the device retry loop probes again: the speaker is not tried twice
+    tried = [s for s in world.streams if s.kind == "output"]
+    assert len(tried) == 1 and tried[0].closed
+    assert (engine.output_mode, engine.output_period_ms) == (mode, period_ms)
+    chosen = [r for r in caplog.records if r.getMessage() == "output_mode_chosen"]
+    assert len(chosen) == 1
+    engine.start_call(24000)
+    assert (engine._speaker is not None) == (mode == "writer")
+    engine.stop_call()
+    engine.close()

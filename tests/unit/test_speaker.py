@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from sesame_pi.output_probe import reads_ahead
 from sesame_pi.speaker import Speaker
 
 RATE = 24000
@@ -217,6 +218,65 @@ def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> 
     assert speaker.kicks >= 1
     assert stream.played_frames >= RATE * 0.45, "it started within a few periods and kept on"
     assert speaker.failure is None
+
+
+class ReadAheadOutput(FakeOutput):
+    """A sound server's stream: the server pulls everything written into its own buffer whenever
+    that holds less than `ahead` frames, and plays from there a period per period. The fill ALSA
+    reports is what the server has not pulled yet: empty, while the audio still waits to play."""
+
+    def __init__(self, ahead: int, capacity: int) -> None:
+        super().__init__(capacity)
+        self.ahead = ahead
+        self.unpulled = 0
+        self.server = 0
+        self.last = time.monotonic()
+
+    def _advance(self) -> None:
+        periods = int((time.monotonic() - self.last) * RATE) // PERIOD
+        self.last += periods * PERIOD / RATE
+        for _ in range(periods):
+            self._pull()
+            self.server -= min(self.server, PERIOD)
+        self._pull()
+
+    def _pull(self) -> None:
+        if self.server < self.ahead:
+            self.server, self.unpulled = self.server + self.unpulled, 0
+
+    def get_write_available(self) -> int:
+        with self.lock:
+            self._advance()
+            return self.capacity - self.unpulled
+
+    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
+        with self.lock:
+            self._advance()
+            self.unpulled += len(data) // 2
+            self.written += len(data) // 2
+
+
+def test_a_server_that_reads_ahead_is_told_from_a_device_whose_fill_is_the_truth() -> None:
+    """`output_mode = "auto"` asks this before choosing the writer: behind a server that pulls
+    the stream ahead, the fill reads empty while the audio still waits (a writer counting by it
+    saw a dry device at almost every turn, and primed its playout buffer again each time)."""
+    assert reads_ahead(ReadAheadOutput(ahead=4 * PERIOD, capacity=8 * PERIOD), RATE, PERIOD)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        pytest.param(lambda: FakeOutput(capacity=6 * PERIOD), id="a DAC taking a period at once"),
+        pytest.param(lambda: PrebufferingOutput(4 * PERIOD, 8 * PERIOD), id="a late starter"),
+        pytest.param(lambda: StallingOutput(0.05, 0.15), id="a device that stalls"),
+    ],
+)
+def test_a_device_that_plays_in_real_time_is_not_taken_for_a_server(device) -> None:  # type: ignore[no-untyped-def]
+    """A card (or dmix) takes a period at a time, up to a period ahead of the clock; one that
+    starts only when it holds enough, or stops a while, takes less than real time, never more."""
+    stream = device()
+    assert not reads_ahead(stream, RATE, PERIOD)
+    assert stream.written >= 2 * PERIOD, "it was tried, not just opened"
 
 
 def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:

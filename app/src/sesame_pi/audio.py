@@ -4,7 +4,9 @@ PortAudio calls us on its own threads. The capture callback queues each frame an
 loop with `call_soon_threadsafe` when nothing is waiting yet (no blocking, no copies beyond the one
 PortAudio needs); the loop takes what queued at most CAPTURE_BACKLOG_FRAMES deep, so an overloaded
 CPU sheds the oldest microphone audio instead of burying a press or a hold under it. The playback
-callback drains a jitter buffer that the loop fills, mixing in an earcon when one is playing. Rate
+callback drains a jitter buffer that the loop fills, mixing in an earcon when one is playing (or,
+in writer mode, a thread with blocking writes does: see `speaker`; `output_mode = "auto"` takes it
+where the speaker's fill level can be trusted, see `output_probe`). Rate
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
 stopped calling back or failed (a USB hiccup, a stalled sound server, a card pulled out); the engine
@@ -45,6 +47,7 @@ from .devices import (
 from .hiccup import DeviceGrace, SilencePacer
 from .jitter import JitterBuffer
 from .logs import event
+from .output_probe import reads_ahead
 from .pcm import mix, resample, widen
 from .speaker import Speaker
 
@@ -68,6 +71,8 @@ SAMPLE_BYTES = 2
 WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
+SPEAKER_PROBE_RATE = 24000  # the service's rate: "auto" tries the speaker as a call opens it
+AUTO_CALLBACK_PERIOD_MS = 20
 PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
 # Frames waiting for the loop (before the echo stage): beyond this the oldest are shed. The loop
@@ -98,7 +103,9 @@ class AudioEngine:
         self._lock = threading.RLock()  # PortAudio open/close is not safe from two threads at once
         self._input: Any = None
         self._output: Any = None
-        self._speaker: Speaker | None = None  # the writer thread, when output_mode is "writer"
+        self._speaker: Speaker | None = None  # the writer thread, in writer mode
+        self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
+        self._auto_device: str | None = None
         self._output_rate = 0
         self._in_call = False
         self._frames: collections.deque[bytes] = collections.deque()
@@ -154,6 +161,10 @@ class AudioEngine:
             mic = resolve_device(devices, self.cfg.input_device, "input")
             speaker = resolve_device(devices, self.cfg.output_device, "output")
             check_format(pa, mic, speaker, self.cfg.capture_rate)
+            # (with the speaker still open for an earcon, the choice waits for the next probe)
+            unknown = self.cfg.output_mode == "auto" and self._auto_device != speaker.name
+            if unknown and self._output is None:
+                self._choose_output_mode(pa, speaker.index, speaker.name)
         event(
             "audio_devices",
             input=mic.name,
@@ -161,6 +172,55 @@ class AudioEngine:
             output=speaker.name,
             output_index=speaker.index,
         )
+
+    @property
+    def output_mode(self) -> str:
+        """Writer or callback: as configured, or what "auto" found (callback until then)."""
+        if self.cfg.output_mode != "auto":
+            return self.cfg.output_mode
+        return self._auto_mode or "callback"
+
+    @property
+    def output_period_ms(self) -> int:
+        """The speaker's period. Callback mode chosen by "auto" (a sound server) keeps at least
+        20 ms: 10 made PortAudio fall into underflow storms through the ALSA pulse plugin."""
+        period = self.cfg.output_period_ms
+        if self.cfg.output_mode == "auto" and self.output_mode == "callback":
+            return max(period, AUTO_CALLBACK_PERIOD_MS)
+        return period
+
+    def _choose_output_mode(self, pa: Any, index: int, name: str) -> None:
+        """For "auto": the writer where the speaker's fill level is the truth, callback where a
+        sound server reads ahead of it (see `output_probe`). A fraction of a second of silence,
+        once per device, before any call."""
+        import pyaudio
+
+        period = SPEAKER_PROBE_RATE * self.cfg.output_period_ms // 1000
+        try:
+            stream = pa.open(
+                format=pyaudio.paInt16,
+                channels=self.cfg.output_channels,
+                rate=SPEAKER_PROBE_RATE,
+                output=True,
+                output_device_index=index,
+                frames_per_buffer=period,
+            )
+            try:
+                ahead = reads_ahead(
+                    stream, SPEAKER_PROBE_RATE, period, channels=self.cfg.output_channels
+                )
+            finally:
+                self._close_stream(stream, abort=True)
+        except OSError as exc:
+            mode, reason = "callback", f"the speaker could not be tried ({pa_reason(exc)})"
+        else:
+            mode, reason = (
+                ("callback", "a sound server reads ahead of the device's fill level")
+                if ahead
+                else ("writer", "the device's fill level is what it holds")
+            )
+        self._auto_mode, self._auto_device = mode, name
+        event("output_mode_chosen", output=name, mode=mode, reason=reason)
 
     def _device_index(self, pa: Any, wanted: str, direction: str) -> int:
         return resolve_device(device_list(pa), wanted, direction).index
@@ -181,9 +241,9 @@ class AudioEngine:
             playback_rate,
             prebuffer_ms=self.cfg.prebuffer_ms,
             max_ms=self.cfg.jitter_max_ms,
-            adaptive=self.cfg.output_mode == "writer",
-            device_ms=max(self.cfg.device_target_ms, 2 * self.cfg.output_period_ms),
-            margin_ms=self.cfg.output_period_ms,
+            adaptive=self.output_mode == "writer",
+            device_ms=max(self.cfg.device_target_ms, 2 * self.output_period_ms),
+            margin_ms=self.output_period_ms,
         )
         speaker = self._speaker
         if speaker is not None and speaker.rate == playback_rate:
@@ -224,6 +284,8 @@ class AudioEngine:
         figures: dict[str, object] = {
             "echo_engine": self._echo.engine_name if self._echo else "off",
             "ducking": self.cfg.mute_mic_while_playing,
+            "output_mode": self.output_mode,
+            "output_period_ms": self.output_period_ms,
         }
         for name, stream, getter in (
             ("input_latency_ms", self._input, "get_input_latency"),
@@ -283,7 +345,7 @@ class AudioEngine:
         self._close_output()
         pa = self._ensure_pa()
         index = self._device_index(pa, self.cfg.output_device, "output")
-        writer = self.cfg.output_mode == "writer"
+        writer = self.output_mode == "writer"
         try:
             self._output = pa.open(
                 format=pyaudio.paInt16,
@@ -291,7 +353,7 @@ class AudioEngine:
                 rate=rate,
                 output=True,
                 output_device_index=index,
-                frames_per_buffer=rate * self.cfg.output_period_ms // 1000,
+                frames_per_buffer=rate * self.output_period_ms // 1000,
                 stream_callback=None if writer else self._playback_callback,
             )
         except OSError as exc:
@@ -305,7 +367,7 @@ class AudioEngine:
             self._speaker = Speaker(
                 self._output,
                 rate,
-                self.cfg.output_period_ms,
+                self.output_period_ms,
                 self.cfg.device_target_ms,
                 channels=self.cfg.output_channels,
                 render=self._take,

@@ -38,7 +38,7 @@ PULLS = ("down", "up", "floating")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SETUP_MODES = ("auto", "always", "off")
 ECHO_ENGINES = ("auto", "webrtc", "speex", "off")
-OUTPUT_MODES = ("writer", "callback")
+OUTPUT_MODES = ("auto", "writer", "callback")
 CAPTURE_RATES = (8000, 16000, 24000, 48000)
 # BCM numbers of the Raspberry Pi 40-pin header's GPIO lines.
 GPIO_PINS = range(0, 28)
@@ -267,10 +267,11 @@ class Config:
         high=64,
     )
     output_period_ms: int = setting(
-        20,
+        10,
         "audio",
-        "speaker period (two are buffered in callback mode); 10 cuts about 20 ms of delay "
-        "but made PortAudio fall into underflow storms through the ALSA pulse plugin",
+        "speaker period; the writer keeps about two in the device. Callback mode buffers two"
+        ' as well, and when "auto" chooses it (a sound server) takes at least 20: 10 made'
+        " PortAudio fall into underflow storms through the ALSA pulse plugin",
         low=5,
         high=64,
     )
@@ -292,12 +293,15 @@ class Config:
         high=1000,
     )
     output_mode: str = setting(
-        "callback",
+        "auto",
         "audio",
-        "`callback`: PortAudio calls for audio and keeps the device's whole buffer full;"
-        " `writer` (experimental): one thread with blocking writes tops the device up to"
-        " `device_target_ms` and no further, with a playout target learnt from the link's"
-        ' lateness (see "Latency")',
+        "`writer`: one thread with blocking writes tops the device up to `device_target_ms` and"
+        " no further, with a playout target learnt from the link's lateness (the lowest"
+        " latency); `callback`: PortAudio calls for audio and keeps the device's whole buffer"
+        " full; `auto`: tries the speaker once (a fraction of a second of silence at start) and"
+        " takes the writer where the device's fill level is what it holds (a card, dmix),"
+        " callback behind a sound server that reads ahead of it (PulseAudio, PipeWire; see"
+        ' "Latency")',
         choices=OUTPUT_MODES,
     )
     device_target_ms: int = setting(

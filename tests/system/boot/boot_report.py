@@ -370,6 +370,11 @@ def main() -> None:
                     report["call_audio"].update({k: audio[k] for k in WRITER_AUDIO if k in audio})
                 opened = first_event("audio_opened") or {}
                 report["echo_engine"] = opened.get("echo_engine")
+                report["output_mode"] = {
+                    "opened": opened.get("output_mode"),
+                    "period_ms": opened.get("output_period_ms"),
+                    "chosen": first_event("output_mode_chosen"),
+                }
                 report["portaudio_latency_ms"] = {
                     k: opened.get(f"{k}_latency_ms") for k in ("input", "output")
                 }
