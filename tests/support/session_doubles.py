@@ -23,6 +23,7 @@ class PacedMicrophone:
 
     started: list[int] = field(default_factory=list)
     stopped: int = 0
+    ending: int = 0
     played: int = 0
 
     def start_call(self, playback_rate: int) -> None:
@@ -30,6 +31,9 @@ class PacedMicrophone:
 
     def stop_call(self) -> None:
         self.stopped += 1
+
+    def call_ending(self) -> None:
+        self.ending += 1
 
     async def next_frame(self) -> bytes:
         await asyncio.sleep(0.02)

@@ -51,6 +51,9 @@ class Silence:
     def stop_call(self) -> None:
         pass
 
+    def call_ending(self) -> None:
+        pass
+
     async def next_frame(self) -> bytes:
         await asyncio.sleep(0.02)
         return b"\x00\x00" * 320

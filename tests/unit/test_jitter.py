@@ -212,6 +212,32 @@ def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
     assert buf.underruns == 1, "the device ran dry mid-stream"
 
 
+def test_when_the_call_is_ending_running_dry_is_the_end_of_the_audio() -> None:
+    """The hold ends the call and the agent's audio stops: the buffer running dry then was
+    counted as an underrun (one of the writer's three in the ten-minute jittery call)."""
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000)
+    buf.write(pcm(30, 4))
+    assert buf.read(MS20) == pcm(20, 4)
+    buf.end_of_stream()
+    assert buf.read(MS20)[MS20 // 2 :] == bytes(MS20 // 2), "what is left, then silence"
+    assert buf.underruns == 0 and buf.margin == buf.base_margin
+    buf.flush()  # the call is over; the next one counts again
+    buf.write(pcm(30, 4))
+    buf.read(MS20)
+    buf.read(MS20)
+    assert buf.underruns == 1
+
+
+def test_the_writer_is_not_told_of_an_underrun_at_the_end_of_the_call() -> None:
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000, adaptive=True)
+    buf.write(pcm(30, 4))
+    assert buf.take(MS20, device_held_bytes=0) == pcm(20, 4)
+    buf.end_of_stream()
+    assert buf.take(MS20, device_held_bytes=MS20) == pcm(10, 4)
+    assert buf.take(MS20, device_held_bytes=0) == b""
+    assert buf.underruns == 0 and buf.margin == buf.base_margin
+
+
 def test_after_a_device_stall_the_late_audio_is_dropped_down_to_the_margin() -> None:
     buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, device_ms=5)
     buf.write(pcm(1500, 3))  # what piled up while the device took nothing for 1.5 s

@@ -28,6 +28,8 @@ class JitterAudio:
     def stop_call(self) -> None:
         self.running = False
 
+    def call_ending(self) -> None: ...
+
     async def next_frame(self) -> bytes:
         return b""
 

@@ -126,6 +126,9 @@ async def test_a_press_places_a_call_that_goes_live_and_a_hold_ends_it() -> None
     await settle()
     assert session.state is State.IDLE and link.ended == ["user_request"]
     assert feedback.earcons == [Earcon.CALL_START, Earcon.LIVE, Earcon.END]
+    audio = session.audio
+    assert isinstance(audio, PacedMicrophone)
+    assert (audio.ending, audio.stopped) == (1, 1), "told the audio stops, then stopped it"
     await session.close()
 
 

@@ -295,6 +295,13 @@ class AudioEngine:
                 figures[name] = round(float(getattr(stream, getter)()) * 1000, 1)
         event("audio_opened", **figures)
 
+    def call_ending(self) -> None:
+        """The call is being ended: the agent's audio stops now, and the playout running dry is
+        the end of the stream, not an underrun."""
+        jitter = self._jitter
+        if jitter is not None:
+            jitter.end_of_stream()
+
     def stop_call(self) -> None:
         """Close the microphone and drop unplayed agent audio; the speaker lingers for earcons."""
         self._in_call = False

@@ -129,6 +129,7 @@ class JitterBuffer:
         self.lateness = DelayTarget(clock=self._clock)
         self.adaptive = adaptive
         self.device = self._bytes(device_ms)  # what the writer keeps in the device (adaptive)
+        self._ending = False
 
     def _bytes(self, ms: float) -> int:
         return int(self.rate * ms / 1000) * 2
@@ -221,9 +222,16 @@ class JitterBuffer:
             return self.prebuffer
         return self.device + self._margin()
 
+    def end_of_stream(self) -> None:
+        """The far end stops sending (the call is ending): running dry from now on is the end
+        of the audio, not an underrun, and teaches the margins nothing."""
+        self._ending = True
+
     def _dry(self) -> None:
         self._playing = False
         self._reset_window()
+        if self._ending:
+            return
         self.underruns += 1
         self._last_trouble = self._clock()
         self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
@@ -293,3 +301,4 @@ class JitterBuffer:
             self.margin = self.base_margin
             self._reset_window()
             self._trim_due = 0
+            self._ending = False

@@ -279,6 +279,7 @@ class Session:
     def _do_end(self, occurrence: Occurrence) -> None:
         occurrence.logged["reason"] = occurrence.reason
         self._stop_uplink()
+        self.audio.call_ending()
         if self._ending is None or self._ending.done():
             self._ending = self.tasks.spawn(self._end(occurrence.reason), "end-call")
 
