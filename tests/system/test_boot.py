@@ -170,7 +170,7 @@ def fat_files(root: Path, token: str) -> dict[str, bytes]:
 
 def extra_config() -> str:
     """More settings for the card's config.toml from SESAME_PI_BOOT_CONFIG (lines separated by
-    `;`), to measure another setting on the emulated Pi's dmix, e.g. `output_mode = "writer"`."""
+    `;`), to measure another setting on the emulated Pi's dmix, e.g. `output_mode = "callback"`."""
     lines = [line.strip() for line in os.environ.get("SESAME_PI_BOOT_CONFIG", "").split(";")]
     return "".join(f"{line}\n" for line in lines if line)
 

@@ -301,7 +301,7 @@ class Config:
         " full; `auto`: tries the speaker once (a fraction of a second of silence at start) and"
         " takes the writer where the device's fill level is what it holds (a card, dmix),"
         " callback behind a sound server that reads ahead of it (PulseAudio, PipeWire; see"
-        ' "Latency")',
+        ' "Writer mode" in the README)',
         choices=OUTPUT_MODES,
     )
     device_target_ms: int = setting(

@@ -48,7 +48,7 @@ CALL_AUDIO = (
     "frames_captured", "frames_shed", "frames_dropped", "input_overflows", "output_underflows",
     "echo_frames", "underruns",
 )  # fmt: skip
-# With output_mode = "writer" (a card made with SESAME_PI_BOOT_CONFIG): what the writer kept.
+# In writer mode (what "auto" takes on the card's dmix): what the writer kept.
 WRITER_AUDIO = ("device_kicks", "device_target_ms", "device_held_ms", "playout_target_ms")
 
 
