@@ -103,6 +103,8 @@ class FakePortAudio:
         if self.world.gone:
             raise OSError(-9996, "Invalid device")
         blocking_output = kw.get("output") and kw.get("stream_callback") is None
+        if blocking_output and self.world.output_busy:
+            raise OSError(-9985, "Device unavailable")
         stream = (
             PlayingOutput(kw["rate"])
             if blocking_output and self.world.output_plays
@@ -122,6 +124,7 @@ class World:
         self.gone = False
         self.mic_alive = True
         self.output_plays = False  # blocking outputs play in real time, as a card does
+        self.output_busy = False  # another program holds the speaker
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
 
@@ -485,4 +488,22 @@ async def test_auto_tries_the_speaker_once_and_opens_it_in_the_mode_it_found(
     engine.start_call(24000)
     assert (engine._speaker is not None) == (mode == "writer")
     engine.stop_call()
+    engine.close()
+
+
+async def test_a_speaker_busy_at_start_is_tried_again_at_the_next_probe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = World()
+    world.output_plays = world.output_busy = True
+    engine = AudioEngine(Config(), asyncio.get_running_loop(), lambda _reason: None, world.factory)
+    with caplog.at_level(logging.INFO, logger="sesame_pi"):
+        engine.probe()
+        assert engine.output_mode == "callback", "what it can do meanwhile"
+        world.output_busy = False
+        engine.probe()
+    assert engine.output_mode == "writer"
+    chosen = [r for r in caplog.records if r.getMessage() == "output_mode_chosen"]
+    assert [r.levelno for r in chosen] == [logging.WARNING, logging.INFO]
+    assert "could not be tried (Device unavailable)" in chosen[0].reason  # type: ignore[attr-defined]
     engine.close()

@@ -211,14 +211,18 @@ class AudioEngine:
                 )
             finally:
                 self._close_stream(stream, abort=True)
-        except OSError as exc:
-            mode, reason = "callback", f"the speaker could not be tried ({pa_reason(exc)})"
-        else:
-            mode, reason = (
-                ("callback", "a sound server reads ahead of the device's fill level")
-                if ahead
-                else ("writer", "the device's fill level is what it holds")
+        except OSError as exc:  # busy or gone: callback for now, and the next probe tries again
+            self._auto_mode = "callback"
+            reason = f"the speaker could not be tried ({pa_reason(exc)}); callback until it can"
+            event(
+                "output_mode_chosen", logging.WARNING, output=name, mode="callback", reason=reason
             )
+            return
+        mode, reason = (
+            ("callback", "a sound server reads ahead of the device's fill level")
+            if ahead
+            else ("writer", "the device's fill level is what it holds")
+        )
         self._auto_mode, self._auto_device = mode, name
         event("output_mode_chosen", output=name, mode=mode, reason=reason)
 
