@@ -72,7 +72,7 @@ WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 SPEAKER_PROBE_RATE = 24000  # the service's rate: "auto" tries the speaker as a call opens it
-AUTO_CALLBACK_PERIOD_MS = 20
+AUTO_CALLBACK_PERIOD_MS = 20  # callback mode behind a sound server: at least this period
 PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
 # Frames waiting for the loop (before the echo stage): beyond this the oldest are shed. The loop

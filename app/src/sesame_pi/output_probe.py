@@ -5,12 +5,12 @@ The writer (see `speaker`) keeps the device lean by its fill level: what ALSA sa
 and not yet taken. On a DAC (a hw device, or dmix as the audio role sets it up) that is the
 truth, since the card takes a period at a time in real time. A sound server behind ALSA's pulse
 or pipewire plugin pulls the stream into its own buffers ahead of playing it, and the fill reads
-empty while the audio still waits. Measured behind PulseAudio (the echo bench's room): a writer
-that took the empty fill at its word counted a dry device hundreds of times a call and primed its
-playout buffer again each time (25 to 146 gaps of 70-140 ms); one that counted on the clock
-instead could not see the server really run dry, and PulseAudio then dropped the audio written
-after each dry spell (a third of the agent's voice played). Behind a server, callback mode (the
-device kept full, as every desktop player does it) plays clean.
+empty while the audio still waits. Measured behind PulseAudio (the echo bench's room, 20 s
+calls): a writer that took the empty fill at its word found the device dry hundreds of times a
+call and primed its playout buffer again each time (25 to 146 times; 25 gaps of 70-140 ms in the
+call recorded); one that counted on the clock instead could not see the server really run dry,
+and PulseAudio then dropped the audio written after each dry spell (25 ms missing in every 40).
+Behind a server, callback mode (the device kept full, as desktop players do) played clean.
 
 `reads_ahead` writes silence for a moment, a period at a time, and watches: a device that takes
 more than real time could have played, by more than a period and a half, several times, reads
