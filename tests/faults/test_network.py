@@ -289,8 +289,11 @@ def test_call_goes_on_through_loss_and_jitter(jittery_call: dict[str, Any], figu
 
 
 def test_call_summary_shows_the_prebuffer_grew(jittery_call: dict[str, Any]) -> None:
+    """It grows 20 ms an underrun and gives 10 ms back after each 10 s of calm, so by the end of
+    the call it may be back where it started: the summary keeps how far it went."""
     audio = jittery_call["ended"]["audio"]
-    assert audio["prebuffer_ms"] > Config().prebuffer_ms
+    assert audio["underruns"] >= 1
+    assert audio["prebuffer_peak_ms"] > Config().prebuffer_ms, audio
 
 
 # ---------------------------------------------------------------- a name that resolves nowhere

@@ -212,6 +212,20 @@ def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
     assert buf.underruns == 1, "the device ran dry mid-stream"
 
 
+def test_the_prebuffers_peak_is_kept_after_it_relaxes() -> None:
+    clock = FakeClock()
+    buf = JitterBuffer(RATE, prebuffer_ms=20, max_ms=1000, relax_after_s=10.0, clock=clock)
+    buf.write(pcm(20, 3))
+    buf.read(MS20)
+    buf.read(MS20)  # dry: +20 ms
+    assert (buf.prebuffer_ms, buf.ms(buf.prebuffer_peak)) == (40.0, 40.0)
+    for _ in range(3):
+        clock.now += 11.0
+        buf.write(pcm(60, 3))
+        buf.read(MS20)
+    assert buf.prebuffer_ms == 20.0 and buf.ms(buf.prebuffer_peak) == 40.0
+
+
 def test_when_the_call_is_ending_running_dry_is_the_end_of_the_audio() -> None:
     """The hold ends the call and the agent's audio stops: the buffer running dry then was
     counted as an underrun (one of the writer's three in the ten-minute jittery call)."""

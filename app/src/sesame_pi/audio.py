@@ -804,6 +804,7 @@ class AudioEngine:
                 figures[key] = figures.get(key, 0) + value
             figures["buffered_ms"] = round(jitter.buffered_ms, 1)
             figures["prebuffer_ms"] = round(jitter.prebuffer_ms, 1)
+            figures["prebuffer_peak_ms"] = round(jitter.ms(jitter.prebuffer_peak), 1)
         if self._speaker is not None:
             figures["output_underflows"] = (
                 figures.get("output_underflows", 0) + self._speaker.underflows

@@ -104,6 +104,7 @@ class JitterBuffer:
         self.rate = rate
         self.base_prebuffer = self._bytes(prebuffer_ms)
         self.prebuffer = self.base_prebuffer
+        self.prebuffer_peak = self.prebuffer  # how far it grew in this call (it relaxes again)
         self.max_bytes = max(self._bytes(max_ms), self.base_prebuffer + 2)
         self.adapt_max = max(self._bytes(adapt_max_ms), self.base_prebuffer)
         self.relax_after_s = relax_after_s
@@ -235,6 +236,7 @@ class JitterBuffer:
         self.underruns += 1
         self._last_trouble = self._clock()
         self.prebuffer = min(self.adapt_max, self.prebuffer + self._bytes(20))
+        self.prebuffer_peak = max(self.prebuffer_peak, self.prebuffer)
         self.margin = min(self._bytes(MARGIN_MAX_MS), self.margin + self._bytes(MARGIN_STEP_MS))
 
     def _relax(self) -> None:
