@@ -174,40 +174,56 @@ def test_a_stalled_device_is_reported_with_how_long_it_took_nothing() -> None:
     assert len(stalls) == 1 and 0.3 <= stalls[0] <= 0.55, stalls
 
 
-class PrebufferingOutput(FakeOutput):
-    """A sound server's stream: once dry (and at its start) it plays only when it holds `prebuf`
-    frames, as PulseAudio does with the ALSA pulse plugin's stream (prebuf = its target length)."""
+class ServerOutput(FakeOutput):
+    """A sound server's stream: `queued` is what ALSA reports the stream holds; each period the
+    server does `_period()` with it, and `_settle()` after any catching up."""
 
-    def __init__(self, prebuf: int, capacity: int) -> None:
+    def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
-        self.prebuf = prebuf
-        self.held_now = 0
-        self.playing = False
-        self.played_frames = 0
+        self.queued = 0
         self.last = time.monotonic()
+
+    def _period(self) -> None: ...
+
+    def _settle(self) -> None: ...
 
     def _advance(self) -> None:
         periods = int((time.monotonic() - self.last) * RATE) // PERIOD
         self.last += periods * PERIOD / RATE
         for _ in range(periods):
-            self.playing = self.playing or self.held_now >= self.prebuf
-            if self.playing:
-                take = min(self.held_now, PERIOD)
-                self.held_now -= take
-                self.played_frames += take
-                self.playing = self.held_now > 0
+            self._period()
+        self._settle()
 
     def get_write_available(self) -> int:
         with self.lock:
             self._advance()
-            return self.capacity - self.held_now
+            return self.capacity - self.queued
 
     def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
         with self.lock:
             self._advance()
-            self.held_now += len(data) // 2
+            self.queued += len(data) // 2
             self.written += len(data) // 2
             self.writes.append(len(data) // 2)
+
+
+class PrebufferingOutput(ServerOutput):
+    """Once dry (and at its start) it plays only when it holds `prebuf` frames, as PulseAudio
+    does with the ALSA pulse plugin's stream (prebuf = its target length)."""
+
+    def __init__(self, prebuf: int, capacity: int) -> None:
+        super().__init__(capacity)
+        self.prebuf = prebuf
+        self.playing = False
+        self.played_frames = 0
+
+    def _period(self) -> None:
+        self.playing = self.playing or self.queued >= self.prebuf
+        if self.playing:
+            take = min(self.queued, PERIOD)
+            self.queued -= take
+            self.played_frames += take
+            self.playing = self.queued > 0
 
 
 def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> None:
@@ -220,40 +236,23 @@ def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> 
     assert speaker.failure is None
 
 
-class ReadAheadOutput(FakeOutput):
-    """A sound server's stream: the server pulls everything written into its own buffer whenever
-    that holds less than `ahead` frames, and plays from there a period per period. The fill ALSA
-    reports is what the server has not pulled yet: empty, while the audio still waits to play."""
+class ReadAheadOutput(ServerOutput):
+    """The server pulls everything queued into its own buffer whenever that holds less than
+    `ahead` frames, and plays from there a period per period: the fill ALSA reports reads empty
+    while the audio still waits to play."""
 
     def __init__(self, ahead: int, capacity: int) -> None:
         super().__init__(capacity)
         self.ahead = ahead
-        self.unpulled = 0
         self.server = 0
-        self.last = time.monotonic()
 
-    def _advance(self) -> None:
-        periods = int((time.monotonic() - self.last) * RATE) // PERIOD
-        self.last += periods * PERIOD / RATE
-        for _ in range(periods):
-            self._pull()
-            self.server -= min(self.server, PERIOD)
-        self._pull()
+    def _period(self) -> None:
+        self._settle()
+        self.server -= min(self.server, PERIOD)
 
-    def _pull(self) -> None:
+    def _settle(self) -> None:  # the pull
         if self.server < self.ahead:
-            self.server, self.unpulled = self.server + self.unpulled, 0
-
-    def get_write_available(self) -> int:
-        with self.lock:
-            self._advance()
-            return self.capacity - self.unpulled
-
-    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
-        with self.lock:
-            self._advance()
-            self.unpulled += len(data) // 2
-            self.written += len(data) // 2
+            self.server, self.queued = self.server + self.queued, 0
 
 
 def test_a_server_that_reads_ahead_is_told_from_a_device_whose_fill_is_the_truth() -> None:

@@ -193,18 +193,9 @@ class AudioEngine:
         """For "auto": the writer where the speaker's fill level is the truth, callback where a
         sound server reads ahead of it (see `output_probe`). A fraction of a second of silence,
         once per device, before any call."""
-        import pyaudio
-
         period = SPEAKER_PROBE_RATE * self.cfg.output_period_ms // 1000
         try:
-            stream = pa.open(
-                format=pyaudio.paInt16,
-                channels=self.cfg.output_channels,
-                rate=SPEAKER_PROBE_RATE,
-                output=True,
-                output_device_index=index,
-                frames_per_buffer=period,
-            )
+            stream = self._open_speaker(pa, index, SPEAKER_PROBE_RATE, period, callback=None)
             try:
                 ahead = reads_ahead(
                     stream, SPEAKER_PROBE_RATE, period, channels=self.cfg.output_channels
@@ -348,9 +339,24 @@ class AudioEngine:
             ) from exc
         self._last_input_cb = time.monotonic()
 
-    def _ensure_output(self, rate: int) -> None:
+    def _open_speaker(
+        self, pa: Any, index: int, rate: int, period_frames: int, callback: Any
+    ) -> Any:
+        """The speaker stream as every use opens it: 16-bit, the configured channels; blocking
+        when `callback` is None."""
         import pyaudio
 
+        return pa.open(
+            format=pyaudio.paInt16,
+            channels=self.cfg.output_channels,
+            rate=rate,
+            output=True,
+            output_device_index=index,
+            frames_per_buffer=period_frames,
+            stream_callback=callback,
+        )
+
+    def _ensure_output(self, rate: int) -> None:
         if self._output is not None and self._output_rate == rate and self._output_running():
             return
         self._close_output()
@@ -358,14 +364,12 @@ class AudioEngine:
         index = self._device_index(pa, self.cfg.output_device, "output")
         writer = self.output_mode == "writer"
         try:
-            self._output = pa.open(
-                format=pyaudio.paInt16,
-                channels=self.cfg.output_channels,
-                rate=rate,
-                output=True,
-                output_device_index=index,
-                frames_per_buffer=rate * self.output_period_ms // 1000,
-                stream_callback=None if writer else self._playback_callback,
+            self._output = self._open_speaker(
+                pa,
+                index,
+                rate,
+                rate * self.output_period_ms // 1000,
+                callback=None if writer else self._playback_callback,
             )
         except OSError as exc:
             raise AudioDeviceError(

@@ -47,8 +47,7 @@ def reads_ahead(
     written = 0  # frames written since then (the fill counted as written)
     signs = 0
     deadline = clock() + seconds
-    while clock() < deadline:
-        now = clock()
+    while (now := clock()) < deadline:
         fill = capacity - int(stream.get_write_available())
         if started is not None:
             unplayed = written - (now - started) * rate  # what real time cannot have played
