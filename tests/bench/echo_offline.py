@@ -11,6 +11,11 @@ frames: the cost of an engine is its CPU minus off's, the ratio shows it against
 process per run makes peak memory honest (the engines allocate natively) and keeps one engine's
 caches from flattering the next. Under a minute on a laptop core.
 
+Then the cost of digital silence (the reference before the agent speaks, a muted microphone):
+each engine alone and behind the stage, 2 s of noise then 8 s of exact zeros on both inputs, as
+CPU ms per second of audio. Alone, AEC3's float filters decay into subnormal numbers and cost
+many times their usual CPU; the stage's dither (`LsbDither`) keeps them at their usual cost.
+
     .venv/bin/python tests/bench/echo_offline.py [--plot echo.png] [--json results.json]
 """
 
@@ -32,6 +37,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sesame_pi.echo import EchoStage, resolve_engine  # noqa: E402
+from sesame_pi.echo.engine import EchoUnavailable  # noqa: E402
+from sesame_pi.echo.stage import Stage, open_engine  # noqa: E402
 from support import room  # noqa: E402
 
 ENGINES = ("off", "webrtc", "speex")
@@ -105,6 +112,35 @@ def measure(work: Path, engine: str, delay_ms: int) -> dict[str, Any]:
         "stage_mb": (peak - before) / 1024,
         "delay_found_ms": stats["delay_ms"],
     }
+
+
+def silence_cost(engine: str) -> tuple[float, float] | None:
+    """CPU ms per second of digital silence (after 2 s of noise): the engine fed directly, and
+    behind the stage; None where the engine cannot run here."""
+    rate, frame = room.MIC_RATE, room.MIC_RATE // 50
+    noise = (np.random.default_rng(5).standard_normal(2 * rate) * 3000).astype(np.int16)
+    signal = np.concatenate((noise, np.zeros(8 * rate, np.int16)))
+    figures = []
+    for staged in (False, True):
+        try:
+            canceller = open_engine(engine, rate)
+        except EchoUnavailable:
+            return None
+        stage = Stage(canceller, rate)
+        cpu = 0.0
+        for i in range(0, len(signal), frame):
+            block = signal[i : i + frame]
+            t0 = time.process_time()
+            if staged:
+                stage.far_end(block.tobytes(), rate, i / rate)
+                stage.process(block.tobytes(), i / rate)
+            else:
+                canceller.process(block, block)
+            if i >= len(noise):
+                cpu += time.process_time() - t0
+        stage.close()
+        figures.append(cpu * 1000 / 8)
+    return figures[0], figures[1]
 
 
 def child(work: Path, engine: str, delay_ms: int) -> dict[str, Any]:
@@ -200,6 +236,15 @@ def main() -> int:
         if args.plot:
             plot(work, default, 300, args.plot)
             print(f"plot: {args.plot}")
+    print("\ndigital silence on both inputs, CPU ms per second of audio:")
+    for engine in ENGINES[1:]:
+        cost = silence_cost(engine)
+        if cost is None:
+            print(f"  {engine:7} cannot run here")
+            continue
+        alone, staged = cost
+        print(f"  {engine:7} fed directly {alone:6.1f}   behind the stage (dithered) {staged:6.1f}"
+              f"   ratio {alone / max(staged, 1e-6):5.1f}x")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

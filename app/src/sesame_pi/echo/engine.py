@@ -36,6 +36,35 @@ class Canceller(Protocol):
         """Free the native state; the engine is unusable afterwards."""
 
 
+class LsbDither:
+    """A random lowest bit on the engine's int16 inputs, so they are never digital silence.
+
+    AEC3 (and speex, less so) filters in floating point. On exact zeros (the reference before the
+    agent speaks or while playout waits, a muted microphone) its filter states decay into
+    subnormal floats, which x86 computes in microcode: AEC3 then took 97 ms of CPU per second of
+    audio instead of 7 (measured on this machine; 5.6 with the dither). A random lowest bit keeps
+    every state a normal number at about -96 dBFS, far below any microphone's own noise; an
+    exclusive-or on that bit cannot overflow int16."""
+
+    LENGTH = 16411  # a prime: the pattern does not line up with any frame size
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self._bits = rng.integers(0, 2, self.LENGTH, dtype=np.int16)
+        self._at = 0
+
+    def apply(self, samples: Samples) -> Samples:
+        """`samples` with their lowest bits flipped at random (a new array)."""
+        n = len(samples)
+        if self._at + n > self.LENGTH:
+            if n > self.LENGTH:
+                return np.bitwise_xor(samples, np.resize(self._bits, n))
+            self._at = 0
+        bits = self._bits[self._at : self._at + n]
+        self._at += n
+        return np.bitwise_xor(samples, bits)
+
+
 class Passthrough:
     """The "off" engine: the microphone unchanged."""
 

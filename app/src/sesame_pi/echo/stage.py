@@ -25,7 +25,7 @@ import numpy.typing as npt
 from ..logs import event
 from .align import Anchor, DelayEstimator, FarEndStore, Timeline
 from .duck import Ducker, level_dbfs
-from .engine import BLOCK_MS, Canceller, EchoUnavailable, Passthrough, Samples
+from .engine import BLOCK_MS, Canceller, EchoUnavailable, LsbDither, Passthrough, Samples
 from .resample import Resampler
 
 Floats = npt.NDArray[np.float32]
@@ -81,6 +81,7 @@ class Stage:
             maxlen=max_delay_ms // BLOCK_MS + 1
         )
         self._resamplers: dict[int, Resampler] = {}
+        self._mic_dither, self._ref_dither = LsbDither(1), LsbDither(2)
         self._far_anchor = Anchor(capture_rate)
         self._mic_anchor = Anchor(capture_rate)
         self._book: list[tuple[int, Samples, Samples]] = []  # (position, mic, cleaned) per frame
@@ -163,7 +164,9 @@ class Stage:
             ref, missing = self._timeline.read(start - self._shift, n, np.int16)
             if missing:
                 self._underflows += 1
-            cleaned = self.engine.process(samples, ref)
+            cleaned = self.engine.process(
+                self._mic_dither.apply(samples), self._ref_dither.apply(ref)
+            )
         else:
             cleaned = samples
         self._book.append((start, samples, cleaned))
