@@ -321,7 +321,19 @@ def figures(rec: CallRecording, near: np.ndarray) -> dict[str, Any]:
         "output_latency_ms": rec.audio_opened.get("output_latency_ms"),
         "underruns": (rec.summary.get("audio") or {}).get("underruns"),
         "echo_delay_estimate_ms": (rec.summary.get("audio") or {}).get("echo_delay_ms"),
+        # the stage's and the engine's own CPU, timed inside the app (per second of the call)
+        "stage_cpu_ms_per_s": per_call_s(rec, "echo_cpu_ms"),
+        "engine_cpu_ms_per_s": per_call_s(rec, "echo_engine_cpu_ms"),
     }
+
+
+def per_call_s(rec: CallRecording, field: str) -> float | None:
+    """A figure from the call summary's audio part, per second of the call."""
+    audio = rec.summary.get("audio") or {}
+    duration = rec.summary.get("duration_s")
+    if field not in audio or not duration:
+        return None
+    return round(float(audio[field]) / float(duration), 2)
 
 
 def plot(rec: CallRecording, path: Path, title: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +118,8 @@ class Stage:
         self._ducked_frames = 0
         self._mic_energy = 0.0
         self._out_energy = 0.0
+        self._cpu_s = 0.0
+        self._engine_s = 0.0
 
     def _pos(self, t: float) -> int:
         if self._origin is None:
@@ -142,6 +145,13 @@ class Stage:
             self._last_far = dac_time
 
     def process(self, mic: bytes, adc_time: float) -> bytes:
+        t0 = time.thread_time()
+        try:
+            return self._process(mic, adc_time)
+        finally:
+            self._cpu_s += time.thread_time() - t0
+
+    def _process(self, mic: bytes, adc_time: float) -> bytes:
         if self.engine_name == "off" and self._ducker is None:
             self._store.clear()  # nothing to do with the reference: "off" costs nothing
             self._frames += 1
@@ -164,9 +174,11 @@ class Stage:
             ref, missing = self._timeline.read(start - self._shift, n, np.int16)
             if missing:
                 self._underflows += 1
+            t1 = time.thread_time()
             cleaned = self.engine.process(
                 self._mic_dither.apply(samples), self._ref_dither.apply(ref)
             )
+            self._engine_s += time.thread_time() - t1
         else:
             cleaned = samples
         self._book.append((start, samples, cleaned))
@@ -298,6 +310,8 @@ class Stage:
             "ref_underflows": self._underflows,
             "ref_dropped": self._store.dropped,
             "ducked_frames": self._ducked_frames,
+            "cpu_ms": round(self._cpu_s * 1000, 1),
+            "engine_cpu_ms": round(self._engine_s * 1000, 1),
         }
 
     def close(self) -> None:
