@@ -507,3 +507,20 @@ async def test_a_speaker_busy_at_start_is_tried_again_at_the_next_probe(
     assert [r.levelno for r in chosen] == [logging.WARNING, logging.INFO]
     assert "could not be tried (Device unavailable)" in chosen[0].reason  # type: ignore[attr-defined]
     engine.close()
+
+
+async def test_the_next_call_keeps_the_links_lateness_and_the_audio_goes_on() -> None:
+    """Each call gets a fresh playout buffer, with the lateness the last call learnt."""
+    call = Call(grace_s=2.0)
+    call.engine.start_call(24000)
+    first = call.engine._jitter
+    assert first is not None
+    first.lateness.arrived(0.0)
+    call.engine.play(bytes(960))
+    call.engine.stop_call()
+    call.engine.start_call(24000)
+    second = call.engine._jitter
+    assert second is not None and second is not first
+    assert second.lateness is first.lateness
+    assert second.buffered_ms == 0, "the last call's audio is not carried"
+    call.engine.close()

@@ -291,3 +291,19 @@ def test_engine_names() -> None:
     with pytest.raises(EchoUnavailable, match="does not exist"):
         resolve_engine("loud")
     assert EchoStage("auto").engine_name == "webrtc"
+
+
+def test_the_call_summary_carries_the_cancellers_own_cost() -> None:
+    """The stage times itself and its engine (thread CPU time), so an owner reads the
+    canceller's cost on their own device from a call's summary; "off" runs no engine."""
+    far = (tone(300, 16000, 1.0) * 8000).astype(np.int16)
+    for engine, runs_engine in ((WebRtcCanceller(16000), True), (Passthrough(), False)):
+        stage = Stage(engine)
+        for i in range(len(far) // 320):
+            block = far[i * 320 : (i + 1) * 320].tobytes()
+            stage.far_end(block, 16000, i * 0.02)
+            stage.process(block, i * 0.02)
+        stats = stage.stats()
+        assert stats["cpu_ms"] >= stats["engine_cpu_ms"] >= 0.0
+        assert (stats["engine_cpu_ms"] > 0.0) == runs_engine
+        stage.close()

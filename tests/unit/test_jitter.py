@@ -273,3 +273,27 @@ def test_the_devices_own_audio_counts_toward_the_margin() -> None:
         buf.drop_stale(0.5)
     assert lean.buffered_ms >= 5
     assert held.buffered_ms == 0
+
+
+def test_the_next_call_starts_with_the_lateness_the_last_one_learnt() -> None:
+    """The agent speaks first: a fresh histogram knows nothing and its cushion ran dry half a
+    second into a call on a jittery link. The next call on the same link starts from what the
+    last one learnt, with the stream's timing forgotten (its media time starts at 0 again)."""
+    clock = FakeClock()
+    first = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, clock=clock)
+    feed(first.lateness, clock, 1500, jitter_ms=20, seed=4)
+    learnt = first.lateness.target_ms
+    assert learnt >= 15
+    fresh = JitterBuffer(RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, clock=clock)
+    carried = JitterBuffer(
+        RATE, prebuffer_ms=20, max_ms=5000, adaptive=True, clock=clock, lateness=first.lateness
+    )
+    assert carried.lateness.target_ms == learnt and fresh.lateness.target_ms == 0
+    # the new stream's first frame, media time 0, an hour later: on time, not an hour late
+    clock.now += 3600
+    carried.write(pcm(20, 5))
+    assert carried.lateness.target_ms == learnt
+    # and the carried cushion holds playback back until a late frame would find audio ahead
+    fresh.write(pcm(20, 5))
+    assert fresh.take(MS20, device_held_bytes=0) == pcm(20, 5)
+    assert carried.take(MS20, device_held_bytes=0) == b""

@@ -45,7 +45,7 @@ from .devices import (
     resolve_device,
 )
 from .hiccup import DeviceGrace, SilencePacer
-from .jitter import JitterBuffer
+from .jitter import DelayTarget, JitterBuffer
 from .logs import event
 from .output_probe import reads_ahead
 from .pcm import mix, resample, widen
@@ -139,6 +139,7 @@ class AudioEngine:
         self._heard_at = 0.0  # when the loop last got a real microphone frame
         self._call_rate = 0
         self._call_gen = 0
+        self._lateness: DelayTarget | None = None  # carried from call to call (same network)
 
     # ------------------------------------------------------------ devices
 
@@ -239,7 +240,9 @@ class AudioEngine:
             adaptive=self.output_mode == "writer",
             device_ms=max(self.cfg.device_target_ms, 2 * self.output_period_ms),
             margin_ms=self.output_period_ms,
+            lateness=self._lateness,  # the link's lateness as the last call learnt it
         )
+        self._lateness = self._jitter.lateness
         speaker = self._speaker
         if speaker is not None and speaker.rate == playback_rate:
             self._jitter.device = speaker.target_frames * SAMPLE_BYTES  # as the last call left it

@@ -20,6 +20,9 @@ the stream (the way WebRTC's NetEq and Speex's jitter buffer do): a histogram of
 old counts fade with every frame, and the target is its 95th percentile. On a clean link the
 target stays near zero and the writer (see `speaker`) hands frames to the device as they come; on
 a jittery one it grows to what the network really needs, and fades again when the link calms.
+The next call on the same link starts from what the last one learnt (`new_stream`): the agent
+speaks first, before a fresh histogram knows anything, and on a jittery link a cushion learnt
+from nothing ran dry in the call's first half second.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ class DelayTarget:
         self._hist[int(late_ms // LATENESS_BIN_MS)] += 1.0 - self.forget
         self._weight = self._weight * self.forget + (1.0 - self.forget)
 
+    def new_stream(self) -> None:
+        """The next call's audio starts at media time 0 on the same network: forget where the
+        last stream's on-time frames were, keep what the link's lateness looked like (it fades
+        with the new call's frames as any old news does)."""
+        self._base = None
+
     @property
     def target_ms(self) -> float:
         if self._weight <= 0:
@@ -100,6 +109,7 @@ class JitterBuffer:
         trim_window_s: float = 2.0,
         adaptive: bool = False,
         device_ms: float = 0.0,
+        lateness: DelayTarget | None = None,
     ) -> None:
         self.rate = rate
         self.base_prebuffer = self._bytes(prebuffer_ms)
@@ -127,7 +137,9 @@ class JitterBuffer:
         self._window_low: int | None = None
         self._window_high = 0
         self._trim_due = 0
-        self.lateness = DelayTarget(clock=self._clock)
+        if lateness is not None:
+            lateness.new_stream()
+        self.lateness = lateness or DelayTarget(clock=self._clock)
         self.adaptive = adaptive
         self.device = self._bytes(device_ms)  # what the writer keeps in the device (adaptive)
         self._ending = False
