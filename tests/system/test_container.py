@@ -203,7 +203,8 @@ def test_a_whole_call_inside_the_container(
         sound.stop_recording(recorder)
         feeder.terminate()
 
-    assert code == 0, app.stderr_file.read_text()[-3000:]
+    last_events = "\n".join(json.dumps(e)[:300] for e in app.events()[-15:])
+    assert code == 0, app.stderr_file.read_text()[-3000:] + "\nlast events:\n" + last_events
     uids = {line.split()[1] for line in top.splitlines()[1:] if line.strip()}
     assert uids == {str(APP_UID)}, top
     caps = re.findall(r"^Cap(Inh|Prm|Eff|Bnd|Amb):\s*(\S+)$", status, re.M)

@@ -524,3 +524,37 @@ async def test_the_next_call_keeps_the_links_lateness_and_the_audio_goes_on() ->
     assert second.lateness is first.lateness
     assert second.buffered_ms == 0, "the last call's audio is not carried"
     call.engine.close()
+
+
+async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a stream (or terminating its PortAudio) while the writer is inside a write on a
+    stalled device would free what the write still uses: the engine leaves both to the writer."""
+    monkeypatch.setattr(audio, "STOP_WAIT_S", 0.1)
+    call = Call(grace_s=2.0)
+    call.world.output_plays = True
+    call.engine.start_call(24000)
+    call.engine.play(bytes(24000 * 2))  # a second of the agent: the writer keeps writing
+    output = next(s for s in call.world.streams if s.kind == "output")
+    inside, release = threading.Event(), threading.Event()
+    real_write = output.write
+
+    def stuck_write(pcm: bytes, exception_on_underflow: bool = False) -> None:
+        inside.set()
+        release.wait(5.0)
+        real_write(pcm)
+
+    output.write = stuck_write  # type: ignore[method-assign]
+    assert await asyncio.to_thread(inside.wait, 2.0)
+    writer = call.engine._speaker
+    assert writer is not None
+    call.engine.stop_call()
+    with caplog.at_level(logging.WARNING, logger="sesame_pi"):
+        call.engine.close()
+    pa = call.world.instances[0]
+    assert not output.closed and not pa.terminated, "nothing freed under the write"
+    assert [r.getMessage() for r in caplog.records] == ["speaker_slow_to_stop"]
+    release.set()
+    await asyncio.to_thread(writer._thread.join, 2.0)
+    assert output.closed and pa.terminated, "closed and terminated by the writer as it left"

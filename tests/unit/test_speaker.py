@@ -139,6 +139,79 @@ def test_a_failing_device_stops_the_writer_with_the_reason() -> None:
     assert speaker.failure == "Unanticipated host error"
 
 
+class WatchedOutput(FakeOutput):
+    """Records which thread makes each call, and can hold a write until released (a write
+    blocked on a stalled device)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=6 * PERIOD)
+        self.callers: set[str] = set()
+        self.hold_writes = threading.Event()
+        self.inside_write = threading.Event()
+        self.release = threading.Event()
+        self.closed_by: str | None = None
+
+    def get_write_available(self) -> int:
+        self.callers.add(threading.current_thread().name)
+        return super().get_write_available()
+
+    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
+        self.callers.add(threading.current_thread().name)
+        if self.hold_writes.is_set():
+            self.inside_write.set()
+            self.release.wait(5.0)
+        super().write(data)
+
+    def close(self) -> None:
+        self.closed_by = threading.current_thread().name
+
+
+def watched_speaker(stream: WatchedOutput) -> Speaker:
+    return Speaker(
+        stream,
+        RATE,
+        period_ms=10,
+        device_target_ms=20,
+        render=lambda want, held: bytes(want),
+        on_played=lambda pcm, dac: None,
+        stream_time=stream.get_time,
+    )
+
+
+def test_only_the_writer_thread_calls_into_the_stream_while_it_runs() -> None:
+    """PortAudio recovers an underrun inside any call on the stream, and two threads recovering
+    at once through ALSA's pulse plugin free its stream twice (the process aborts). The figures
+    read what the writer last saw instead of asking the stream from the caller's thread."""
+    stream = WatchedOutput()
+    speaker = watched_speaker(stream)
+    speaker.start()  # (before the thread starts, the caller's look is the only one)
+    stream.callers.clear()
+    seen: list[float] = []
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        seen.append(speaker.held_ms())
+        time.sleep(0.005)
+    assert speaker.stop()
+    assert stream.callers == {"speaker"}, stream.callers
+    assert max(seen) > 0 and max(seen) <= 20.0 + 1e-9, "the fill the writer saw, within its target"
+
+
+def test_a_writer_stuck_in_a_write_is_left_to_close_its_stream_itself() -> None:
+    stream = WatchedOutput()
+    speaker = watched_speaker(stream)
+    speaker.start()
+    time.sleep(0.05)
+    stream.hold_writes.set()
+    assert stream.inside_write.wait(2.0)
+    assert not speaker.stop(timeout=0.1), "still inside PortAudio"
+    assert speaker.leave_to_writer(stream.close)
+    assert stream.closed_by is None, "not closed from under the write"
+    stream.release.set()
+    speaker._thread.join(2.0)
+    assert stream.closed_by == "speaker", "closed by the writer as it left"
+    assert not speaker.leave_to_writer(stream.close), "gone: the caller closes from now on"
+
+
 class StallingOutput(FakeOutput):
     """A device that takes nothing between `stall_from` and `stall_until` (seconds after start)."""
 

@@ -49,7 +49,7 @@ from .jitter import DelayTarget, JitterBuffer
 from .logs import event
 from .output_probe import reads_ahead
 from .pcm import mix, resample, widen
-from .speaker import Speaker
+from .speaker import STOP_WAIT_S, Speaker
 
 if TYPE_CHECKING:
     from .echo import EchoStage
@@ -104,6 +104,7 @@ class AudioEngine:
         self._input: Any = None
         self._output: Any = None
         self._speaker: Speaker | None = None  # the writer thread, in writer mode
+        self._writers_inside: list[Any] = []  # PortAudio instances a stopped writer still uses
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
         self._output_rate = 0
@@ -154,9 +155,8 @@ class AudioEngine:
         Runs in a worker thread (the session's device retry loop) or at start.
         """
         with self._lock:
-            if self._input is None and self._output is None and self._pa is not None:
-                self._pa.terminate()  # only a new PortAudio instance sees devices that came back
-                self._pa = None
+            if self._input is None and self._output is None:
+                self._drop_pa()
             pa = self._ensure_pa()
             devices = device_list(pa)
             mic = resolve_device(devices, self.cfg.input_device, "input")
@@ -402,13 +402,42 @@ class AudioEngine:
         return _active(self._output)
 
     def _close_output(self, abort: bool = False) -> None:
-        """Stop the writer (if any), then the stream; safe to call twice."""
+        """Stop the writer (if any), then the stream; safe to call twice. A writer still inside
+        PortAudio when its wait is over closes the stream itself as it leaves (see `speaker`)."""
         speaker, self._speaker = self._speaker, None
-        if speaker is not None:
-            speaker.stop()
-            self.counters["output_underflows"] += speaker.underflows
         stream, self._output = self._output, None
+        if speaker is not None:
+            stopped = speaker.stop(STOP_WAIT_S)
+            self.counters["output_underflows"] += speaker.underflows
+            pa = self._pa
+            if not stopped and speaker.leave_to_writer(
+                functools.partial(self._writer_left, stream, pa)
+            ):
+                self._writers_inside.append(pa)
+                event(
+                    "speaker_slow_to_stop",
+                    logging.WARNING,
+                    waited_s=STOP_WAIT_S,
+                    action="the writer closes the speaker when its write returns",
+                )
+                return
         self._close_stream(stream, abort)
+
+    def _writer_left(self, stream: Any, pa: Any) -> None:
+        """Writer thread, after a stop that timed out: close the stream it was inside, and its
+        PortAudio instance too when the engine has moved on to a new one."""
+        with self._lock:
+            self._close_stream(stream, abort=True)
+            self._writers_inside.remove(pa)
+            if pa is not None and pa is not self._pa and pa not in self._writers_inside:
+                pa.terminate()
+
+    def _drop_pa(self) -> None:
+        """Forget PortAudio (only a new instance sees devices that came back). Terminated now,
+        unless a writer is still inside one of its streams: that writer terminates it."""
+        pa, self._pa = self._pa, None
+        if pa is not None and pa not in self._writers_inside:
+            pa.terminate()
 
     def _close_stream(self, stream: Any, abort: bool = False) -> None:
         """`abort` closes without draining: stopping a stream on a stalled device (a suspended
@@ -730,9 +759,7 @@ class AudioEngine:
             self._close_stream(self._input, abort=True)
             self._input = None
             self._close_output(abort=True)
-            if self._pa is not None:
-                self._pa.terminate()
-                self._pa = None
+            self._drop_pa()
             self._reopened_at = time.monotonic()
             try:
                 self._ensure_output(self._call_rate)
@@ -835,9 +862,7 @@ class AudioEngine:
             self._close_stream(self._input, abort=True)
             self._input = None
             self._close_output()
-            if self._pa is not None:
-                self._pa.terminate()
-                self._pa = None
+            self._drop_pa()
         if self._echo is not None:
             self._echo.close()
             self._echo = None

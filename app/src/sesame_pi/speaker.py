@@ -14,11 +14,17 @@ after a calm spell, so the lean target is kept only where the machine can keep i
 The writer stamps each chunk with the time its first sample will reach the DAC (now plus what the
 device still holds, on PortAudio's clock) and hands both to `on_played`: the echo canceller's
 reference is what the speaker really played, when it played it.
+
+Only the writer thread calls into the stream once it runs. PortAudio recovers an underrun inside
+any call on a stream (a look at the fill level too), and ALSA's pulse plugin recovers by building
+its stream anew, letting go of its lock while it waits for the old one to end: two threads doing
+that at once free the same stream twice, and the process aborts. So other threads read the fill
+the writer last saw, and a stream whose writer does not stop in time is closed by the writer
+itself on its way out (`leave_to_writer`), never from under it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +37,7 @@ STREAMING_GAP_S = 0.25  # writes closer than this are one stream: the device sho
 STALL_S = 0.1  # a device that takes nothing for longer than this (5-10 periods) has stalled
 SETTLE_S = 0.2  # a sound server takes the first periods of a stream greedily: not underflows
 MIN_SLEEP_S = 0.002  # the writer's shortest nap
+STOP_WAIT_S = 2.0  # how long `stop` waits for the writer to leave PortAudio
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
 KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this long is waiting
 MAX_DEVICE_MS = 60  # a writer that keeps waking late earns the device up to this much audio
@@ -81,6 +88,10 @@ class Speaker:
         self.alive_at = time.monotonic()  # the watchdog reads it: the writer still turns
         self.underflows = 0
         self.failure: str | None = None
+        self.held_frames = 0  # what the device held at the writer's last look
+        self._exit_lock = threading.Lock()
+        self._exited = False
+        self._finish: Callable[[], None] | None = None  # run by the writer as it leaves
         self._stop = threading.Event()
         self._more = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
@@ -89,11 +100,25 @@ class Speaker:
         self.capacity = int(self.stream.get_write_available())
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT_S) -> bool:
+        """Ask the writer to stop and wait for it; False when it is still inside PortAudio (a
+        write blocked on a stalled device): then the stream is not the caller's to close yet."""
         self._stop.set()
         self._more.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(2.0)
+        if threading.current_thread() is self._thread:
+            return True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def leave_to_writer(self, finish: Callable[[], None]) -> bool:
+        """Have the writer thread run `finish` (closing its stream) as it leaves, after a `stop`
+        that timed out. False when it has left meanwhile: the caller runs `finish` itself."""
+        with self._exit_lock:
+            if self._exited:
+                return False
+            self._finish = finish
+            return True
 
     @property
     def running(self) -> bool:
@@ -105,10 +130,9 @@ class Speaker:
         return self.target_frames / self.rate * 1000
 
     def held_ms(self) -> float:
-        """What the device holds now (ms); for the figures."""
-        with contextlib.suppress(OSError):
-            return (self.capacity - int(self.stream.get_write_available())) / self.rate * 1000
-        return 0.0
+        """What the device held at the writer's last look (ms); for the figures. Read, not
+        asked of the stream: the stream is the writer thread's alone (see the module's doc)."""
+        return self.held_frames / self.rate * 1000
 
     def notify(self) -> None:
         """New audio (or an earcon) is waiting: wake the writer if it sleeps for want of data."""
@@ -116,11 +140,22 @@ class Speaker:
 
     def _run(self) -> None:
         try:
+            self._turns()
+        finally:
+            with self._exit_lock:
+                self._exited = True
+                finish = self._finish
+            if finish is not None:
+                finish()
+
+    def _turns(self) -> None:
+        try:
             while not self._stop.is_set():
                 self.alive_at = time.monotonic()
                 self._relax()
                 free = int(self.stream.get_write_available())
                 held = max(0, self.capacity - free)
+                self.held_frames = held
                 self._watch_progress(held)
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
