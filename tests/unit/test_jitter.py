@@ -297,3 +297,55 @@ def test_the_next_call_starts_with_the_lateness_the_last_one_learnt() -> None:
     fresh.write(pcm(20, 5))
     assert fresh.take(MS20, device_held_bytes=0) == pcm(20, 5)
     assert carried.take(MS20, device_held_bytes=0) == b""
+
+
+# --------------------------------------------------------------------------- the inserter
+
+
+def writer_call(
+    buf: JitterBuffer, clock: FakeClock, seconds: float, value: int, jitter_ms: float
+) -> None:
+    """A real-time stream through the writer's `take`: each 20 ms frame arrives up to
+    `jitter_ms` late (the lateness the target learns), two 10 ms periods go to a device that
+    keeps 20 ms."""
+    rng = random.Random(7)
+    start = clock.now
+    for i in range(int(seconds * 50)):
+        clock.now = start + i * 0.020 + rng.uniform(0, jitter_ms) / 1000
+        buf.write(pcm(20, value))
+        buf.take(MS10, device_held_bytes=MS20)
+        buf.take(MS10, device_held_bytes=MS20)
+
+
+def adaptive_buffer(clock: FakeClock) -> JitterBuffer:
+    return JitterBuffer(
+        RATE, prebuffer_ms=60, max_ms=1000, adaptive=True, device_ms=20, margin_ms=10, clock=clock
+    )
+
+
+def test_a_cushion_the_link_needs_is_played_in_as_silence_in_quiet_audio() -> None:
+    """Started lean (the target knew nothing yet), the buffer lacks what the jittery link's
+    target asks for: silence in quiet spots raises its level before a late frame finds it empty."""
+    clock = FakeClock()
+    buf = adaptive_buffer(clock)
+    writer_call(buf, clock, 3.0, value=40, jitter_ms=40)
+    wanted = buf.ms(buf._margin())
+    assert wanted >= 20, wanted
+    assert buf.inserted_bytes > 0 and buf.inserted_bytes % 2 == 0
+    assert buf.buffered_ms >= wanted - 10, (buf.buffered_ms, wanted)
+    assert buf.ms(buf.inserted_bytes) <= wanted + 20, "about the shortfall, not more"
+    assert buf.underruns == 0 and buf.trimmed_bytes == 0
+
+
+def test_speech_is_never_stretched() -> None:
+    clock = FakeClock()
+    buf = adaptive_buffer(clock)
+    writer_call(buf, clock, 3.0, value=8000, jitter_ms=40)
+    assert buf._margin() > 0 and buf.inserted_bytes == 0
+
+
+def test_a_clean_link_gets_no_silence() -> None:
+    clock = FakeClock()
+    buf = adaptive_buffer(clock)
+    writer_call(buf, clock, 3.0, value=40, jitter_ms=0)
+    assert buf.inserted_bytes == 0 and buf.buffered_ms <= 10

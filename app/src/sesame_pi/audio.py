@@ -823,6 +823,7 @@ class AudioEngine:
             "overruns": jitter.overruns,
             "bytes_played": jitter.bytes_played,
             "trimmed_bytes": jitter.trimmed_bytes,
+            "inserted_bytes": jitter.inserted_bytes,
             "stale_bytes": jitter.stale_bytes,
         }
 

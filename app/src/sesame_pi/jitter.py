@@ -23,6 +23,13 @@ a jittery one it grows to what the network really needs, and fades again when th
 The next call on the same link starts from what the last one learnt (`new_stream`): the agent
 speaks first, before a fresh histogram knows anything, and on a jittery link a cushion learnt
 from nothing ran dry in the call's first half second.
+
+Where the playout starts sets the cushion for the rest of a real-time stream, and the target can
+grow after that (the link gets worse, or the first frames taught it). So the writer's buffer
+(adaptive) also works the other way round from the trimmer: when its low water over a short
+window stays below what the target asks for, it plays silence in the next quiet spot instead of
+the audio there (`inserted_bytes`), which raises the level by as much, before a late frame finds
+the buffer empty. Speech is never stretched, as it is never trimmed.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ LATENESS_BINS = 60  # up to 300 ms of lateness is tracked; later than that is a 
 QUIET_PEAK = 512  # about -36 dBFS: comfort noise and pauses are below it, speech is not
 MARGIN_STEP_MS = 10.0  # how much each underrun widens the margin
 MARGIN_MAX_MS = 120.0
+INSERT_WINDOW_MS = 200.0  # the low water the inserter watches is taken over this much playout
+INSERT_MIN_MS = 10.0  # a shortfall smaller than this is left alone (a period's wobble)
+INSERT_MAX_MS = 60.0  # the most silence one shortfall adds
 
 
 class DelayTarget:
@@ -130,6 +140,10 @@ class JitterBuffer:
         self.bytes_played = 0
         self.trimmed_bytes = 0
         self.stale_bytes = 0  # dropped after a device stall
+        self.inserted_bytes = 0  # silence played in quiet spots to build the cushion (adaptive)
+        self._insert_due = 0
+        self._short_low: int | None = None  # the inserter's low water and window
+        self._short_played = 0
         self.base_margin = self._bytes(margin_ms)
         self.margin = self.base_margin
         self.trim_window = self._bytes(trim_window_s * 1000)
@@ -208,6 +222,8 @@ class JitterBuffer:
                 self._playing = True
             if not self._data:
                 return b""
+            if self._insert_due and max_bytes >= 2 and self._quiet_head(max_bytes):
+                return self._insert(max_bytes)
             size = min(max_bytes, len(self._data))
             size -= size % 2
             chunk = bytes(self._data[:size])
@@ -216,6 +232,20 @@ class JitterBuffer:
             self._relax()
             self._watch_level(len(self._data), size)
             return chunk
+
+    def _quiet_head(self, nbytes: int) -> bool:
+        head = array("h", bytes(self._data[: min(nbytes, len(self._data)) // 2 * 2]))
+        return bool(head) and max(head) <= QUIET_PEAK and -min(head) <= QUIET_PEAK
+
+    def _insert(self, max_bytes: int) -> bytes:
+        """Silence instead of the quiet audio at the head, which waits: the level rises."""
+        size = min(self._insert_due, max_bytes)
+        size -= size % 2
+        self._insert_due -= size
+        self.inserted_bytes += size
+        if not self._insert_due:
+            self._reset_window()  # the levels seen so far predate the insertion
+        return bytes(size)
 
     def drop_stale(self, seconds: float) -> None:
         """The device stalled for `seconds` while audio kept arriving: that much of the oldest
@@ -243,6 +273,7 @@ class JitterBuffer:
     def _dry(self) -> None:
         self._playing = False
         self._reset_window()
+        self._insert_due = 0  # priming again builds the cushion
         if self._ending:
             return
         self.underruns += 1
@@ -260,6 +291,8 @@ class JitterBuffer:
     def _watch_level(self, left: int, nbytes: int) -> None:
         """Track the window's low water (after a read) and high water (before it); trim a
         standing excess from quiet audio."""
+        if self.adaptive:
+            self._watch_shortfall(left, nbytes)
         self._window_low = left if self._window_low is None else min(self._window_low, left)
         self._window_high = max(self._window_high, left + nbytes)
         self._window_played += nbytes
@@ -272,6 +305,21 @@ class JitterBuffer:
         if not self._trim_due and steady and excess >= self._bytes(5):
             self._trim_due = excess - excess % 2
         self._reset_window()
+
+    def _watch_shortfall(self, left: int, nbytes: int) -> None:
+        """The inserter's half of `_watch_level`: a low water below the margin, over a short
+        window, is a cushion the link needs and the buffer lacks; play it in as silence."""
+        if self._insert_due:
+            return
+        low = self._short_low
+        self._short_low = left if low is None else min(low, left)
+        self._short_played += nbytes
+        if self._short_played < self._bytes(INSERT_WINDOW_MS):
+            return
+        short = self._margin() - self._short_low
+        self._short_low, self._short_played = None, 0
+        if short >= self._bytes(INSERT_MIN_MS):
+            self._insert_due = min(short, self._bytes(INSERT_MAX_MS))
 
     def _margin(self) -> int:
         """What the trimmer leaves: the underrun-grown margin (one device period to start with)
@@ -299,6 +347,7 @@ class JitterBuffer:
         self._window_played = 0
         self._window_low = None
         self._window_high = 0
+        self._short_low, self._short_played = None, 0
 
     @property
     def trimmed_ms(self) -> float:
@@ -315,4 +364,5 @@ class JitterBuffer:
             self.margin = self.base_margin
             self._reset_window()
             self._trim_due = 0
+            self._insert_due = 0
             self._ending = False
