@@ -234,6 +234,8 @@ class JitterBuffer:
             return chunk
 
     def _quiet_head(self, nbytes: int) -> bool:
+        """Whether the first `nbytes` waiting (all there is, if less) are pauses or comfort
+        noise: the only audio the trimmer drops and the inserter delays."""
         head = array("h", bytes(self._data[: min(nbytes, len(self._data)) // 2 * 2]))
         return bool(head) and max(head) <= QUIET_PEAK and -min(head) <= QUIET_PEAK
 
@@ -335,8 +337,7 @@ class JitterBuffer:
         if size <= 0:
             self._trim_due = 0
             return
-        head = array("h", bytes(self._data[:size]))
-        if max(head) > QUIET_PEAK or -min(head) > QUIET_PEAK:
+        if not self._quiet_head(size):
             return
         del self._data[:size]
         self.trimmed_bytes += size
