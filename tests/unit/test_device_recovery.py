@@ -558,3 +558,32 @@ async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
     release.set()
     await asyncio.to_thread(writer._thread.join, 2.0)
     assert output.closed and pa.terminated, "closed and terminated by the writer as it left"
+
+
+async def _lateness_after(pattern: str) -> float:
+    """The call summary's lateness target after 2 s of 20 ms agent frames, sent in real time
+    (`steady`) or held back and sent five at a time every 100 ms (`bursty`: up to 80 ms late)."""
+    call = Call(grace_s=5.0, output_mode="callback")
+    call.engine.start_call(24000)
+    frame, each = b"\x10\x00" * 480, 5 if pattern == "bursty" else 1
+    start = time.monotonic()
+    try:
+        for turn in range(100 // each):
+            # on a fixed timetable: sleeps that each overslept a little would add up to lateness
+            await asyncio.sleep(max(0.0, start + turn * each * 0.02 - time.monotonic()))
+            for _ in range(each):
+                call.engine.play(frame)
+        return float(call.engine.stats()["lateness_target_ms"])
+    finally:
+        call.engine.stop_call()
+        call.engine.close()
+
+
+async def test_the_call_summary_says_how_late_the_links_audio_came() -> None:
+    """Whether a jittery link ran the buffer dry is chance; how late its frames came is not:
+    the summary carries the lateness the playout measured (its 95th percentile) in either mode,
+    so a stutter report can tell a bad link from a slow device."""
+    steady = await _lateness_after("steady")
+    bursty = await _lateness_after("bursty")
+    assert bursty >= 60, (steady, bursty)
+    assert bursty - steady >= 40, (steady, bursty)

@@ -840,6 +840,9 @@ class AudioEngine:
             figures["buffered_ms"] = round(jitter.buffered_ms, 1)
             figures["prebuffer_ms"] = round(jitter.prebuffer_ms, 1)
             figures["prebuffer_peak_ms"] = round(jitter.ms(jitter.prebuffer_peak), 1)
+            # How late the link's audio came (its 95th percentile): the jitter this call met,
+            # whether or not the buffer ran dry over it.
+            figures["lateness_target_ms"] = jitter.lateness.target_ms
         if self._speaker is not None:
             figures["output_underflows"] = (
                 figures.get("output_underflows", 0) + self._speaker.underflows
