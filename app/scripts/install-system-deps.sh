@@ -10,6 +10,7 @@ packages=(
   iproute2 iptables                               # network namespaces and netem for fault tests
   libspeexdsp1 espeak-ng                          # the speex echo canceller; test speech for the echo tests
   chromium chromium-driver                        # the setup page's browser tests (headless, selenium)
+  openssl                                         # `openssl rehash`: a hashed trust directory (test_tls.py)
 )
 if (($#)); then
   packages=("$@")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import ssl
 import stat
 import threading
 import time
@@ -28,6 +27,7 @@ import jwt
 
 from .config import Config
 from .logs import event, register_secret
+from .tls import client_context
 
 MIN_VALID_S = 60.0
 
@@ -167,7 +167,7 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         method="POST",
     )
-    context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    context = client_context(cfg.ca_file)
     try:
         with urllib.request.urlopen(request, timeout=15, context=context) as response:
             answer = json.loads(response.read().decode("utf-8"))

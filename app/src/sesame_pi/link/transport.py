@@ -30,6 +30,7 @@ from websockets.exceptions import (
 
 from ..config import Config
 from ..logs import event
+from ..tls import client_context
 from .errors import AuthRefused, LinkLost
 
 AUTH_STATUS = frozenset({401, 403})
@@ -131,10 +132,7 @@ def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
     """Certificate verification always on; a custom CA file may be added, never a bypass."""
     if urllib.parse.urlsplit(cfg.server).scheme != "wss":
         return None
-    context = ssl.create_default_context()
-    if cfg.ca_file is not None:
-        context.load_verify_locations(cafile=str(cfg.ca_file))
-    return context
+    return client_context(cfg.ca_file)
 
 
 async def open_websocket(
