@@ -189,6 +189,38 @@ def test_the_target_covers_the_links_jitter_and_fades_when_it_calms() -> None:
     assert target.target_ms <= 10, "old jitter is forgotten"
 
 
+def faded_quantile(
+    lateness_ms: list[float], forget: float = 0.995, quantile: float = 0.95
+) -> float:
+    """The target by its definition: every old count faded by `forget` at each new frame, then
+    the first 5 ms bin where the running total reaches the quantile."""
+    hist = [0.0] * 60
+    for late in lateness_ms:
+        hist = [count * forget for count in hist]
+        hist[int(late // 5)] += 1 - forget
+    need, total = quantile * sum(hist), 0.0
+    for index, count in enumerate(hist):
+        total += count
+        if total >= need:
+            return (index + 1) * 5.0
+    return 300.0
+
+
+def test_the_target_is_the_faded_quantile_over_a_long_call() -> None:
+    """The histogram fades by weighing each new count more instead of scaling every old one;
+    over a long call (well past the rescaling, about 5500 frames) it gives the same target as
+    fading every count at every frame, frame by frame."""
+    target = DelayTarget()
+    rng = random.Random(7)
+    lateness: list[float] = []
+    for i in range(12000):  # four minutes of frames; the link worsens, then calms
+        late_ms = rng.uniform(0, 40 if 3000 <= i < 7000 else 8)
+        target.count(late_ms)
+        lateness.append(late_ms)
+        if i % 500 == 499:
+            assert target.target_ms == faded_quantile(lateness), i
+
+
 def test_a_server_that_sends_ahead_is_not_late() -> None:
     clock = FakeClock()
     target = DelayTarget(clock=clock)
@@ -349,3 +381,23 @@ def test_a_clean_link_gets_no_silence() -> None:
     buf = adaptive_buffer(clock)
     writer_call(buf, clock, 3.0, value=40, jitter_ms=0)
     assert buf.inserted_bytes == 0 and buf.buffered_ms <= 10
+
+
+def test_quiet_means_every_sample_within_minus_512_to_511() -> None:
+    """The quiet check reads the samples' high bytes (C speed); it must say what the rule says,
+    at the edges too, for any length the writer asks about."""
+    rng = random.Random(11)
+    edges = [-32768, -513, -512, -511, -1, 0, 1, 255, 256, 511, 512, 513, 32767]
+    for trial in range(400):
+        n = rng.randint(1, 300)
+        quiet_level = rng.random() < 0.5
+        samples = [
+            rng.randint(-512, 511) if quiet_level else rng.randint(-600, 600) for _ in range(n)
+        ]
+        if trial % 3 == 0:
+            samples[rng.randrange(n)] = rng.choice(edges)
+        buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=1000)
+        buf.write(array("h", samples).tobytes())
+        asked = rng.randint(1, 2 * n + 10)  # sometimes more than there is
+        head = samples[: min(asked, 2 * n) // 2]
+        assert buf._quiet_head(asked) == (bool(head) and all(-512 <= x <= 511 for x in head))
