@@ -369,6 +369,25 @@ def test_a_cushion_the_link_needs_is_played_in_as_silence_in_quiet_audio() -> No
     assert buf.underruns == 0 and buf.trimmed_bytes == 0
 
 
+def test_the_inserters_window_is_its_own() -> None:
+    """The trimmer's window closing (every `trim_window_s`) does not restart the inserter's:
+    with a trim window shorter than the inserter's 200 ms, a shared restart kept the inserter
+    from ever finishing a window, and the cushion the link needs never came."""
+    clock = FakeClock()
+    buf = JitterBuffer(
+        RATE,
+        prebuffer_ms=60,
+        max_ms=1000,
+        adaptive=True,
+        device_ms=20,
+        margin_ms=10,
+        trim_window_s=0.15,
+        clock=clock,
+    )
+    writer_call(buf, clock, 3.0, value=40, jitter_ms=40)
+    assert buf.inserted_bytes > 0 and buf.underruns == 0
+
+
 def test_speech_is_never_stretched() -> None:
     clock = FakeClock()
     buf = adaptive_buffer(clock)

@@ -323,7 +323,7 @@ class JitterBuffer:
         steady = self._window_high <= self.adapt_max
         if not self._trim_due and steady and excess >= self._bytes(5):
             self._trim_due = excess - excess % 2
-        self._reset_window()
+        self._reset_trim_window()  # (the inserter's shorter window runs on: it has its own end)
 
     def _watch_shortfall(self, left: int, nbytes: int) -> None:
         """The inserter's half of `_watch_level`: a low water below the margin, over a short
@@ -362,10 +362,15 @@ class JitterBuffer:
         self._reset_window()  # the levels seen so far predate the trim
 
     def _reset_window(self) -> None:
+        """Both watchers start over: the level changed under them (a trim, an insertion, a dry
+        buffer, stale audio dropped)."""
+        self._reset_trim_window()
+        self._short_low, self._short_played = None, 0
+
+    def _reset_trim_window(self) -> None:
         self._window_played = 0
         self._window_low = None
         self._window_high = 0
-        self._short_low, self._short_played = None, 0
 
     @property
     def trimmed_ms(self) -> float:
