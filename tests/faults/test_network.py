@@ -285,7 +285,7 @@ def test_call_goes_on_through_loss_and_jitter(jittery_call: dict[str, Any], figu
     # The agent kept being heard: at least half of the call's length came out of the speaker...
     assert audio["bytes_played"] >= JITTER_CALL_S * 24000 * 2 * 0.5
     # ...and the jitter reached the app: it measured the frames' lateness (its 95th percentile)
-    # well above a clean link's 5-10 ms. Whether the buffer also ran dry over it is chance (0 to 2
+    # well above a clean link's 5-10 ms. Whether the buffer also ran dry over it is chance (0 to 3
     # underruns in 20 s on this link), so the underruns are a figure above, not a condition.
     assert audio["lateness_target_ms"] >= 30, audio
 

@@ -560,10 +560,10 @@ async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
     assert output.closed and pa.terminated, "closed and terminated by the writer as it left"
 
 
-async def _lateness_after(pattern: str) -> float:
+async def _lateness_after(pattern: str, output_mode: str) -> float:
     """The call summary's lateness target after 2 s of 20 ms agent frames, sent in real time
     (`steady`) or held back and sent five at a time every 100 ms (`bursty`: up to 80 ms late)."""
-    call = Call(grace_s=5.0, output_mode="callback")
+    call = Call(grace_s=5.0, output_mode=output_mode)
     call.engine.start_call(24000)
     frame, each = b"\x10\x00" * 480, 5 if pattern == "bursty" else 1
     start = time.monotonic()
@@ -579,11 +579,12 @@ async def _lateness_after(pattern: str) -> float:
         call.engine.close()
 
 
-async def test_the_call_summary_says_how_late_the_links_audio_came() -> None:
+@pytest.mark.parametrize("output_mode", ["writer", "callback"])
+async def test_the_call_summary_says_how_late_the_links_audio_came(output_mode: str) -> None:
     """Whether a jittery link ran the buffer dry is chance; how late its frames came is not:
     the summary carries the lateness the playout measured (its 95th percentile) in either mode,
     so a stutter report can tell a bad link from a slow device."""
-    steady = await _lateness_after("steady")
-    bursty = await _lateness_after("bursty")
+    steady = await _lateness_after("steady", output_mode)
+    bursty = await _lateness_after("bursty", output_mode)
     assert bursty >= 60, (steady, bursty)
     assert bursty - steady >= 40, (steady, bursty)
