@@ -349,9 +349,16 @@ def writer_call(
         buf.take(MS10, device_held_bytes=MS20)
 
 
-def adaptive_buffer(clock: FakeClock) -> JitterBuffer:
+def adaptive_buffer(clock: FakeClock, trim_window_s: float = 2.0) -> JitterBuffer:
     return JitterBuffer(
-        RATE, prebuffer_ms=60, max_ms=1000, adaptive=True, device_ms=20, margin_ms=10, clock=clock
+        RATE,
+        prebuffer_ms=60,
+        max_ms=1000,
+        adaptive=True,
+        device_ms=20,
+        margin_ms=10,
+        trim_window_s=trim_window_s,
+        clock=clock,
     )
 
 
@@ -374,16 +381,7 @@ def test_the_inserters_window_is_its_own() -> None:
     with a trim window shorter than the inserter's 200 ms, a shared restart kept the inserter
     from ever finishing a window, and the cushion the link needs never came."""
     clock = FakeClock()
-    buf = JitterBuffer(
-        RATE,
-        prebuffer_ms=60,
-        max_ms=1000,
-        adaptive=True,
-        device_ms=20,
-        margin_ms=10,
-        trim_window_s=0.15,
-        clock=clock,
-    )
+    buf = adaptive_buffer(clock, trim_window_s=0.15)
     writer_call(buf, clock, 3.0, value=40, jitter_ms=40)
     assert buf.inserted_bytes > 0 and buf.underruns == 0
 

@@ -239,7 +239,7 @@ class JitterBuffer:
                 self._playing = True
             if not self._data:
                 return b""
-            if self._insert_due and max_bytes >= 2 and self._quiet_head(max_bytes):
+            if self._insert_due and self._quiet_head(max_bytes):  # (False under 2 bytes)
                 return self._insert(max_bytes)
             size = min(max_bytes, len(self._data))
             size -= size % 2
