@@ -259,10 +259,10 @@ class Config:
         20, "audio", "uplink frame length: one `audio` message per frame", low=5, high=64
     )
     capture_period_ms: int = setting(
-        10,
+        20,
         "audio",
-        "microphone callback period; PortAudio buffers two periods, and periods are joined"
-        " into frames",
+        "microphone callback period, at most a frame; periods are joined into frames, so a"
+        " shorter one only wakes the app more often: a frame is complete at the same moment",
         low=5,
         high=64,
     )
