@@ -1,10 +1,10 @@
 """One malloc arena for the whole process, set before the first thread starts.
 
-glibc gives each thread that allocates while another holds the main arena an arena of its own
-(up to eight per core), and each keeps at least a 132 KB heap resident. The appliance runs about
-ten threads (PortAudio's, the ALSA pulse plugin's, the speaker writer, gpiozero's hold thread, the
-stall guard), and most of them allocate a little now and then: measured in the benchmark's call,
-the arenas held about 1 MB that one shared arena does not. The threads barely compete for it:
+glibc gives each new thread an arena of its own at its first allocation (up to eight per core),
+and each keeps a heap of about 128 KB resident. The appliance runs about ten threads (PortAudio's,
+the ALSA pulse plugin's, the speaker writer, gpiozero's hold thread, the stall guard, the stdin
+reader), and nearly all of them allocate something: in the benchmark's call the arenas held about
+1 MB (nine 132 KB heaps) that one shared arena does not. The threads barely compete for it:
 Python's own allocations are serialised by the GIL, and small blocks come from each thread's
 tcache without the arena's lock.
 
