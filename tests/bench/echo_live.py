@@ -43,6 +43,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
+from runtime_venv import runtime_python  # noqa: E402
+
 from sesame_pi.standin import StandinOptions  # noqa: E402
 from support.app_process import AppProcess  # noqa: E402
 from support.credentials import make_pki, make_token, write_token  # noqa: E402
@@ -188,7 +190,12 @@ class CallRecording:
 
 
 def record_call(
-    work: Path, engine: str, delay_ms: int, far_pcm: bytes, near_wav: Path, quick: bool
+    work: Path,
+    engine: str,
+    delay_ms: int,
+    far_pcm: bytes,
+    near_wav: Path,
+    launcher: tuple[str, ...],
 ) -> CallRecording:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{engine}-{delay_ms}-", dir=work))
     pki = make_pki(run_dir)
@@ -203,7 +210,7 @@ def record_call(
         token = write_token(run_dir / "token", make_token())
         # The app from this checkout, whatever the venv's editable install points at.
         env = {**audio.env, "SESAME_PI_ECHO_CANCEL": engine, "PYTHONPATH": str(ROOT / "app/src")}
-        app = AppProcess(run_dir, server.url, token, env=env,
+        app = AppProcess(run_dir, server.url, token, env=env, launcher=launcher,
                          extra_args=("--ca-file", str(pki.ca_file)))  # fmt: skip
         with app:
             app.wait_state("idle", timeout=30)
@@ -421,6 +428,9 @@ def main() -> int:
     )
     delays = [int(d) for d in args.delays.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sesame-echo-"))
+    # The app as the appliance runs it (runtime dependencies only, compiled bytecode): its RSS is
+    # then the Pi's, not the development venv's (where PyJWT also loads `cryptography`).
+    launcher = (str(runtime_python(work)), "-m", "sesame_pi.cli")
     rng = np.random.default_rng(7)
     try:
         far = espeak(FAR_TEXT, "en-us", FAR_RATE, work / "far.wav", pitch=40)
@@ -435,7 +445,7 @@ def main() -> int:
             for round_no in range(args.repeat):
                 for engine in engines:
                     say(f"call with echo_cancel={engine}, echo delay {delay} ms, round {round_no}")
-                    rec = record_call(work, engine, delay, far_pcm, near_wav, args.quick)
+                    rec = record_call(work, engine, delay, far_pcm, near_wav, launcher)
                     row = {"setting": engine, "delay_ms": delay, **figures(rec, 0.5 * near)}
                     runs[engine].append(row)
                     say(json.dumps(row))
