@@ -7,22 +7,27 @@ nothing but the stored files (no key, no refresh_token_file in the configuration
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
+import resource
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.login import consume_pending, pending_auth_path, settle_pending
+from sesame_pi.login import LoginUnreachable, consume_pending, pending_auth_path, settle_pending
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token, write_token
-from support.token_endpoint import Issuer, TokenEndpoint, refusal
+from support.token_endpoint import Answer, Issuer, TokenEndpoint, refusal
 
 KEY = "AIzaSyTestKey-0123456789abcdefghijklmno"
 REFRESH = "AMf-vBzFirstRefreshToken-0123456789abcdefghijklmnopqrstuv"
@@ -62,16 +67,14 @@ def etc(tmp_path: Path) -> Path:
 
 
 def cli(
-    *args: str, etc: Path, endpoint_url: str, stdin: str = "", **env: str
+    *args: str,
+    etc: Path,
+    endpoint_url: str,
+    stdin: str = "",
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    environ = {
-        **os.environ,
-        "SESAME_PI_CONFIG": "/dev/null",
-        "SESAME_PI_TOKEN_ENDPOINT": endpoint_url,
-        "SESAME_PI_TOKEN_FILE": str(etc / "token"),
-        "SESAME_PI_LOG_FILE": str(etc.parent / "events.jsonl"),
-        **env,
-    }
+    environ = cli_env(etc, endpoint_url, **env)
     return subprocess.run(
         [sys.executable, "-m", "sesame_pi.cli", *args],
         input=stdin,
@@ -79,7 +82,19 @@ def cli(
         text=True,
         timeout=60,
         env=environ,
+        preexec_fn=preexec_fn,
     )
+
+
+def cli_env(etc: Path, endpoint_url: str, **env: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SESAME_PI_CONFIG": "/dev/null",
+        "SESAME_PI_TOKEN_ENDPOINT": endpoint_url,
+        "SESAME_PI_TOKEN_FILE": str(etc / "token"),
+        "SESAME_PI_LOG_FILE": str(etc.parent / "events.jsonl"),
+        **env,
+    }
 
 
 def secrets_of(issuer: Issuer) -> list[str]:
@@ -335,3 +350,162 @@ def test_with_only_a_refresh_token_token_says_the_app_will_get_one(
     (etc / "refresh_token").unlink()  # without a refresh token it is the plain error
     missing = cli("token", etc=etc, endpoint_url=endpoint.url)
     assert missing.returncode == 3 and "no token file" in missing.stderr
+
+
+def no_file_may_grow() -> None:
+    """In the child: the kernel refuses every write to a file (EFBIG), as a full card would."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def test_a_login_that_cannot_write_changes_nothing_and_says_what_to_do(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    write_token(etc / "token", make_token(exp_in_s=-5))
+    write_token(etc / "refresh_token", "AMf-the-old-refresh-token-0123456789abcdef")
+    before = snapshot(etc)
+    result = cli(
+        "login",
+        etc=etc,
+        endpoint_url=endpoint.url,
+        stdin=json.dumps(auth_record()),
+        preexec_fn=no_file_may_grow,
+    )
+    assert result.returncode == 3, result.stderr
+    assert (
+        "signed in, but cannot write to" in result.stderr and "nothing was changed" in result.stderr
+    )
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert snapshot(etc) == before, "no file changed, no temporary file left"
+    assert_no_secret(issuer, result.stderr, result.stdout)
+
+
+def test_ctrl_c_at_the_paste_cancels_with_130_and_changes_nothing(
+    etc: Path, endpoint: TokenEndpoint
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sesame_pi.cli", "login"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(etc, endpoint.url),
+    )
+    time.sleep(3)  # (the interpreter and the CLI are up, reading the paste)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert "login cancelled; nothing was changed" in stderr and "Traceback" not in stderr
+    assert list(etc.iterdir()) == [] and not endpoint.seen
+
+
+def test_a_busy_token_service_is_no_refusal_the_pending_record_is_kept(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [(429, {"error": {"code": 429, "message": "TOO_MANY_ATTEMPTS_TRY_LATER"}})]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(LoginUnreachable, match="429"):
+        consume_pending(cfg)
+    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert consume_pending(cfg) is not None, "the same record works once the service lets it"
+
+
+class LoginDuring:
+    """The issuer, but the first grant it answers waits for `during` (a login) to finish."""
+
+    def __init__(self, issuer: Issuer, during: Callable[[], None]) -> None:
+        self.issuer = issuer
+        self.during: Callable[[], None] | None = during
+
+    def __call__(self, query: dict[str, str], form: dict[str, str]) -> Answer:
+        during, self.during = self.during, None
+        if during is not None:
+            during()
+        return self.issuer(query, form)
+
+
+async def test_a_login_that_lands_during_the_apps_refresh_is_kept(
+    etc: Path, issuer: Issuer, tmp_path: Path
+) -> None:
+    """The app's refresh is in flight (old account) when the owner signs in with another
+    account: the login's files win, and the app uses the new account's token."""
+    done = {}
+    second = "AMf-the-second-account-0123456789abcdefghijklm"
+    issuer.live.add(second)
+
+    def login_now() -> None:
+        done["login"] = cli(
+            "login", etc=etc, endpoint_url=url, stdin=json.dumps(auth_record(refresh=second))
+        )
+
+    with TokenEndpoint(LoginDuring(issuer, login_now)) as endpoint:
+        url = endpoint.url
+        write_token(etc / "token", make_token(exp_in_s=200))
+        write_token(etc / "refresh_token", REFRESH)
+        write_token(etc / "firebase_api_key", KEY)
+        cfg = Config(token_file=etc / "token", token_endpoint=url, log_file=tmp_path / "l")
+        setup_logging(cfg)
+        provider = TokenProvider(cfg)
+        provider.load()
+        token = await provider.valid_token()  # due (200 s left): refreshes
+    assert done["login"].returncode == 0, done["login"].stderr
+    login_token, app_token = issuer.issued  # the login's grant finished first
+    assert (etc / "token").read_text().strip() == login_token
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    assert token == login_token != app_token
+    events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
+    assert "token_refresh_superseded" in events
+
+
+async def test_a_refresh_the_card_cannot_store_goes_on_from_memory(
+    etc: Path,
+    endpoint: TokenEndpoint,
+    issuer: Issuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = make_token(exp_in_s=200)
+    write_token(etc / "token", old)
+    write_token(etc / "refresh_token", REFRESH)
+    write_token(etc / "firebase_api_key", KEY)
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+
+    def full_card(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_card)
+    token = await provider.valid_token()
+    assert token == issuer.issued[-1] != old, "the new token, from memory"
+    assert (etc / "token").read_text().strip() == old, "the old file as it was"
+    assert sorted(os.listdir(etc)) == ["firebase_api_key", "refresh_token", "token"]
+    assert await provider.valid_token() == token and len(issuer.issued) == 1, "no second grant"
+    lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
+    failed = [line for line in lines if line["event"] == "token_write_failed"]
+    assert len(failed) == 1 and "free space on the card" in failed[0]["action"]
+    assert_no_secret(issuer, (tmp_path / "l").read_text())
+
+
+async def test_a_refused_refresh_is_logged_once_per_attempt_with_what_to_do(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    write_token(etc / "token", make_token(exp_in_s=100))
+    write_token(etc / "refresh_token", "AMf-signed-out-everywhere-0123456789abcdef")
+    write_token(etc / "firebase_api_key", KEY)
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    watching = asyncio.create_task(provider.watch(interval_s=0.02))
+    await asyncio.sleep(1.0)  # some fifty looks; the first backoff is 10 s
+    watching.cancel()
+    lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
+    names = [line["event"] for line in lines]
+    assert names.count("token_refresh_failed") == 1 and "token_problem" not in names
+    failed = next(line for line in lines if line["event"] == "token_refresh_failed")
+    assert "sesame-pi login" in failed["action"]
+    assert len(endpoint.seen) == 1

@@ -48,6 +48,7 @@ class Browser:
     async def pair(self) -> None:
         """Start pairing, press the button, finish: a paired browser."""
         code, csrf = await self.start_pairing()
+        arm_pairing(self.rig)
         await press(self.rig)
         status, _, _ = await self.request("POST", "/pair/finish", {"code": code, "csrf": csrf})
         assert status == 303
@@ -75,6 +76,12 @@ def hidden(body: str, name: str) -> str:
     found = re.search(rf'name={name} value="([^"]*)"', body)
     assert found, f"no hidden {name} in the page"
     return found.group(1)
+
+
+def arm_pairing(rig: SetupRig) -> None:
+    """What the 5 s hold does for pairing while the device can place calls (the hold itself is
+    driven in test_auto_mode_listens_only_after_the_setup_hold): the next presses may pair."""
+    rig.page.window.open_for_a_while(for_pairing=True)
 
 
 async def press(rig: SetupRig) -> None:
@@ -127,7 +134,11 @@ async def test_a_press_pairs_the_waiting_browser_and_starts_no_call(rig: SetupRi
             "POST", "/pair/finish", {"code": code, "csrf": csrf}
         )
         assert status == 409 and "not been pressed" in body
+        assert "Hold the device's button for 5 seconds" in body, "it can place calls: hold first"
 
+        arm_pairing(rig)
+        status, body, _ = await browser.request("GET", "/pair")
+        assert "Press the device's button once" in body and "Hold the" not in body
         await press(rig)
         assert rig.state is State.IDLE and rig.standin.record.calls == 0, "no call was placed"
         status, _, response = await browser.request(
@@ -172,6 +183,7 @@ async def test_a_wrong_code_is_refused_and_three_drop_the_request(rig: SetupRig)
     browser = Browser(rig)
     async with browser.client:
         code, csrf = await browser.start_pairing()
+        arm_pairing(rig)
         await press(rig)
         wrong = "ABCDEF" if code != "ABCDEF" else "GHJKMN"
         for _ in range(2):
@@ -187,11 +199,32 @@ async def test_a_wrong_code_is_refused_and_three_drop_the_request(rig: SetupRig)
         assert (await browser.request("GET", "/"))[0] == 403
 
 
+async def test_a_press_for_a_call_never_pairs_a_browser_someone_keeps_waiting(
+    rig: SetupRig,
+) -> None:
+    """The page is up and the token works: someone on the network keeps a pairing request open.
+    The owner's press is for a call, and places one; the request stays unconfirmed."""
+    intruder = Browser(rig)
+    async with intruder.client:
+        code, csrf = await intruder.start_pairing()
+        await press(rig)
+        await asyncio.to_thread(rig.wait_state, State.LIVE)
+        status, body, _ = await intruder.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 409 and "not been pressed" in body
+        status, _, _ = await intruder.request("GET", "/")
+        assert status == 403
+    assert rig.events("pairing_press") == []
+    assert rig.standin.record.calls == 1
+
+
 async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
     owner, intruder = Browser(rig), Browser(rig)
     async with owner.client, intruder.client:
         mine = await owner.start_pairing()
         theirs = await intruder.start_pairing()
+        arm_pairing(rig)
         await press(rig)
         assert rig.state is State.IDLE and rig.feedback.earcons[-1] is Earcon.ERROR
         for browser, (code, csrf) in ((owner, mine), (intruder, theirs)):
@@ -301,6 +334,15 @@ async def test_auto_mode_listens_only_after_the_setup_hold(tmp_path: Path) -> No
         async with browser.client:
             status, body, _ = await browser.request("GET", "/")
             assert status == 403 and "not paired" in body
+            # The hold was the owner's sign: the next press pairs instead of placing a call.
+            code, csrf = await browser.start_pairing()
+            status, body, _ = await browser.request("GET", "/pair")
+            assert "Press the device's button once" in body and "Hold the" not in body
+            await press(rig)
+            status, _, _ = await browser.request(
+                "POST", "/pair/finish", {"code": code, "csrf": csrf}
+            )
+            assert status == 303 and rig.standin.record.calls == 1, "only the hold's own call"
     finally:
         await asyncio.to_thread(rig.__exit__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sesame_pi.pairing import (
+    HOLD_OPEN_S,
     PairingRefused,
     Pairings,
     Press,
@@ -89,3 +90,36 @@ def test_auto_window_follows_the_token_and_the_hold() -> None:
     off = SetupWindow("off", clock)
     off.token_needed(True)
     assert not off.should_serve()
+
+
+def test_a_second_press_with_a_new_request_beside_a_confirmed_one_pairs_neither() -> None:
+    """The owner's request is confirmed but not finished; someone else opens one and the owner
+    presses again (nothing seemed to happen): that press must not confirm the stranger's."""
+    clock = Clock()
+    pairings = Pairings(clock)
+    owner = pairings.begin()
+    assert pairings.press() is Press.CONFIRMED
+    stranger = pairings.begin()
+    assert pairings.press() is Press.AMBIGUOUS
+    for pending in (owner, stranger):
+        with pytest.raises(PairingRefused):
+            pairings.finish(pending.handle, pending.code, pending.csrf)
+
+
+def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
+    clock = Clock()
+    window = SetupWindow("always", clock)
+    assert not window.pairing_armed, "with a working token a press is a call"
+    window.open_for_a_while()  # a login keeps the page up, but presses stay calls
+    assert not window.pairing_armed
+    window.open_for_a_while(for_pairing=True)  # the long hold
+    assert window.pairing_armed
+    clock.now += 60
+    assert window.pairing_armed
+    window.press_placed_a_call()
+    assert not window.pairing_armed
+    window.open_for_a_while(for_pairing=True)
+    clock.now += HOLD_OPEN_S + 1
+    assert not window.pairing_armed, "the hold's sign lasts as long as its window"
+    window.token_needed(True)
+    assert window.pairing_armed, "without a token a press cannot place a call: it pairs"

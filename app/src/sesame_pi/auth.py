@@ -8,6 +8,8 @@ registered with the log redaction first, and no message, repr or exception here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +63,13 @@ class RefreshRefused(RefreshFailed):
 
 
 class EndpointUnreachable(RefreshFailed):
-    """No answer (network down, DNS, timeout, HTTP 5xx): worth retrying later."""
+    """No answer, or "not now" (network down, DNS, timeout, HTTP 5xx, 408, 429): retry later."""
+
+
+# Answers below 500 that say "not now" rather than "never": a refusal would make a login give up
+# on a good record (and the first boot rename it `.refused`).
+_TEMPORARY_HTTP = (408, 429)
+_TEMPORARY_CODES = ("TOO_MANY_ATTEMPTS",)
 
 
 # The stored credentials, beside the token file unless configured: `sesame-pi login` writes them
@@ -107,19 +115,46 @@ def _stamp(path: Path) -> _FileStamp | None:
 
 def write_secret_file(path: Path, value: str) -> None:
     """Atomically replace `path` with `value`, mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Per thread too: a login (setup page, in a thread) may race the app's own refresh.
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    write_secret_files([(path, value)])
+
+
+def write_secret_files(files: list[tuple[Path, str]]) -> None:
+    """Replace each path with its value (mode 0600 from the first byte), all or none: every new
+    file is written and synced beside its target before the first is renamed into place, so a
+    full card or a read-only directory (OSError) leaves every old file as it was."""
+    temps: list[tuple[Path, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(value.strip() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        for path, value in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Per thread too: a login (setup page, in a thread) may race the app's own refresh.
+            temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            temps.append((temp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(value.strip() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temp, path in temps:  # in the caller's order: the ID token last
+            os.replace(temp, path)
     finally:
-        if temp.exists():
-            temp.unlink()
+        for temp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+@contextlib.contextmanager
+def credentials_lock(cfg: Config) -> Iterator[None]:
+    """One writer of the stored credentials at a time, across processes and threads: a login
+    (`sesame-pi login`, or the setup page in a thread) and the app's own refresh. An advisory
+    lock on the token file's directory, so there is no lock file to own or leave behind."""
+    directory = cfg.token_file.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
 
 
 def refresh_token_path(cfg: Config) -> Path:
@@ -154,8 +189,8 @@ class Exchanged:
 def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exchanged:
     """One refresh-token grant at `token_endpoint` (blocking; call it off the event loop).
 
-    Raises RefreshRefused (the endpoint said no), EndpointUnreachable (no answer, or HTTP 5xx)
-    or RefreshFailed (an answer we cannot use). No message holds a token.
+    Raises RefreshRefused (the endpoint said no), EndpointUnreachable (no answer, HTTP 5xx, or
+    "too many attempts") or RefreshFailed (an answer we cannot use). No message holds a token.
     """
     register_secret(refresh_token)
     query = urllib.parse.urlencode({"key": api_key})
@@ -173,7 +208,8 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
             answer = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         code = _firebase_error(exc)
-        if exc.code >= 500:
+        temporary = exc.code in _TEMPORARY_HTTP or code.startswith(_TEMPORARY_CODES)
+        if exc.code >= 500 or temporary:
             raise EndpointUnreachable(
                 f"token endpoint answered HTTP {exc.code} {code}".strip()
             ) from None
@@ -225,6 +261,9 @@ class TokenProvider:
         self._next_refresh_at = 0.0
         self._warned_expiry_for: float | None = None
         self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
+        # A refresh token the endpoint rotated but the card would not store (full, read-only):
+        # the next exchange uses it, as the file would have it.
+        self._unsaved_refresh: str | None = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(file={self.cfg.token_file}, exp={self._exp})"
@@ -246,6 +285,7 @@ class TokenProvider:
         if self._credentials_changed():
             self._refresh_failures = 0
             self._next_refresh_at = 0.0
+            self._unsaved_refresh = None  # a new login's refresh token is on the card
         return self.clock() >= self._next_refresh_at
 
     def _needs_first_token(self) -> bool:
@@ -265,17 +305,7 @@ class TokenProvider:
             raise TokenMissing(f"cannot read token file {path}: {exc.strerror}") from None
         if not text:
             raise TokenMissing(f"token file {path} is empty; put your ID token there")
-        register_secret(text)
-        claims = decode_claims(text)
-        exp = claims.get("exp")
-        self._token = text
-        self._exp = float(exp) if isinstance(exp, int | float) else None
-        provider = (
-            claims.get("firebase", {}).get("sign_in_provider")
-            if isinstance(claims.get("firebase"), dict)
-            else None
-        )
-        self._anonymous = provider == "anonymous"
+        self._adopt(text)
         self._stamp = _stamp(path)
         self._check_permissions(path)
         if self._exp is None:
@@ -286,6 +316,20 @@ class TokenProvider:
                 logging.WARNING,
                 detail="the service refuses anonymous accounts; sign in with a real account",
             )
+
+    def _adopt(self, token: str) -> None:
+        """Use `token` from now on (read from the file, or fresh from a refresh)."""
+        register_secret(token)
+        claims = decode_claims(token)
+        exp = claims.get("exp")
+        self._token = token
+        self._exp = float(exp) if isinstance(exp, int | float) else None
+        provider = (
+            claims.get("firebase", {}).get("sign_in_provider")
+            if isinstance(claims.get("firebase"), dict)
+            else None
+        )
+        self._anonymous = provider == "anonymous"
 
     @staticmethod
     def _check_permissions(path: Path) -> None:
@@ -372,28 +416,83 @@ class TokenProvider:
         """Exchange the refresh token for a new ID token (in a thread); back off on failure."""
         if not self._refresh_allowed():
             raise RefreshFailed("waiting before the next refresh attempt")
+        stored_before = self._stored_stamps()
         try:
             id_token, refresh_token, expires_in = await asyncio.to_thread(self._exchange)
         except RefreshFailed as exc:
             self._refresh_failures += 1
             wait = min(600.0, 5.0 * 2 ** min(self._refresh_failures, 7))
             self._next_refresh_at = self.clock() + wait
-            event("token_refresh_failed", logging.ERROR, detail=str(exc), retry_in_s=wait)
+            if isinstance(exc, RefreshRefused):
+                action = "sign in again: `sesame-pi login`, or the setup page"
+            else:
+                action = "check the network; the app retries by itself"
+            event(
+                "token_refresh_failed",
+                logging.ERROR,
+                detail=str(exc),
+                action=action,
+                retry_in_s=wait,
+            )
             raise
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         register_secret(id_token)
-        write_secret_file(self.cfg.token_file, id_token)
-        if refresh_token:
-            write_secret_file(refresh_token_path(self.cfg), refresh_token)
-        self._credentials_changed()  # our own write is not a new login
-        self._read_file()
+        try:
+            stored = await asyncio.to_thread(self._store, stored_before, id_token, refresh_token)
+        except OSError as exc:
+            self._keep_unsaved(id_token, refresh_token, exc)
+        else:
+            if stored:
+                self._unsaved_refresh = None
+                self._credentials_changed()  # our own write is not a new login
+            else:
+                event(
+                    "token_refresh_superseded",
+                    detail="a login stored new credentials during the refresh; using them",
+                )
+            self._read_file()
         event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
+
+    def _stored_stamps(self) -> tuple[_FileStamp | None, ...]:
+        paths = (refresh_token_path(self.cfg), api_key_path(self.cfg), self.cfg.token_file)
+        return tuple(_stamp(path) for path in paths)
+
+    def _store(
+        self, before: tuple[_FileStamp | None, ...], id_token: str, refresh_token: str | None
+    ) -> bool:
+        """Write a refresh's result, unless a login stored other credentials since the refresh
+        read them (then its files win and this result is dropped): False. Under the lock a
+        login takes too, so neither writes between the other's look and its write."""
+        with credentials_lock(self.cfg):
+            if self._stored_stamps() != before:
+                return False
+            files = [(self.cfg.token_file, id_token)]
+            if refresh_token:
+                files.insert(0, (refresh_token_path(self.cfg), refresh_token))
+            write_secret_files(files)
+            return True
+
+    def _keep_unsaved(self, id_token: str, refresh_token: str | None, exc: OSError) -> None:
+        """The card would not take the new token (full, read-only, permissions): calls go on
+        with it from memory, and the next refresh tries to store again. The file still holds the
+        old token, so its stamp is unchanged and nothing re-reads it over this one."""
+        self._adopt(id_token)
+        if refresh_token:
+            self._unsaved_refresh = refresh_token
+        directory = self.cfg.token_file.parent
+        event(
+            "token_write_failed",
+            logging.ERROR,
+            detail=f"cannot store the new token in {directory}: {exc.strerror or exc}",
+            action=f"free space on the card, or make {directory} writable for the app; until "
+            "then the app uses the new token from memory (a restart loses it)",
+        )
 
     def _exchange(self) -> tuple[str, str | None, str]:
         path = refresh_token_path(self.cfg)
         try:
-            refresh = path.read_text(encoding="utf-8-sig").strip()
+            refresh = self._unsaved_refresh or path.read_text(encoding="utf-8-sig").strip()
         except OSError as exc:
             raise RefreshFailed(f"cannot read {path}: {exc.strerror}") from None
         key = stored_api_key(self.cfg)
@@ -411,7 +510,8 @@ class TokenProvider:
             try:
                 if self._needs_first_token():
                     if self._refresh_allowed():
-                        await self.refresh()
+                        with contextlib.suppress(RefreshFailed):  # (refresh logged it)
+                            await self.refresh()
                     continue
                 if self._file_changed():
                     self._read_file()
@@ -419,8 +519,12 @@ class TokenProvider:
                 left = self._seconds_left()
                 if left is None:
                     continue
-                if self.can_refresh and left < self.cfg.refresh_before_s:
-                    await self.refresh()
+                # Backing off after a failure: nothing to log until the next attempt, and a
+                # failure is logged once, with what to do, by refresh itself.
+                due = self.can_refresh and left < self.cfg.refresh_before_s
+                if due and self._refresh_allowed():
+                    with contextlib.suppress(RefreshFailed):
+                        await self.refresh()
                     continue
                 if left < self.cfg.expiry_warn_s and self._warned_expiry_for != self._exp:
                     self._warned_expiry_for = self._exp

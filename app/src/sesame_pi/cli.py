@@ -24,6 +24,7 @@ EXIT_TOKEN = 3
 EXIT_HARDWARE = 4
 EXIT_CHECK = 5
 EXIT_UNHEALTHY = 6
+EXIT_INTERRUPTED = 130  # Ctrl-C where it means "cancel": a shell's 128 + SIGINT
 
 # Flags that map one-to-one to config fields (flag dest == field name).
 RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -212,13 +213,19 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     cfg = _config_from(args)
     try:
-        source = args.from_file.read_text(encoding="utf-8") if args.from_file else sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        return _fail(f"cannot read {args.from_file}: {exc}", EXIT_TOKEN)
-    try:
+        if args.from_file:
+            source = args.from_file.read_text(encoding="utf-8")
+        else:
+            if sys.stdin.isatty():
+                print("Paste the auth record (or a refresh token), then Ctrl-D:", file=sys.stderr)
+            source = sys.stdin.read()
         result = login(source, cfg, api_key=args.api_key)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"cannot read {args.from_file or 'standard input'}: {exc}", EXIT_TOKEN)
     except LoginError as exc:
         return _fail(str(exc), EXIT_TOKEN)
+    except KeyboardInterrupt:
+        return _fail("login cancelled; nothing was changed", EXIT_INTERRUPTED)
     print(f"signed in:  {result.email or 'yes (the record names no email)'}")
     print(f"time left:  {result.seconds_left / 60:.1f} min (renewed by itself from now on)")
     print(f"stored in:  {result.token_file}, {result.refresh_token_file} (mode 0600)")

@@ -29,11 +29,12 @@ from .auth import (
     RefreshRefused,
     TokenInvalid,
     api_key_path,
+    credentials_lock,
     decode_claims,
     exchange_refresh_token,
     refresh_token_path,
     stored_api_key,
-    write_secret_file,
+    write_secret_files,
 )
 from .config import Config
 from .logs import event, register_secret
@@ -55,6 +56,11 @@ class LoginRefused(LoginError):
 
 class LoginUnreachable(LoginError):
     """No answer from the token endpoint: the same input may work later."""
+
+
+class LoginNotStored(LoginError):
+    """The sign-in worked but the files could not be written (permissions, a full or read-only
+    card): nothing was changed, and the same input works once that is fixed."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     """Exchange once, then store the ID token, the rotated refresh token and the API key (0600).
 
     Blocking (urllib); async callers wrap it in `asyncio.to_thread`. Raises LoginError (or its
-    LoginRefused / LoginUnreachable kinds) with the files untouched.
+    LoginRefused / LoginUnreachable / LoginNotStored kinds) with the files untouched.
     """
     creds = parse_credentials(text, api_key)
     key = creds.api_key or stored_api_key(cfg)
@@ -194,11 +200,20 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     seconds_left = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
     email = creds.email or _text_or_none(claims.get("email"))
     refresh_file = refresh_token_path(cfg)
-    # The ID token last: its change is what a running app notices, and by then the rest is there.
+    files = [(refresh_file, answer.refresh_token or creds.refresh_token)]
     if not cfg.firebase_api_key or cfg.firebase_api_key != key:
-        write_secret_file(api_key_path(cfg), key)
-    write_secret_file(refresh_file, answer.refresh_token or creds.refresh_token)
-    write_secret_file(cfg.token_file, answer.id_token)
+        files.insert(0, (api_key_path(cfg), key))
+    # The ID token last: its change is what a running app notices, and by then the rest is there.
+    files.append((cfg.token_file, answer.id_token))
+    try:
+        with credentials_lock(cfg):  # not while the app's own refresh writes its result
+            write_secret_files(files)
+    except OSError as exc:
+        raise LoginNotStored(
+            f"signed in, but cannot write to {cfg.token_file.parent} ({exc.strerror or exc}); "
+            "nothing was changed: run it as the app's user or with sudo, and check the card "
+            "has space and is not read-only"
+        ) from None
     return LoginResult(email, seconds_left, cfg.token_file, refresh_file)
 
 
@@ -214,7 +229,8 @@ def consume_pending(cfg: Config) -> LoginResult | None:
     """Log in with a pending auth record, if there is one.
 
     Done: the record is deleted. Refused or malformed: renamed `auth.json.refused` (it will never
-    work) and the LoginError raised. Unreachable: LoginUnreachable raised, the record kept.
+    work) and the LoginError raised. Unreachable, or not stored (a full or read-only card): the
+    record is kept for the next start, and the LoginError raised.
     """
     path = pending_auth_path(cfg)
     try:
@@ -227,10 +243,20 @@ def consume_pending(cfg: Config) -> LoginResult | None:
         result = login(text, cfg)
     except LoginUnreachable:
         raise
+    except LoginNotStored as exc:
+        event("login_pending_not_stored", logging.ERROR, detail=str(exc), kept=str(path))
+        raise
     except LoginError as exc:
         refused = path.with_name(path.name + REFUSED_SUFFIX)
-        path.replace(refused)
-        event("login_pending_refused", logging.ERROR, detail=str(exc), moved_to=str(refused))
+        try:
+            path.replace(refused)
+        except OSError as move:
+            note = f"could not rename it: {move.strerror or move}"
+            event(
+                "login_pending_refused", logging.ERROR, detail=str(exc), kept=str(path), note=note
+            )
+        else:
+            event("login_pending_refused", logging.ERROR, detail=str(exc), moved_to=str(refused))
         raise
     path.unlink(missing_ok=True)
     event("login_pending_done", seconds_left=round(result.seconds_left), file=str(path))

@@ -9,7 +9,11 @@ refused as replayed. Each pairing carries its own CSRF token for every form it p
 
 Rate limits are token buckets per client address. The setup window says when the page listens
 at all: "always", "off", or "auto" (while a token is needed, and for HOLD_OPEN_S after the
-long hold or after the token works again, so the owner sees the result of a login).
+long hold or after the token works again, so the owner sees the result of a login). It also
+says when a press may confirm a pairing at all (`pairing_armed`): while the device has no working
+token, and after the long hold until a press places a call. Otherwise the same short press is
+the owner's way to start a call, and a request someone else on the network keeps open would
+take that press as its confirmation.
 
 Nothing here does I/O: the web layer (setup_page) moves requests in and answers out.
 """
@@ -151,14 +155,17 @@ class Pairings:
         return len(self._pending)
 
     def press(self) -> Press:
-        """The button was pressed: confirm the one waiting request, if there is exactly one."""
+        """The button was pressed: confirm the one waiting request, if there is exactly one.
+
+        A request confirmed but not yet finished still counts as waiting: a second press with
+        another request open (the owner pressing again while someone else asked meanwhile)
+        is as ambiguous as two open at once, and drops them all."""
         self._prune()
         if not self._pending:
             return Press.NOT_MINE
         open_requests = [p for p in self._pending.values() if not p.confirmed]
-        if len(open_requests) > 1:
-            for pending in open_requests:
-                del self._pending[pending.handle]
+        if len(open_requests) > 1 or (open_requests and len(self._pending) > 1):
+            self._pending.clear()
             return Press.AMBIGUOUS
         for pending in open_requests:
             pending.confirmed = True
@@ -253,11 +260,26 @@ class SetupWindow:
         self._clock = clock
         self._hold_open_s = hold_open_s
         self._open_until = 0.0
+        self._pairing_until = 0.0
         self._token_needed = False
 
-    def open_for_a_while(self) -> None:
-        """The long hold (or a login): keep serving for hold_open_s from now."""
-        self._open_until = max(self._open_until, self._clock() + self._hold_open_s)
+    def open_for_a_while(self, *, for_pairing: bool = False) -> None:
+        """Keep serving for hold_open_s from now: after a login, or (for_pairing) the long hold,
+        the owner's sign that the next presses are for the page."""
+        until = self._clock() + self._hold_open_s
+        self._open_until = max(self._open_until, until)
+        if for_pairing:
+            self._pairing_until = until
+
+    @property
+    def pairing_armed(self) -> bool:
+        """Whether a press out of a call may confirm a pairing: while no working token (a press
+        cannot place a call then), or after the long hold until a press places a call."""
+        return self._token_needed or self._clock() < self._pairing_until
+
+    def press_placed_a_call(self) -> None:
+        """A press found no pairing to confirm and went to the call: presses are calls again."""
+        self._pairing_until = 0.0
 
     def token_needed(self, needed: bool) -> None:
         """Tell the window whether the device lacks a working token right now."""

@@ -90,8 +90,12 @@ class SetupPage:
         self.last_press_at = time.time()
         if not self.serving:
             return False
+        self.window.token_needed(self._token_needed())
+        if not self.window.pairing_armed:
+            return False  # a press for a call (see SetupWindow.pairing_armed)
         result = self.pairings.press()
         if result is Press.NOT_MINE:
+            self.window.press_placed_a_call()
             return False
         event(
             "pairing_press",
@@ -105,7 +109,7 @@ class SetupPage:
         if self.cfg.setup_page == "off":
             event("setup_hold_ignored", reason="setup_page is off")
             return
-        self.window.open_for_a_while()
+        self.window.open_for_a_while(for_pairing=True)
         event("setup_window_opened", open_s=round(self.window.open_s_left()))
         self.feedback.announce_setup()
         self._wake.set()

@@ -88,14 +88,23 @@ def unpaired(message: str | None = None, bad: bool = False) -> str:
     return page("Pair this browser", body)
 
 
-def pairing(code: str, csrf: str, seconds_left: float, message: str | None = None) -> str:
-    """The code, and the one step: press the button, then continue."""
+def pairing(
+    code: str, csrf: str, seconds_left: float, message: str | None = None, hold_first: bool = False
+) -> str:
+    """The code, and the one step: press the button, then continue. While the device can place
+    calls, a press is a call unless the long hold came first (see pairing.SetupWindow)."""
+    hold = (
+        "<strong>Hold the device's button for 5 seconds</strong> until the doorbell sounds (a "
+        "call starts and ends), then <strong>press it once</strong>"
+        if hold_first
+        else "<strong>Press the device's button once</strong>"
+    )
     body = notice(message, bad=bool(message)) + (
         "<section id=pairing><h2>Pair this browser</h2>"
         "<p>Your pairing code:</p>"
         f'<p class=code id=pairing-code aria-label="pairing code">{_e(code)}</p>'
-        "<p><strong>Press the device's button once</strong> (a short press; it will not start "
-        f"a call), within {max(0, round(seconds_left))} seconds, then select Continue.</p>"
+        f"<p id=pairing-step>{hold} (a short press; it will not start a call), within "
+        f"{max(0, round(seconds_left))} seconds, then select Continue.</p>"
         '<form method=post action="/pair/finish">'
         f'<input type=hidden name=csrf value="{_e(csrf)}">'
         "<label class=muted for=code>Code</label> "

@@ -231,7 +231,8 @@ class SetupServer:
         if pending is None:
             return self._redirect("/")
         left = self.page.pairings.seconds_left(pending)
-        return self._html(views.pairing(pending.code, pending.csrf, left))
+        hold_first = not self.page.window.pairing_armed
+        return self._html(views.pairing(pending.code, pending.csrf, left, hold_first=hold_first))
 
     async def pair_finish(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -248,7 +249,9 @@ class SetupServer:
             if pending is not None and exc.reason in (Refusal.NOT_PRESSED, Refusal.WRONG_CODE):
                 left = self.page.pairings.seconds_left(pending)
                 status = 409 if exc.reason is Refusal.NOT_PRESSED else 403
-                return self._html(views.pairing(pending.code, pending.csrf, left, text), status)
+                hold_first = not self.page.window.pairing_armed
+                text_page = views.pairing(pending.code, pending.csrf, left, text, hold_first)
+                return self._html(text_page, status)
             return self._html(views.unpaired(text, bad=True), 403)
         event("browser_paired", client=request.remote, paired_browsers=self.page.pairings.count)
         response = self._redirect("/")
