@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link, LinkDown
+from sesame_pi.link import Link, LinkDown, LinkLost, supervisor
 from sesame_pi.logs import setup_logging
 from sesame_pi.standin import Standin, StandinOptions, server_tls
 from support.credentials import TestPKI, make_pki, make_token, write_token
@@ -274,3 +277,149 @@ def test_client_refuses_unverified_tls_by_construction(tmp_path: Path, pki: Test
     context = make_ssl_context(cfg)
     assert context is not None
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+Script = Callable[[ServerConnection, str], Awaitable[None]]
+
+
+async def serve_script(pki: TestPKI, script: Script) -> tuple[Server, int]:
+    """A TLS server that greets as the service does (`initialize`), then runs `script`."""
+
+    async def handler(ws: ServerConnection) -> None:
+        session_id = str(uuid.uuid4())
+        greeting = {"type": "initialize", "session_id": session_id, "content": {}}
+        await ws.send(json.dumps(greeting))
+        await script(ws, session_id)
+
+    tls = server_tls(str(pki.cert_file), str(pki.key_file))
+    server = await serve(handler, "127.0.0.1", 0, ssl=tls, ping_interval=None)
+    return server, next(iter(server.sockets)).getsockname()[1]
+
+
+async def answer_calls(
+    ws: ServerConnection, session_id: str, skip_pong: Callable[[int], bool] = lambda n: False
+) -> None:
+    """Place calls and answer pings (except where `skip_pong(n)` says so), until the close."""
+    pings = 0
+    async for raw in ws:
+        message = json.loads(raw)
+        reply = {"session_id": session_id, "call_id": 7, "request_id": message.get("request_id")}
+        if message["type"] == "call_connect":
+            content = {"sample_rate": 24000}
+            await ws.send(
+                json.dumps({**reply, "type": "call_connect_response", "content": content})
+            )
+        elif message["type"] == "ping":
+            pings += 1
+            if not skip_pong(pings):
+                await ws.send(json.dumps({**reply, "type": "ping_response", "content": "pong"}))
+
+
+async def test_a_number_too_long_for_json_is_a_bad_frame_not_a_dead_link(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        await ws.send('{"type": "chat", "content": {"n": ' + "9" * 5000 + "}}")
+        await answer_calls(ws, session_id)
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        info = await link.start_call()
+        assert info.call_id == 7 and link.up and recorder.downs == []
+        assert link.stats.bad_frames["not_json"] == 1
+
+
+class Clumsy(Recorder):
+    """A listener with a bug: the first audio it is handed raises."""
+
+    def server_audio(self, pcm: bytes) -> None:
+        if not self.audio_bytes:
+            self.audio_bytes = len(pcm)
+            raise RuntimeError("a bug in the audio path")
+        super().server_audio(pcm)
+
+
+async def test_a_fault_of_ours_is_logged_and_the_link_comes_back(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    standin = await start_standin(pki, greeting_ms=200)
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = Clumsy()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    await link.start_call()
+    async with asyncio.timeout(10):
+        while recorder.ups < 2:  # the stand-in echoes what it hears: audio comes back
+            with contextlib.suppress(LinkLost):  # (down for the moment of the reconnect)
+                await link.send_audio(FRAME)
+            await asyncio.sleep(0.02)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (error,) = [line for line in lines if line["event"] == "link_error"]
+    assert error["detail"] == "RuntimeError: a bug in the audio path"
+    assert error["at"].startswith("test_link.py:") and error["level"] == "ERROR"
+    assert recorder.downs == ["internal error (RuntimeError)"]
+    await standin.stop()
+
+
+async def test_a_new_token_the_watch_read_first_still_ends_the_auth_wait(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    good = make_token(uid="another-user")
+    standin = await start_standin(pki, expect_token=good)
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = Recorder()
+    tokens = TokenProvider(cfg)
+    link = Link(cfg, tokens, recorder)
+    running.append(asyncio.create_task(link.run()))
+    await asyncio.sleep(1.0)
+    assert recorder.token_problems and recorder.ups == 0
+    write_token(cfg.token_file, good)
+    running.append(asyncio.create_task(tokens.watch(interval_s=0.05)))  # (the app's: 10 s)
+    await asyncio.wait_for(recorder.up_event.wait(), 15)
+    await standin.stop()
+
+
+async def test_pongs_the_server_skips_now_and_then_do_not_add_up_to_a_dead_link(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        await answer_calls(ws, session_id, skip_pong=lambda n: n % 4 == 0)  # never two in a row
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token, ping_interval_s=0.05, ping_misses_allowed=2)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        await link.start_call()
+        await asyncio.sleep(2.0)
+        assert recorder.downs == [] and link.up
+        assert link.stats.pongs >= 20 and link.stats.pings_sent - link.stats.pongs >= 5
+
+
+async def test_a_server_that_greets_and_closes_at_once_gets_the_backoff(
+    tmp_path: Path, pki: TestPKI, token: str, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closes like the service's idle close, but every second: routine only up to a limit."""
+    monkeypatch.setattr(supervisor, "IDLE_CLOSES_PER_MINUTE", 2)
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        await asyncio.sleep(1.05)
+        await ws.close(1000, "bye")
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        await asyncio.sleep(4.0)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    downs = [line for line in lines if line["event"] == "link_down"]
+    assert [d["routine"] for d in downs[:3]] == [True, True, False], downs
+    assert "over 2 times a minute" in downs[2]["reason"]
+    assert any(line["event"] == "link_retry" for line in lines), "the backoff, not at once"

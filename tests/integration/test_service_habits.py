@@ -74,6 +74,7 @@ async def test_a_duration_limit_end_is_told_apart_and_a_press_calls_again(tmp_pa
         await asyncio.sleep(1.5)
         assert r.standin.record.calls == 1, "no redial unless asked for"
         assert r.session.state is State.CALL_LIMIT, "the LED keeps saying why"
+        assert not r.session.link.urgent, "no call to resume: a later outage backs off fully"
 
         r.session.button_pressed()
         await r.wait_state(State.LIVE)

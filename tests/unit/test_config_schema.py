@@ -141,6 +141,24 @@ def test_log_level_is_taken_in_any_case_and_kept_in_capitals() -> None:
         ({"server": "http://x"}, "server 'http://x' is not a ws:// or wss:// URL"),
         ({"server": "wss://"}, "server 'wss://' is not a ws:// or wss:// URL"),
         (
+            {"server": "wss://h:99999/x"},
+            "server 'wss://h:99999/x' is not a ws:// or wss:// URL (Port out of range 0-65535)",
+        ),
+        (
+            {"server": "wss://h:abc/x"},
+            "server 'wss://h:abc/x' is not a ws:// or wss:// URL "
+            "(Port could not be cast to integer value as 'abc')",
+        ),
+        (
+            {"server": "wss://[::1/x"},
+            "server 'wss://[::1/x' is not a ws:// or wss:// URL (Invalid IPv6 URL)",
+        ),
+        (
+            {"user_agent": "Mozilla\r\nX-Evil: 1"},
+            "user_agent must be one line of text without control characters",
+        ),
+        ({"origin": "https://a\n"}, "origin must be one line of text without control characters"),
+        (
             {"timezone": "Mars/Olympus"},
             "timezone 'Mars/Olympus' is not an IANA zone such as Europe/Berlin",
         ),

@@ -222,7 +222,7 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
         raise EndpointUnreachable(
             f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:  # not JSON, not UTF-8, or an integer over 4300 digits
         raise RefreshFailed("token endpoint answered something that is not JSON") from None
     id_token = answer.get("id_token") if isinstance(answer, dict) else None
     if not isinstance(id_token, str) or not id_token:
@@ -264,6 +264,7 @@ class TokenProvider:
         # A refresh token the endpoint rotated but the card would not store (full, read-only):
         # the next exchange uses it, as the file would have it.
         self._unsaved_refresh: str | None = None
+        self._handed_out: str | None = None  # the token the last connect used
 
     def __repr__(self) -> str:
         return f"TokenProvider(file={self.cfg.token_file}, exp={self._exp})"
@@ -392,6 +393,7 @@ class TokenProvider:
         if left is not None and left < MIN_VALID_S:
             raise self._expired_error()
         assert self._token is not None
+        self._handed_out = self._token
         return self._token
 
     async def after_auth_refusal(self) -> bool:
@@ -402,6 +404,10 @@ class TokenProvider:
             except TokenError:
                 return False
             return True
+        left = self._seconds_left()
+        fresh = self._token is not None and self._token != self._handed_out
+        if fresh and (left is None or left >= MIN_VALID_S):
+            return True  # a new file the watch read first: its stamp is already the known one
         if self.can_refresh and self._refresh_allowed():
             try:
                 await self.refresh()

@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 import urllib.parse
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,28 @@ class ConfigError(ValueError):
 
 
 def _server_url(cfg: Config) -> str | None:
-    url = urllib.parse.urlsplit(cfg.server)
+    problem = f"server {cfg.server!r} is not a ws:// or wss:// URL"
+    try:
+        url = urllib.parse.urlsplit(cfg.server)
+        _ = url.port  # a port out of range or not a number raises only when asked for
+    except ValueError as exc:
+        return f"{problem} ({exc})"
     if url.scheme in ("wss", "ws") and url.hostname:
         return None
-    return f"server {cfg.server!r} is not a ws:// or wss:// URL"
+    return problem
+
+
+def _header_text(name: str) -> Callable[[Config], str | None]:
+    """A check for a setting sent as an HTTP header: no control characters (a line break would
+    be refused by the handshake on every attempt, as if the network had failed)."""
+
+    def check(cfg: Config) -> str | None:
+        value = getattr(cfg, name)
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            return f"{name} must be one line of text without control characters"
+        return None
+
+    return check
 
 
 def _iana_zone(cfg: Config) -> str | None:
@@ -136,12 +154,20 @@ class Config:
     client_name: str = setting(
         "Consumer-Web-App", "service", "sent as `client_name` (older clients: `RP-Web`)"
     )
-    origin: str = setting("https://app.sesame.com", "service", "the `Origin` header")
+    origin: str = setting(
+        "https://app.sesame.com",
+        "service",
+        "the `Origin` header",
+        allowed="one line of text",
+        check=_header_text("origin"),
+    )
     user_agent: str = setting(
         DEFAULT_USER_AGENT,
         "service",
         "the `User-Agent` header and `client_metadata.user_agent`",
         shown_default="a desktop Chrome string",
+        allowed="one line of text",
+        check=_header_text("user_agent"),
     )
     timezone: str = setting(
         "UTC",

@@ -95,7 +95,7 @@ def _user_record(data: Any, depth: int = 0) -> dict[str, Any] | None:
     if isinstance(data, str):
         try:
             return _user_record(json.loads(_clean(data)), depth + 1)
-        except json.JSONDecodeError:
+        except ValueError:  # (also an integer over 4300 digits)
             return None
     if isinstance(data, list):
         for item in data:
@@ -129,7 +129,7 @@ def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
     if cleaned[0] in '{["':
         try:
             data = json.loads(cleaned)
-        except json.JSONDecodeError:
+        except ValueError:
             raise LoginError(
                 f"that looks like JSON but is cut off or damaged; copy the record again ({GUIDE})"
             ) from None

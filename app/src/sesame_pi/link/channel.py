@@ -17,6 +17,7 @@ import contextlib
 import logging
 import ssl
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -141,6 +142,18 @@ class Channel:
             self._ending(End.LOST, str(exc))
         except TransportClosed as exc:
             self._ending(*self._read_close(exc.closed.kind, exc.closed.text))
+        except Exception as exc:  # a fault of ours, not the network's: never a silent dead link
+            self._ending(End.LOST, f"internal error ({type(exc).__name__})")
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            event(
+                "link_error",
+                logging.ERROR,
+                detail=f"{type(exc).__name__}: {str(exc)[:200]}",
+                at=f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}",
+                action="the link reconnects; please report this line",
+            )
+            with contextlib.suppress(Exception):
+                await self.transport.close("client error")
         finally:
             await self._stop_pinging()
             ending = self._end or (End.LOST, "link closed")

@@ -111,6 +111,10 @@ def dispatch(
             if sent is not None:
                 stats.pongs += 1
                 stats.last_rtt_ms = round((now - sent) * 1000, 1)
+                # An answer says the link lives: the older pings still unanswered were skipped,
+                # not a dead link, which is several missed in a row.
+                for older in [r for r, at in state.pings_out.items() if at <= sent]:
+                    del state.pings_out[older]
         case p.ServerPing(request_id=rid):
             stats.server_pings += 1
             return [Reply(p.ping_response(state.envelope, rid))]

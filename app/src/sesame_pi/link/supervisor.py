@@ -27,6 +27,10 @@ from .stats import LinkStats
 from .transport import CLOSE_WAIT_S, make_ssl_context
 
 TOKEN_WAIT_POLL_S = 5.0
+# The service closes a call-less socket after about 15 s (four a minute); more idle closes than
+# this in a minute is not that habit (a server that greets and closes at once, say after refusing
+# us): from then on they count as lost links, reconnected after the backoff, not at once.
+IDLE_CLOSES_PER_MINUTE = 8
 
 
 class LinkListener(Protocol):
@@ -73,6 +77,7 @@ class Link:
         self._waiting = 0  # someone awaits a call or the link right now (a person is waiting)
         self._auth_attempts: collections.deque[float] = collections.deque()
         self._down_reported = False  # the listener already heard this outage
+        self._idle_closes: collections.deque[float] = collections.deque()
 
     def attach(self, listener: LinkListener) -> None:
         """The parts are built first; the session attaches itself before the link runs."""
@@ -204,11 +209,20 @@ class Link:
             self._channel = None
             self._up.clear()
         healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
+        if kind is End.IDLE and self._too_many_idle_closes():
+            kind, reason = End.LOST, f"{reason}, over {IDLE_CLOSES_PER_MINUTE} times a minute"
         routine = kind in (End.PLANNED, End.IDLE)
         event("link_down", reason=reason, healthy=healthy, routine=routine, **self.stats.as_dict())
         self._report_down(LinkDown(kind, reason))
         if not self._stopping:
             raise Ended(reason, kind, healthy)
+
+    def _too_many_idle_closes(self) -> bool:
+        now = time.monotonic()
+        self._idle_closes.append(now)
+        while now - self._idle_closes[0] > 60:
+            self._idle_closes.popleft()
+        return len(self._idle_closes) > IDLE_CLOSES_PER_MINUTE
 
     def _report_down(self, down: LinkDown) -> None:
         """Tell the listener once per outage, whether a socket closed or never opened."""
