@@ -7,6 +7,7 @@ PYTEST := $(VENV)/bin/pytest
 ARCH ?= arm64
 INVENTORY ?= ansible/inventory/example.yml
 LIMIT ?= all
+ANSIBLE_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint demo run bench test-faults container container-test \
@@ -63,11 +64,11 @@ image-test: install ## Run the image's custom stage and first boot against an ar
 boot-test: install ## Boot the provisioned card under qemu (Cortex-A53, 512 MB): first boot, a call, a second boot
 	$(PYTEST) -s tests/system/test_boot.py
 
-deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group]
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' site.yml
+deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group] [ANSIBLE_ARGS='--vault-password-file F']
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) --limit '$(LIMIT)' $(ANSIBLE_ARGS) site.yml
 
 collect-logs: install ## Fetch the JSON event logs from the fleet into ./fleet-logs
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i ../$(INVENTORY) --limit '$(LIMIT)' collect-logs.yml
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) --limit '$(LIMIT)' $(ANSIBLE_ARGS) collect-logs.yml
 
 ci: ## What CI runs
 	bash .ci/run

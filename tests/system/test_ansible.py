@@ -52,6 +52,7 @@ SETTINGS = {
     "led_pin": 22,
     "timezone": "Europe/Berlin",
     "log_level": "DEBUG",
+    "echo_cancel": "off",  # given as YAML's unquoted off: false
 }
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)"
@@ -120,6 +121,9 @@ class Applied:
     vault_token: str
     runs: dict[str, Run]
     fleet_logs: Path
+    renewed: str  # the token the app wrote after the first run, as its refresh does
+    token_after_rerun: str  # the token file after the second and the --check run
+    auth_after_rerun: bool  # auth.json back after the app consumed it and the play ran again
 
 
 def _mount(*args: str) -> None:
@@ -198,6 +202,7 @@ def _inventory(path: Path, root: Path, extra_vars: dict[str, object]) -> Path:
         "sesame_pi_button_pull": SETTINGS["button_pull"],
         "sesame_pi_led_pin": SETTINGS["led_pin"],
         "sesame_pi_log_level": SETTINGS["log_level"],
+        "sesame_pi_echo_cancel": False,
         **extra_vars,
     }
     # JSON is YAML; ansible-playbook reads it with the yaml inventory plugin.
@@ -275,10 +280,16 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         )
         runs = {"first": _playbook("first", inventory, logs, "--diff", "-v")}
         _share_debs(archives, APT_CACHE)
+        # The app renews its hour-long token by itself: a re-run must leave the renewed one.
+        renewed = make_token(exp_in_s=3600, uid="fleet-kitchen-renewed-by-the-app")
+        live_token = root / "etc/sesame-pi/token"
+        write_token(live_token, renewed)
+        os.chown(live_token, APP_UID, APP_UID)
         runs |= {
             "second": _playbook("second", inventory, logs, "--diff", "-v"),
             "check": _playbook("check", inventory, logs, "--check", "--diff", "-v"),
         }
+        token_after_rerun = live_token.read_text()
         # Rotate the token through the vault instead, with only the token tasks (--tags token).
         vault_token = make_token(exp_in_s=7200, uid="fleet-kitchen-rotated")
         password = work / "vault-pass"
@@ -296,6 +307,14 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
             "both", inventory, logs, "--tags", "token",
             "-e", f"@{vault_vars}", "--vault-password-file", str(password),
         )  # fmt: skip
+        # An auth record: placed once as a pending login; the app consumes (deletes) it, and a
+        # re-run does not put it back.
+        record = write_token(work / "kitchen-auth.json", '{"stsTokenManager": {}}')
+        given = ("--tags", "token", "-e", f"sesame_pi_auth_record_file={record}")
+        runs["record"] = _playbook("record", vault_inventory, logs, *given)
+        (root / "etc/sesame-pi/auth.json").unlink()  # as the app does after signing in
+        runs["record-again"] = _playbook("record-again", vault_inventory, logs, *given)
+        auth_after_rerun = (root / "etc/sesame-pi/auth.json").exists()
         # Two rotated event logs on the "Pi", then the fleet's log collection brings them home.
         log_dir = root / "var/log/sesame-pi"
         for name, line in (("events.jsonl", '{"event": "call_live"}'),
@@ -310,7 +329,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
             f"fleet_logs_dir={fleet_logs}",
             playbook="collect-logs.yml",
         )
-        yield Applied(root, token, vault_token, runs, fleet_logs)
+        yield Applied(
+            root, token, vault_token, runs, fleet_logs, renewed, token_after_rerun, auth_after_rerun
+        )
     finally:
         _unmount_all(root)
         still = [ln for ln in Path("/proc/self/mounts").read_text().splitlines() if str(root) in ln]
@@ -366,13 +387,24 @@ def test_token_file_belongs_to_the_app_user(applied: Applied) -> None:
     info = path.stat()
     assert oct(info.st_mode & 0o777) == oct(0o600)
     assert info.st_uid == APP_UID and info.st_gid == APP_UID
-    # The last run rotated it to the vault's token.
+    # The last run rotated it to the vault's token (its record, then the live file).
     assert path.read_text() == applied.vault_token + "\n"
-    assert applied.runs["vault"].recap["changed"] == 1, applied.runs["vault"].recap
+    assert applied.runs["vault"].recap["changed"] == 2, applied.runs["vault"].recap
+    deployed = applied.root / "var/lib/sesame-pi/deployed"
+    assert deployed.stat().st_uid == 0 and oct(deployed.stat().st_mode & 0o777) == oct(0o700)
+    assert (deployed / "token").read_text() == applied.vault_token + "\n"
     etc = (applied.root / "etc/sesame-pi").stat()
     assert etc.st_uid == APP_UID and oct(etc.st_mode & 0o777) == oct(0o750)
     logs = (applied.root / "var/log/sesame-pi").stat()
     assert logs.st_uid == APP_UID
+
+
+def test_a_rerun_leaves_what_the_app_renewed_or_consumed(applied: Applied) -> None:
+    assert applied.token_after_rerun == applied.renewed + "\n", "the app's renewed token stays"
+    record, again = applied.runs["record"], applied.runs["record-again"]
+    assert record.returncode == 0 and record.recap["changed"] == 2, record.output[-3000:]
+    assert again.returncode == 0 and again.recap["changed"] == 0, again.output[-3000:]
+    assert not applied.auth_after_rerun, "a consumed auth.json is not put back"
 
 
 def test_token_is_left_alone_without_one_and_refused_twice(applied: Applied) -> None:
