@@ -423,3 +423,31 @@ async def test_a_server_that_greets_and_closes_at_once_gets_the_backoff(
     assert [d["routine"] for d in downs[:3]] == [True, True, False], downs
     assert "over 2 times a minute" in downs[2]["reason"]
     assert any(line["event"] == "link_retry" for line in lines), "the backoff, not at once"
+
+
+class FaultyTokens(TokenProvider):
+    """A token provider with a bug that shows once, before the first connect."""
+
+    faults = 1
+
+    async def valid_token(self) -> str:
+        if self.faults:
+            self.faults -= 1
+            raise RuntimeError("a bug before the connect")
+        return await super().valid_token()
+
+
+async def test_a_fault_before_the_connect_is_logged_and_tried_again(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    standin = await start_standin(pki)
+    cfg = make_config(tmp_path, standin.port, pki, token, backoff_max_s=1.0)
+    recorder = Recorder()
+    link = Link(cfg, FaultyTokens(cfg), recorder)
+    await up(link, recorder, running, within_s=10)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (error,) = [line for line in lines if line["event"] == "link_error"]
+    assert error["detail"] == "RuntimeError: a bug before the connect"
+    assert error["at"].startswith("test_link.py:") and error["retry_in_s"] == 1.0
+    assert recorder.downs == ["internal error (RuntimeError)"]
+    await standin.stop()

@@ -509,3 +509,35 @@ async def test_a_refused_refresh_is_logged_once_per_attempt_with_what_to_do(
     failed = next(line for line in lines if line["event"] == "token_refresh_failed")
     assert "sesame-pi login" in failed["action"]
     assert len(endpoint.seen) == 1
+
+
+async def test_a_pending_login_waiting_for_the_network_leaves_the_appliance_awake(
+    etc: Path, issuer: Issuer, tmp_path: Path
+) -> None:
+    """First boot, no network yet: the app signs in with the card's auth.json in the background,
+    with its button, state and heartbeat up meanwhile (not dark until the network comes)."""
+    from support.app_process import AppProcess
+
+    write_token(etc / "auth.json", json.dumps(auth_record()))
+    with TokenEndpoint(issuer) as endpoint:
+        endpoint.answers = [(503, {}), (503, {})]  # the network is not there yet: 2 s, 4 s
+        app = AppProcess(
+            tmp_path,
+            "ws://127.0.0.1:9/agent-service-0/v1/connect",
+            etc / "token",
+            env={"SESAME_PI_TOKEN_ENDPOINT": endpoint.url, "SESAME_PI_SETUP_PAGE": "off"},
+        )
+        with app:
+            await asyncio.to_thread(app.wait_event, "button_ready")
+            retry = await asyncio.to_thread(app.wait_event, "login_pending_retry")
+            async with asyncio.timeout(5):  # the heartbeat beats while the login waits
+                while not app.heartbeat_file.exists():  # noqa: ASYNC110 - polls a file
+                    await asyncio.sleep(0.05)
+            assert not [e for e in app.events() if e["event"] == "login_pending_done"]
+            done = await asyncio.to_thread(app.wait_event, "login_pending_done", 30)
+            assert done["ts"] > retry["ts"]
+            assert (etc / "token").read_text().strip() == issuer.issued[-1]
+            await asyncio.to_thread(app.wait_event, "auth_retry", 30)  # the link took it up
+            assert app.terminate() == 0
+    assert "signing in with" in app.stderr_file.read_text()
+    assert_no_secret(issuer, app.log_file.read_text(), app.stderr_file.read_text())

@@ -94,6 +94,21 @@ def test_redaction_covers_messages_fields_exceptions_and_other_loggers(tmp_path:
     assert "Traceback" in text and "ValueError" in text
 
 
+def test_text_that_is_not_unicode_still_makes_one_valid_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lone surrogate (a server frame's "\\udcff") or a name decoded from stray bytes: the
+    line is still written, as valid JSON in plain ASCII, to the file and to stdout."""
+    log_file = tmp_path / "events.jsonl"
+    setup_logging(Config(token_file=tmp_path / "token", log_file=log_file))
+    event("server_error", detail="bad \udcff", device="Mikrofon \u00e4 \ud800")
+    line = log_file.read_text(encoding="ascii").strip()
+    assert json.loads(line)["detail"] == "bad \udcff"
+    out = capsys.readouterr()
+    assert '"server_error"' in out.out and "Logging error" not in out.err
+    out.out.encode("ascii")
+
+
 @pytest.fixture
 def token_endpoint() -> Iterator[TokenEndpoint]:
     with TokenEndpoint() as endpoint:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from array import array
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +93,20 @@ def test_widen_puts_each_sample_on_every_channel() -> None:
     stereo = array("h", widen(mono, 2))
     assert list(stereo) == [1, 1, -2, -2, 300, 300, -32768, -32768, 32767, 32767]
     assert widen(mono, 1) is mono
+
+
+def test_portaudio_that_cannot_start_says_where_to_look(tmp_path: Path) -> None:
+    """ALSA with a damaged configuration: `sesame-pi devices` says so in one line (exit 4)."""
+    broken = tmp_path / "asound.conf"
+    broken.write_text("garbage {{{\n")
+    env = {**os.environ, "ALSA_CONFIG_PATH": str(broken)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame_pi.cli", "devices"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "PortAudio could not start" in result.stderr and "/etc/asound.conf" in result.stderr
+    assert "Traceback" not in result.stderr

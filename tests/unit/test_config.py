@@ -54,7 +54,7 @@ def test_missing_default_file_is_fine_but_an_explicit_one_is_not(
         ({"SESAME_PI_CHARACTER": "Bob"}, "character 'Bob' is not one of Maya, Miles"),
         ({"SESAME_PI_SERVER": "http://x"}, "is not a ws:// or wss:// URL"),
         ({"SESAME_PI_TIMEZONE": "Mars/Olympus"}, "is not an IANA zone"),
-        ({"SESAME_PI_FRAME_MS": "ten"}, "frame_ms must be a int"),
+        ({"SESAME_PI_FRAME_MS": "ten"}, "frame_ms must be a whole number"),
         ({"SESAME_PI_BUTTON_PULL": "sideways"}, "button_pull 'sideways'"),
         ({"SESAME_PI_EARCON_VOLUME": "3"}, "earcon_volume 3.0 must be between 0 and 1"),
         ({"SESAME_PI_LED_PIN": "17"}, "led_pin and button_pin must be different"),

@@ -81,7 +81,7 @@ def test_a_refused_value_leaves_the_file_byte_identical(config_file: Path) -> No
     with pytest.raises(ConfigError) as info:
         save({"button_pin": 41, "character": "Bob", "frame_ms": "ten"}, config_file)
     assert info.value.problems == [
-        "frame_ms must be a int, got 'ten'",
+        "frame_ms must be a whole number, got 'ten'",
         "character 'Bob' is not one of Maya, Miles",
         "button_pin 41 is not a GPIO pin (0-27)",
     ]

@@ -17,6 +17,7 @@ import pytest
 from sesame_pi.cli import main
 from sesame_pi.config import Config, ConfigError, load, problems, schema
 from sesame_pi.settings_schema import SECTIONS, SPEC, Setting, Spec
+from support.credentials import make_pki
 
 SETTINGS = schema()
 DEV_NULL = Path("/dev/null")
@@ -200,10 +201,36 @@ def test_values_those_rules_allow_pass(changes: dict[str, Any]) -> None:
     assert Config().replace(**changes) == Config(**changes)
 
 
-def test_an_existing_ca_file_passes(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+def test_a_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
+    ca = make_pki(tmp_path).ca_file
     assert Config().replace(ca_file=ca).ca_file == ca
+    damaged = tmp_path / "damaged.pem"
+    damaged.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError) as info:
+        Config().replace(ca_file=damaged)
+    assert info.value.problems == [f"ca_file {damaged} holds no PEM certificate"]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("button_pin = 17.9\n", "button_pin must be a whole number, got 17.9"),
+        ("log_file = false\n", "log_file must be a path (or none), got False"),
+        ("[audio]\nframe_ms = 15\n", "frame_ms 15 must be a multiple of 10"),
+        (
+            'token_endpoint = "securetoken.googleapis.com/v1/token"\n',
+            "token_endpoint 'securetoken.googleapis.com/v1/token' is not an https://",
+        ),
+    ],
+)
+def test_a_value_toml_gives_the_wrong_shape_is_refused_not_bent(
+    tmp_path: Path, text: str, sentence: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path, environ={})
+    assert info.value.problems[0].startswith(sentence), info.value.problems
 
 
 # ---------------------------------------------------------------- all at once
@@ -221,7 +248,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         load(config_file, environ=env)
     expected = {
         f"config file {config_file}: unknown setting 'buton_pin'",
-        "frame_ms must be a int, got 'ten'",
+        "frame_ms must be a whole number, got 'ten'",
         "character 'Bob' is not one of Maya, Miles",
         "capture_rate 12000 is not one of 8000, 16000, 24000, 48000",
         "button_pin 41 is not a GPIO pin (0-27)",
@@ -252,8 +279,8 @@ def test_a_wrongly_typed_value_is_a_sentence_not_a_crash() -> None:
     with pytest.raises(ConfigError) as info:
         Config().replace(prebuffer_ms="60", earcons="yes")
     assert info.value.problems == [
-        "prebuffer_ms must be a int, got '60'",
-        "earcons must be a bool, got 'yes'",
+        "prebuffer_ms must be a whole number, got '60'",
+        "earcons must be true or false, got 'yes'",
     ]
 
 

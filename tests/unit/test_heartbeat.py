@@ -54,3 +54,14 @@ def test_stale_missing_and_garbled_heartbeats_are_unhealthy(tmp_path: Path) -> N
     path.write_text("{not json")
     healthy, line = check(path)
     assert not healthy and "unreadable" in line
+
+
+def test_a_heartbeat_directory_that_cannot_be_made_is_a_warning_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way\n")
+    heartbeat = Heartbeat(blocked / "heartbeat.json")  # its directory would be a file's child
+    heartbeat.update(State.IDLE)
+    healthy, line = check(blocked / "heartbeat.json")
+    assert not healthy and "unreadable" in line

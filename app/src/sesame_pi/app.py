@@ -16,7 +16,7 @@ from .config import Config
 from .feedback import Feedback
 from .heartbeat import Heartbeat
 from .link import Link
-from .login import settle_pending
+from .login import pending_auth_path, settle_pending
 from .logs import event, setup_logging
 from .session import Session
 from .setup_page import SetupPage
@@ -45,17 +45,26 @@ async def run_appliance(cfg: Config) -> int:
         input_device=cfg.input_device,
         output_device=cfg.output_device,
     )
-    await settle_pending(cfg)  # an auth record the SD card's first boot left for us
+    # An auth record the SD card's first boot left for us: signed in with in the background (it
+    # waits for the network), so the button, LED, earcons and heartbeat are up meanwhile; the
+    # link picks the stored token up when it lands.
+    pending = pending_auth_path(cfg)
+    signing_in = pending.exists()
     tokens = TokenProvider(cfg)
     try:
         info = tokens.load()
     except TokenError as exc:
-        event("token_error", logging.ERROR, detail=str(exc))
-        _say(str(exc))
-        if cfg.setup_page == "off":
-            return EXIT_TOKEN
-        # The setup page can take a token: wait for one (NEEDS_TOKEN) instead of exiting.
-        _say(f"waiting for a token: open the setup page on port {cfg.setup_port} of this device")
+        if signing_in:
+            event("token_from_pending_login", file=str(pending))
+            _say(f"signing in with {pending} as soon as the network is up")
+        else:
+            event("token_error", logging.ERROR, detail=str(exc))
+            _say(str(exc))
+            if cfg.setup_page == "off":
+                return EXIT_TOKEN
+            # The setup page can take a token: wait for one (NEEDS_TOKEN) instead of exiting.
+            port = cfg.setup_port
+            _say(f"waiting for a token: open the setup page on port {port} of this device")
     else:
         event("token_ok", seconds_left=info.seconds_left, anonymous=info.anonymous)
 
@@ -95,6 +104,8 @@ async def run_appliance(cfg: Config) -> int:
     guard = LoopStallGuard(loop, exit_after_s=cfg.loop_stall_exit_s)
     guard.start()
     background.spawn(tokens.watch(), "token-watch")
+    if signing_in:
+        background.spawn(settle_pending(cfg), "pending-login")
     if setup is not None:
         background.spawn(setup.run(), "setup-page")
     button.start()

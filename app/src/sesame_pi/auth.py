@@ -323,8 +323,14 @@ class TokenProvider:
         register_secret(token)
         claims = decode_claims(token)
         exp = claims.get("exp")
+        try:
+            expires = float(exp) if isinstance(exp, int | float) else None
+            if expires is not None:
+                datetime.fromtimestamp(expires, UTC)  # (a time a date can hold)
+        except (OverflowError, ValueError, OSError):
+            raise TokenInvalid("the token's exp claim is not a time; get a fresh token") from None
         self._token = token
-        self._exp = float(exp) if isinstance(exp, int | float) else None
+        self._exp = expires
         provider = (
             claims.get("firebase", {}).get("sign_in_provider")
             if isinstance(claims.get("firebase"), dict)

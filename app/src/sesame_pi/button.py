@@ -164,7 +164,7 @@ def _explain(exc: BaseException, cfg: Config, fallbacks: list[str]) -> str:
         fix = "free it or choose another button_pin"
     elif isinstance(exc, gpiozero.PinFixedPull):
         why = f"GPIO {pin} has a fixed pull resistor, so button_pull {pull!r} cannot be set"
-        fix = "set button_pull to 'up' (or 'floating') or choose another button_pin"
+        fix = "set button_pull to 'up' (pressed = low: the button to GND) or another button_pin"
     elif isinstance(exc, PermissionError) or "permission" in lowered or "access" in lowered:
         why = f"no permission to open the GPIO chip for GPIO {pin} ({text})"
         fix = "run as a user in the gpio group, or pass /dev/gpiochip0 into the container"

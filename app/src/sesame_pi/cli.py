@@ -304,8 +304,11 @@ def cmd_standin(args: argparse.Namespace) -> int:
         )
         await standin.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:  # the port is taken, a TLS file is missing or not PEM
+        return _fail(f"the stand-in cannot start: {exc}", EXIT_CONFIG)
     return 0
 
 

@@ -20,7 +20,7 @@ import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .settings_schema import Setting, by_section, setting
@@ -94,9 +94,35 @@ def _iana_zone(cfg: Config) -> str | None:
 
 
 def _ca_file_exists(cfg: Config) -> str | None:
-    if cfg.ca_file is None or cfg.ca_file.is_file():
+    if cfg.ca_file is None:
         return None
-    return f"ca_file {cfg.ca_file} does not exist or is not a file"
+    if not cfg.ca_file.is_file():
+        return f"ca_file {cfg.ca_file} does not exist or is not a file"
+    import ssl  # (here: the settings check needs it only when a CA file is given)
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(cfg.ca_file))
+    except (ssl.SSLError, OSError, ValueError):
+        return f"ca_file {cfg.ca_file} holds no PEM certificate"
+    return None
+
+
+def _whole_blocks(cfg: Config) -> str | None:
+    if cfg.frame_ms % 10 == 0:
+        return None
+    return f"frame_ms {cfg.frame_ms} must be a multiple of 10 (the canceller takes 10 ms blocks)"
+
+
+def _token_endpoint_url(cfg: Config) -> str | None:
+    problem = f"token_endpoint {cfg.token_endpoint!r} is not an https:// (or http://) URL"
+    try:
+        url = urllib.parse.urlsplit(cfg.token_endpoint)
+        _ = url.port
+    except ValueError as exc:
+        return f"{problem} ({exc})"
+    if url.scheme in ("https", "http") and url.hostname:
+        return None
+    return problem
 
 
 def _backoff_order(cfg: Config) -> str | None:
@@ -209,6 +235,8 @@ class Config:
         "https://securetoken.googleapis.com/v1/token",
         "auth",
         "where refreshes go (Firebase's secure-token endpoint)",
+        allowed="an `https://` URL (`http://` for local tests)",
+        check=_token_endpoint_url,
     )
     refresh_before_s: float = setting(300.0, "auth", "refresh this long before `exp`", low=0)
     expiry_warn_s: float = setting(
@@ -282,7 +310,13 @@ class Config:
         16000, "audio", "microphone rate declared in `call_connect`", choices=CAPTURE_RATES
     )
     frame_ms: int = setting(
-        20, "audio", "uplink frame length: one `audio` message per frame", low=5, high=64
+        20,
+        "audio",
+        "uplink frame length: one `audio` message per frame",
+        low=10,
+        high=60,
+        allowed="10 to 60 ms, a multiple of 10 (the echo canceller takes 10 ms blocks)",
+        check=_whole_blocks,
     )
     capture_period_ms: int = setting(
         20,
@@ -491,6 +525,8 @@ def _coerce(name: str, raw: Any) -> Any:
 def _converted(base: str, raw: Any) -> Any:
     """`raw` as a `base` value; TypeError or ValueError when it is not one."""
     if base == "Path":
+        if not isinstance(raw, str | PurePath):  # (TOML's false would become a file "False")
+            raise TypeError
         return Path(str(raw)).expanduser()
     if base == "bool":
         if isinstance(raw, bool):
@@ -504,6 +540,8 @@ def _converted(base: str, raw: Any) -> Any:
     if base in ("int", "float") and isinstance(raw, bool):
         raise ValueError
     if base == "int":
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError  # 17.9 is no pin number: refused, not cut to 17
         return int(str(raw).strip(), 0) if isinstance(raw, str) else int(raw)
     if base == "float":
         return float(raw)

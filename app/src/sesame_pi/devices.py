@@ -74,8 +74,14 @@ def portaudio() -> Any:
             "PyAudio is not installed; run `make install` (it needs portaudio19-dev)"
         ) from exc
     _quiet_alsa()
-    with _stderr_silenced():  # PortAudio's JACK and OSS probes write straight to fd 2
-        return pyaudio.PyAudio()
+    try:
+        with _stderr_silenced():  # PortAudio's JACK and OSS probes write straight to fd 2
+            return pyaudio.PyAudio()
+    except OSError as exc:  # ALSA could not even start: a broken /etc/asound.conf, most often
+        raise AudioDeviceError(
+            f"PortAudio could not start ({exc}); check /etc/asound.conf (`aplay -L` shows what "
+            "ALSA makes of it)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -170,7 +176,10 @@ def resolve_device(devices: list[DeviceInfo], wanted: str, direction: str) -> De
         return partial[0]
     if partial:
         names = ", ".join(repr(d.name) for d in partial)
-        raise AudioDeviceError(f"{direction} device {wanted!r} matches several: {names}")
+        raise AudioDeviceError(
+            f"{direction} device {wanted!r} matches several: {names}; give the whole name or "
+            "the index (`sesame-pi devices` lists them)"
+        )
     raise AudioDeviceError(f"no {direction} device named {wanted!r} (is it plugged in?); {hint}")
 
 

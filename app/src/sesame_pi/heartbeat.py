@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
+from .logs import event
 from .states import State
 
 # States that mean "running, but a person must act"; `status` reports them as unhealthy.
@@ -24,7 +26,15 @@ class Heartbeat:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._link_up: bool | None = None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the appliance runs on; `status` will say there is no heartbeat
+            event(
+                "heartbeat_unavailable",
+                logging.WARNING,
+                detail=f"cannot create {path.parent}: {exc.strerror or exc}",
+                action="set heartbeat_file to a writable path",
+            )
 
     def update(self, state: State, link_up: bool | None = None) -> None:
         if link_up is not None:

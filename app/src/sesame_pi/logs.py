@@ -75,7 +75,9 @@ class RedactingJsonFormatter(JsonFormatter):
 
 
 def _formatter() -> RedactingJsonFormatter:
-    return RedactingJsonFormatter(json_ensure_ascii=False, reserved_attrs=list(_RESERVED))
+    # ASCII out: a lone surrogate a server frame carried (or a non-UTF-8 name from the
+    # environment) then stays one valid line instead of failing the file handler's encoding.
+    return RedactingJsonFormatter(json_ensure_ascii=True, reserved_attrs=list(_RESERVED))
 
 
 def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:

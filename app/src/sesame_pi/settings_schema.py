@@ -21,6 +21,13 @@ SPEC = "spec"  # the key of a Spec in a Config field's metadata
 # A name's suffix says its unit: (short form for tables, long form for sentences).
 _UNITS = {"_s": ("s", "seconds"), "_ms": ("ms", "ms"), "_bytes": ("bytes", "bytes")}
 _TYPE_NAMES = {"str": "text", "int": "integer", "float": "number", "bool": "true or false"}
+_KIND_IN_A_SENTENCE = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "Path": "a path",
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,8 @@ class Setting:
 
     def type_problem(self, value: Any) -> str:
         """The sentence for a value of the wrong type (also `_coerce`'s, so both read alike)."""
-        return f"{self.name} must be a {self.base.lower()}, got {value!r}"
+        kind = _KIND_IN_A_SENTENCE.get(self.base, self.base)
+        return f"{self.name} must be {kind}{' (or none)' if self.optional else ''}, got {value!r}"
 
     def type_ok(self, value: Any) -> bool:
         if value is None:

@@ -27,17 +27,19 @@ find_ansible_playbook() {
   if [[ -n "${ANSIBLE_PLAYBOOK:-}" ]]; then
     echo "$ANSIBLE_PLAYBOOK"
   elif command -v ansible-playbook; then
-    :
+    :  # (prints the path)
   else
     local venv="${WORK_DIR:?}/ansible-venv"
     if [[ ! -x "$venv/bin/ansible-playbook" ]]; then
       # pi-gen's build container is a bare Debian with no Python.
+      # (Their output goes to stderr: this function's stdout is the path it finds.)
       if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          python3 python3-venv >&2
       fi
-      python3 -m venv "$venv"
-      "$venv/bin/pip" install --quiet "ansible==$ansible_version"
+      python3 -m venv "$venv" >&2
+      "$venv/bin/pip" install --quiet "ansible==$ansible_version" >&2
     fi
     echo "$venv/bin/ansible-playbook"
   fi

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -147,10 +149,28 @@ class Link:
             except Exception as error:
                 verdict = classify(error)
                 if verdict is Verdict.STOP:
-                    raise
+                    await self._after_fault(error)
+                    continue
                 if verdict is Verdict.NEED_TOKEN:
                     await self._wait_for_new_token(str(error))
                 # AGAIN: a fresh backoff for the next outage (RETRY: stopped while one was due)
+
+    async def _after_fault(self, error: Exception) -> None:
+        """Not the network, not the token: a fault of ours or of the setting it met (say, a
+        token endpoint that is not a URL). Say so with where it was raised, and try again
+        after the longest backoff: a dead link under a healthy heartbeat helps nobody."""
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+        event(
+            "link_error",
+            logging.ERROR,
+            detail=f"{type(error).__name__}: {str(error)[:200]}",
+            at=where,
+            retry_in_s=self.cfg.backoff_max_s,
+            action="the link tries again; please report this line",
+        )
+        self._report_down(LinkDown(End.LOST, f"internal error ({type(error).__name__})"))
+        await self._sleep(self.cfg.backoff_max_s)
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()

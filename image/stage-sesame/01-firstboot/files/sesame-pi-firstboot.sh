@@ -24,16 +24,25 @@ drop="$boot_dir/sesame-pi"
 
 log() { echo "sesame-pi-firstboot: $*"; }
 
-# The first of the names that exists in the drop directory (FAT lookups ignore case).
+# The newest of the names that exist in the drop directory (FAT lookups ignore case). The others
+# are older copies of the same thing (auth.json beside Notepad's auth.json.txt): deleted now, or a
+# secret would stay on FAT and be moved over the newer one at the next boot. (Prints the path
+# only: its lines for the journal go to stderr.)
 found() {
-  local name
+  local name newest=""
   for name in "$@"; do
-    if [[ -f "$drop/$name" ]]; then
-      echo "$drop/$name"
-      return 0
+    if [[ -f "$drop/$name" ]] && { [[ -z "$newest" ]] || [[ "$drop/$name" -nt "$newest" ]]; }; then
+      newest="$drop/$name"
     fi
   done
-  return 1
+  [[ -n "$newest" ]] || return 1
+  for name in "$@"; do
+    if [[ -f "$drop/$name" && "$drop/$name" != "$newest" ]]; then
+      forget "$drop/$name"
+      log "deleted $name from $drop: $(basename "$newest") is newer" >&2
+    fi
+  done
+  echo "$newest"
 }
 
 # Remove the FAT copy. shred overwrites the clusters first; on flash this is best effort only
@@ -82,10 +91,18 @@ move_record() {
 }
 
 # config.toml holds no secret the token files do not; the app's group reads it, root owns it.
+# A byte order mark (Notepad) is removed; a file TOML cannot read stays on FAT and the current
+# config is kept: the app would refuse it and never start, with no LED or earcon to say why.
 move_config() {
   local src="$1" dest="$2" tmp
   tmp="$(mktemp "$dest.XXXXXX")"
-  cat "$src" >"$tmp"
+  LC_ALL=C sed '1s/^\xEF\xBB\xBF//' "$src" >"$tmp"
+  if command -v python3 >/dev/null &&
+    ! python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp" 2>/dev/null; then
+    rm -f "$tmp"
+    log "$src is not valid TOML; left it there and kept the current config.toml"
+    return 0
+  fi
   chown "0:$app_gid" "$tmp"
   chmod 0640 "$tmp"
   mv -f "$tmp" "$dest"

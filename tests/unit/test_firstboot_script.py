@@ -1,0 +1,73 @@
+"""The first-boot script on this machine's bash, against a scratch boot partition and /etc: what a
+maker's Notepad or Finder leaves there. (tests/system/test_image.py runs it in the image's root.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / (
+    "image/stage-sesame/01-firstboot/files/sesame-pi-firstboot.sh"
+)
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> tuple[Path, Path]:
+    boot, etc = tmp_path / "boot", tmp_path / "etc"
+    (boot / "sesame-pi").mkdir(parents=True)
+    etc.mkdir()
+    return boot, etc
+
+
+def first_boot(boot: Path, etc: Path) -> str:
+    env = {
+        **os.environ,
+        "BOOT_DIR": str(boot),
+        "ETC_DIR": str(etc),
+        "SESAME_PI_UID": str(os.getuid()),
+        "SESAME_PI_GID": str(os.getgid()),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout + done.stderr
+
+
+def test_a_notepad_config_with_a_byte_order_mark_is_moved_without_it(
+    card: tuple[Path, Path],
+) -> None:
+    boot, etc = card
+    (boot / "sesame-pi/config.toml.txt").write_bytes(BOM + b'character = "Miles"\r\n')
+    first_boot(boot, etc)
+    assert (etc / "config.toml").read_bytes() == b'character = "Miles"\r\n'
+    assert not (boot / "sesame-pi").exists()
+
+
+def test_a_config_toml_cannot_read_stays_on_the_card_and_the_old_one_is_kept(
+    card: tuple[Path, Path],
+) -> None:
+    boot, etc = card
+    (etc / "config.toml").write_text('character = "Maya"\n')
+    (boot / "sesame-pi/config.toml").write_text("character = Miles\n")  # no quotes
+    log = first_boot(boot, etc)
+    assert (etc / "config.toml").read_text() == 'character = "Maya"\n'
+    assert (boot / "sesame-pi/config.toml").exists()
+    assert "is not valid TOML" in log
+
+
+def test_of_two_copies_the_newer_is_moved_and_the_older_deleted(card: tuple[Path, Path]) -> None:
+    boot, etc = card
+    older, newer = boot / "sesame-pi/auth.json", boot / "sesame-pi/auth.json.txt"
+    older.write_text('{"old": true}\n')
+    newer.write_text('{"new": true}\n')
+    past = time.time() - 600
+    os.utime(older, (past, past))
+    log = first_boot(boot, etc)
+    assert (etc / "auth.json").read_text() == '{"new": true}\n'
+    assert not older.exists() and not newer.exists() and not (boot / "sesame-pi").exists()
+    assert "deleted auth.json from" in log and '"new"' not in log
