@@ -4,6 +4,9 @@ the stdin button, and the strict stand-in. Press, talk, hear the agent, hold to 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +126,30 @@ def test_press_talk_listen_hold_to_hang_up(
         assert token.split(".")[2] not in text
     stdout_events = [json.loads(line) for line in app.stdout_file.read_text().splitlines()]
     assert stdout_events[-1]["event"] == "app_stopped"
+
+
+def test_check_says_what_is_ready_and_what_is_not(tmp_path: Path, sound: VirtualAudio) -> None:
+    """`sesame-pi check` against the stand-in over TLS and the virtual sound devices: one line
+    per part; a microphone name that matches nothing fails the check (exit 5) and says so."""
+    token = make_token(exp_in_s=3600)
+    token_file = write_token(tmp_path / "token", token)
+    with StandinThread(StandinOptions(expect_token=token)) as server:
+
+        def check(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "sesame_pi.cli", "check", "--config", "/dev/null",
+                 "--server", server.url, "--token-file", str(token_file), *extra],
+                capture_output=True, text=True, timeout=60, env={**os.environ, **sound.env},
+            )  # fmt: skip
+
+        ready = check()
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        lines = ready.stdout.splitlines()
+        assert [line.split(":")[0] for line in lines] == [
+            "[ok] config", "[ok] audio", "[ok] token", "[ok] server"
+        ]  # fmt: skip
+        missing = check("--input-device", "no-such-microphone")
+    assert missing.returncode == 5
+    assert "[FAIL] audio: no input device named 'no-such-microphone'" in missing.stdout
+    assert "[ok] server" in missing.stdout, "the other checks still run"
+    assert token not in ready.stdout + ready.stderr + missing.stdout + missing.stderr

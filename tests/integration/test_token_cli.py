@@ -71,6 +71,18 @@ def test_world_readable_token_file_is_warned_about(tmp_path: Path) -> None:
     assert warning and warning[0]["action"] == f"chmod 600 {token_file}"
 
 
+def test_a_command_warning_comes_with_its_fields_not_a_bare_name(tmp_path: Path) -> None:
+    token = make_token()
+    token_file = write_token(tmp_path / "token", token)
+    token_file.chmod(0o644)
+    result = run_cli("token", "--config", "/dev/null", "--token-file", str(token_file))
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if "permissions" in x]
+    assert line["event"] == "token_file_permissions"
+    assert line["action"] == f"chmod 600 {token_file}"
+    assert token not in result.stdout + result.stderr
+
+
 def test_redaction_covers_messages_fields_exceptions_and_other_loggers(tmp_path: Path) -> None:
     token = make_token()
     token_file = write_token(tmp_path / "token", token)

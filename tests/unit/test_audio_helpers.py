@@ -8,6 +8,7 @@ import subprocess
 import sys
 from array import array
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from sesame_pi.audio import (
     resolve_device,
     widen,
 )
+from sesame_pi.devices import check_format
 
 
 def device(
@@ -110,3 +112,22 @@ def test_portaudio_that_cannot_start_says_where_to_look(tmp_path: Path) -> None:
     assert result.returncode == 4, result.stderr
     assert "PortAudio could not start" in result.stderr and "/etc/asound.conf" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class OneChannelSpeaker:
+    """PortAudio's format check for a speaker with one channel (PortAudio raises ValueError)."""
+
+    def is_format_supported(self, rate: int, **kw: Any) -> bool:
+        if kw.get("output_channels", 1) > 1:
+            raise ValueError("Invalid number of channels")
+        return True
+
+
+def test_the_speaker_is_checked_as_it_will_be_opened_and_the_setting_is_named() -> None:
+    mic = DeviceInfo(1, "mic", 1, 0, 48000.0, True, False)
+    speaker = DeviceInfo(2, "mono speaker", 0, 1, 48000.0, False, True)
+    check_format(OneChannelSpeaker(), mic, speaker, 16000, output_channels=1)
+    with pytest.raises(AudioDeviceError) as info:
+        check_format(OneChannelSpeaker(), mic, speaker, 16000, output_channels=2)
+    assert "cannot play 24000 Hz 16-bit on 2 channels" in str(info.value)
+    assert "set output_channels to what it has" in str(info.value)

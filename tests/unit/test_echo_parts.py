@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import itertools
+import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -285,6 +288,20 @@ def test_engine_names() -> None:
     with pytest.raises(EchoUnavailable, match="does not exist"):
         resolve_engine("loud")
     assert EchoStage("auto").engine_name == "webrtc"
+
+
+def test_auto_takes_speex_when_the_webrtc_module_is_there_but_broken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A placeholder or broken pywebrtc_audio (armv7 gets an empty 0.0.1 from PyPI): "auto"
+    still cancels, with speex, instead of turning cancelling off."""
+    placeholder = types.ModuleType("pywebrtc_audio")
+    placeholder.__spec__ = importlib.machinery.ModuleSpec("pywebrtc_audio", None)
+    monkeypatch.setitem(sys.modules, "pywebrtc_audio", placeholder)
+    assert resolve_engine("auto") == "webrtc"  # the module is found...
+    assert EchoStage("auto").engine_name == "speex"  # ...but does not work
+    with pytest.raises(EchoUnavailable):
+        EchoStage("webrtc")  # asked for by name: said plainly, no quiet substitute
 
 
 def test_the_call_summary_carries_the_cancellers_own_cost() -> None:

@@ -161,7 +161,7 @@ class AudioEngine:
             devices = device_list(pa)
             mic = resolve_device(devices, self.cfg.input_device, "input")
             speaker = resolve_device(devices, self.cfg.output_device, "output")
-            check_format(pa, mic, speaker, self.cfg.capture_rate)
+            check_format(pa, mic, speaker, self.cfg.capture_rate, self.cfg.output_channels)
             # (with the speaker still open for an earcon, the choice waits for the next probe)
             unknown = self.cfg.output_mode == "auto" and self._auto_device != speaker.name
             if unknown and self._output is None:

@@ -1,6 +1,8 @@
-"""`sesame-pi check`: is this appliance ready? Config, token, and a real handshake."""
+"""`sesame-pi check`: is this appliance ready? Config, audio devices, token, a real handshake."""
 
 from __future__ import annotations
+
+import asyncio
 
 from .auth import TokenError, TokenProvider
 from .config import Config
@@ -11,9 +13,31 @@ def _line(ok: bool, what: str, detail: str) -> None:
     print(f"[{'ok' if ok else 'FAIL'}] {what}: {detail}")
 
 
+def _audio_ok(cfg: Config) -> bool:
+    """The configured microphone and speaker exist and take the formats a call opens (no stream
+    is opened: the running app may hold them)."""
+    from .devices import AudioDeviceError, check_format, device_list, portaudio, resolve_device
+
+    try:
+        pa = portaudio()
+        try:
+            devices = device_list(pa)
+            mic = resolve_device(devices, cfg.input_device, "input")
+            speaker = resolve_device(devices, cfg.output_device, "output")
+            check_format(pa, mic, speaker, cfg.capture_rate, cfg.output_channels)
+        finally:
+            pa.terminate()
+    except AudioDeviceError as exc:
+        _line(False, "audio", str(exc))
+        return False
+    _line(True, "audio", f"microphone {mic.name!r}, speaker {speaker.name!r}")
+    return True
+
+
 async def run_checks(cfg: Config) -> bool:
     """Print one line per check; True if all passed."""
     _line(True, "config", f"server {cfg.server}, character {cfg.character}, button {cfg.button}")
+    audio_ok = await asyncio.to_thread(_audio_ok, cfg)
     tokens = TokenProvider(cfg)
     try:
         info = tokens.load()
@@ -38,4 +62,4 @@ async def run_checks(cfg: Config) -> bool:
         _line(False, "server", str(exc))
         return False
     _line(True, "server", f"handshake complete (session {session_id[:8]}...)")
-    return not info.anonymous
+    return audio_ok and not info.anonymous

@@ -158,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": cmd_settings,
         "standin": cmd_standin,
     }
+    if args.command not in ("run", "standin"):  # (those log as the app does)
+        from .logs import command_logging
+
+        command_logging()
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

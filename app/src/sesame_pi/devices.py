@@ -183,8 +183,11 @@ def resolve_device(devices: list[DeviceInfo], wanted: str, direction: str) -> De
     raise AudioDeviceError(f"no {direction} device named {wanted!r} (is it plugged in?); {hint}")
 
 
-def check_format(pa: Any, mic: DeviceInfo, speaker: DeviceInfo, capture_rate: int) -> None:
-    """Both devices can do our formats (16-bit mono: capture at our rate, play 24 kHz)."""
+def check_format(
+    pa: Any, mic: DeviceInfo, speaker: DeviceInfo, capture_rate: int, output_channels: int = 1
+) -> None:
+    """Both devices can do our formats (16-bit: capture mono at our rate, play 24 kHz on
+    `output_channels`, as the speaker will be opened)."""
     import pyaudio
 
     try:
@@ -201,12 +204,17 @@ def check_format(pa: Any, mic: DeviceInfo, speaker: DeviceInfo, capture_rate: in
         ) from exc
     try:
         pa.is_format_supported(
-            24000, output_device=speaker.index, output_channels=1, output_format=pyaudio.paInt16
+            24000,
+            output_device=speaker.index,
+            output_channels=output_channels,
+            output_format=pyaudio.paInt16,
         )
     except ValueError as exc:
+        layout = "mono" if output_channels == 1 else f"on {output_channels} channels"
+        fix = "set output_channels to what it has, " if output_channels != 1 else ""
         raise AudioDeviceError(
-            f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit mono ({exc}); "
-            "use the ALSA `default` device (plug converts) or another card"
+            f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit {layout} ({exc}); "
+            f"{fix}use the ALSA `default` device (plug converts) or another card"
         ) from exc
 
 

@@ -80,6 +80,20 @@ def _formatter() -> RedactingJsonFormatter:
     return RedactingJsonFormatter(json_ensure_ascii=True, reserved_attrs=list(_RESERVED))
 
 
+def command_logging(stderr: TextIO | None = None) -> None:
+    """For the one-shot commands (`token`, `check`, `login`, ...): their warnings and errors as
+    whole JSON lines on stderr, fields and all (the `chmod` to run, say), redacted like the
+    app's; without it Python's last-resort handler printed the bare event name."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_sesame_pi", False)]:
+        root.removeHandler(old)  # (a second command in one process: one handler, not two)
+    handler = logging.StreamHandler(stderr or sys.stderr)
+    handler.setFormatter(_formatter())
+    handler.setLevel(logging.WARNING)
+    handler._sesame_pi = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+
+
 def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
     """Route our events (and warnings from libraries) to stdout and the rotating file."""
     root = logging.getLogger()

@@ -27,9 +27,11 @@ talk best but leaves about 20 dB. Neither library: "off".
 from __future__ import annotations
 
 import importlib.util
+import logging
 import platform
 
-from .engine import EchoUnavailable
+from ..logs import event
+from .engine import Canceller, EchoUnavailable
 from .stage import Stage, open_engine
 
 ENGINES = ("auto", "webrtc", "speex", "off")
@@ -58,6 +60,25 @@ def resolve_engine(name: str) -> str:
     return "speex"
 
 
+def _open_best(name: str, rate: int) -> Canceller:
+    """The engine `name` names; for "auto", speex when webrtc's module is there but does not work
+    (a broken or placeholder install), rather than no cancelling at all."""
+    chosen = resolve_engine(name)
+    try:
+        return open_engine(chosen, rate)
+    except EchoUnavailable as exc:
+        if name != "auto" or chosen != "webrtc":
+            raise
+        event(
+            "echo_engine_fallback",
+            logging.WARNING,
+            wanted="webrtc",
+            using="speex",
+            detail=str(exc),
+        )
+        return open_engine("speex", rate)
+
+
 class EchoStage(Stage):
     """Between the microphone and the uplink: cancels the far end's echo from capture frames.
 
@@ -74,7 +95,7 @@ class EchoStage(Stage):
         max_delay_ms: int = 500,
     ) -> None:
         super().__init__(
-            open_engine(resolve_engine(engine), capture_rate),
+            _open_best(engine, capture_rate),
             capture_rate,
             duck=duck,
             max_delay_ms=max_delay_ms,
