@@ -311,6 +311,36 @@ async def test_a_call_ended_during_a_reopen_keeps_no_stream_open(
     call.engine.close()
 
 
+async def test_a_hang_up_during_a_slow_reopen_does_not_wait_for_it(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The worker holds the lock for seconds (a stalled device takes that long to let go): the
+    hang-up must not freeze the event loop behind it; the worker closes what it opened."""
+    call = Call(grace_s=5.0)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump())]
+    await asyncio.sleep(0.1)
+    entered, release = threading.Event(), threading.Event()
+    plain = call.world.factory
+
+    def stuck_factory() -> FakePortAudio:
+        entered.set()
+        release.wait(5)
+        return plain()
+
+    call.engine._factory = stuck_factory
+    call.world.mic_alive = False
+    assert await asyncio.to_thread(entered.wait, 5)
+    threading.Timer(2.0, release.set).start()
+    began = time.monotonic()
+    call.engine.stop_call()
+    assert time.monotonic() - began < 1.0, "the loop waited for the reopen worker"
+    await asyncio.sleep(2.3)
+    assert all(s.closed for s in call.world.inputs()), "the worker closed what it opened"
+    assert call.errors == []
+    call.engine.close()
+
+
 # ------------------------------------------------------------------ the books, by hand
 
 

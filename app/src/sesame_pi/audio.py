@@ -306,9 +306,13 @@ class AudioEngine:
         self._mic_gone = False
         self._call_gen += 1
         self._disarm_watchdog()
-        with self._lock:
-            stream, self._input = self._input, None
-            self._close_stream(stream, abort=True)
+        if not self._reopening:
+            with self._lock:
+                stream, self._input = self._input, None
+                self._close_stream(stream, abort=True)
+        # else: the reopen worker holds the lock, perhaps for seconds behind a stalled device;
+        # waiting for it here would freeze the loop. It sees the call's generation has moved on
+        # and closes the microphone itself (see `_reopen`).
         jitter, self._jitter = self._jitter, None
         if jitter is not None:
             self._fold_counters(jitter)
@@ -747,15 +751,19 @@ class AudioEngine:
             self._wake_reader()
         self._reopening = True
         gen = self._call_gen
-        done = self.loop.run_in_executor(None, self._reopen, gen)
+        done = self.loop.run_in_executor(None, self._reopen, gen, self._input)
         done.add_done_callback(lambda future: self._reopen_done(future, gen))
 
-    def _reopen(self, gen: int) -> str | None:
+    def _reopen(self, gen: int, microphone: Any) -> str | None:
         """Worker thread: close both streams without draining, take a fresh PortAudio (only a
         new one sees a card that came back), open both again. None, or why it could not."""
         with self._lock:
-            if gen != self._call_gen:
-                return None  # the call ended meanwhile
+            stale = self._input if self._input is microphone else None
+            if gen != self._call_gen:  # the call ended meanwhile: its microphone is ours to close
+                self._close_stream(stale, abort=True)
+                if stale is not None:
+                    self._input = None
+                return None
             self._close_stream(self._input, abort=True)
             self._input = None
             self._close_output(abort=True)
@@ -766,11 +774,18 @@ class AudioEngine:
                 self._open_input()
             except (AudioDeviceError, OSError) as exc:
                 return str(exc)
+            if gen != self._call_gen:  # it ended while we opened: not its microphone any more
+                self._close_stream(self._input, abort=True)
+                self._input = None
         return None
 
     def _reopen_done(self, future: asyncio.Future[str | None], gen: int) -> None:
         self._reopening = False
         if gen != self._call_gen or future.cancelled():
+            if not self._in_call:  # it ended after the worker's last look: close what it opened
+                with self._lock:  # (free now: the worker is done)
+                    stream, self._input = self._input, None
+                    self._close_stream(stream, abort=True)
             return
         error = future.exception()
         reason = str(error) if error is not None else future.result()
