@@ -8,6 +8,8 @@ ARCH ?= arm64
 INVENTORY ?= ansible/inventory/example.yml
 LIMIT ?= all
 ANSIBLE_ARGS ?=
+# Absolute, and with ~ expanded (make's wildcard does; zsh leaves INVENTORY=~/x to make as it is).
+INVENTORY_PATH = $(abspath $(or $(wildcard $(INVENTORY)),$(INVENTORY)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint demo run bench test-faults container container-test \
@@ -65,10 +67,12 @@ boot-test: install ## Boot the provisioned card under qemu (Cortex-A53, 512 MB):
 	$(PYTEST) -s tests/system/test_boot.py
 
 deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group] [ANSIBLE_ARGS='--vault-password-file F']
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) --limit '$(LIMIT)' $(ANSIBLE_ARGS) site.yml
+	@test -e "$(INVENTORY_PATH)" || { echo "make: no inventory at $(INVENTORY_PATH) (INVENTORY=path)" >&2; exit 2; }
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(INVENTORY_PATH) --limit '$(LIMIT)' $(ANSIBLE_ARGS) site.yml
 
 collect-logs: install ## Fetch the JSON event logs from the fleet into ./fleet-logs
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) --limit '$(LIMIT)' $(ANSIBLE_ARGS) collect-logs.yml
+	@test -e "$(INVENTORY_PATH)" || { echo "make: no inventory at $(INVENTORY_PATH) (INVENTORY=path)" >&2; exit 2; }
+	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(INVENTORY_PATH) --limit '$(LIMIT)' $(ANSIBLE_ARGS) collect-logs.yml
 
 ci: ## What CI runs
 	bash .ci/run

@@ -541,3 +541,45 @@ async def test_a_pending_login_waiting_for_the_network_leaves_the_appliance_awak
             assert app.terminate() == 0
     assert "signing in with" in app.stderr_file.read_text()
     assert_no_secret(issuer, app.log_file.read_text(), app.stderr_file.read_text())
+
+
+async def test_a_first_token_the_card_cannot_store_is_not_fetched_again_and_again(
+    etc: Path,
+    endpoint: TokenEndpoint,
+    issuer: Issuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a refresh token so far (the SD card's option) and a card that will not take the ID
+    token: the one from memory serves every connect; no grant at every look."""
+    write_token(etc / "refresh_token", REFRESH)
+    write_token(etc / "firebase_api_key", KEY)
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+
+    def full_card(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_card)
+    token = await provider.valid_token()
+    watching = asyncio.create_task(provider.watch(interval_s=0.01))
+    await asyncio.sleep(0.3)
+    watching.cancel()
+    assert await provider.valid_token() == token == issuer.issued[-1]
+    assert len(issuer.issued) == 1 and not (etc / "token").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo sesame-pi login` has")
+def test_a_login_as_root_leaves_the_files_to_the_apps_user(
+    etc: Path, endpoint: TokenEndpoint
+) -> None:
+    os.chown(etc, 10001, 10001)  # /etc/sesame-pi, as the Ansible role and the image make it
+    write_token(etc / "token", make_token(exp_in_s=-5))
+    os.chown(etc / "token", 10001, 10001)
+    result = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert result.returncode == 0, result.stderr
+    for name in ("token", "refresh_token", "firebase_api_key"):
+        info = (etc / name).stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10001, 10001, 0o600), name

@@ -387,9 +387,9 @@ def test_token_file_belongs_to_the_app_user(applied: Applied) -> None:
     info = path.stat()
     assert oct(info.st_mode & 0o777) == oct(0o600)
     assert info.st_uid == APP_UID and info.st_gid == APP_UID
-    # The last run rotated it to the vault's token (its record, then the live file).
+    # The last run rotated it to the vault's token (put down, installed, recorded).
     assert path.read_text() == applied.vault_token + "\n"
-    assert applied.runs["vault"].recap["changed"] == 2, applied.runs["vault"].recap
+    assert applied.runs["vault"].recap["changed"] == 3, applied.runs["vault"].recap
     deployed = applied.root / "var/lib/sesame-pi/deployed"
     assert deployed.stat().st_uid == 0 and oct(deployed.stat().st_mode & 0o777) == oct(0o700)
     assert (deployed / "token").read_text() == applied.vault_token + "\n"
@@ -402,7 +402,7 @@ def test_token_file_belongs_to_the_app_user(applied: Applied) -> None:
 def test_a_rerun_leaves_what_the_app_renewed_or_consumed(applied: Applied) -> None:
     assert applied.token_after_rerun == applied.renewed + "\n", "the app's renewed token stays"
     record, again = applied.runs["record"], applied.runs["record-again"]
-    assert record.returncode == 0 and record.recap["changed"] == 2, record.output[-3000:]
+    assert record.returncode == 0 and record.recap["changed"] == 3, record.output[-3000:]
     assert again.returncode == 0 and again.recap["changed"] == 0, again.output[-3000:]
     assert not applied.auth_after_rerun, "a consumed auth.json is not put back"
 

@@ -71,3 +71,17 @@ def test_of_two_copies_the_newer_is_moved_and_the_older_deleted(card: tuple[Path
     assert (etc / "auth.json").read_text() == '{"new": true}\n'
     assert not older.exists() and not newer.exists() and not (boot / "sesame-pi").exists()
     assert "deleted auth.json from" in log and '"new"' not in log
+
+
+def test_a_newer_copy_that_cannot_be_used_leaves_the_older_one_on_the_card(
+    card: tuple[Path, Path],
+) -> None:
+    boot, etc = card
+    older, newer = boot / "sesame-pi/config.toml", boot / "sesame-pi/config.toml.txt"
+    older.write_text('character = "Miles"\n')
+    newer.write_text("character = Miles\n")  # not TOML
+    past = time.time() - 600
+    os.utime(older, (past, past))
+    first_boot(boot, etc)
+    assert older.exists() and newer.exists(), "nothing of the maker's is lost"
+    assert not (etc / "config.toml").exists()

@@ -131,6 +131,9 @@ def write_secret_files(files: list[tuple[Path, str]]) -> None:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             temps.append((temp, path))
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                if os.geteuid() == 0:  # `sudo sesame-pi login`: the app's user must still read it
+                    owner = (path if path.exists() else path.parent).stat()
+                    os.fchown(handle.fileno(), owner.st_uid, owner.st_gid)
                 handle.write(value.strip() + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -290,7 +293,9 @@ class TokenProvider:
         return self.clock() >= self._next_refresh_at
 
     def _needs_first_token(self) -> bool:
-        return not self.cfg.token_file.exists() and self.can_refresh
+        # (a token kept in memory because the card would not store it is a token: no refresh
+        # at every look until the file exists)
+        return self._token is None and not self.cfg.token_file.exists() and self.can_refresh
 
     # ------------------------------------------------------------ reading the file
 

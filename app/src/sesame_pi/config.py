@@ -315,7 +315,7 @@ class Config:
         "uplink frame length: one `audio` message per frame",
         low=10,
         high=60,
-        allowed="10 to 60 ms, a multiple of 10 (the echo canceller takes 10 ms blocks)",
+        allowed="a multiple of 10 (the echo canceller takes 10 ms blocks)",
         check=_whole_blocks,
     )
     capture_period_ms: int = setting(

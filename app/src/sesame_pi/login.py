@@ -211,8 +211,8 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     except OSError as exc:
         raise LoginNotStored(
             f"signed in, but cannot write to {cfg.token_file.parent} ({exc.strerror or exc}); "
-            "nothing was changed: run it as the app's user or with sudo, and check the card "
-            "has space and is not read-only"
+            "nothing was changed: run it as the app's user or as root (the files keep their "
+            "owner), and check the card has space and is not read-only"
         ) from None
     return LoginResult(email, seconds_left, cfg.token_file, refresh_file)
 

@@ -24,10 +24,7 @@ drop="$boot_dir/sesame-pi"
 
 log() { echo "sesame-pi-firstboot: $*"; }
 
-# The newest of the names that exist in the drop directory (FAT lookups ignore case). The others
-# are older copies of the same thing (auth.json beside Notepad's auth.json.txt): deleted now, or a
-# secret would stay on FAT and be moved over the newer one at the next boot. (Prints the path
-# only: its lines for the journal go to stderr.)
+# The newest of the names that exist in the drop directory (FAT lookups ignore case).
 found() {
   local name newest=""
   for name in "$@"; do
@@ -36,13 +33,22 @@ found() {
     fi
   done
   [[ -n "$newest" ]] || return 1
+  echo "$newest"
+}
+
+# Once the newest copy is in place: the older copies of the same thing (auth.json beside
+# Notepad's auth.json.txt) are deleted, or a secret would stay on FAT and be moved over the newer
+# one at the next boot. (Not before: a newer copy that is empty or unreadable is left on the card
+# and the older one with it.)
+forget_older() {
+  local used="$1" name
+  shift
   for name in "$@"; do
-    if [[ -f "$drop/$name" && "$drop/$name" != "$newest" ]]; then
+    if [[ -f "$drop/$name" && "$drop/$name" != "$used" ]]; then
       forget "$drop/$name"
-      log "deleted $name from $drop: $(basename "$newest") is newer" >&2
+      log "deleted $name from $drop: $(basename "$used") was newer"
     fi
   done
-  echo "$newest"
 }
 
 # Remove the FAT copy. shred overwrites the clusters first; on flash this is best effort only
@@ -62,7 +68,7 @@ move_secret() {
   if [[ ! -s "$tmp" ]]; then
     rm -f "$tmp"
     log "$src is empty; left it there and kept the current $(basename "$dest")"
-    return 0
+    return 1
   fi
   printf '\n' >>"$tmp"
   chown "$app_uid:$app_gid" "$tmp"
@@ -81,7 +87,7 @@ move_record() {
   if ! grep -q '[^[:space:]]' "$tmp"; then
     rm -f "$tmp"
     log "$src is empty; left it there"
-    return 0
+    return 1
   fi
   chown "$app_uid:$app_gid" "$tmp"
   chmod 0600 "$tmp"
@@ -101,7 +107,7 @@ move_config() {
     ! python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp" 2>/dev/null; then
     rm -f "$tmp"
     log "$src is not valid TOML; left it there and kept the current config.toml"
-    return 0
+    return 1
   fi
   chown "0:$app_gid" "$tmp"
   chmod 0640 "$tmp"
@@ -121,24 +127,29 @@ if [[ ! -d "$etc_dir" ]]; then
 fi
 
 moved=0
-if src="$(found token token.txt)"; then
-  move_secret "$src" "$etc_dir/token"
+names=(token token.txt)
+if src="$(found "${names[@]}")"; then
+  move_secret "$src" "$etc_dir/token" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
-if src="$(found refresh_token refresh_token.txt)"; then
-  move_secret "$src" "$etc_dir/refresh_token"
+names=(refresh_token refresh_token.txt)
+if src="$(found "${names[@]}")"; then
+  move_secret "$src" "$etc_dir/refresh_token" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
-if src="$(found auth.json auth.json.txt auth.txt)"; then
-  move_record "$src" "$etc_dir/auth.json"
+names=(auth.json auth.json.txt auth.txt)
+if src="$(found "${names[@]}")"; then
+  move_record "$src" "$etc_dir/auth.json" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
-if src="$(found firebase_api_key firebase_api_key.txt)"; then
-  move_secret "$src" "$etc_dir/firebase_api_key"
+names=(firebase_api_key firebase_api_key.txt)
+if src="$(found "${names[@]}")"; then
+  move_secret "$src" "$etc_dir/firebase_api_key" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
-if src="$(found config.toml config.toml.txt)"; then
-  move_config "$src" "$etc_dir/config.toml"
+names=(config.toml config.toml.txt)
+if src="$(found "${names[@]}")"; then
+  move_config "$src" "$etc_dir/config.toml" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
 ((moved > 0)) || log "$drop holds no auth.json, token, refresh_token or config.toml"
