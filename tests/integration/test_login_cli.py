@@ -459,15 +459,11 @@ async def test_a_login_that_lands_during_the_apps_refresh_is_kept(
     assert "token_refresh_superseded" in events
 
 
-async def test_a_refresh_the_card_cannot_store_goes_on_from_memory(
-    etc: Path,
-    endpoint: TokenEndpoint,
-    issuer: Issuer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    old = make_token(exp_in_s=200)
-    write_token(etc / "token", old)
+def on_a_full_card(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> TokenProvider:
+    """The app's provider with a refresh token and key stored, on a card that takes no more
+    writes (every fsync fails with ENOSPC from now on)."""
     write_token(etc / "refresh_token", REFRESH)
     write_token(etc / "firebase_api_key", KEY)
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
@@ -479,6 +475,19 @@ async def test_a_refresh_the_card_cannot_store_goes_on_from_memory(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full_card)
+    return provider
+
+
+async def test_a_refresh_the_card_cannot_store_goes_on_from_memory(
+    etc: Path,
+    endpoint: TokenEndpoint,
+    issuer: Issuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = make_token(exp_in_s=200)
+    write_token(etc / "token", old)
+    provider = on_a_full_card(etc, endpoint, tmp_path, monkeypatch)
     token = await provider.valid_token()
     assert token == issuer.issued[-1] != old, "the new token, from memory"
     assert (etc / "token").read_text().strip() == old, "the old file as it was"
@@ -552,17 +561,7 @@ async def test_a_first_token_the_card_cannot_store_is_not_fetched_again_and_agai
 ) -> None:
     """Only a refresh token so far (the SD card's option) and a card that will not take the ID
     token: the one from memory serves every connect; no grant at every look."""
-    write_token(etc / "refresh_token", REFRESH)
-    write_token(etc / "firebase_api_key", KEY)
-    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
-
-    def full_card(_fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "fsync", full_card)
+    provider = on_a_full_card(etc, endpoint, tmp_path, monkeypatch)
     token = await provider.valid_token()
     watching = asyncio.create_task(provider.watch(interval_s=0.01))
     await asyncio.sleep(0.3)
