@@ -36,7 +36,7 @@ from .config import Config
 from .devices import (
     AudioDeviceError,
     DeviceInfo,
-    check_format,
+    configured_devices,
     device_list,
     format_devices,
     list_devices,
@@ -158,10 +158,7 @@ class AudioEngine:
             if self._input is None and self._output is None:
                 self._drop_pa()
             pa = self._ensure_pa()
-            devices = device_list(pa)
-            mic = resolve_device(devices, self.cfg.input_device, "input")
-            speaker = resolve_device(devices, self.cfg.output_device, "output")
-            check_format(pa, mic, speaker, self.cfg.capture_rate, self.cfg.output_channels)
+            mic, speaker = configured_devices(pa, self.cfg)
             # (with the speaker still open for an earcon, the choice waits for the next probe)
             unknown = self.cfg.output_mode == "auto" and self._auto_device != speaker.name
             if unknown and self._output is None:

@@ -16,15 +16,12 @@ def _line(ok: bool, what: str, detail: str) -> None:
 def _audio_ok(cfg: Config) -> bool:
     """The configured microphone and speaker exist and take the formats a call opens (no stream
     is opened: the running app may hold them)."""
-    from .devices import AudioDeviceError, check_format, device_list, portaudio, resolve_device
+    from .devices import AudioDeviceError, configured_devices, portaudio
 
     try:
         pa = portaudio()
         try:
-            devices = device_list(pa)
-            mic = resolve_device(devices, cfg.input_device, "input")
-            speaker = resolve_device(devices, cfg.output_device, "output")
-            check_format(pa, mic, speaker, cfg.capture_rate, cfg.output_channels)
+            mic, speaker = configured_devices(pa, cfg)
         finally:
             pa.terminate()
     except AudioDeviceError as exc:

@@ -60,16 +60,22 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- rules a range cannot say
 
 
-def _server_url(cfg: Config) -> str | None:
-    problem = f"server {cfg.server!r} is not a ws:// or wss:// URL"
+def _url_problem(problem: str, value: str, schemes: tuple[str, ...]) -> str | None:
+    """`problem` (with the parser's reason, when it has one) unless `value` is a URL with one of
+    `schemes`, a host and a port that is a number in range."""
     try:
-        url = urllib.parse.urlsplit(cfg.server)
+        url = urllib.parse.urlsplit(value)
         _ = url.port  # a port out of range or not a number raises only when asked for
     except ValueError as exc:
         return f"{problem} ({exc})"
-    if url.scheme in ("wss", "ws") and url.hostname:
+    if url.scheme in schemes and url.hostname:
         return None
     return problem
+
+
+def _server_url(cfg: Config) -> str | None:
+    problem = f"server {cfg.server!r} is not a ws:// or wss:// URL"
+    return _url_problem(problem, cfg.server, ("wss", "ws"))
 
 
 def _header_text(name: str) -> Callable[[Config], str | None]:
@@ -115,14 +121,7 @@ def _whole_blocks(cfg: Config) -> str | None:
 
 def _token_endpoint_url(cfg: Config) -> str | None:
     problem = f"token_endpoint {cfg.token_endpoint!r} is not an https:// (or http://) URL"
-    try:
-        url = urllib.parse.urlsplit(cfg.token_endpoint)
-        _ = url.port
-    except ValueError as exc:
-        return f"{problem} ({exc})"
-    if url.scheme in ("https", "http") and url.hostname:
-        return None
-    return problem
+    return _url_problem(problem, cfg.token_endpoint, ("https", "http"))
 
 
 def _backoff_order(cfg: Config) -> str | None:

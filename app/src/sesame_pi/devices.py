@@ -13,7 +13,10 @@ import ctypes.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class AudioDeviceError(RuntimeError):
@@ -216,6 +219,15 @@ def check_format(
             f"speaker {speaker.name!r} cannot play 24000 Hz 16-bit {layout} ({exc}); "
             f"{fix}use the ALSA `default` device (plug converts) or another card"
         ) from exc
+
+
+def configured_devices(pa: Any, cfg: Config) -> tuple[DeviceInfo, DeviceInfo]:
+    """The configured microphone and speaker, checked for the formats a call opens them in."""
+    devices = device_list(pa)
+    mic = resolve_device(devices, cfg.input_device, "input")
+    speaker = resolve_device(devices, cfg.output_device, "output")
+    check_format(pa, mic, speaker, cfg.capture_rate, cfg.output_channels)
+    return mic, speaker
 
 
 def pa_reason(exc: OSError) -> str:

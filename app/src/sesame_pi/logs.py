@@ -80,13 +80,20 @@ def _formatter() -> RedactingJsonFormatter:
     return RedactingJsonFormatter(json_ensure_ascii=True, reserved_attrs=list(_RESERVED))
 
 
+def _without_our_handlers() -> logging.Logger:
+    """The root logger, with the handlers an earlier set-up of ours added taken off and closed."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_sesame_pi", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    return root
+
+
 def command_logging(stderr: TextIO | None = None) -> None:
     """For the one-shot commands (`token`, `check`, `login`, ...): their warnings and errors as
     whole JSON lines on stderr, fields and all (the `chmod` to run, say), redacted like the
     app's; without it Python's last-resort handler printed the bare event name."""
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_sesame_pi", False)]:
-        root.removeHandler(old)  # (a second command in one process: one handler, not two)
+    root = _without_our_handlers()  # (a second command in one process: one handler, not two)
     handler = logging.StreamHandler(stderr or sys.stderr)
     handler.setFormatter(_formatter())
     handler.setLevel(logging.WARNING)
@@ -96,11 +103,7 @@ def command_logging(stderr: TextIO | None = None) -> None:
 
 def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
     """Route our events (and warnings from libraries) to stdout and the rotating file."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_sesame_pi", False):
-            root.removeHandler(handler)
-            handler.close()
+    root = _without_our_handlers()
     handlers: list[logging.Handler] = [logging.StreamHandler(stdout or sys.stdout)]
     file_problem = None
     if cfg.log_file is not None:

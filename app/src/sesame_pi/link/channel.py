@@ -17,7 +17,6 @@ import contextlib
 import logging
 import ssl
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +24,15 @@ from .. import protocol as p
 from ..config import Config
 from ..logs import event
 from .dispatch import ChannelState, CloseAsked, Effect, Heard, HungUp, Reply, decode, dispatch
-from .errors import IDLE_CLOSE, PLANNED_CLOSE, AuthRefused, CallFailed, End, LinkLost
+from .errors import (
+    IDLE_CLOSE,
+    PLANNED_CLOSE,
+    AuthRefused,
+    CallFailed,
+    End,
+    LinkLost,
+    report_fault,
+)
 from .stats import LinkStats
 from .transport import CloseKind, Transport, TransportClosed, make_ssl_context, open_websocket
 
@@ -143,15 +150,8 @@ class Channel:
         except TransportClosed as exc:
             self._ending(*self._read_close(exc.closed.kind, exc.closed.text))
         except Exception as exc:  # a fault of ours, not the network's: never a silent dead link
-            self._ending(End.LOST, f"internal error ({type(exc).__name__})")
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            event(
-                "link_error",
-                logging.ERROR,
-                detail=f"{type(exc).__name__}: {str(exc)[:200]}",
-                at=f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}",
-                action="the link reconnects; please report this line",
-            )
+            reason = report_fault(exc, "the link reconnects; please report this line")
+            self._ending(End.LOST, reason)
             with contextlib.suppress(Exception):
                 await self.transport.close("client error")
         finally:

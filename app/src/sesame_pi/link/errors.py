@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from dataclasses import dataclass
 from enum import StrEnum
+
+from ..logs import event
 
 
 class LinkLost(Exception):
@@ -61,3 +65,19 @@ class Ended(LinkLost):
         self.reason = reason
         self.kind = kind
         self.healthy = healthy
+
+
+def report_fault(error: BaseException, action: str, **fields: object) -> str:
+    """Log a fault of ours (not the network's, not the token's) as `link_error`, with the file
+    and line it was raised at; return the reason link_down gives for it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    event(
+        "link_error",
+        logging.ERROR,
+        detail=f"{type(error).__name__}: {str(error)[:200]}",
+        at=where,
+        action=action,
+        **fields,
+    )
+    return f"internal error ({type(error).__name__})"

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import time
-import traceback
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -23,7 +21,7 @@ from ..auth import TokenError, TokenProvider
 from ..config import Config
 from ..logs import event
 from .channel import CallInfo, Channel, handshake
-from .errors import CallFailed, End, Ended, LinkDown, LinkLost
+from .errors import CallFailed, End, Ended, LinkDown, LinkLost, report_fault
 from .retry import Verdict, backoff_s, classify, is_retry
 from .stats import LinkStats
 from .transport import CLOSE_WAIT_S, make_ssl_context
@@ -159,17 +157,9 @@ class Link:
         """Not the network, not the token: a fault of ours or of the setting it met (say, a
         token endpoint that is not a URL). Say so with where it was raised, and try again
         after the longest backoff: a dead link under a healthy heartbeat helps nobody."""
-        frames = traceback.extract_tb(error.__traceback__)
-        where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-        event(
-            "link_error",
-            logging.ERROR,
-            detail=f"{type(error).__name__}: {str(error)[:200]}",
-            at=where,
-            retry_in_s=self.cfg.backoff_max_s,
-            action="the link tries again; please report this line",
-        )
-        self._report_down(LinkDown(End.LOST, f"internal error ({type(error).__name__})"))
+        action = "the link tries again; please report this line"
+        reason = report_fault(error, action, retry_in_s=self.cfg.backoff_max_s)
+        self._report_down(LinkDown(End.LOST, reason))
         await self._sleep(self.cfg.backoff_max_s)
 
     async def _sleep(self, seconds: float) -> None:
