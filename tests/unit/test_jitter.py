@@ -418,3 +418,85 @@ def test_quiet_means_every_sample_within_minus_512_to_511() -> None:
         asked = rng.randint(1, 2 * n + 10)  # sometimes more than there is
         head = samples[: min(asked, 2 * n) // 2]
         assert buf._quiet_head(asked) == (bool(head) and all(-512 <= x <= 511 for x in head))
+
+
+# --------------------------------------------------------------------------- the first call
+
+
+def first_call(prebuffer_ms: int, late_ms: dict[int, float], seconds: float = 3.0) -> JitterBuffer:
+    """A fresh link's first call through a writer and a device that plays in real time: 20 ms
+    frames, each due at its media time plus `late_ms.get(i, 0)` and delivered in order (TCP
+    holds the frames behind a late one); the device plays 10 ms a tick and the writer tops it up
+    to 20 ms, as `speaker` does."""
+    clock = FakeClock()
+    buf = JitterBuffer(
+        RATE,
+        prebuffer_ms=prebuffer_ms,
+        max_ms=1000,
+        adaptive=True,
+        device_ms=20,
+        margin_ms=10,
+        clock=clock,
+    )
+    frames = int(seconds * 50)
+    arrivals: list[float] = []
+    for i in range(frames):
+        due = i * 0.020 + late_ms.get(i, 0.0) / 1000
+        arrivals.append(max(due, arrivals[-1]) if arrivals else due)
+    device = arrived = 0
+    for tick in range(frames * 2 + 10):
+        clock.now = tick * 0.010
+        while arrived < frames and arrivals[arrived] <= clock.now + 1e-9:
+            buf.write(pcm(20, 40))
+            arrived += 1
+        if arrived == frames:
+            buf.end_of_stream()
+        device = max(0, device - MS10)
+        while device < MS20:
+            chunk = buf.take(MS20 - device, device_held_bytes=device)
+            if not chunk:
+                break
+            device += len(chunk)
+    return buf
+
+
+# The greeting's frames on a jittery link's first call: the first dozen on time, then one 30 ms
+# late at 0.26 s (the bench's playout underrun came 0.27 s after call_live, target 25 ms).
+GREETING_LATE = {13: 30.0, 30: 15.0, 47: 25.0}
+
+
+def test_a_fresh_links_first_call_starts_at_the_prebuffer_and_stays_fed() -> None:
+    lean = first_call(prebuffer_ms=10, late_ms=GREETING_LATE)  # no floor: the start before
+    assert lean.underruns >= 1, "the schedule runs a lean start dry"
+    cautious = first_call(prebuffer_ms=60, late_ms=GREETING_LATE)
+    assert cautious.underruns == 0
+
+
+def test_the_first_calls_extra_cushion_is_trimmed_back_on_a_clean_link() -> None:
+    buf = first_call(prebuffer_ms=60, late_ms={})
+    assert buf.underruns == 0 and buf.trimmed_bytes > 0
+    assert buf.buffered_ms <= 10, buf.buffered_ms
+
+
+def test_a_measured_link_starts_at_its_learnt_target_not_the_prebuffer() -> None:
+    clock = FakeClock()
+    first = JitterBuffer(
+        RATE, prebuffer_ms=60, max_ms=1000, adaptive=True, device_ms=20, clock=clock
+    )
+    feed(first.lateness, clock, 500, jitter_ms=0, seed=1)  # a clean link, learnt
+    fresh = JitterBuffer(
+        RATE, prebuffer_ms=60, max_ms=1000, adaptive=True, device_ms=20, clock=clock
+    )
+    known = JitterBuffer(
+        RATE,
+        prebuffer_ms=60,
+        max_ms=1000,
+        adaptive=True,
+        device_ms=20,
+        clock=clock,
+        lateness=first.lateness,
+    )
+    for buf in (fresh, known):
+        buf.write(pcm(20, 5))
+    assert fresh.take(MS20, device_held_bytes=MS20) == b"", "waits for 60 ms in all"
+    assert known.take(MS20, device_held_bytes=MS20) == pcm(20, 5)

@@ -347,7 +347,8 @@ class Config:
         60,
         "audio",
         "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
-        " standing excess the network never used is trimmed from quiet audio",
+        " standing excess the network never used is trimmed from quiet audio (with the writer,"
+        " the floor of the first call's start, before the link's lateness is measured)",
         low=0,
         high=1000,
     )
