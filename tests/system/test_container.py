@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +249,97 @@ def test_a_whole_call_inside_the_container(
         log_lines
     )
     assert token not in everything
+
+
+# --------------------------------------------------------------------------- the Pi's image loader
+
+LOADER = REPO / "ansible/roles/sesame_pi/files/sesame-pi-load-image"
+LOADER_REPO = "sesame-pi-loader-test"
+
+
+def saved_image(docker: str, work: Path, content: str, *tags: str) -> Path:
+    """A tiny image (one file, imported from a tarball: no registry) saved with its tags as
+    `make container` saves the app's (a version tag and latest), then removed from the engine,
+    as on a Pi that has never seen it."""
+    root = work / f"root-{content}"
+    root.mkdir()
+    (root / "version").write_text(content)
+    layer = work / f"{content}.rootfs.tar"
+    with tarfile.open(layer, "w") as tar:
+        tar.add(root / "version", arcname="version")
+    run(docker, "import", str(layer), tags[0])
+    for tag in tags[1:]:
+        run(docker, "tag", tags[0], tag)
+    saved = work / f"{content}.image.tar"
+    run(docker, "save", "--output", str(saved), *tags)
+    run(docker, "image", "rm", *tags)
+    return saved
+
+
+def load(docker: str, tarball: Path, tag: str, *flags: str) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(docker).parent}:{os.environ['PATH']}",
+        "SESAME_PI_IMAGE": tag,
+    }
+    result = subprocess.run(
+        ["sh", str(LOADER), *flags, str(tarball)], env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def image_id(docker: str, ref: str) -> str | None:
+    found = run(docker, "image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def deploy(source: Path, tarball: Path, when: float) -> None:
+    """What Ansible's copy does: a new tarball in place (its mtime is the loader's stamp)."""
+    shutil.copyfile(source, tarball)
+    os.utime(tarball, (when, when))
+
+
+def test_each_load_removes_the_image_it_replaced_once_no_container_uses_it(
+    docker: str, tmp_path: Path
+) -> None:
+    """A Pi updated every few weeks must not fill its SD card with old images: Docker keeps a
+    replaced image (untagged) for ever. Also across a tag change (sesame-pi:1 to sesame-pi:2)."""
+    latest = f"{LOADER_REPO}:latest"
+    one = saved_image(docker, tmp_path, "one", f"{LOADER_REPO}:1", f"{LOADER_REPO}:1-arm64", latest)
+    two = saved_image(docker, tmp_path, "two", f"{LOADER_REPO}:2", latest)
+    three = saved_image(docker, tmp_path, "three", f"{LOADER_REPO}:v3")
+    images = tmp_path / "images"
+    images.mkdir()
+    tarball = images / "sesame-pi.tar"
+    user = "sesame-pi-loader-test-user"
+    run(docker, "rm", "-f", user, check=False)
+    with removed_afterwards(docker, user):
+        deploy(one, tarball, 1_000_000)
+        assert "loaded" in load(docker, tarball, latest)
+        first = image_id(docker, latest)
+        assert first
+        run(docker, "create", "--name", user, latest, "/version")
+
+        deploy(two, tarball, 2_000_000)
+        said = load(docker, tarball, latest)
+        second = image_id(docker, latest)
+        assert second and second != first
+        assert "kept the old image" in said and image_id(docker, first) == first, said
+
+        run(docker, "rm", user)  # Compose recreated the app's container on the new image
+        said = load(docker, tarball, latest, "--prune")
+        assert f"removed the old image {first}" in said, said
+        assert image_id(docker, first) is None and image_id(docker, second) == second
+        assert image_id(docker, f"{LOADER_REPO}:1") is None, "its version tags went with it"
+        assert not (images / "sesame-pi.tar.retired").exists()
+        assert "already loaded" in load(docker, tarball, latest)
+        assert image_id(docker, second) == second, "the image in use is never touched"
+
+        deploy(three, tarball, 3_000_000)  # a new tag: the old one is retired all the same
+        said = load(docker, tarball, f"{LOADER_REPO}:v3")
+        assert f"removed the old image {second}" in said
+        assert image_id(docker, latest) is None and image_id(docker, f"{LOADER_REPO}:2") is None
+        assert image_id(docker, f"{LOADER_REPO}:v3")
+    run(docker, "image", "rm", f"{LOADER_REPO}:v3", check=False)
