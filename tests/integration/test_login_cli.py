@@ -524,7 +524,8 @@ async def test_a_pending_login_waiting_for_the_network_leaves_the_appliance_awak
     etc: Path, issuer: Issuer, tmp_path: Path
 ) -> None:
     """First boot, no network yet: the app signs in with the card's auth.json in the background,
-    with its button, state and heartbeat up meanwhile (not dark until the network comes)."""
+    with its button, state and heartbeat up meanwhile (not dark until the network comes), and
+    shows that it is signing in, not that a person must give it a token."""
     from support.app_process import AppProcess
 
     write_token(etc / "auth.json", json.dumps(auth_record()))
@@ -547,6 +548,8 @@ async def test_a_pending_login_waiting_for_the_network_leaves_the_appliance_awak
             assert done["ts"] > retry["ts"]
             assert (etc / "token").read_text().strip() == issuer.issued[-1]
             await asyncio.to_thread(app.wait_event, "auth_retry", 30)  # the link took it up
+            states = [e["state"] for e in app.events() if e["event"] == "state_changed"]
+            assert "signing_in" in states and "needs_token" not in states, states
             assert app.terminate() == 0
     assert "signing in with" in app.stderr_file.read_text()
     assert_no_secret(issuer, app.log_file.read_text(), app.stderr_file.read_text())

@@ -20,7 +20,7 @@ from sesame_pi.feedback import Feedback
 from sesame_pi.states import Earcon, State
 
 # Pins for one LED per state, all away from the button's GPIO 17.
-LED_PINS = [4, 5, 6, 12, 13, 16, 19, 20, 21, 22, 23]
+LED_PINS = [4, 5, 6, 12, 13, 16, 19, 20, 21, 22, 23, 24]
 WATCH_S = 3.3  # longer than the slowest pattern's period (idle: 3 s)
 
 
@@ -108,6 +108,8 @@ def test_pwm_patterns(pwm_histories: dict[State, list[tuple[float, float]]]) -> 
     assert len(on) >= 8 and all(abs(t - 0.15) < tol for t in on + off)
     on, off = pulses(h[State.NEEDS_TOKEN])
     assert len(on) >= 15 and all(abs(t - 0.08) < tol for t in on + off)
+    on, off = pulses(h[State.SIGNING_IN])
+    assert on and all(abs(t - 1.0) < 0.06 for t in on) and all(abs(t - 0.25) < tol for t in off)
     on, off = pulses(h[State.OFFLINE])
     assert on and all(abs(t - 0.1) < tol for t in on) and all(abs(t - 1.4) < 0.06 for t in off)
     # Double blink: short gaps (0.1) alternate with long ones (0.8).
@@ -128,7 +130,8 @@ def test_every_state_that_matters_looks_different(
     pwm_histories: dict[State, list[tuple[float, float]]],
     onoff_histories: dict[State, list[tuple[float, float]]],
 ) -> None:
-    """idle, offline, connecting, live, ending, reconnecting and both error states are distinct."""
+    """idle, offline, connecting, live, ending, reconnecting, signing in and both error states
+    are distinct."""
     distinct = [
         State.IDLE,
         State.OFFLINE,
@@ -137,6 +140,7 @@ def test_every_state_that_matters_looks_different(
         State.ENDING,
         State.RECONNECTING,
         State.NEEDS_TOKEN,
+        State.SIGNING_IN,
         State.DEVICE_ERROR,
         State.CALL_LIMIT,
     ]

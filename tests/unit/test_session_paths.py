@@ -55,3 +55,38 @@ async def test_the_resume_window_running_out_while_a_token_is_renewed_does_not_f
     await settle()
     assert session.state is State.IDLE and link.calls.count("resume") == 0
     await session.close()
+
+
+async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried_its_token() -> (
+    None
+):
+    """No token while the card's auth.json waits for the network: "signing in" (a person has
+    nothing to do yet), not "needs a token"; a refused sign-in or a refused stored token is."""
+    link, feedback = FakeLink(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.signing_in()
+    session.token_needed("no token yet")
+    assert session.state is State.SIGNING_IN
+    session.sign_in_over(stored=True)  # the link's token wait looks again in a few seconds
+    assert session.state is State.SIGNING_IN
+    session.link_up()
+    await settle()
+    assert session.state is State.IDLE
+    assert State.NEEDS_TOKEN not in feedback.states, feedback.states
+    session.token_needed("auth refused: HTTP 401")  # hours later: a person must act
+    assert session.state is State.NEEDS_TOKEN
+
+    refused = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=FeedbackLog())
+    refused.signing_in()
+    refused.token_needed("no token yet")
+    refused.sign_in_over(stored=False)
+    assert refused.state is State.NEEDS_TOKEN
+
+    tried = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=FeedbackLog())
+    tried.signing_in()
+    tried.token_needed("no token yet")
+    tried.sign_in_over(stored=True)
+    tried.token_needed("auth refused: HTTP 401")  # the stored token itself was refused
+    assert tried.state is State.NEEDS_TOKEN
+    for each in (session, refused, tried):
+        await each.close()

@@ -31,6 +31,17 @@ def _say(message: str) -> None:
     print(f"sesame-pi: {message}", file=sys.stderr)
 
 
+async def _sign_in_pending(cfg: Config, session: Session) -> None:
+    """The first boot's sign-in, shown as such (not as a token a person must give) until it is
+    over: signed in, or refused."""
+    session.signing_in()
+    stored = False
+    try:
+        stored = await settle_pending(cfg) is not None
+    finally:
+        session.sign_in_over(stored)
+
+
 async def run_appliance(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
     setup_logging(cfg)
@@ -105,7 +116,7 @@ async def run_appliance(cfg: Config) -> int:
     guard.start()
     background.spawn(tokens.watch(), "token-watch")
     if signing_in:
-        background.spawn(settle_pending(cfg), "pending-login")
+        background.spawn(_sign_in_pending(cfg, session), "pending-login")
     if setup is not None:
         background.spawn(setup.run(), "setup-page")
     button.start()

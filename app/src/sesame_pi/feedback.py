@@ -16,6 +16,7 @@ never stop a call.
 | ending                  | fade-out ramps, 0.7 s each       | 0.5 s on / 0.5 s off         |
 | reconnecting            | double blink, then 0.8 s off     | same                         |
 | needs_token             | rapid blink, 80 ms on / 80 off   | same                         |
+| signing_in              | long blink, 1 s on / 0.25 s off  | same                         |
 | device_error            | triple rapid blink, then 0.7 off | same                         |
 | call_limit              | two 0.4 s flashes, then 1 s off  | same                         |
 
@@ -86,6 +87,7 @@ PWM_PATTERNS: dict[State, Pattern] = {
     State.ENDING: Blink(0.0, 0.0, fade_out_s=0.7),
     State.RECONNECTING: Steps(_DOUBLE),
     State.NEEDS_TOKEN: Blink(0.08, 0.08),
+    State.SIGNING_IN: Blink(1.0, 0.25),
     State.DEVICE_ERROR: Steps(_TRIPLE),
     State.CALL_LIMIT: Steps(_LIMIT),
 }

@@ -99,6 +99,9 @@ class Session:
         )
         self.device_problem: str | None = None
         self._press_began_out_of_call = False
+        # The first boot's sign-in: None, "waiting" (for the network), or "stored" (its token
+        # waits for the link to try it): shown as signing in, not as a token a person must give.
+        self._sign_in: str | None = None
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
         }
@@ -107,7 +110,29 @@ class Session:
     @property
     def state(self) -> State:
         """What the appliance shows (LED, heartbeat, setup page)."""
-        return self.phase.shown
+        return self._shown(self.phase)
+
+    def _shown(self, phase: Phase) -> State:
+        """A missing token while the setup's sign-in waits for the network is no call for a
+        person to act yet: shown as signing in, not as needing a token."""
+        shown = phase.shown
+        if shown is State.NEEDS_TOKEN and self._sign_in is not None:
+            return State.SIGNING_IN
+        return shown
+
+    def signing_in(self) -> None:
+        """The sign-in with the auth record the setup left has begun."""
+        self._sign_in_is("waiting")
+
+    def sign_in_over(self, stored: bool) -> None:
+        """The sign-in stored a token (shown as signing in until the link has tried it: its
+        token wait looks every few seconds) or failed (a person must act now)."""
+        self._sign_in_is("stored" if stored else None)
+
+    def _sign_in_is(self, stage: str | None) -> None:
+        before = self.state
+        self._sign_in = stage
+        self._show(before, {})
 
     # ------------------------------------------------------------ the machine
 
@@ -145,13 +170,19 @@ class Session:
         return self.phase
 
     def _move(self, new: Phase, fields: dict[str, object]) -> None:
-        previous, self.phase = self.phase, new
-        if new.shown is previous.shown:
+        before = self.state
+        self.phase = new
+        self._show(before, fields)
+
+    def _show(self, before: State, fields: dict[str, object]) -> None:
+        """Tell the log, the LED and the heartbeat what the appliance shows now, if it changed."""
+        now = self.state
+        if now is before:
             return
-        event("state_changed", state=new.shown.value, previous=previous.shown.value, **fields)
-        self.feedback.show(new.shown)
+        event("state_changed", state=now.value, previous=before.value, **fields)
+        self.feedback.show(now)
         if self.heartbeat is not None:
-            self.heartbeat.update(new.shown)
+            self.heartbeat.update(now)
 
     # ------------------------------------------------------------ button (ButtonListener)
 
@@ -185,6 +216,7 @@ class Session:
     # ------------------------------------------------------------ link (LinkListener)
 
     def link_up(self) -> None:
+        self._sign_in = None if self._sign_in == "stored" else self._sign_in
         self._on(Event.LINK_UP)
 
     def link_down(self, down: LinkDown) -> None:
@@ -201,6 +233,8 @@ class Session:
         self._on(Event.LIMIT if reason == CALL_LIMIT_REASON else Event.HANGUP, reason)
 
     def token_needed(self, detail: str) -> None:
+        if self._sign_in == "stored":  # the link tried the token the sign-in stored: refused
+            self._sign_in_is(None)
         self._on(Event.TOKEN_NEEDED, detail)
 
     def audio_device_error(self, message: str) -> None:

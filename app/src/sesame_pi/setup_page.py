@@ -121,7 +121,7 @@ class SetupPage:
         return self._server is not None and self._server.listening
 
     def _token_needed(self) -> bool:
-        return self.session.state is State.NEEDS_TOKEN
+        return self.session.state in (State.NEEDS_TOKEN, State.SIGNING_IN)
 
     async def run(self) -> None:
         """Open and close the listener as the window says, until cancelled."""

@@ -14,6 +14,7 @@ class State(StrEnum):
     ENDING = "ending"  # call_disconnect sent, waiting for the response
     RECONNECTING = "reconnecting"  # link lost mid-call; resuming by itself
     NEEDS_TOKEN = "needs_token"  # auth refused or token expired; a person must act
+    SIGNING_IN = "signing_in"  # no token yet; the setup's sign-in waits for the network
     DEVICE_ERROR = "device_error"  # microphone or speaker missing; retrying to open it
     CALL_LIMIT = "call_limit"  # idle, after the service ended a call at its duration limit
     STOPPING = "stopping"  # shutting down on SIGTERM/SIGINT
