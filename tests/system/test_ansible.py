@@ -124,6 +124,7 @@ class Applied:
     renewed: str  # the token the app wrote after the first run, as its refresh does
     token_after_rerun: str  # the token file after the second and the --check run
     auth_after_rerun: bool  # auth.json back after the app consumed it and the play ran again
+    written_early: bool  # anything of ours on the root after the token-only run on a fresh Pi
 
 
 def _mount(*args: str) -> None:
@@ -278,7 +279,10 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         inventory = _inventory(
             work / "inventory.yml", root, {"sesame_pi_token_file": str(token_file), **python}
         )
-        runs = {"first": _playbook("first", inventory, logs, "--diff", "-v")}
+        # A token-only run on a Pi never provisioned: refused in words, before anything is written.
+        runs = {"token-first": _playbook("token-first", inventory, logs, "--tags", "token")}
+        written_early = any((root / d).exists() for d in ("etc/sesame-pi", "var/lib/sesame-pi"))
+        runs["first"] = _playbook("first", inventory, logs, "--diff", "-v")
         _share_debs(archives, APT_CACHE)
         # The app renews its hour-long token by itself: a re-run must leave the renewed one.
         renewed = make_token(exp_in_s=3600, uid="fleet-kitchen-renewed-by-the-app")
@@ -330,8 +334,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
             playbook="collect-logs.yml",
         )
         yield Applied(
-            root, token, vault_token, runs, fleet_logs, renewed, token_after_rerun, auth_after_rerun
-        )
+            root, token, vault_token, runs, fleet_logs, renewed, token_after_rerun,
+            auth_after_rerun, written_early,
+        )  # fmt: skip
     finally:
         _unmount_all(root)
         still = [ln for ln in Path("/proc/self/mounts").read_text().splitlines() if str(root) in ln]
@@ -364,7 +369,7 @@ def test_collect_logs_brings_every_event_log_home(applied: Applied) -> None:
 def test_runs_succeed_and_converge(applied: Applied) -> None:
     """The first run changes the root; the second and a --check --diff run find nothing to do."""
     for name, run in applied.runs.items():
-        if name in ("both", "collect"):
+        if name in ("both", "collect", "token-first"):
             continue
         assert run.returncode == 0, f"{name} run failed:\n{run.output[-4000:]}"
         assert run.recap, f"{name} run printed no recap for {HOST}"
@@ -415,6 +420,13 @@ def test_token_is_left_alone_without_one_and_refused_twice(applied: Applied) -> 
     both = applied.runs["both"]
     assert both.returncode != 0 and both.recap["failed"] == 1, both.output[-3000:]
     assert "not both" in both.output
+
+
+def test_a_token_only_run_on_a_pi_never_provisioned_says_what_to_do(applied: Applied) -> None:
+    early = applied.runs["token-first"]
+    assert early.returncode != 0 and early.recap["failed"] == 1, early.output[-3000:]
+    assert "Run the whole play once first" in early.output, early.output[-3000:]
+    assert not applied.written_early, "nothing was written before the refusal"
 
 
 def test_app_user_is_in_audio_and_gpio(applied: Applied) -> None:
