@@ -175,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_from(args)  # validate before importing the hardware layers
-    from .arenas import limit_malloc_arenas
+    from .arenas import tune_malloc
 
-    limit_malloc_arenas()  # before any thread starts
+    tune_malloc()  # before any thread starts
     from .app import run_appliance
 
     return asyncio.run(run_appliance(cfg))
