@@ -4,7 +4,11 @@ and the resume window running out while the token is being renewed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
+
+from sesame_pi import session as session_module
 from sesame_pi.config import Config
 from sesame_pi.session import Session
 from sesame_pi.states import Earcon, State
@@ -57,24 +61,36 @@ async def test_the_resume_window_running_out_while_a_token_is_renewed_does_not_f
     await session.close()
 
 
-async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried_its_token() -> (
-    None
-):
+def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == name]
+
+
+async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried_its_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """No token while the card's auth.json waits for the network: "signing in" (a person has
-    nothing to do yet), not "needs a token"; a refused sign-in or a refused stored token is."""
+    nothing to do yet: no error tone, no error line), not "needs a token"; a refused sign-in or
+    a refused stored token is."""
+    caplog.set_level(logging.DEBUG)
     link, feedback = FakeLink(), FeedbackLog()
     session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
     session.signing_in()
     session.token_needed("no token yet")
     assert session.state is State.SIGNING_IN
+    assert Earcon.ERROR not in feedback.earcons
+    alert = logged(caplog, "token_needed")
+    assert [r.levelno for r in alert] == [logging.INFO] and "signing in" in alert[0].action
     session.sign_in_over(stored=True)  # the link's token wait looks again in a few seconds
     assert session.state is State.SIGNING_IN
     session.link_up()
     await settle()
     assert session.state is State.IDLE
     assert State.NEEDS_TOKEN not in feedback.states, feedback.states
+    changed = logged(caplog, "state_changed")[-1]
+    assert (changed.state, changed.previous) == ("idle", "signing_in")
     session.token_needed("auth refused: HTTP 401")  # hours later: a person must act
-    assert session.state is State.NEEDS_TOKEN
+    assert session.state is State.NEEDS_TOKEN and feedback.earcons[-1] is Earcon.ERROR
+    assert logged(caplog, "token_needed")[-1].levelno == logging.ERROR
 
     refused = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=FeedbackLog())
     refused.signing_in()
@@ -90,3 +106,21 @@ async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried
     assert tried.state is State.NEEDS_TOKEN
     for each in (session, refused, tried):
         await each.close()
+
+
+async def test_a_stored_token_the_link_never_takes_up_is_shown_as_needing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused while the sign-in was still writing it, the stored token gets no second
+    token_needed: after a few of the link's looks the state says a person must act."""
+    monkeypatch.setattr(session_module, "SIGN_IN_SHOWN_S", 0.05)
+    feedback = FeedbackLog()
+    session = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=feedback)
+    session.signing_in()
+    session.token_needed("no token yet")
+    session.token_needed("auth refused: HTTP 401")  # the link tried the file before we returned
+    session.sign_in_over(stored=True)
+    assert session.state is State.SIGNING_IN
+    await asyncio.sleep(0.15)
+    assert session.state is State.NEEDS_TOKEN and feedback.states[-1] is State.NEEDS_TOKEN
+    await session.close()

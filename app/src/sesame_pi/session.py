@@ -38,6 +38,9 @@ CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier ca
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 USER_REQUEST = "user_request"
+# A token the sign-in stored is shown as "signing in" this long at most: three of the link's
+# 5 s looks for a new token (TOKEN_WAIT_POLL_S) while it waits in needs_token.
+SIGN_IN_SHOWN_S = 15.0
 SOUNDS = {
     Do.SOUND_START: Earcon.CALL_START,
     Do.SOUND_LIVE: Earcon.LIVE,
@@ -102,6 +105,7 @@ class Session:
         # The first boot's sign-in: None, "waiting" (for the network), or "stored" (its token
         # waits for the link to try it): shown as signing in, not as a token a person must give.
         self._sign_in: str | None = None
+        self._sign_in_timer: asyncio.TimerHandle | None = None
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
         }
@@ -126,12 +130,25 @@ class Session:
 
     def sign_in_over(self, stored: bool) -> None:
         """The sign-in stored a token (shown as signing in until the link has tried it: its
-        token wait looks every few seconds) or failed (a person must act now)."""
+        token wait looks every few seconds) or failed (a person must act now). A stored token
+        the link has not taken up within SIGN_IN_SHOWN_S (it was refused while the sign-in was
+        still writing it, say) is a token a person must see to."""
         self._sign_in_is("stored" if stored else None)
+        if stored:
+            self._sign_in_timer = asyncio.get_running_loop().call_later(
+                SIGN_IN_SHOWN_S, self._sign_in_stale
+            )
+
+    def _sign_in_stale(self) -> None:
+        if self._sign_in == "stored":
+            self._sign_in_is(None)
 
     def _sign_in_is(self, stage: str | None) -> None:
         before = self.state
         self._sign_in = stage
+        if stage != "stored" and self._sign_in_timer is not None:
+            self._sign_in_timer.cancel()
+            self._sign_in_timer = None
         self._show(before, {})
 
     # ------------------------------------------------------------ the machine
@@ -158,7 +175,8 @@ class Session:
     def _act(self, do: Do, occurrence: Occurrence) -> Event | None:
         sound = SOUNDS.get(do)
         if sound is not None:
-            self.feedback.earcon(sound)
+            if not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
+                self.feedback.earcon(sound)  # (no error tone for a token on its way)
             return None
         return self._actions[do](occurrence)
 
@@ -172,6 +190,8 @@ class Session:
     def _move(self, new: Phase, fields: dict[str, object]) -> None:
         before = self.state
         self.phase = new
+        if self._sign_in == "stored" and new.shown is not State.NEEDS_TOKEN:
+            self._sign_in = None  # the link took the stored token up (or lost the network)
         self._show(before, fields)
 
     def _show(self, before: State, fields: dict[str, object]) -> None:
@@ -216,7 +236,6 @@ class Session:
     # ------------------------------------------------------------ link (LinkListener)
 
     def link_up(self) -> None:
-        self._sign_in = None if self._sign_in == "stored" else self._sign_in
         self._on(Event.LINK_UP)
 
     def link_down(self, down: LinkDown) -> None:
@@ -419,6 +438,14 @@ class Session:
     # ------------------------------------------------------------ actions: token, presses
 
     def _do_token_alert(self, occurrence: Occurrence) -> None:
+        if self._sign_in == "waiting":  # nothing for a person to do yet
+            event(
+                "token_needed",
+                detail=occurrence.reason,
+                action="none yet: signing in with the setup's auth record when the network is up",
+            )
+            occurrence.logged["detail"] = occurrence.reason
+            return
         event(
             "token_needed",
             logging.ERROR,
@@ -504,6 +531,8 @@ class Session:
         self._close_resume_window()
         if self._limit_timer is not None:
             self._limit_timer.cancel()
+        if self._sign_in_timer is not None:
+            self._sign_in_timer.cancel()
         await self.tasks.close()
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
