@@ -327,6 +327,8 @@ def test_each_load_removes_the_image_it_replaced_once_no_container_uses_it(
         second = image_id(docker, latest)
         assert second and second != first
         assert "kept the old image" in said and image_id(docker, first) == first, said
+        for tag in (f"{LOADER_REPO}:1", f"{LOADER_REPO}:1-arm64"):
+            assert image_id(docker, tag) == first, f"the image kept for later keeps {tag}"
 
         run(docker, "rm", user)  # Compose recreated the app's container on the new image
         said = load(docker, tarball, latest, "--prune")

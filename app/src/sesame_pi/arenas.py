@@ -14,8 +14,10 @@ container sets it; asking glibc from the process makes it hold wherever the app 
 Read buffers stay in the heap (`keep_read_buffers_in_the_heap`): asyncio reads every socket and
 every TLS record into a fresh 256 KB bytes object and shrinks it to what came. At that size glibc
 maps fresh pages for each one and unmaps them after: three system calls and two page faults per
-read of a 1.5 KB audio frame, 50 to 100 times a second. With the thresholds at 1 MB the buffer
-comes from the heap's top, whose touched pages stay resident (a few KB), and costs neither.
+read of a 1.5 KB audio frame, 50 to 100 times a second. With the thresholds at 512 KB the buffer
+comes from the heap's top, whose touched pages stay resident, and costs neither. The price: up
+to 512 KB freed at the heap's top stays resident (glibc's default trims above 128 KB), and blocks
+up to 512 KB come from the heap rather than from mappings of their own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 M_ARENA_MAX = -8  # glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-READ_BUFFER_ROOM = 1 << 20  # above asyncio's 256 KB reads
+READ_BUFFER_ROOM = 512 * 1024  # above asyncio's 256 KB reads
 
 
 def tune_malloc() -> bool:
