@@ -22,10 +22,9 @@ target stays near zero and the writer (see `speaker`) hands frames to the device
 a jittery one it grows to what the network really needs, and fades again when the link calms.
 The next call on the same link starts from what the last one learnt (`new_stream`): the agent
 speaks first, before a fresh histogram knows anything, and on a jittery link a cushion learnt
-from nothing ran dry in the call's first half second. A call on a link not measured yet (the
-first since the app started, or after calls too short to show a second of frames) starts at the
-prebuffer instead (the device's share included); the trimmer takes back in the next pauses what
-the link then shows it does not need.
+from nothing ran dry in the call's first half second. The first call on a link not measured yet
+starts at the prebuffer instead (the device's share included); the trimmer takes back in the
+next pauses what the link then shows it does not need.
 
 Where the playout starts sets the cushion for the rest of a real-time stream, and the target can
 grow after that (the link gets worse, or the first frames taught it). So the writer's buffer
@@ -55,7 +54,6 @@ INSERT_WINDOW_MS = 200.0  # the low water the inserter watches is taken over thi
 INSERT_MIN_MS = 10.0  # a shortfall smaller than this is left alone (a period's wobble)
 INSERT_MAX_MS = 60.0  # the most silence one shortfall adds
 RESCALE_ABOVE = 1e12
-MEASURED_AFTER_FRAMES = 50  # a second of the link's frames: enough to start from what they showed
 
 
 class DelayTarget:
@@ -79,7 +77,6 @@ class DelayTarget:
         self._step = 1.0
         self._base: float | None = None  # earliest (arrival - media time) seen: on-time frames
         self._last_base_at = 0.0
-        self.frames_counted = 0
 
     def arrived(self, media_s: float) -> None:
         """A frame that starts `media_s` into the stream has just arrived."""
@@ -99,7 +96,6 @@ class DelayTarget:
 
     def count(self, late_ms: float) -> None:
         """One frame `late_ms` behind the on-time ones (below LATENESS_BINS bins' worth)."""
-        self.frames_counted += 1
         self._step /= self.forget
         self._hist[int(late_ms // LATENESS_BIN_MS)] += self._step
         self._weight += self._step
@@ -107,11 +103,6 @@ class DelayTarget:
             self._hist = [count / self._step for count in self._hist]
             self._weight /= self._step
             self._step = 1.0
-
-    @property
-    def measured(self) -> bool:
-        """Whether the link has shown enough of its lateness to start a stream from."""
-        return self.frames_counted >= MEASURED_AFTER_FRAMES
 
     def new_stream(self) -> None:
         """The next call's audio starts at media time 0 on the same network: forget where the
@@ -179,9 +170,7 @@ class JitterBuffer:
         self._window_low: int | None = None
         self._window_high = 0
         self._trim_due = 0
-        # The first call since start, or after calls too short to measure the link: until the
-        # first playout starts.
-        self._unmeasured_link = lateness is None or not lateness.measured
+        self._unmeasured_link = lateness is None  # until the first playout starts
         if lateness is not None:
             lateness.new_stream()
         self.lateness = lateness or DelayTarget(clock=self._clock)
