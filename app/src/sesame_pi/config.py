@@ -347,8 +347,7 @@ class Config:
         60,
         "audio",
         "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
-        " standing excess the network never used is trimmed from quiet audio (with the writer,"
-        " the floor of the first call's start, before the link's lateness is measured)",
+        " standing excess the network never used is trimmed from quiet audio",
         low=0,
         high=1000,
     )

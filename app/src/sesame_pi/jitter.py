@@ -22,9 +22,7 @@ target stays near zero and the writer (see `speaker`) hands frames to the device
 a jittery one it grows to what the network really needs, and fades again when the link calms.
 The next call on the same link starts from what the last one learnt (`new_stream`): the agent
 speaks first, before a fresh histogram knows anything, and on a jittery link a cushion learnt
-from nothing ran dry in the call's first half second. The first call on a link not measured yet
-starts at the prebuffer instead (the device's share included); the trimmer takes back in the
-next pauses what the link then shows it does not need.
+from nothing ran dry in the call's first half second.
 
 Where the playout starts sets the cushion for the rest of a real-time stream, and the target can
 grow after that (the link gets worse, or the first frames taught it). So the writer's buffer
@@ -170,7 +168,6 @@ class JitterBuffer:
         self._window_low: int | None = None
         self._window_high = 0
         self._trim_due = 0
-        self._unmeasured_link = lateness is None  # until the first playout starts
         if lateness is not None:
             lateness.new_stream()
         self.lateness = lateness or DelayTarget(clock=self._clock)
@@ -240,7 +237,6 @@ class JitterBuffer:
                 if not self._data or len(self._data) + device_held_bytes < self._start_level():
                     return b""
                 self._playing = True
-                self._unmeasured_link = False
             if not self._data:
                 return b""
             if self._insert_due and self._quiet_head(max_bytes):  # (False under 2 bytes)
@@ -283,13 +279,10 @@ class JitterBuffer:
 
     def _start_level(self) -> int:
         """How much must be in before playback starts: the prebuffer, or (adaptive) the device's
-        share plus the margin, so the first late frame already finds a cushion. On a link not
-        measured yet the margin knows nothing: the prebuffer is the floor then (a late frame in
-        the first half second of a jittery link's first call found the lean start empty)."""
+        share plus the margin, so the first late frame already finds a cushion."""
         if not self.adaptive:
             return self.prebuffer
-        learnt = self.device + self._margin()
-        return max(learnt, self.prebuffer) if self._unmeasured_link else learnt
+        return self.device + self._margin()
 
     def end_of_stream(self) -> None:
         """The far end stops sending (the call is ending): running dry from now on is the end
