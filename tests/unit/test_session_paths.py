@@ -8,7 +8,6 @@ import logging
 
 import pytest
 
-from sesame_pi import session as session_module
 from sesame_pi.config import Config
 from sesame_pi.session import Session
 from sesame_pi.states import Earcon, State
@@ -108,19 +107,46 @@ async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried
         await each.close()
 
 
-async def test_a_stored_token_the_link_never_takes_up_is_shown_as_needing_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Refused while the sign-in was still writing it, the stored token gets no second
-    token_needed: after a few of the link's looks the state says a person must act."""
-    monkeypatch.setattr(session_module, "SIGN_IN_SHOWN_S", 0.05)
+async def test_a_refusal_while_the_sign_in_still_writes_its_token_is_that_tokens() -> None:
+    """The link may try the new token file before the sign-in has returned: its refusal comes
+    while the sign-in still waits, and no second token_needed follows. The state must say a
+    person must act, not "signing in" for ever."""
     feedback = FeedbackLog()
     session = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=feedback)
     session.signing_in()
     session.token_needed("no token yet")
     session.token_needed("auth refused: HTTP 401")  # the link tried the file before we returned
-    session.sign_in_over(stored=True)
     assert session.state is State.SIGNING_IN
-    await asyncio.sleep(0.15)
+    session.sign_in_over(stored=True)
     assert session.state is State.NEEDS_TOKEN and feedback.states[-1] is State.NEEDS_TOKEN
+    await session.close()
+
+
+async def test_a_sign_in_that_lands_while_the_link_works_leaves_later_needs_honest() -> None:
+    """An auth.json the fleet's play put down on a working Pi: signed in while idle. A refusal
+    hours later is a token a person must see to, not "signing in"."""
+    link, feedback = FakeLink(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.link_up()
+    session.signing_in()
+    session.sign_in_over(stored=True)
+    assert session.state is State.IDLE
+    link.up = False
+    session.token_needed("auth refused: HTTP 401")
+    assert session.state is State.NEEDS_TOKEN
+    await session.close()
+
+
+async def test_a_press_while_signing_in_is_refused_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    feedback = FeedbackLog()
+    session = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=feedback)
+    session.signing_in()
+    session.token_needed("no token yet")
+    session.button_pressed()
+    ignored = logged(caplog, "press_ignored")
+    assert [r.levelno for r in ignored] == [logging.INFO] and "signing in" in ignored[0].reason
+    assert feedback.earcons == [Earcon.ERROR], "the press is told no (it places no call)"
     await session.close()

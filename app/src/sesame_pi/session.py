@@ -38,9 +38,6 @@ CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier ca
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 USER_REQUEST = "user_request"
-# A token the sign-in stored is shown as "signing in" this long at most: three of the link's
-# 5 s looks for a new token (TOKEN_WAIT_POLL_S) while it waits in needs_token.
-SIGN_IN_SHOWN_S = 15.0
 SOUNDS = {
     Do.SOUND_START: Earcon.CALL_START,
     Do.SOUND_LIVE: Earcon.LIVE,
@@ -105,7 +102,7 @@ class Session:
         # The first boot's sign-in: None, "waiting" (for the network), or "stored" (its token
         # waits for the link to try it): shown as signing in, not as a token a person must give.
         self._sign_in: str | None = None
-        self._sign_in_timer: asyncio.TimerHandle | None = None
+        self._refused_while_signing_in = False  # a token the link tried was refused meanwhile
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
         }
@@ -126,30 +123,34 @@ class Session:
 
     def signing_in(self) -> None:
         """The sign-in with the auth record the setup left has begun."""
+        self._refused_while_signing_in = False
         self._sign_in_is("waiting")
 
     def sign_in_over(self, stored: bool) -> None:
         """The sign-in stored a token (shown as signing in until the link has tried it: its
-        token wait looks every few seconds) or failed (a person must act now). A stored token
-        the link has not taken up within SIGN_IN_SHOWN_S (it was refused while the sign-in was
-        still writing it, say) is a token a person must see to."""
+        token wait looks every few seconds) or failed (a person must act now). A refusal that
+        came while the sign-in was still writing the token (the link tried the new file first)
+        was that token's: a person must act."""
+        stored = stored and not self._refused_while_signing_in
         self._sign_in_is("stored" if stored else None)
-        if stored:
-            self._sign_in_timer = asyncio.get_running_loop().call_later(
-                SIGN_IN_SHOWN_S, self._sign_in_stale
-            )
-
-    def _sign_in_stale(self) -> None:
-        if self._sign_in == "stored":
-            self._sign_in_is(None)
 
     def _sign_in_is(self, stage: str | None) -> None:
         before = self.state
         self._sign_in = stage
-        if stage != "stored" and self._sign_in_timer is not None:
-            self._sign_in_timer.cancel()
-            self._sign_in_timer = None
         self._show(before, {})
+
+    def _sign_in_heard(self, what: Event) -> None:
+        """Before a transition: what `what` says about the sign-in (it changes only what the
+        needs-token phase is shown as, so the transition's own move reports it)."""
+        if self.phase is not Phase.NEEDS_TOKEN:
+            if self._sign_in == "stored":
+                self._sign_in = None  # the link is past the stored token: a later need is new
+            return
+        if what is Event.TOKEN_NEEDED:  # in needs_token already: a token was tried and refused
+            if self._sign_in == "waiting":
+                self._refused_while_signing_in = True
+            elif self._sign_in == "stored":
+                self._sign_in = None
 
     # ------------------------------------------------------------ the machine
 
@@ -165,8 +166,10 @@ class Session:
         step = TRANSITIONS.get((self.phase, occurrence.event))
         if step is None:
             return False
+        before = self.state
+        self._sign_in_heard(occurrence.event)
         follow_ups = [self._act(do, occurrence) for do in step.does]
-        self._move(self._target(step), occurrence.logged)
+        self._move(self._target(step), occurrence.logged, before)
         for follow_up in follow_ups:
             if follow_up is not None:
                 self._on(follow_up)
@@ -187,11 +190,9 @@ class Session:
             return Phase.IDLE if self.link.up else Phase.OFFLINE
         return self.phase
 
-    def _move(self, new: Phase, fields: dict[str, object]) -> None:
-        before = self.state
+    def _move(self, new: Phase, fields: dict[str, object], before: State | None = None) -> None:
+        before = self.state if before is None else before
         self.phase = new
-        if self._sign_in == "stored" and new.shown is not State.NEEDS_TOKEN:
-            self._sign_in = None  # the link took the stored token up (or lost the network)
         self._show(before, fields)
 
     def _show(self, before: State, fields: dict[str, object]) -> None:
@@ -252,8 +253,6 @@ class Session:
         self._on(Event.LIMIT if reason == CALL_LIMIT_REASON else Event.HANGUP, reason)
 
     def token_needed(self, detail: str) -> None:
-        if self._sign_in == "stored":  # the link tried the token the sign-in stored: refused
-            self._sign_in_is(None)
         self._on(Event.TOKEN_NEEDED, detail)
 
     def audio_device_error(self, message: str) -> None:
@@ -465,7 +464,10 @@ class Session:
         event("press_ignored", reason="call in progress; hold to end it", state=self.state.value)
 
     def _do_refuse_token(self, _: Occurrence) -> None:
-        event("press_ignored", logging.WARNING, reason="a new token is needed first")
+        if self.state is State.SIGNING_IN:
+            event("press_ignored", reason="signing in first: calls wait for the network")
+        else:
+            event("press_ignored", logging.WARNING, reason="a new token is needed first")
         self.link.wake()
 
     def _do_refuse_device(self, _: Occurrence) -> None:
@@ -531,8 +533,6 @@ class Session:
         self._close_resume_window()
         if self._limit_timer is not None:
             self._limit_timer.cancel()
-        if self._sign_in_timer is not None:
-            self._sign_in_timer.cancel()
         await self.tasks.close()
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
