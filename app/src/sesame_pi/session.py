@@ -190,8 +190,8 @@ class Session:
             return Phase.IDLE if self.link.up else Phase.OFFLINE
         return self.phase
 
-    def _move(self, new: Phase, fields: dict[str, object], before: State | None = None) -> None:
-        before = self.state if before is None else before
+    def _move(self, new: Phase, fields: dict[str, object], before: State) -> None:
+        """`before`: what was shown before the transition began (its actions may change it)."""
         self.phase = new
         self._show(before, fields)
 
