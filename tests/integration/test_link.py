@@ -20,6 +20,7 @@ from sesame_pi.link import Link, LinkDown, LinkLost, supervisor
 from sesame_pi.logs import setup_logging
 from sesame_pi.standin import Standin, StandinOptions, server_tls
 from support.credentials import TestPKI, make_pki, make_token, write_token
+from support.token_endpoint import Issuer, TokenEndpoint
 
 FRAME = b"\x11\x00" * 320  # 20 ms at 16 kHz
 
@@ -186,6 +187,41 @@ async def test_auth_refusal_reports_and_does_not_hammer(
     assert "403" in recorder.token_problems[0]
     assert standin.record.auth_refusals <= 2, "same token must not be retried in a loop"
     assert recorder.ups == 0
+    await standin.stop()
+
+
+async def test_a_token_that_ran_out_while_the_network_was_down_is_an_outage_not_a_sign_in(
+    tmp_path: Path, pki: TestPKI, running: list
+) -> None:
+    """A Pi off overnight boots before its network is up: the token ran out, and its refresh
+    cannot reach the token service. The session hears an outage (offline), never that a token
+    is needed (the error tone, "sesame-pi login"); the link is up once the refresh gets
+    through, without anyone doing anything."""
+    standin = await start_standin(pki)
+    issuer = Issuer("test-api-key", "refresh-one")
+    with TokenEndpoint(issuer) as endpoint:
+        endpoint.answers = [(503, {})]  # the token service is out of reach once
+        cfg = make_config(
+            tmp_path,
+            standin.port,
+            pki,
+            make_token(exp_in_s=-3600),
+            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
+            firebase_api_key="test-api-key",
+            token_endpoint=endpoint.url,
+        )
+        skew = [0.0]
+        recorder = Recorder()
+        tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
+        running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
+        await asyncio.sleep(1.5)  # link retries at up to 2 s; the refresh backs off 10 s
+        assert recorder.ups == 0 and recorder.token_problems == []
+        assert len(recorder.downs) == 1 and "cannot be reached" in recorder.downs[0]
+        assert len(endpoint.seen) == 1, "the refresh backs off, it does not follow each retry"
+        skew[0] = 11.0  # past the refresh's backoff
+        await asyncio.wait_for(recorder.up_event.wait(), 10)
+        assert recorder.token_problems == [] and len(issuer.issued) == 1
+    assert standin.record.connections == 1
     await standin.stop()
 
 

@@ -6,12 +6,13 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sesame_pi.auth import TokenExpired, TokenProvider
+from sesame_pi.auth import TokenExpired, TokenProvider, TokenServiceUnreachable
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
 from support.credentials import make_token, write_token
@@ -182,3 +183,52 @@ async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
     with pytest.raises(TokenExpired):
         await provider.valid_token()  # backing off: no second request
     assert len(token_endpoint.seen) == 1
+
+
+@pytest.mark.parametrize("answer", [503, "closed"])
+async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retried_soon(
+    tmp_path: Path, token_endpoint: TokenEndpoint, answer: int | str
+) -> None:
+    """A Pi off overnight boots before its network is up: the token ran out and its refresh
+    cannot reach the token service. Not a token a person must replace (TokenExpired would
+    show "needs a token" and ask for a login): an outage, tried again within a minute (a
+    refusal backs off up to ten), and the refresh goes through once the service answers."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=-600))
+    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    url = token_endpoint.url
+    if answer == "closed":
+        with TokenEndpoint() as gone:  # a port nothing listens on any more
+            url = gone.url
+    else:
+        token_endpoint.answers = [(503, {})] * 7
+    now = [time.time()]
+    cfg = Config(
+        token_file=token_file,
+        refresh_token_file=refresh_file,
+        firebase_api_key="k",
+        token_endpoint=url,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg, clock=lambda: now[0])
+    waits = []
+    for _ in range(7):  # each failure backs off longer, up to a minute
+        with pytest.raises(TokenServiceUnreachable, match="cannot be reached") as info:
+            await provider.valid_token()
+        assert "signs in again by itself" in str(info.value)
+        with pytest.raises(TokenServiceUnreachable):
+            await provider.valid_token()  # backing off: asked again, no request
+        start = now[0]
+        while True:
+            now[0] += 1.0
+            if provider._refresh_allowed():
+                break
+        waits.append(now[0] - start)
+    assert waits[:3] == [10.0, 20.0, 40.0] and max(waits) == 60.0, waits
+    if answer == 503:
+        assert len(token_endpoint.seen) == 7
+        fresh = make_token(exp_in_s=3600, uid="back")
+        token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+        assert await provider.valid_token() == fresh
+    log = (tmp_path / "events.jsonl").read_text()
+    assert "check the network" in log and "refresh-token-one" not in log

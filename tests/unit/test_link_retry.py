@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sesame_pi.auth import TokenError
+from sesame_pi.auth import TokenError, TokenServiceUnreachable
 from sesame_pi.link import AuthRefused, End, Ended, LinkLost, Verdict, classify
 
 
@@ -19,6 +19,7 @@ from sesame_pi.link import AuthRefused, End, Ended, LinkLost, Verdict, classify
         (LinkLost("connect failed: ConnectionRefusedError"), Verdict.RETRY),
         (AuthRefused("auth refused: HTTP 403"), Verdict.NEED_TOKEN),
         (TokenError("token file missing"), Verdict.NEED_TOKEN),
+        (TokenServiceUnreachable("the token expired and ... cannot be reached"), Verdict.RETRY),
         (RuntimeError("a bug"), Verdict.STOP),
     ],
 )

@@ -32,6 +32,8 @@ from .logs import event, register_secret
 from .tls import client_context
 
 MIN_VALID_S = 60.0
+REFRESH_BACKOFF_MAX_S = 600.0  # after refusals and bad answers: nothing changes by itself soon
+UNREACHABLE_BACKOFF_MAX_S = 60.0  # after an outage: back within a minute of the network
 
 
 class TokenError(Exception):
@@ -64,6 +66,12 @@ class RefreshRefused(RefreshFailed):
 
 class EndpointUnreachable(RefreshFailed):
     """No answer, or "not now" (network down, DNS, timeout, HTTP 5xx, 408, 429): retry later."""
+
+
+class TokenServiceUnreachable(Exception):
+    """The token ran out (or there is none yet) and the token service cannot be reached to
+    refresh it. Not a token problem a person must fix: a network outage, which the link retries
+    as any other (shown offline, not as a request to sign in again)."""
 
 
 # Answers below 500 that say "not now" rather than "never": a refusal would make a login give up
@@ -262,6 +270,7 @@ class TokenProvider:
         self._stamp: _FileStamp | None = None
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
+        self._unreachable = False  # the last refresh attempt found no token service to ask
         self._warned_expiry_for: float | None = None
         self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
         # A refresh token the endpoint rotated but the card would not store (full, read-only):
@@ -390,7 +399,12 @@ class TokenProvider:
     async def valid_token(self) -> str:
         """A token good for at least a minute, or a TokenError that says what to do."""
         if self._needs_first_token():
-            await self.refresh()
+            try:
+                await self.refresh()
+            except RefreshFailed as exc:
+                if self._unreachable:
+                    raise self._out_of_reach("there is no token yet", exc) from None
+                raise
         elif self._token is None or self._file_changed():
             self._read_file()
         left = self._seconds_left()
@@ -398,6 +412,8 @@ class TokenProvider:
             try:
                 await self.refresh()
             except RefreshFailed as exc:
+                if left < MIN_VALID_S and self._unreachable:
+                    raise self._out_of_reach("the token expired", exc) from None
                 if left < MIN_VALID_S:
                     raise TokenExpired(f"{self._expired_error()}; refresh failed: {exc}") from None
             left = self._seconds_left()
@@ -406,6 +422,13 @@ class TokenProvider:
         assert self._token is not None
         self._handed_out = self._token
         return self._token
+
+    @staticmethod
+    def _out_of_reach(what: str, exc: RefreshFailed) -> TokenServiceUnreachable:
+        return TokenServiceUnreachable(
+            f"{what} and the token service cannot be reached to refresh it ({exc}); the app "
+            "signs in again by itself when the network is back"
+        )
 
     async def after_auth_refusal(self) -> bool:
         """The server refused us. True if a different token is now available."""
@@ -438,7 +461,9 @@ class TokenProvider:
             id_token, refresh_token, expires_in = await asyncio.to_thread(self._exchange)
         except RefreshFailed as exc:
             self._refresh_failures += 1
-            wait = min(600.0, 5.0 * 2 ** min(self._refresh_failures, 7))
+            self._unreachable = isinstance(exc, EndpointUnreachable)
+            longest = UNREACHABLE_BACKOFF_MAX_S if self._unreachable else REFRESH_BACKOFF_MAX_S
+            wait = min(longest, 5.0 * 2 ** min(self._refresh_failures, 7))
             self._next_refresh_at = self.clock() + wait
             if isinstance(exc, RefreshRefused):
                 action = "sign in again: `sesame-pi login`, or the setup page"
@@ -454,6 +479,7 @@ class TokenProvider:
             raise
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
+        self._unreachable = False
         register_secret(id_token)
         try:
             stored = await asyncio.to_thread(self._store, stored_before, id_token, refresh_token)

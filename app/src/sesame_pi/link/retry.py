@@ -3,7 +3,9 @@
 classify(error) -> AGAIN       reconnect at once with a fresh backoff: a planned close after a
                                call, the server's routine idle close, or a connection that
                                stayed healthy for `healthy_after_s` before it broke
-                -> RETRY       reconnect after the backoff (exponential with jitter)
+                -> RETRY       reconnect after the backoff (exponential with jitter); also
+                               for a token that ran out while its refresh cannot reach the
+                               token service (an outage, not the person's to fix)
                 -> NEED_TOKEN  the service refused the token, or we have none that is valid:
                                wait for a new one, at a bounded rate
                 -> STOP        not a link problem (a bug): let it out
@@ -15,7 +17,7 @@ from enum import StrEnum
 
 import tenacity
 
-from ..auth import TokenError
+from ..auth import TokenError, TokenServiceUnreachable
 from ..config import Config
 from .errors import AuthRefused, End, Ended, LinkLost
 
@@ -37,7 +39,7 @@ def classify(error: BaseException) -> Verdict:
         return Verdict.NEED_TOKEN if error.kind is End.AUTH else Verdict.RETRY
     if isinstance(error, AuthRefused | TokenError):
         return Verdict.NEED_TOKEN
-    if isinstance(error, LinkLost):
+    if isinstance(error, LinkLost | TokenServiceUnreachable):
         return Verdict.RETRY
     return Verdict.STOP
 

@@ -17,7 +17,7 @@ from typing import Protocol
 import tenacity
 
 from .. import protocol as p
-from ..auth import TokenError, TokenProvider
+from ..auth import TokenError, TokenProvider, TokenServiceUnreachable
 from ..config import Config
 from ..logs import event
 from .channel import CallInfo, Channel, handshake
@@ -198,7 +198,11 @@ class Link:
     async def _connect_and_serve(self) -> None:
         if self._stopping:
             return
-        token = await self.tokens.valid_token()
+        try:
+            token = await self.tokens.valid_token()
+        except TokenServiceUnreachable as exc:  # offline until the refresh gets through
+            self._report_down(LinkDown(End.LOST, str(exc)))
+            raise
         try:
             transport, session_id = await handshake(self.cfg, self._ssl, token, self.stats)
         except LinkLost as exc:
