@@ -1,5 +1,6 @@
 """The engine rides out a device hiccup: against a fake PortAudio whose microphone stops and comes
 back, or whose devices vanish, with the watchdog's times scaled down (the rules, not the clock).
+And, on the same fakes, the echo reference lines up with a card's time stamps in writer mode.
 
 Also the grace books and the silence pacer on a hand-moved clock.
 """
@@ -127,6 +128,7 @@ class World:
         self.output_busy = False  # another program holds the speaker
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
+        self.time_info: Callable[[], dict[str, float]] = dict  # what each callback is told
 
     def factory(self) -> FakePortAudio:
         pa = FakePortAudio(self)
@@ -147,7 +149,8 @@ class World:
                 # on another thread, as PortAudio's: the capture callback hands over with
                 # call_soon_threadsafe
                 data = b"\x01\x00" * 320 if stream.kind == "input" else None
-                await asyncio.to_thread(stream.callback, data, 320, {}, pyaudio.paContinue * 0)
+                stamps = self.time_info()
+                await asyncio.to_thread(stream.callback, data, 320, stamps, pyaudio.paContinue * 0)
 
 
 @pytest.fixture(autouse=True)
@@ -594,3 +597,55 @@ async def test_the_call_summary_says_how_late_the_links_audio_came(output_mode: 
     bursty = await _lateness_after("bursty", output_mode)
     assert bursty >= 60, (steady, bursty)
     assert bursty - steady >= 40, (steady, bursty)
+
+
+class HeardReference:
+    """An echo engine that keeps the reference it is handed with each frame (and cancels
+    nothing): what the canceller would have to work with."""
+
+    name = "heard"
+    tracks_delay_ms = 150.0
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+
+    def process(self, mic: Any, ref: Any) -> Any:
+        self.refs.append(ref.copy())
+        return mic
+
+    def reset(self) -> None:
+        self.refs.clear()
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("clock", ["monotonic", "wall"])
+async def test_the_writer_s_reference_lines_up_with_the_microphone_s_stamps(
+    tasks: list[asyncio.Task[None]], clock: str
+) -> None:
+    """A card, and dmix or dsnoop over it (the Pi), stamp PortAudio's times with the monotonic
+    clock; the pulse plugin with the wall clock. The writer's stamps must land on the same
+    axis as the microphone's either way, or the canceller is handed silence for a reference
+    and cancels nothing (what a wall-clock writer beside a card's stamps did, silently)."""
+    import numpy as np
+
+    call = Call(grace_s=5.0, output_mode="writer", echo="speex")
+    call.world.output_plays = True  # a card: plays what it holds in real time
+    now = time.monotonic if clock == "monotonic" else time.time
+    call.world.time_info = lambda: {"input_buffer_adc_time": now() - 0.02, "current_time": now()}
+    call.engine.start_call(24000)
+    stage = call.engine._echo
+    assert stage is not None
+    heard = HeardReference()
+    stage.engine, stage.engine_name = heard, heard.name
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(24000) / 24000)).astype(np.int16)
+    call.engine.play(tone.tobytes())  # a second of the agent's voice
+    await asyncio.sleep(0.8)
+    refs = heard.refs[-15:]  # the last 0.3 s, all while the tone plays
+    assert len(refs) >= 10, len(heard.refs)
+    level = float(np.sqrt(np.mean(np.concatenate(refs).astype(np.float64) ** 2)))
+    assert level > 3000, f"the canceller's reference is {level:.1f} RMS: not what was played"
+    call.engine.stop_call()
+    call.engine.close()

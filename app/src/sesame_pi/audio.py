@@ -391,7 +391,7 @@ class AudioEngine:
                 channels=self.cfg.output_channels,
                 render=self._take,
                 on_played=self._played,
-                stream_time=time.time,  # PortAudio's clock, for the echo canceller's reference
+                stream_time=time.monotonic,  # the clock the capture stamps are put on
                 on_stall=self._speaker_stalled,
                 on_target=self._device_target_changed,
             )
@@ -885,18 +885,28 @@ class AudioEngine:
 
 
 def _on_pa_clock(time_info: Any, key: str) -> float:
-    """A PortAudio ADC or DAC time, as the stream gave it.
+    """A PortAudio ADC or DAC time, on the monotonic clock (the speaker writer's too).
 
     These are smooth (each callback's stamp one period after the last), where a clock read in
     the callback would carry the callback's own scheduling jitter into the echo canceller's
-    alignment. PortAudio's Unix clock is the wall clock, which the speaker writer also uses; a
-    host that leaves the stamps 0 gets the wall clock now, and the delay estimator finds the rest.
+    alignment. PortAudio passes on the clock ALSA stamped the stream's status with, and that
+    depends on the device: a card, and dmix or dsnoop over it (the Pi), stamp with the monotonic
+    clock; the pulse plugin (a desktop, the benches) with the wall clock. The two are decades
+    apart, so a stamp's clock is the nearer one; a host that leaves the stamps 0 gets the
+    monotonic clock now, and the delay estimator finds the rest.
     """
     try:
-        stamp = float(time_info.get(key) or 0.0)
-        return stamp or float(time_info.get("current_time") or 0.0) or time.time()
+        stamp = float(time_info.get(key) or 0.0) or float(time_info.get("current_time") or 0.0)
     except (AttributeError, TypeError, ValueError):
-        return time.time()
+        stamp = 0.0
+    return on_monotonic_clock(stamp) if stamp else time.monotonic()
+
+
+def on_monotonic_clock(stamp: float) -> float:
+    """`stamp` (a monotonic or a wall-clock time) as a monotonic time."""
+    monotonic = time.monotonic()
+    offset = time.time() - monotonic
+    return stamp if abs(stamp - monotonic) < abs(stamp - monotonic - offset) else stamp - offset
 
 
 def _active(stream: Any) -> bool:
