@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sesame_pi.echo import ENGINES, EchoStage, EchoUnavailable, resolve_engine
-from sesame_pi.echo.align import Anchor, FarEndStore, Timeline
+from sesame_pi.echo.align import Anchor, DelayEstimator, FarEndStore, Timeline
 from sesame_pi.echo.duck import Ducker
 from sesame_pi.echo.engine import LsbDither, Passthrough
 from sesame_pi.echo.resample import Resampler
@@ -318,3 +318,25 @@ def test_the_call_summary_carries_the_cancellers_own_cost() -> None:
         assert stats["cpu_ms"] >= stats["engine_cpu_ms"] >= 0.0
         assert (stats["engine_cpu_ms"] > 0.0) == runs_engine
         stage.close()
+
+
+@pytest.mark.parametrize(("level_dbfs", "found"), [(-20.0, True), (-65.0, False)])
+def test_the_delay_is_estimated_while_the_far_end_talks_not_over_its_comfort_noise(
+    level_dbfs: float, found: bool
+) -> None:
+    """The estimator's gate is in dB of full scale: the far end at -20 dBFS is heard and its
+    delay found; the service's comfort noise between sentences (-65 dBFS here) is not taken
+    for talk, so no GCC-PHAT runs over it and none of it blurs the averaged correlation. (Read
+    as dB of one int16 step, the gate once passed anything above -140 dBFS.)"""
+    rate, delay_ms = 16000, 120
+    rng = np.random.default_rng(5)
+    far = rng.standard_normal(rate * 4) * 32768 * 10 ** (level_dbfs / 20)
+    lag = rate * delay_ms // 1000
+    mic = np.concatenate((np.zeros(lag), far[:-lag])) * 0.5
+    estimator = DelayEstimator(rate, 500)
+    for at in range(0, len(far), 320):
+        estimator.feed(mic[at : at + 320].astype(np.float32), far[at : at + 320].astype(np.float32))
+    if found:
+        assert estimator.delay_ms is not None and abs(estimator.delay_ms - delay_ms) <= 2
+    else:
+        assert estimator.delay_ms is None and estimator.updates == 0

@@ -271,8 +271,10 @@ class DelayEstimator:
         ref = self._ref
         # the reference must carry sound over the span the microphone window could have heard
         blocks = ref[: len(ref) // 40 * 40].reshape(-1, 40)
-        levels = 10 * np.log10(np.mean(blocks * blocks, axis=1) + 1e-12)
-        if np.mean(levels > self.ACTIVE_DBFS) < 0.3:
+        # (in dB of full scale: the samples are int16's, so a power is over 32768 squared; read
+        # as dB of one step, the gate once passed comfort noise and digital near-silence alike)
+        power = np.mean(blocks * blocks, axis=1) / 32768.0**2
+        if np.mean(power > 10 ** (self.ACTIVE_DBFS / 10)) < 0.3:
             return None
         cross = np.fft.rfft(mic, self._nfft) * np.conj(np.fft.rfft(ref, self._nfft))
         # the cross spectrum is averaged over successive windows (it forgets in a couple of
