@@ -129,3 +129,16 @@ def test_without_a_signed_in_user_the_snippet_copies_nothing(
     browser: webdriver.Chrome, site: str
 ) -> None:
     assert run_snippet(browser, site, [{"fbase_key": "__sak", "value": "__sak"}]) is None
+
+
+def test_an_anonymous_visitor_is_skipped_for_the_signed_in_user(
+    browser: webdriver.Chrome, site: str
+) -> None:
+    """The web app signs a visitor in anonymously until they sign in; the service refuses those
+    accounts, so the snippet copies the real user's record, or nothing."""
+    visitor = user_row()
+    visitor["fbase_key"] = "firebase:authUser:visitor"
+    visitor["value"] = {**visitor["value"], "isAnonymous": True, "email": None}  # type: ignore[dict-item]
+    assert run_snippet(browser, site, [visitor]) is None
+    copied = run_snippet(browser, site, [visitor, user_row()])
+    assert isinstance(copied, str) and json.loads(copied)["isAnonymous"] is False

@@ -225,6 +225,45 @@ async def test_a_token_that_ran_out_while_the_network_was_down_is_an_outage_not_
     await standin.stop()
 
 
+async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_times_a_minute(
+    tmp_path: Path, pki: TestPKI, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account the service will not serve: every token the refresh gives is refused too.
+    One renewal after the first refusal (the token may just have been stale), then renewals
+    wait 30 s, 60 s, ... (not the auth retry cap's three a minute, each with the error tone);
+    a token the service takes would forget the count."""
+    monkeypatch.setattr(supervisor, "TOKEN_WAIT_POLL_S", 0.2)
+    standin = await start_standin(pki, refuse_auth=True)
+    issuer = Issuer("test-api-key", "refresh-one")
+    with TokenEndpoint(issuer) as endpoint:
+        cfg = make_config(
+            tmp_path,
+            standin.port,
+            pki,
+            make_token(),
+            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
+            firebase_api_key="test-api-key",
+            token_endpoint=endpoint.url,
+        )
+        skew = [0.0]
+        recorder = Recorder()
+        tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
+        running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
+        await asyncio.sleep(3.0)
+        assert len(issuer.issued) == 1, "one renewal, then a wait"
+        assert standin.record.auth_refusals == 2
+        skew[0] = 31.0  # the first wait is over
+        await asyncio.sleep(1.5)
+        assert len(issuer.issued) == 2 and standin.record.auth_refusals == 3
+        skew[0] = 31.0 + 45.0  # the second wait is twice as long (60 s): not over yet
+        await asyncio.sleep(1.0)
+        assert len(issuer.issued) == 2
+        assert recorder.ups == 0
+    log = (tmp_path / "events.jsonl").read_text()
+    assert log.count('"token_renewal_refused"') == 2
+    await standin.stop()
+
+
 async def test_new_token_file_ends_the_auth_wait(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:

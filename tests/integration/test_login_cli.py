@@ -215,6 +215,8 @@ def test_the_refresh_token_file_setting_is_honoured(
         ("id-token", "not a refresh token"),
         ("no-key", "no Firebase API key"),
         ("unreachable", "could not reach the token service"),
+        ("anonymous-record", "anonymous visitor"),
+        ("anonymous-token", "anonymous visitor"),
     ],
 )
 def test_refused_malformed_or_unreachable_leaves_every_file_as_it_was(
@@ -242,7 +244,14 @@ def test_refused_malformed_or_unreachable_leaves_every_file_as_it_was(
         stdin = REFRESH
     elif case == "unreachable":
         url = closed_port_url()
-    result = cli("login", etc=etc, endpoint_url=url, stdin=stdin)
+    elif case == "anonymous-record":  # the web app's visitor, before signing in
+        stdin = json.dumps({**auth_record(), "isAnonymous": True, "email": None})
+    elif case == "anonymous-token":  # a bare refresh token: only its new ID token tells
+        stdin = f"{REFRESH}\n"
+        anonymous = make_token(anonymous=True)
+        endpoint.answers.append((200, {"id_token": anonymous, "expires_in": "3600"}))
+    key = ("--api-key", KEY) if case == "anonymous-token" else ()
+    result = cli("login", *key, etc=etc, endpoint_url=url, stdin=stdin)
     assert result.returncode == 3
     assert says in result.stderr
     assert result.stderr.count("\n") == 1, "one sentence"

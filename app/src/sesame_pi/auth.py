@@ -277,6 +277,8 @@ class TokenProvider:
         # the next exchange uses it, as the file would have it.
         self._unsaved_refresh: str | None = None
         self._handed_out: str | None = None  # the token the last connect used
+        self._renewed: str | None = None  # the token the last refresh after a refusal gave
+        self._renewals_refused = 0  # such tokens the service refused in turn, since one worked
 
     def __repr__(self) -> str:
         return f"TokenProvider(file={self.cfg.token_file}, exp={self._exp})"
@@ -443,12 +445,38 @@ class TokenProvider:
         if fresh and (left is None or left >= MIN_VALID_S):
             return True  # a new file the watch read first: its stamp is already the known one
         if self.can_refresh and self._refresh_allowed():
+            if self._handed_out is not None and self._handed_out == self._renewed:
+                self._renewal_refused()
+                return False
             try:
                 await self.refresh()
             except RefreshFailed:
                 return False
+            self._renewed = self._token
             return True
         return False
+
+    def _renewal_refused(self) -> None:
+        """The service refused the token a refresh had just given: another one now would fare no
+        better (an account it will not serve, an anonymous one). Renew again only after a wait
+        that doubles each time, from 30 s to 10 minutes, until a token is taken (`accepted`)."""
+        self._renewed = None  # the next look after the wait renews
+        self._renewals_refused += 1
+        wait = min(REFRESH_BACKOFF_MAX_S, 30.0 * 2 ** min(self._renewals_refused - 1, 5))
+        self._next_refresh_at = self.clock() + wait
+        event(
+            "token_renewal_refused",
+            logging.ERROR,
+            detail="the service refused a token the refresh had just given",
+            action="check the account can use the service (sign in at the Sesame web app), then "
+            "`sesame-pi login` again",
+            retry_in_s=wait,
+        )
+
+    def accepted(self) -> None:
+        """The service took the token handed out last: refused renewals are forgotten."""
+        self._renewals_refused = 0
+        self._renewed = None
 
     # ------------------------------------------------------------ refresh
 

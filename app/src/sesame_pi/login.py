@@ -46,6 +46,13 @@ GUIDE = 'see "Get your token" in the README'
 _WORD = re.compile(r"[A-Za-z0-9_\-.:~+/=]{16,}")
 
 
+ANONYMOUS = (
+    "that sign-in is an anonymous visitor's (the web app signs everyone in so, until they sign "
+    "in with an account), and the service refuses those: sign in with your account at the "
+    f"Sesame web app, then copy the record again ({GUIDE})"
+)
+
+
 class LoginError(Exception):
     """One plain sentence that says what to do; never contains a token."""
 
@@ -141,6 +148,8 @@ def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
             )
         refresh = str(record["stsTokenManager"]["refreshToken"]).strip()
         register_secret(refresh)
+        if record.get("isAnonymous") is True:
+            raise LoginRefused(ANONYMOUS)
         if not _WORD.fullmatch(refresh):
             raise LoginError(f"the record's refresh token is damaged; copy it again ({GUIDE})")
         return Credentials(
@@ -196,6 +205,9 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
         raise LoginError(
             "the token service answered with something that is not an ID token"
         ) from None
+    firebase = claims.get("firebase")
+    if isinstance(firebase, dict) and firebase.get("sign_in_provider") == "anonymous":
+        raise LoginRefused(ANONYMOUS)  # (a bare refresh token says so only here)
     exp = claims.get("exp")
     seconds_left = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
     email = creds.email or _text_or_none(claims.get("email"))

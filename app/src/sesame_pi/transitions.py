@@ -178,8 +178,11 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     (P.RECONNECTING, Event.TOKEN_NEEDED): Step(
         P.RESUME_NEEDS_TOKEN, (Do.TOKEN_ALERT, Do.SOUND_ERROR)
     ),
-    (P.NEEDS_TOKEN, Event.TOKEN_NEEDED): Step(None, (Do.TOKEN_ALERT, Do.SOUND_ERROR)),
-    (P.RESUME_NEEDS_TOKEN, Event.TOKEN_NEEDED): Step(None, (Do.TOKEN_ALERT, Do.SOUND_ERROR)),
+    # refused again (a new token that did not work either): the tone was heard on the way in
+    # and the LED still says it; a tone at every try would beep on for an account the service
+    # will not serve
+    (P.NEEDS_TOKEN, Event.TOKEN_NEEDED): Step(None, (Do.TOKEN_ALERT,)),
+    (P.RESUME_NEEDS_TOKEN, Event.TOKEN_NEEDED): Step(None, (Do.TOKEN_ALERT,)),
     # the audio device
     **{(p, Event.DEVICE_ERROR): _DEVICE for p in (*QUIET, P.ENDING, P.NEEDS_TOKEN)},
     **{

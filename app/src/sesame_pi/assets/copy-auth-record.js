@@ -12,10 +12,14 @@
     ? await ask(db.transaction(store, "readonly").objectStore(store).getAll())
     : [];
   db.close();
-  const row = rows.find((r) => r && r.value && r.value.stsTokenManager
+  const users = rows.filter((r) => r && r.value && r.value.stsTokenManager
     && r.value.stsTokenManager.refreshToken);
+  const row = users.find((r) => !r.value.isAnonymous); // the service refuses anonymous ones
   if (!row) {
-    console.warn("sesame-pi: no signed-in user in this tab: sign in at the Sesame web app first");
+    console.warn(users.length
+      ? "sesame-pi: this tab is signed in only as an anonymous visitor, which the service"
+        + " refuses: sign in with your account at the Sesame web app first"
+      : "sesame-pi: no signed-in user in this tab: sign in at the Sesame web app first");
     return;
   }
   const record = JSON.stringify(row.value);

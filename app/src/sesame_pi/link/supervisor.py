@@ -216,6 +216,7 @@ class Link:
         self.stats.connects += 1
         event("link_up", session_id=session_id, connects=self.stats.connects)
         self._down_reported = False
+        self.tokens.accepted()
         self.listener.link_up()
         try:
             kind, reason = await channel.serve()
