@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -232,3 +233,37 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
         assert await provider.valid_token() == fresh
     log = (tmp_path / "events.jsonl").read_text()
     assert "check the network" in log and "refresh-token-one" not in log
+
+
+async def test_a_token_file_the_watch_cannot_use_is_said_once_per_change_with_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    """An auth record pasted into the token file (not into `sesame-pi login`): one ERROR line
+    that says where it belongs, not one every ten seconds for as long as it stays; each new
+    bad file is said again, and a good one is taken."""
+    token_file = write_token(tmp_path / "token", make_token())
+    cfg = Config(token_file=token_file, log_file=tmp_path / "events.jsonl")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    watching = asyncio.create_task(provider.watch(interval_s=0.02))
+
+    def problems() -> list[str]:
+        lines = (tmp_path / "events.jsonl").read_text().splitlines()
+        return [json.loads(line)["detail"] for line in lines if '"token_problem"' in line]
+
+    write_token(token_file, json.dumps({"stsTokenManager": {"refreshToken": "AMf-x" * 12}}))
+    await asyncio.sleep(0.3)
+    assert len(problems()) == 1 and "sesame-pi login" in problems()[0], problems()
+    assert "AMf-x" not in problems()[0]
+    write_token(token_file, "AMf-vB" + "x" * 80)  # a bare refresh token
+    await asyncio.sleep(0.3)
+    assert len(problems()) == 2 and "refresh token" in problems()[1], problems()
+    token_file.unlink()
+    await asyncio.sleep(0.3)
+    assert len(problems()) == 3 and "no token file" in problems()[2], problems()
+    write_token(token_file, make_token(uid="fixed"))
+    await asyncio.sleep(0.3)
+    watching.cancel()
+    assert len(problems()) == 3
+    assert '"token_reloaded"' in (tmp_path / "events.jsonl").read_text()

@@ -32,6 +32,7 @@ from .logs import event, register_secret
 from .tls import client_context
 
 MIN_VALID_S = 60.0
+_UNSEEN = object()
 REFRESH_BACKOFF_MAX_S = 600.0  # after refusals and bad answers: nothing changes by itself soon
 UNREACHABLE_BACKOFF_MAX_S = 60.0  # after an outage: back within a minute of the network
 
@@ -272,6 +273,7 @@ class TokenProvider:
         self._next_refresh_at = 0.0
         self._unreachable = False  # the last refresh attempt found no token service to ask
         self._warned_expiry_for: float | None = None
+        self._unreadable: object = _UNSEEN  # the stamp of a token file the watch could not use
         self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
         # A refresh token the endpoint rotated but the card would not store (full, read-only):
         # the next exchange uses it, as the file would have it.
@@ -322,7 +324,10 @@ class TokenProvider:
             raise TokenMissing(f"cannot read token file {path}: {exc.strerror}") from None
         if not text:
             raise TokenMissing(f"token file {path} is empty; put your ID token there")
-        self._adopt(text)
+        try:
+            self._adopt(text)
+        except TokenInvalid as exc:
+            raise TokenInvalid(f"{path}: {_what_it_holds(text) or exc}") from None
         self._stamp = _stamp(path)
         self._check_permissions(path)
         if self._exp is None:
@@ -584,8 +589,11 @@ class TokenProvider:
                         with contextlib.suppress(RefreshFailed):  # (refresh logged it)
                             await self.refresh()
                     continue
-                if self._file_changed():
+                stamp = _stamp(self.cfg.token_file)
+                if self._file_changed() and stamp != self._unreadable:
+                    self._unreadable = stamp  # a file it cannot use is said once, until it changes
                     self._read_file()
+                    self._unreadable = _UNSEEN
                     event("token_reloaded", seconds_left=self._seconds_left())
                 left = self._seconds_left()
                 if left is None:
@@ -604,6 +612,22 @@ class TokenProvider:
                 event("token_problem", logging.ERROR, detail=str(exc))
             except Exception as exc:
                 event("token_watch_error", logging.ERROR, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _what_it_holds(text: str) -> str:
+    """What a token file holds instead of an ID token, when it is something we know: the
+    sentence says where it belongs. (Never quotes it.)"""
+    if text[:1] in "{[":
+        return (
+            "this holds JSON (the browser's auth record?), not an ID token: give the record to "
+            "`sesame-pi login`, or save it as auth.json on the SD card's sesame-pi folder"
+        )
+    if "." not in text and len(text) > 40 and text.replace("-", "").replace("_", "").isalnum():
+        return (
+            "this looks like a refresh token, not an ID token: give it to `sesame-pi login` "
+            "(with --api-key) instead"
+        )
+    return ""
 
 
 def _firebase_error(exc: urllib.error.HTTPError) -> str:
