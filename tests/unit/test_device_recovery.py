@@ -649,3 +649,82 @@ async def test_the_writer_s_reference_lines_up_with_the_microphone_s_stamps(
     assert level > 3000, f"the canceller's reference is {level:.1f} RMS: not what was played"
     call.engine.stop_call()
     call.engine.close()
+
+
+class SlowReopen:
+    """The reopen's fresh PortAudio hangs inside the device (a stalled USB card) until released."""
+
+    def __init__(self, call: Call, hang_s: float) -> None:
+        self.entered, self.released = threading.Event(), threading.Event()
+        plain, self.hang_s = call.world.factory, hang_s
+
+        def slow_factory() -> FakePortAudio:
+            self.entered.set()
+            self.released.wait(self.hang_s)
+            return plain()
+
+        call.engine._factory = slow_factory
+
+    async def started(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 5), "no reopen began"
+
+
+async def longest_loop_stall(seconds: float) -> float:
+    """How long the event loop went without turning, ticking every 20 ms for `seconds`."""
+    worst, last = 0.0, time.monotonic()
+    for _ in range(int(seconds / 0.02)):
+        await asyncio.sleep(0.02)
+        now = time.monotonic()
+        worst, last = max(worst, now - last), now
+    return worst
+
+
+async def test_the_grace_running_out_during_a_slow_reopen_does_not_freeze_the_loop(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The LED, the button and the link run on the loop: a device lost while its reopen hangs
+    inside PortAudio is reported at once, without the loop waiting for the worker."""
+    call = Call(grace_s=0.5)
+    call.engine.start_call(24000)
+    tasks.append(asyncio.create_task(call.world.pump()))
+    await asyncio.sleep(0.1)
+    slow = SlowReopen(call, hang_s=3.0)
+    call.world.mic_alive = False
+    await slow.started()
+    worst = await longest_loop_stall(1.5)
+    assert len(call.errors) == 1 and "still gone" in call.errors[0], call.errors
+    assert worst < 0.3, f"the loop froze for {worst:.2f} s behind the reopen worker"
+    slow.released.set()
+    await asyncio.sleep(0.2)
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_hanging_up_during_a_slow_reopen_plays_the_end_tone_without_waiting(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """A hang-up closes the call and plays its tone at once (the session does both in one
+    turn); a new call refused meanwhile says why; once the worker is done all works again."""
+    call = Call(grace_s=5.0)
+    call.engine.start_call(24000)
+    tasks.append(asyncio.create_task(call.world.pump()))
+    await asyncio.sleep(0.1)
+    slow = SlowReopen(call, hang_s=5.0)
+    call.world.mic_alive = False
+    await slow.started()
+    began = time.monotonic()
+    call.engine.stop_call()
+    call.engine.play_earcon(b"\x00\x10" * 2400, 24000)
+    with pytest.raises(AudioDeviceError, match="still being reopened"):
+        call.engine.start_call(24000)
+    assert time.monotonic() - began < 0.2, "the loop waited for the reopen worker"
+    call.world.mic_alive = True
+    slow.released.set()
+    await asyncio.sleep(0.3)
+    assert not call.engine._reopening
+    assert all(s.closed for s in call.world.inputs()), "the worker's microphone is closed after it"
+    call.engine.start_call(24000)  # and the next call opens as usual
+    await asyncio.sleep(0.2)
+    assert not call.world.inputs()[-1].closed
+    call.engine.stop_call()
+    call.engine.close()

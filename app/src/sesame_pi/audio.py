@@ -222,6 +222,11 @@ class AudioEngine:
 
     def start_call(self, playback_rate: int) -> None:
         """Open the microphone and make sure the speaker runs at the server's rate."""
+        if self._reopening:  # the last call's reopen still holds the devices: not on the loop
+            raise AudioDeviceError(
+                "the microphone and speaker are still being reopened after the last call's "
+                "failure; the app tries again in a moment"
+            )
         self._failure = None
         self._frames.clear()
         self._captured.clear()
@@ -641,12 +646,17 @@ class AudioEngine:
                 self._speaker.notify()
 
     def play_earcon(self, pcm: bytes, rate: int) -> None:
-        """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms."""
+        """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms.
+        While a reopen worker holds the devices (perhaps for seconds behind a stalled one), the
+        tone waits for the speaker it opens instead of the loop waiting for the worker."""
         try:
-            with self._lock:
-                if self._output is None or not self._output_running():
-                    self._ensure_output(self._output_rate or rate)
-                pcm = resample(pcm, rate, self._output_rate)
+            if self._reopening:
+                pcm = resample(pcm, rate, self._output_rate or rate)
+            else:
+                with self._lock:
+                    if self._output is None or not self._output_running():
+                        self._ensure_output(self._output_rate or rate)
+                    pcm = resample(pcm, rate, self._output_rate)
             with self._earcon_lock:
                 self._earcon[:] = pcm  # a new earcon replaces one still playing
             if self._speaker is not None:
@@ -669,7 +679,7 @@ class AudioEngine:
 
     def _close_idle(self) -> None:
         self._idle_close = None
-        if self._in_call or self._earcon:
+        if self._in_call or self._earcon or self._reopening:
             self._schedule_idle_close()
             return
         with self._lock:
@@ -813,10 +823,14 @@ class AudioEngine:
         self._mic_gone = False
         self._call_gen += 1  # a reopen still running leaves the streams alone
         self._wake_reader()
-        with self._lock:
-            self._close_stream(self._input, abort=True)
-            self._input = None
-            self._close_output(abort=True)
+        if not self._reopening:
+            with self._lock:
+                self._close_stream(self._input, abort=True)
+                self._input = None
+                self._close_output(abort=True)
+        # else: the reopen worker holds the lock, perhaps for seconds inside a stalled device;
+        # the loop does not wait for it. The call is over once the session hears of it, and
+        # `_reopen_done` then closes what the worker opened.
         self.on_device_error(problem)
 
     def _output_alive_at(self) -> float:
