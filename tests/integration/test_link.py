@@ -264,6 +264,39 @@ async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_time
     await standin.stop()
 
 
+async def test_a_clock_behind_at_boot_costs_a_quiet_renewal_not_a_sign_in(
+    tmp_path: Path, pki: TestPKI, running: list
+) -> None:
+    """A Pi without a clock boots two hours behind (NTP has not answered yet): the token file's
+    token, expired half an hour ago, looks good, and the service refuses it. The refresh
+    replaces it without a word to the person (no token_needed: no error tone, no "needs a
+    token"), and the fresh token's `iat` shows the clock is off, so its time left is right."""
+    standin = await start_standin(pki)  # refuses expired tokens, by its own clock
+    issuer = Issuer("test-api-key", "refresh-one")
+    with TokenEndpoint(issuer) as endpoint:
+        cfg = make_config(
+            tmp_path,
+            standin.port,
+            pki,
+            make_token(exp_in_s=-1800),
+            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
+            firebase_api_key="test-api-key",
+            token_endpoint=endpoint.url,
+        )
+        recorder = Recorder()
+        tokens = TokenProvider(cfg, clock=lambda: time.time() - 7200)
+        running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
+        await asyncio.wait_for(recorder.up_event.wait(), 10)
+    assert recorder.token_problems == [] and len(issuer.issued) == 1
+    assert standin.record.auth_refusals == 1 and standin.record.connections == 1
+    left = tokens.info().seconds_left
+    assert left is not None and 3500 < left <= 3600, left
+    lines = [json.loads(line) for line in cfg.log_file.read_text().splitlines()]
+    offsets = [line["offset_s"] for line in lines if line["event"] == "clock_skew"]
+    assert len(offsets) == 1 and abs(offsets[0] - 7200) <= 2, offsets  # (`iat` is whole seconds)
+    await standin.stop()
+
+
 async def test_new_token_file_ends_the_auth_wait(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:

@@ -267,3 +267,30 @@ async def test_a_token_file_the_watch_cannot_use_is_said_once_per_change_with_wh
     watching.cancel()
     assert len(problems()) == 3
     assert '"token_reloaded"' in (tmp_path / "events.jsonl").read_text()
+
+
+async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """An RTC set to local time with NTP blocked: 56 minutes ahead, every fresh token looks
+    four minutes from expiry. One refresh shows the offset (its `iat`); after it the token has
+    its hour, and no refresh follows at every look."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=3600))
+    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    fresh = make_token(exp_in_s=3600, uid="fresh")
+    token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+    cfg = Config(
+        token_file=token_file,
+        refresh_token_file=refresh_file,
+        firebase_api_key="k",
+        token_endpoint=token_endpoint.url,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg, clock=lambda: time.time() + 56 * 60)
+    for _ in range(5):
+        assert await provider.valid_token() == fresh
+    assert len(token_endpoint.seen) == 1
+    left = provider.info().seconds_left
+    assert left is not None and 3500 < left <= 3600, left
+    assert '"clock_skew"' in (tmp_path / "events.jsonl").read_text()

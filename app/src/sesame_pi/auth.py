@@ -33,6 +33,7 @@ from .tls import client_context
 
 MIN_VALID_S = 60.0
 _UNSEEN = object()
+CLOCK_TOLERANCE_S = 60.0  # a fresh token's `iat` this far from our clock: the clock is off
 REFRESH_BACKOFF_MAX_S = 600.0  # after refusals and bad answers: nothing changes by itself soon
 UNREACHABLE_BACKOFF_MAX_S = 60.0  # after an outage: back within a minute of the network
 
@@ -267,6 +268,8 @@ class TokenProvider:
         self.clock = clock
         self._token: str | None = None
         self._exp: float | None = None
+        self._issued_at: float | None = None  # the token's `iat`
+        self._clock_offset = 0.0  # the token service's clock minus ours, when a refresh showed it
         self._anonymous = False
         self._stamp: _FileStamp | None = None
         self._refresh_failures = 0
@@ -350,8 +353,10 @@ class TokenProvider:
                 datetime.fromtimestamp(expires, UTC)  # (a time a date can hold)
         except (OverflowError, ValueError, OSError):
             raise TokenInvalid("the token's exp claim is not a time; get a fresh token") from None
+        iat = claims.get("iat")
         self._token = token
         self._exp = expires
+        self._issued_at = float(iat) if isinstance(iat, int | float) and iat > 0 else None
         provider = (
             claims.get("firebase", {}).get("sign_in_provider")
             if isinstance(claims.get("firebase"), dict)
@@ -375,7 +380,30 @@ class TokenProvider:
         return _stamp(self.cfg.token_file) != self._stamp
 
     def _seconds_left(self) -> float | None:
-        return None if self._exp is None else self._exp - self.clock()
+        """By the token service's clock, as far as a refresh has shown it (`_learn_clock`)."""
+        return None if self._exp is None else self._exp - (self.clock() + self._clock_offset)
+
+    def _learn_clock(self, issued_at: float | None) -> None:
+        """A token fresh from the token service was issued (`iat`) at the service's now: how far
+        this machine's clock is from it. A Pi has no clock of its own across power-off and
+        keeps time by NTP: an hour ahead, every fresh token would look nearly expired and be
+        refreshed every 10 s; behind, expired tokens would look good and be refused."""
+        if issued_at is None:
+            return
+        offset = issued_at - self.clock()
+        if abs(offset) <= CLOCK_TOLERANCE_S:
+            self._clock_offset = 0.0
+            return
+        if abs(offset - self._clock_offset) > CLOCK_TOLERANCE_S:
+            event(
+                "clock_skew",
+                logging.WARNING,
+                offset_s=round(offset),
+                detail="this machine's clock is off from the token service's",
+                action="let the Pi reach a time server (NTP: systemd-timesyncd); token times "
+                "are corrected by the offset meanwhile",
+            )
+        self._clock_offset = offset
 
     def info(self) -> TokenInfo:
         left = self._seconds_left()
@@ -528,6 +556,7 @@ class TokenProvider:
                     detail="a login stored new credentials during the refresh; using them",
                 )
             self._read_file()
+        self._learn_clock(self._issued_at)
         event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
 
     def _stored_stamps(self) -> tuple[_FileStamp | None, ...]:

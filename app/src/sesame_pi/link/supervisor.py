@@ -178,22 +178,32 @@ class Link:
         )
 
     async def _wait_for_new_token(self, detail: str) -> None:
-        """No hammering: at most `auth_retry_per_minute` attempts, and only with hope."""
+        """No hammering: at most `auth_retry_per_minute` attempts, and only with hope. A refused
+        token the refresh can replace is replaced first, without a word to the person (a clock
+        behind at boot let an expired one through, the service let one go early): only a
+        refusal that stands is theirs to hear."""
+        if await self._new_token_available():
+            return
         self.listener.token_needed(detail)
         while not self._stopping:
-            now = time.monotonic()
-            while self._auth_attempts and now - self._auth_attempts[0] > 60:
-                self._auth_attempts.popleft()
-            if len(self._auth_attempts) < self.cfg.auth_retry_per_minute:
-                try:
-                    changed = await self.tokens.after_auth_refusal()
-                except TokenError:
-                    changed = False
-                if changed:
-                    self._auth_attempts.append(time.monotonic())
-                    event("auth_retry", attempts_last_minute=len(self._auth_attempts))
-                    return
+            if await self._new_token_available():
+                return
             await self._sleep(TOKEN_WAIT_POLL_S)
+
+    async def _new_token_available(self) -> bool:
+        now = time.monotonic()
+        while self._auth_attempts and now - self._auth_attempts[0] > 60:
+            self._auth_attempts.popleft()
+        if len(self._auth_attempts) >= self.cfg.auth_retry_per_minute:
+            return False
+        try:
+            changed = await self.tokens.after_auth_refusal()
+        except TokenError:
+            changed = False
+        if changed:
+            self._auth_attempts.append(time.monotonic())
+            event("auth_retry", attempts_last_minute=len(self._auth_attempts))
+        return changed
 
     async def _connect_and_serve(self) -> None:
         if self._stopping:
