@@ -264,10 +264,15 @@ async def test_foreign_host_names_are_refused_and_requests_are_rate_limited(
 ) -> None:
     browser = Browser(rig)
     async with browser.client:
-        status, _, _ = await browser.request("GET", "/", headers={"Host": "evil.example"})
+        status, body, _ = await browser.request("GET", "/", headers={"Host": "evil.example"})
         assert status == 421, "a rebound DNS name does not reach the page"
-        status, _, _ = await browser.request("GET", "/", headers={"Host": "sesame-pi.local:8080"})
-        assert status == 403  # allowed name, not paired
+        assert "http://127.0.0.1:" in body, "the 421 says which address works"
+        for host in ("sesame-pi.local:8080", "sesame-pi.lan", "sesame-pi.fritz.box"):
+            status, _, _ = await browser.request("GET", "/", headers={"Host": host})
+            assert status == 403, host  # a name a router hands out, not paired
+        for host in ("sesame-pi.evil.example", "local.evil.example", "lan"):
+            status, _, _ = await browser.request("GET", "/", headers={"Host": host + ".com"})
+            assert status == 421, host
         statuses = [(await browser.request("GET", "/"))[0] for _ in range(40)]
         assert 429 in statuses and statuses[0] == 403
         starts = [(await browser.request("POST", "/pair/start"))[0] for _ in range(3)]

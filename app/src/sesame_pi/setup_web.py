@@ -59,7 +59,25 @@ def host_allowed(host: str) -> bool:
         return True
     name = name.rstrip(".")
     own = socket.gethostname().lower()
-    return name in ("localhost", own) or name.endswith(".local") or "." not in name
+    return name in ("localhost", own) or name.endswith(LAN_SUFFIXES) or "." not in name
+
+
+# Names a home router hands out, which public DNS cannot serve (so no attacker's domain can be
+# rebound to them): mDNS, RFC 8375's home.arpa, and the common router domains.
+LAN_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", ".home", ".fritz.box")
+
+
+def where_to_open(request: web.Request) -> str:
+    """The addresses that reach this page, for a person who typed one that does not."""
+    port = request.url.port or 80
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    address = sockname[0] if isinstance(sockname, tuple) and sockname else None
+    urls = [f"http://{socket.gethostname().lower()}.local:{port}/"]
+    if isinstance(address, str) and address not in ("0.0.0.0", "::"):
+        urls.insert(
+            0, f"http://[{address}]:{port}/" if ":" in address else f"http://{address}:{port}/"
+        )
+    return " or ".join(urls)
 
 
 class SetupServer:
@@ -119,7 +137,9 @@ class SetupServer:
         client = request.remote or "?"
         if not host_allowed(request.host):
             response: web.StreamResponse = web.Response(
-                status=421, text="This page answers only to the device's own name or address.\n"
+                status=421,
+                text="This page answers only to the device's own name or address: open "
+                f"{where_to_open(request)}\n",
             )
         elif not self.page.limiter.allow(client) or (
             request.method == "POST"
