@@ -115,6 +115,32 @@ def test_chunks_are_stamped_with_when_they_reach_the_dac() -> None:
     assert span == pytest.approx(frames_before / RATE, abs=0.03)
 
 
+def test_a_slow_render_does_not_make_the_stamp_late() -> None:
+    """The fill the writer saw is true when it looked, not after it asked for audio: a render
+    that takes 4 ms (the GIL, a lock) must not push the chunk's stamp 4 ms late, or the echo
+    canceller's reference lands after the echo it should cancel."""
+    stream = FakeOutput()
+    looks: list[tuple[float, int]] = []  # (time of the look, what the device held then)
+    look = stream.get_write_available
+
+    def looking() -> int:
+        free = look()
+        looks.append((stream.get_time(), stream.capacity - free))
+        return free
+
+    stream.get_write_available = looking  # type: ignore[method-assign]
+
+    def slow(want: int, held: int) -> bytes:
+        time.sleep(0.004)
+        return bytes(want)
+
+    _, played = run_speaker(stream, slow, 0.3)
+    assert len(played) >= 10
+    for _, dac in played[3:]:  # each stamp: a look's time plus what the device held then
+        best = min(abs(dac - (at + held / RATE)) for at, held in looks)
+        assert best < 0.002, f"stamped {best * 1000:.1f} ms from any look's fill"
+
+
 def test_nothing_to_play_writes_nothing() -> None:
     stream = FakeOutput()
     _, played = run_speaker(stream, lambda want, held: b"", 0.2)

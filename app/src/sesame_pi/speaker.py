@@ -154,6 +154,7 @@ class Speaker:
                 self.alive_at = time.monotonic()
                 self._relax()
                 free = int(self.stream.get_write_available())
+                looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
                 self._watch_progress(held)
@@ -171,7 +172,7 @@ class Speaker:
                     until_dry = held / self.rate - MIN_SLEEP_S
                     self._more.wait(until_dry if held else IDLE_WAIT_S)
                     continue
-                self.on_played(chunk, self.stream_time() + held / self.rate)
+                self.on_played(chunk, looked_at + held / self.rate)
                 self._write(chunk, held)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
                 # Asleep until the device should have room for the next period again (a little
