@@ -418,6 +418,13 @@ def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], 
           r.get("error", ""))  # fmt: skip
     check("holding the button ended it", r.get("call_ended") is True,
           {"in the call": r.get("in_call"), "after the hold": r.get("after_hold")})  # fmt: skip
+    audio = r.get("call_audio") or {}
+    # dmix and dsnoop stamp with the monotonic clock (a card's), where the benches' pulse plugin
+    # stamps with the wall clock: the canceller's reference must be where the microphone is
+    check("the echo canceller's reference lined up with the card's microphone stamps",
+          audio.get("echo_frames", 0) > 0
+          and audio.get("echo_ref_stale", 0) <= audio.get("echo_frames", 0) // 10,
+          {k: v for k, v in audio.items() if k.startswith("echo_")})  # fmt: skip
     mode = r.get("output_mode") or {}
     if "output_mode" not in extra_config():  # "auto", the default, tried the card's dmix
         check("output_mode auto took the writer: dmix's fill level is what the card holds",

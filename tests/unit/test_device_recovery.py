@@ -647,6 +647,7 @@ async def test_the_writer_s_reference_lines_up_with_the_microphone_s_stamps(
     assert len(refs) >= 10, len(heard.refs)
     level = float(np.sqrt(np.mean(np.concatenate(refs).astype(np.float64) ** 2)))
     assert level > 3000, f"the canceller's reference is {level:.1f} RMS: not what was played"
+    assert stage.stats()["ref_stale"] == 0
     call.engine.stop_call()
     call.engine.close()
 

@@ -340,3 +340,28 @@ def test_the_delay_is_estimated_while_the_far_end_talks_not_over_its_comfort_noi
         assert estimator.delay_ms is not None and abs(estimator.delay_ms - delay_ms) <= 2
     else:
         assert estimator.delay_ms is None and estimator.updates == 0
+
+
+def test_stamps_on_two_clocks_are_counted_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A speaker stamped with the wall clock beside a microphone stamped with the monotonic
+    clock (decades apart): the reference each frame needs was overwritten long ago, so the
+    canceller would get silence. The call's summary counts it and the log says it once."""
+    stage = Stage(Passthrough(), 16000)
+    stage.engine_name = "stamps"  # (an engine that reads the reference: "off" never does)
+    far = (np.sin(np.arange(480) / 3) * 8000).astype(np.int16).tobytes()
+    mic = bytes(640)
+    wall, monotonic = 1.76e9, 5000.0
+    with caplog.at_level("WARNING", logger="sesame_pi"):
+        for k in range(60):
+            stage.far_end(far, 24000, wall + k * 0.02)
+            stage.process(mic, monotonic + k * 0.02)
+    stats = stage.stats()
+    assert stats["ref_stale"] >= 55, stats
+    said = [r for r in caplog.records if r.getMessage() == "echo_reference_misaligned"]
+    assert len(said) == 1
+    aligned = Stage(Passthrough(), 16000)
+    aligned.engine_name = "stamps"
+    for k in range(60):
+        aligned.far_end(far, 24000, monotonic + k * 0.02)
+        aligned.process(mic, monotonic + k * 0.02)
+    assert aligned.stats()["ref_stale"] == 0

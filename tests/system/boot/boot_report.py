@@ -46,7 +46,7 @@ ENDED_WITHIN_S = 120
 # The call summary's audio figures the host prints: how the emulated CPU kept up.
 CALL_AUDIO = (
     "frames_captured", "frames_shed", "frames_dropped", "input_overflows", "output_underflows",
-    "echo_frames", "underruns",
+    "echo_frames", "echo_ref_stale", "echo_ref_underflows", "underruns",
 )  # fmt: skip
 # In writer mode (what "auto" takes on the card's dmix): what the writer kept.
 WRITER_AUDIO = ("device_kicks", "device_target_ms", "device_held_ms", "playout_target_ms")

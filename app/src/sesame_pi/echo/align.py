@@ -140,6 +140,10 @@ class Timeline:
         if self.end is None or pos + n > self.end:
             self.end = pos + n
 
+    def kept_from(self) -> int:
+        """The oldest position still held (anything before it was overwritten, or never was)."""
+        return (self.end if self.end is not None else 0) - self._size
+
     def _put(self, pos: int, data: Floats) -> None:
         """Store at most `size` samples from pos: one slice copy, two where the ring wraps."""
         a = pos % self._size

@@ -117,6 +117,8 @@ class Stage:
         self._shift = 0  # samples: reference read this far before the stamp-aligned position
         self._frames = 0
         self._underflows = 0
+        self._stale = 0  # frames whose reference was overwritten long ago: stamps disagree
+        self._stale_said = False
         self._ducked_frames = 0
         self._mic_energy = 0.0
         self._out_energy = 0.0
@@ -176,6 +178,8 @@ class Stage:
             ref, missing = self._timeline.read(start - self._shift, n, np.int16)
             if missing:
                 self._underflows += 1
+            elif self._timeline.kept_from() >= start - self._shift + n:
+                self._reference_stale()
             t1 = time.thread_time()
             cleaned = self.engine.process(
                 self._mic_dither.apply(samples), self._ref_dither.apply(ref)
@@ -190,6 +194,21 @@ class Stage:
             cleaned = self._duck(self._ducker, start, n, cleaned)
         self._frames += 1
         return cleaned.tobytes() if 2 * n == len(mic) else cleaned.tobytes() + mic[2 * n :]
+
+    def _reference_stale(self) -> None:
+        """The reference this frame needs was played seconds ago, by the stamps: the playback
+        and capture stamps are not on one clock (the canceller then gets silence for a
+        reference and cancels nothing). Said once a call; counted in the summary."""
+        self._stale += 1
+        if self._stale == BOOK_FRAMES and not self._stale_said:
+            self._stale_said = True
+            event(
+                "echo_reference_misaligned",
+                logging.WARNING,
+                detail="the speaker's and the microphone's time stamps disagree by more than "
+                f"{STORE_SECONDS + self.max_delay_ms / 1000:g} s: nothing is cancelled",
+                action="please report this line with the sound card's name",
+            )
 
     def _reference_short(self, needed_end: int) -> bool:
         """Whether the reference must move onto the timeline now: the frame needs samples past
@@ -310,6 +329,7 @@ class Stage:
             "delay_updates": self._estimator.updates,
             "erle_db": round(float(erle), 1),
             "ref_underflows": self._underflows,
+            "ref_stale": self._stale,
             "ref_dropped": self._store.dropped,
             "ducked_frames": self._ducked_frames,
             "cpu_ms": round(self._cpu_s * 1000, 1),
