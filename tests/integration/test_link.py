@@ -297,6 +297,35 @@ async def test_a_clock_behind_at_boot_costs_a_quiet_renewal_not_a_sign_in(
     await standin.stop()
 
 
+async def test_a_new_token_that_meets_a_dead_network_is_reported_down_again(
+    tmp_path: Path, pki: TestPKI, running: list
+) -> None:
+    """Down (reported), then up but the token refused (needs a token), then the person's new
+    token meets a dead network: that is a new outage for the session (offline), not the first
+    one again, which it had already heard of and moved on from."""
+    standin = await start_standin(pki)
+    port = standin.port
+    await standin.stop()  # the network is down at start
+    cfg = make_config(tmp_path, port, pki, make_token())
+    recorder = Recorder()
+    running.append(asyncio.create_task(Link(cfg, TokenProvider(cfg), recorder).run()))
+    await asyncio.sleep(0.5)
+    assert len(recorder.downs) == 1
+    standin = await start_standin(pki, port=port, refuse_auth=True)  # back, and refusing
+    for _ in range(50):
+        if recorder.token_problems:
+            break
+        await asyncio.sleep(0.1)
+    assert recorder.token_problems and len(recorder.downs) == 1
+    await standin.stop()  # down again; then a new token arrives
+    write_token(cfg.token_file, make_token(uid="someone-else"))
+    for _ in range(100):
+        if len(recorder.downs) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(recorder.downs) == 2 and "connect failed" in recorder.downs[1], recorder.downs
+
+
 async def test_new_token_file_ends_the_auth_wait(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:

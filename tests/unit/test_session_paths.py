@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from sesame_pi.config import Config
+from sesame_pi.link import End, LinkDown
 from sesame_pi.session import Session
 from sesame_pi.states import Earcon, State
 from support.session_doubles import FakeLink, FeedbackLog, PacedMicrophone
@@ -91,18 +92,22 @@ async def test_the_first_boots_sign_in_is_shown_as_such_until_the_link_has_tried
     assert session.state is State.NEEDS_TOKEN and feedback.earcons[-1] is Earcon.ERROR
     assert logged(caplog, "token_needed")[-1].levelno == logging.ERROR
 
-    refused = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=FeedbackLog())
+    heard = FeedbackLog()
+    refused = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=heard)
     refused.signing_in()
     refused.token_needed("no token yet")
     refused.sign_in_over(stored=False)
-    assert refused.state is State.NEEDS_TOKEN
+    assert refused.state is State.NEEDS_TOKEN and heard.earcons == [Earcon.ERROR]
 
-    tried = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=FeedbackLog())
+    heard = FeedbackLog()
+    tried = Session(Config(), link=FakeLink(), audio=PacedMicrophone(), feedback=heard)
     tried.signing_in()
     tried.token_needed("no token yet")
     tried.sign_in_over(stored=True)
     tried.token_needed("auth refused: HTTP 401")  # the stored token itself was refused
-    assert tried.state is State.NEEDS_TOKEN
+    assert tried.state is State.NEEDS_TOKEN and heard.earcons == [Earcon.ERROR], heard.earcons
+    tried.token_needed("auth refused: HTTP 401")  # and again: the LED says it, no second tone
+    assert heard.earcons == [Earcon.ERROR]
     for each in (session, refused, tried):
         await each.close()
 
@@ -119,6 +124,7 @@ async def test_a_refusal_while_the_sign_in_still_writes_its_token_is_that_tokens
     assert session.state is State.SIGNING_IN
     session.sign_in_over(stored=True)
     assert session.state is State.NEEDS_TOKEN and feedback.states[-1] is State.NEEDS_TOKEN
+    assert feedback.earcons == [Earcon.ERROR], "a person must act now, and hears it once"
     await session.close()
 
 
@@ -149,4 +155,26 @@ async def test_a_press_while_signing_in_is_refused_without_a_warning(
     ignored = logged(caplog, "press_ignored")
     assert [r.levelno for r in ignored] == [logging.INFO] and "signing in" in ignored[0].reason
     assert feedback.earcons == [Earcon.ERROR], "the press is told no (it places no call)"
+    await session.close()
+
+
+async def test_a_new_token_that_meets_a_dead_network_shows_offline_not_signing_in() -> None:
+    """The sign-in stored its token, and the link's try with it found no network: the appliance
+    is offline (it retries by itself), not "signing in" until the network is back; the token is
+    judged when the link comes up (idle) or is refused (needs a token, with the tone)."""
+    link, feedback = FakeLink(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.signing_in()
+    session.token_needed("no token yet")
+    session.sign_in_over(stored=True)
+    assert session.state is State.SIGNING_IN
+    session.link_down(LinkDown(End.LOST, "connect failed: network unreachable"))
+    assert session.state is State.OFFLINE
+    session.token_needed("auth refused: HTTP 401")  # the network back, the token refused
+    assert session.state is State.NEEDS_TOKEN and feedback.earcons[-1] is Earcon.ERROR
+    session.link_down(LinkDown(End.LOST, "connect failed: network unreachable"))
+    assert session.state is State.OFFLINE  # a person's new token meets a dead network
+    session.link_up()
+    await settle()
+    assert session.state is State.IDLE
     await session.close()

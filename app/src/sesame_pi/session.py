@@ -202,6 +202,10 @@ class Session:
             return
         event("state_changed", state=now.value, previous=before.value, **fields)
         self.feedback.show(now)
+        if before is State.SIGNING_IN and now is State.NEEDS_TOKEN:
+            # the sign-in or its token was refused: a person must act now, and hears it once
+            # (the transitions into needs_token play it; from signing in none of them did)
+            self.feedback.earcon(Earcon.ERROR)
         if self.heartbeat is not None:
             self.heartbeat.update(now)
 

@@ -149,6 +149,9 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     (P.RESUME_NEEDS_TOKEN, Event.LINK_UP): Step(P.RECONNECTING, (Do.RESUME,)),
     (P.LIVE, Event.LINK_DOWN): Step(P.RECONNECTING, (Do.LOSE,)),
     **{(p, Event.LINK_DOWN): Step(P.OFFLINE) for p in (P.STARTING, P.IDLE, P.CALL_LIMIT)},
+    # the link tries only a new token while one is needed: that try met a dead network, and
+    # whether the token is good is the network's to say (offline, not "needs a token")
+    (P.NEEDS_TOKEN, Event.LINK_DOWN): Step(P.OFFLINE),
     # the call's own course
     (P.CONNECTING, Event.PLACED): Step(P.LIVE, (Do.GO_LIVE, Do.SOUND_LIVE)),
     (P.RECONNECTING, Event.PLACED): Step(P.LIVE, (Do.GO_LIVE, Do.SOUND_LIVE)),

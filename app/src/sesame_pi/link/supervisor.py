@@ -185,6 +185,7 @@ class Link:
         if await self._new_token_available():
             return
         self.listener.token_needed(detail)
+        self._down_reported = False  # the listener has moved on: a dead network is news again
         while not self._stopping:
             if await self._new_token_available():
                 return
