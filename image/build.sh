@@ -94,6 +94,21 @@ config="$out/pi-gen.config"
 ) >"$config"
 
 # 5. pi-gen, in its Docker container. The result is copied out to $pigen/deploy.
+# On a non-arm64 host its build-docker.sh looks for `qemu-aarch64` on the PATH, which Debian's and
+# Ubuntu's qemu-user-static install as qemu-aarch64-static only: a shim gives it that name (the
+# static binary: binfmt's F flag opens it at registration, so it also works inside the container).
+case "$(uname -m)" in
+  aarch64 | arm64) ;;
+  *)
+    if ! command -v qemu-aarch64 >/dev/null; then
+      static="$(command -v qemu-aarch64-static)" ||
+        die "qemu-aarch64-static not found: install qemu-user-static (and binfmt-support)"
+      mkdir -p "$repo/build/qemu-shim"
+      ln -sf "$static" "$repo/build/qemu-shim/qemu-aarch64"
+      PATH="$repo/build/qemu-shim:$PATH"
+    fi
+    ;;
+esac
 say "running pi-gen (about an hour; log in $pigen/deploy/build-docker.log)"
 rm -rf "$pigen/deploy"
 (cd "$pigen" && CONTAINER_NAME="${CONTAINER_NAME:-sesame-pi-gen}" ./build-docker.sh -c "$config")

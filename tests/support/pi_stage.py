@@ -264,6 +264,19 @@ def keep_staged(rootfs: Path, key: str) -> Path:
     return target
 
 
+PLANTED_TOKEN = "planted-by-the-image-test.fleet-token.never-in-an-image"
+
+
+def plant_fleet_secret(stage_dir: Path) -> None:
+    """A fleet's token where an owner might keep it: group_vars beside site.yml, which Ansible
+    reads for any inventory. The image build must not put it on the card (the image test looks)."""
+    beside = stage_dir / "00-ansible/files/ansible/group_vars/sesame_pi"
+    beside.mkdir(parents=True, exist_ok=True)
+    (beside / "fleet-secrets.yml").write_text(
+        f'sesame_pi_token: "{PLANTED_TOKEN}"\nsesame_pi_auth_record: "{{}}"\n'
+    )
+
+
 @contextlib.contextmanager
 def staged_root(kept: Path, app_tarball: Path | None = None) -> Iterator[StagedRoot]:
     """Run image/stage-sesame on a fresh copy of the base root; remove it all afterwards.
@@ -291,6 +304,7 @@ def staged_root(kept: Path, app_tarball: Path | None = None) -> Iterator[StagedR
         app_tarball = app_tarball or fake_app_tarball(work / "sesame-pi-arm64.tar")
         stage_dir = base / "stage-sesame"
         run("bash", REPO / "image/assemble-stage.sh", stage_dir, app_tarball)
+        plant_fleet_secret(stage_dir)
         env = {
             **os.environ,
             "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",

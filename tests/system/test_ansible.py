@@ -67,6 +67,12 @@ pytestmark = [
 ]
 
 
+PI_CMDLINE = (
+    "console=serial0,115200 console=tty1 root=PARTUUID=5e5a0b07-02 rootfstype=ext4 "
+    "fsck.repair=yes rootwait"
+)
+
+
 def _tool(name: str) -> str:
     path = VENV_BIN / name
     return str(path) if path.exists() else name
@@ -274,6 +280,10 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         if os.environ.get("SESAME_PI_ANSIBLE_PYTHON", "controller") != "target":
             python = {"ansible_python_interpreter": _controller_python(root, work)}
 
+        # Raspberry Pi OS's kernel command line, as pi-gen writes it (a Debian root has none).
+        firmware = root / "boot/firmware"
+        firmware.mkdir(parents=True, exist_ok=True)
+        (firmware / "cmdline.txt").write_text(PI_CMDLINE + "\n")
         token = make_token(exp_in_s=3600, uid="fleet-kitchen")
         token_file = write_token(work / "kitchen.token", token)
         inventory = _inventory(
@@ -427,6 +437,13 @@ def test_a_token_only_run_on_a_pi_never_provisioned_says_what_to_do(applied: App
     assert early.returncode != 0 and early.recap["failed"] == 1, early.output[-3000:]
     assert "Run the whole play once first" in early.output, early.output[-3000:]
     assert not applied.written_early, "nothing was written before the refusal"
+
+
+def test_the_kernel_command_line_turns_the_memory_cgroup_on_once(applied: Applied) -> None:
+    """Raspberry Pi kernels leave it off: Docker would drop the app's memory cap. One line,
+    everything pi-gen wrote kept, the flag once after three runs."""
+    text = (applied.root / "boot/firmware/cmdline.txt").read_text()
+    assert text == PI_CMDLINE + " cgroup_enable=memory\n", text
 
 
 def test_app_user_is_in_audio_and_gpio(applied: Applied) -> None:

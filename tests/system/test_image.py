@@ -28,7 +28,14 @@ from sesame_pi.config import Config
 from sesame_pi.login import settle_pending
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token
-from support.pi_stage import PI_GEN_SHIM, FatPartition, StagedRoot, run, staged_root
+from support.pi_stage import (
+    PI_GEN_SHIM,
+    PLANTED_TOKEN,
+    FatPartition,
+    StagedRoot,
+    run,
+    staged_root,
+)
 from support.token_endpoint import Issuer, TokenEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +86,11 @@ def test_the_stage_provisions_the_root_and_starts_nothing(staged: StagedRoot) ->
     assert enabled.stdout.split() == ["enabled"] * len(UNITS), enabled.stdout + enabled.stderr
     assert not (root / "root/.ansible").exists()
     assert staged.left_running == [], "offline provisioning must start nothing"
+    # A fleet's token in group_vars beside site.yml (planted by the harness) stays off the card.
+    etc = root / "etc/sesame-pi"
+    assert not (etc / "token").exists() and not (etc / "auth.json").exists()
+    hits = run("grep", "-rl", PLANTED_TOKEN, root / "etc", root / "var/lib", check=False)
+    assert hits.stdout == "", hits.stdout
 
 
 def test_the_first_boot_unit_passes_systemd_analyze_verify(staged: StagedRoot) -> None:

@@ -67,9 +67,15 @@ sesame_pi:
       # Root already; sudo inside the chroot would only cost time under qemu (about 1 s a task).
       ansible_become: false
 EOF
-# JSON keeps true a boolean (a key=value pair would hand the roles the string "true").
+# JSON keeps true a boolean (a key=value pair would hand the roles the string "true"). Every
+# secret is emptied here, as extra vars (which win over everything): ansible/group_vars and
+# host_vars beside site.yml are still read, and a fleet's token kept there (its vault) would
+# otherwise land on every card this builds.
 cat >"$scratch/vars.json" <<EOF
-{"sesame_pi_offline": true, "sesame_pi_image_tarball": "$app_tarball"}
+{"sesame_pi_offline": true, "sesame_pi_image_tarball": "$app_tarball",
+ "sesame_pi_token": "", "sesame_pi_token_file": "",
+ "sesame_pi_refresh_token": "", "sesame_pi_refresh_token_file": "",
+ "sesame_pi_auth_record": "", "sesame_pi_auth_record_file": ""}
 EOF
 
 extra=(-e "@$scratch/vars.json")
