@@ -8,7 +8,7 @@ bin=.venv/bin
 
 listed() { git ls-files --cached --others --exclude-standard -- "$@"; }
 
-mapfile -t scripts < <(listed '*.sh' '.ci/run' 'image/**' \
+mapfile -t scripts < <(listed '*.sh' '.ci/run' 'image/**' 'ansible/roles/*/files/*' \
   | while read -r f; do [[ -f "$f" ]] && head -n1 "$f" | grep -qE '^#!.*(ba)?sh' && echo "$f"; done | sort -u)
 echo "lint: shellcheck ${#scripts[@]} scripts"
 "$bin/shellcheck" -x "${scripts[@]}"
