@@ -301,12 +301,15 @@ def deploy(source: Path, tarball: Path, when: float) -> None:
     os.utime(tarball, (when, when))
 
 
-def test_each_load_removes_the_image_it_replaced_once_no_container_uses_it(
+def test_each_load_keeps_one_image_to_roll_back_to_and_removes_the_older_once_unused(
     docker: str, tmp_path: Path
 ) -> None:
-    """A Pi updated every few weeks must not fill its SD card with old images: Docker keeps a
-    replaced image (untagged) for ever. Also across a tag change (sesame-pi:1 to sesame-pi:2)."""
+    """A Pi updated every few weeks must not fill its SD card with old images (Docker keeps a
+    replaced image, untagged, for ever), yet a bad release must leave something to go back to:
+    the image a load replaced stays, tagged :previous; the one before it goes once no container
+    uses it. Also across a tag change (sesame-pi:2 to sesame-pi:v3)."""
     latest = f"{LOADER_REPO}:latest"
+    previous = f"{LOADER_REPO}:previous"
     one = saved_image(docker, tmp_path, "one", f"{LOADER_REPO}:1", f"{LOADER_REPO}:1-arm64", latest)
     two = saved_image(docker, tmp_path, "two", f"{LOADER_REPO}:2", latest)
     three = saved_image(docker, tmp_path, "three", f"{LOADER_REPO}:v3")
@@ -326,22 +329,22 @@ def test_each_load_removes_the_image_it_replaced_once_no_container_uses_it(
         said = load(docker, tarball, latest)
         second = image_id(docker, latest)
         assert second and second != first
+        assert f"as {previous}" in said and image_id(docker, previous) == first, said
+        assert "removed" not in said, "the image to roll back to stays"
+
+        deploy(three, tarball, 3_000_000)  # a new tag: the one before is retired all the same
+        said = load(docker, tarball, f"{LOADER_REPO}:v3")
+        assert image_id(docker, previous) == second, "the image to roll back to is the last one"
         assert "kept the old image" in said and image_id(docker, first) == first, said
         for tag in (f"{LOADER_REPO}:1", f"{LOADER_REPO}:1-arm64"):
-            assert image_id(docker, tag) == first, f"the image kept for later keeps {tag}"
+            assert image_id(docker, tag) == first, f"the image a container uses keeps {tag}"
 
         run(docker, "rm", user)  # Compose recreated the app's container on the new image
-        said = load(docker, tarball, latest, "--prune")
+        said = load(docker, tarball, f"{LOADER_REPO}:v3", "--prune")
         assert f"removed the old image {first}" in said, said
-        assert image_id(docker, first) is None and image_id(docker, second) == second
-        assert image_id(docker, f"{LOADER_REPO}:1") is None, "its version tags went with it"
+        assert image_id(docker, first) is None and image_id(docker, f"{LOADER_REPO}:1") is None
         assert not (images / "sesame-pi.tar.retired").exists()
-        assert "already loaded" in load(docker, tarball, latest)
-        assert image_id(docker, second) == second, "the image in use is never touched"
-
-        deploy(three, tarball, 3_000_000)  # a new tag: the old one is retired all the same
-        said = load(docker, tarball, f"{LOADER_REPO}:v3")
-        assert f"removed the old image {second}" in said
-        assert image_id(docker, latest) is None and image_id(docker, f"{LOADER_REPO}:2") is None
-        assert image_id(docker, f"{LOADER_REPO}:v3")
+        assert "already loaded" in load(docker, tarball, f"{LOADER_REPO}:v3")
+        assert image_id(docker, second) == second and image_id(docker, f"{LOADER_REPO}:v3")
+    run(docker, "image", "rm", previous, f"{LOADER_REPO}:2", latest, check=False)
     run(docker, "image", "rm", f"{LOADER_REPO}:v3", check=False)
