@@ -348,3 +348,70 @@ def test_each_load_keeps_one_image_to_roll_back_to_and_removes_the_older_once_un
         assert image_id(docker, second) == second and image_id(docker, f"{LOADER_REPO}:v3")
     run(docker, "image", "rm", previous, f"{LOADER_REPO}:2", latest, check=False)
     run(docker, "image", "rm", f"{LOADER_REPO}:v3", check=False)
+
+
+def verify_play(docker: str, work: Path, project: Path) -> subprocess.CompletedProcess[str]:
+    """The role's after-start check (tasks/verify.yml), by the real ansible-playbook against this
+    machine's engine, for the container labelled as Compose labels the app's in `project`. 15 s:
+    the arm64 app under qemu-user here takes 5-10 s to start (and to fail)."""
+    playbook = work / "verify.yml"
+    playbook.write_text(
+        "- name: Check the app stays up\n"
+        "  hosts: localhost\n"
+        "  connection: local\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: The role's check\n"
+        "      ansible.builtin.include_role:\n"
+        "        name: sesame_pi\n"
+        "        tasks_from: verify.yml\n"
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{Path(docker).parent}:{os.environ['PATH']}",
+        "ANSIBLE_ROLES_PATH": str(REPO / "ansible/roles"),
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+    }
+    return subprocess.run(
+        [str(REPO / ".venv/bin/ansible-playbook"), str(playbook),
+         "-e", f"sesame_pi_project_dir={project}", "-e", "sesame_pi_verify_s=15",
+         "-e", "sesame_pi_image=sesame-pi:latest"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_the_play_fails_a_host_whose_new_app_keeps_restarting(
+    docker: str, image: str, tmp_path: Path
+) -> None:
+    """`docker compose up` succeeds for a release that exits at start; under `restart:
+    unless-stopped` it then restarts for ever on every Pi of the fleet. The role's after-start
+    check fails such a host (so a rolling deploy stops before the next batch), with the app's
+    last words and the way back; an app that stays up passes."""
+    project = tmp_path / "project"
+    labels = (
+        "--label", "com.docker.compose.service=sesame-pi",
+        "--label", f"com.docker.compose.project.working_dir={project}",
+    )  # fmt: skip
+    name = "sesame-pi-verify-test"
+    run(docker, "rm", "-f", name, check=False)
+    with removed_afterwards(docker, name):
+        run(docker, "run", "--detach", "--name", name, "--network", "host", *labels,
+            "--restart", "unless-stopped", "--entrypoint", "sleep", image, "120")  # fmt: skip
+        steady = verify_play(docker, tmp_path, project)
+        assert steady.returncode == 0, steady.stdout[-3000:] + steady.stderr[-2000:]
+        run(docker, "rm", "-f", name)
+        # A token but no GPIO chip passed through: the app exits 4 at start, saying why.
+        secrets = tmp_path / "secrets"
+        secrets.mkdir()
+        os.chown(write_token(secrets / "token", make_token(exp_in_s=3600)), APP_UID, APP_UID)
+        run(docker, "run", "--detach", "--name", name, "--network", "host", *labels,
+            "--restart", "unless-stopped", "--read-only", "--cap-drop", "ALL",
+            "-v", f"{secrets}:/etc/sesame-pi:ro", image, "run", "--config", "/dev/null",
+            "--token-file", "/etc/sesame-pi/token", "--log-file", "none",
+            "--server", "ws://127.0.0.1:9/agent-service-0/v1/connect")  # fmt: skip
+        failing = verify_play(docker, tmp_path, project)
+    assert failing.returncode != 0
+    out = failing.stdout
+    assert "did not stay up" in out and "--button stdin" in out, out[-3000:]
+    assert "docker tag sesame-pi:previous sesame-pi:latest" in out, out[-3000:]
