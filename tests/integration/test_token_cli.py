@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -14,18 +15,20 @@ from pathlib import Path
 import pytest
 
 from sesame_pi.auth import TokenExpired, TokenProvider, TokenServiceUnreachable
+from sesame_pi.cli import EXIT_CHECK
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
 from support.credentials import make_token, write_token
 from support.token_endpoint import TokenEndpoint
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sesame_pi.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "SESAME_PI_CONFIG": "/dev/null", **(env or {})} if env else None,
     )
 
 
@@ -294,3 +297,25 @@ async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(
     left = provider.info().seconds_left
     assert left is not None and 3500 < left <= 3600, left
     assert '"clock_skew"' in (tmp_path / "events.jsonl").read_text()
+
+
+def test_check_with_a_token_out_of_reach_of_its_refresh_says_so_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`sesame-pi check` on a Pi whose token ran out while the token service cannot be reached:
+    one FAIL line that says so, the checks' exit code, no traceback."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=-600))
+    write_token(tmp_path / "refresh_token", "refresh-token-one")
+    with TokenEndpoint() as gone:
+        url = gone.url  # nothing listens there once it is closed
+    result = run_cli(
+        "check",
+        "--token-file", str(token_file),
+        "--log-file", "none",
+        env={"SESAME_PI_FIREBASE_API_KEY": "k", "SESAME_PI_TOKEN_ENDPOINT": url},
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == EXIT_CHECK, out
+    assert "[ok] token: expired 10 min ago; the refresh renews it" in out, out
+    assert "[FAIL] server: the token expired and the token service cannot be reached" in out, out
+    assert "Traceback" not in out and "refresh-token-one" not in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .auth import TokenError, TokenProvider
+from .auth import TokenError, TokenProvider, TokenServiceUnreachable
 from .config import Config
 from .link import AuthRefused, LinkLost, check_handshake
 
@@ -41,11 +41,17 @@ async def run_checks(cfg: Config) -> bool:
     except TokenError as exc:
         _line(False, "token", str(exc))
         return False
-    left = (
-        f"{info.seconds_left / 60:.0f} min left" if info.seconds_left is not None else "no expiry"
-    )
+    seconds = info.seconds_left
+    if seconds is None:
+        left = "no expiry"
+    elif seconds > 0:
+        left = f"{seconds / 60:.0f} min left"
+    else:
+        left = f"expired {-seconds / 60:.0f} min ago" + (
+            "; the refresh renews it" if tokens.can_refresh else ""
+        )
     _line(
-        not info.anonymous,
+        not info.anonymous and (seconds is None or seconds > 0 or tokens.can_refresh),
         "token",
         left + (" (anonymous account: refused by the service)" if info.anonymous else ""),
     )
@@ -55,7 +61,7 @@ async def run_checks(cfg: Config) -> bool:
     except AuthRefused as exc:
         _line(False, "server", f"{exc}; get a new token")
         return False
-    except (LinkLost, TokenError) as exc:
+    except (LinkLost, TokenError, TokenServiceUnreachable) as exc:
         _line(False, "server", str(exc))
         return False
     _line(True, "server", f"handshake complete (session {session_id[:8]}...)")
