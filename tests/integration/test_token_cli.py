@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from sesame_pi.auth import TokenExpired, TokenProvider, TokenServiceUnreachable
@@ -290,13 +291,50 @@ async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(
         log_file=tmp_path / "events.jsonl",
     )
     setup_logging(cfg)
-    provider = TokenProvider(cfg, clock=lambda: time.time() + 56 * 60)
+    ahead = [56 * 60.0]
+    provider = TokenProvider(cfg, clock=lambda: time.time() + ahead[0])
     for _ in range(5):
         assert await provider.valid_token() == fresh
     assert len(token_endpoint.seen) == 1
     left = provider.info().seconds_left
     assert left is not None and 3500 < left <= 3600, left
     assert '"clock_skew"' in (tmp_path / "events.jsonl").read_text()
+    ahead[0] = 0.0  # NTP gets through and sets the clock: the offset learnt is no more
+    left = provider.info().seconds_left
+    assert left is not None and 3500 < left <= 3600, left
+    assert '"clock_set"' in (tmp_path / "events.jsonl").read_text()
+
+
+async def test_a_token_a_login_stored_during_a_refresh_teaches_nothing_about_the_clock(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """A login lands while a refresh is in flight: its token (copied from a browser 40 minutes
+    ago) wins, and its `iat` says nothing about this machine's clock (no clock_skew, and its
+    time left is its own: 20 minutes)."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=100))
+    write_token(tmp_path / "refresh_token", "refresh-token-one")
+    token_endpoint.answers = [(200, {"id_token": make_token(uid="fresh"), "expires_in": "3600"})]
+    now = int(time.time())
+    claims = {"sub": "person", "iat": now - 2400, "exp": now + 1200}
+    theirs = jwt.encode(claims, "test-only-key-of-at-least-32-bytes!!", algorithm="HS256")
+    cfg = Config(
+        token_file=token_file,
+        firebase_api_key="k",
+        token_endpoint=token_endpoint.url,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+
+    def a_login_won(_before: object, _id_token: str, _refresh: str | None) -> bool:
+        write_token(token_file, theirs)  # under the lock a login takes
+        return False
+
+    provider._store = a_login_won  # type: ignore[method-assign]
+    assert await provider.valid_token() == theirs
+    left = provider.info().seconds_left
+    assert left is not None and 1100 < left <= 1200, left
+    assert '"clock_skew"' not in (tmp_path / "events.jsonl").read_text()
 
 
 def test_check_with_a_token_out_of_reach_of_its_refresh_says_so_without_a_traceback(

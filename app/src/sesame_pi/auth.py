@@ -270,6 +270,7 @@ class TokenProvider:
         self._exp: float | None = None
         self._issued_at: float | None = None  # the token's `iat`
         self._clock_offset = 0.0  # the token service's clock minus ours, when a refresh showed it
+        self._offset_basis = 0.0  # `_clock_basis` when it did
         self._anonymous = False
         self._stamp: _FileStamp | None = None
         self._refresh_failures = 0
@@ -381,7 +382,16 @@ class TokenProvider:
 
     def _seconds_left(self) -> float | None:
         """By the token service's clock, as far as a refresh has shown it (`_learn_clock`)."""
-        return None if self._exp is None else self._exp - (self.clock() + self._clock_offset)
+        if self._exp is None:
+            return None
+        if self._clock_offset and abs(self._clock_basis() - self._offset_basis) > CLOCK_TOLERANCE_S:
+            self._clock_offset = 0.0  # the clock was set since (NTP got through): trust it again
+            event("clock_set", detail="this machine's clock was set; token times follow it again")
+        return self._exp - (self.clock() + self._clock_offset)
+
+    def _clock_basis(self) -> float:
+        """Our clock less the monotonic one: constant until someone sets the clock."""
+        return self.clock() - time.monotonic()
 
     def _learn_clock(self, issued_at: float | None) -> None:
         """A token fresh from the token service was issued (`iat`) at the service's now: how far
@@ -404,6 +414,7 @@ class TokenProvider:
                 "are corrected by the offset meanwhile",
             )
         self._clock_offset = offset
+        self._offset_basis = self._clock_basis()
 
     def info(self) -> TokenInfo:
         left = self._seconds_left()
@@ -542,11 +553,13 @@ class TokenProvider:
         self._next_refresh_at = 0.0
         self._unreachable = False
         register_secret(id_token)
+        fresh = True  # the token in use is the one the service just issued (not a login's)
         try:
             stored = await asyncio.to_thread(self._store, stored_before, id_token, refresh_token)
         except OSError as exc:
             self._keep_unsaved(id_token, refresh_token, exc)
         else:
+            fresh = stored
             if stored:
                 self._unsaved_refresh = None
                 self._credentials_changed()  # our own write is not a new login
@@ -556,7 +569,8 @@ class TokenProvider:
                     detail="a login stored new credentials during the refresh; using them",
                 )
             self._read_file()
-        self._learn_clock(self._issued_at)
+        if fresh:
+            self._learn_clock(self._issued_at)
         event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
 
     def _stored_stamps(self) -> tuple[_FileStamp | None, ...]:
