@@ -101,6 +101,14 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def eventually(holds: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Wait until `holds()` (a slow, loaded machine only makes this wait longer)."""
+    deadline = time.monotonic() + within_s
+    while not holds():
+        assert time.monotonic() < deadline, "did not happen in time"
+        await asyncio.sleep(0.05)
+
+
 async def up(
     link: Link,
     recorder: Recorder,
@@ -214,7 +222,8 @@ async def test_a_token_that_ran_out_while_the_network_was_down_is_an_outage_not_
         recorder = Recorder()
         tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
-        await asyncio.sleep(1.5)  # link retries at up to 2 s; the refresh backs off 10 s
+        await eventually(lambda: bool(recorder.downs))
+        await asyncio.sleep(1.0)  # link retries at up to 2 s; the refresh backs off 10 s
         assert recorder.ups == 0 and recorder.token_problems == []
         assert len(recorder.downs) == 1 and "cannot be reached" in recorder.downs[0]
         assert len(endpoint.seen) == 1, "the refresh backs off, it does not follow each retry"
@@ -249,12 +258,13 @@ async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_time
         recorder = Recorder()
         tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
-        await asyncio.sleep(3.0)
+        await eventually(lambda: standin.record.auth_refusals == 2)
+        await asyncio.sleep(1.0)  # (polls every 0.2 s: any renewal now would be a third try)
         assert len(issuer.issued) == 1, "one renewal, then a wait"
         assert standin.record.auth_refusals == 2
         skew[0] = 31.0  # the first wait is over
-        await asyncio.sleep(1.5)
-        assert len(issuer.issued) == 2 and standin.record.auth_refusals == 3
+        await eventually(lambda: standin.record.auth_refusals == 3)
+        assert len(issuer.issued) == 2
         skew[0] = 31.0 + 45.0  # the second wait is twice as long (60 s): not over yet
         await asyncio.sleep(1.0)
         assert len(issuer.issued) == 2
@@ -468,6 +478,38 @@ async def test_a_number_too_long_for_json_is_a_bad_frame_not_a_dead_link(
         info = await link.start_call()
         assert info.call_id == 7 and link.up and recorder.downs == []
         assert link.stats.bad_frames["not_json"] == 1
+
+
+async def test_a_service_that_greets_and_closes_with_an_auth_code_gets_renewals_backed_off(
+    tmp_path: Path, pki: TestPKI, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshake is taken, `initialize` comes, then an auth close: the token is not good
+    after all. The renewals that follow back off as after a refusal; the brief link up does not
+    count as the service taking the token (only a link that stayed healthy does)."""
+    monkeypatch.setattr(supervisor, "TOKEN_WAIT_POLL_S", 0.2)
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        await ws.close(4401, "token revoked")
+
+    server, port = await serve_script(pki, script)
+    issuer = Issuer("test-api-key", "refresh-one")
+    async with server:
+        with TokenEndpoint(issuer) as endpoint:
+            cfg = make_config(
+                tmp_path,
+                port,
+                pki,
+                make_token(),
+                refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
+                firebase_api_key="test-api-key",
+                token_endpoint=endpoint.url,
+            )
+            recorder = Recorder()
+            running.append(asyncio.create_task(Link(cfg, TokenProvider(cfg), recorder).run()))
+            await eventually(lambda: recorder.ups >= 2)
+            await asyncio.sleep(1.0)  # (polls every 0.2 s: a renewal now would be a third)
+    assert recorder.ups >= 2
+    assert len(issuer.issued) == 1, "one renewal, then a wait (not three a minute)"
 
 
 class Clumsy(Recorder):

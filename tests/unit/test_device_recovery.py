@@ -563,7 +563,8 @@ async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
         call.engine.close()
     pa = call.world.instances[0]
     assert not output.closed and not pa.terminated, "nothing freed under the write"
-    assert [r.getMessage() for r in caplog.records] == ["speaker_slow_to_stop"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == ["speaker_slow_to_stop"]
     release.set()
     await asyncio.to_thread(writer._thread.join, 2.0)
     assert output.closed and pa.terminated, "closed and terminated by the writer as it left"
@@ -694,7 +695,7 @@ async def test_the_grace_running_out_during_a_slow_reopen_does_not_freeze_the_lo
     await slow.started()
     worst = await longest_loop_stall(1.5)
     assert len(call.errors) == 1 and "still gone" in call.errors[0], call.errors
-    assert worst < 0.3, f"the loop froze for {worst:.2f} s behind the reopen worker"
+    assert worst < 1.0, f"the loop froze for {worst:.2f} s behind the reopen worker"
     slow.released.set()
     await asyncio.sleep(0.2)
     call.engine.stop_call()
@@ -718,10 +719,13 @@ async def test_hanging_up_during_a_slow_reopen_plays_the_end_tone_without_waitin
     call.engine.play_earcon(b"\x00\x10" * 2400, 24000)
     with pytest.raises(AudioDeviceError, match="still being reopened"):
         call.engine.start_call(24000)
-    assert time.monotonic() - began < 0.2, "the loop waited for the reopen worker"
+    assert time.monotonic() - began < 1.0, "the loop waited for the reopen worker (5 s)"
     call.world.mic_alive = True
     slow.released.set()
-    await asyncio.sleep(0.3)
+    for _ in range(100):  # the worker finishes (a loaded machine takes longer)
+        if not call.engine._reopening:
+            break
+        await asyncio.sleep(0.05)
     assert not call.engine._reopening
     assert all(s.closed for s in call.world.inputs()), "the worker's microphone is closed after it"
     call.engine.start_call(24000)  # and the next call opens as usual

@@ -227,7 +227,6 @@ class Link:
         self.stats.connects += 1
         event("link_up", session_id=session_id, connects=self.stats.connects)
         self._down_reported = False
-        self.tokens.accepted()
         self.listener.link_up()
         try:
             kind, reason = await channel.serve()
@@ -235,6 +234,8 @@ class Link:
             self._channel = None
             self._up.clear()
         healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
+        if healthy:  # (a socket the service closes with an auth code at once proves nothing)
+            self.tokens.accepted()
         if kind is End.IDLE and self._too_many_idle_closes():
             kind, reason = End.LOST, f"{reason}, over {IDLE_CLOSES_PER_MINUTE} times a minute"
         routine = kind in (End.PLANNED, End.IDLE)
