@@ -220,7 +220,9 @@ async def test_a_token_that_ran_out_while_the_network_was_down_is_an_outage_not_
         )
         skew = [0.0]
         recorder = Recorder()
-        tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
+        tokens = TokenProvider(
+            cfg, clock=lambda: time.time() + skew[0], ticks=lambda: time.monotonic() + skew[0]
+        )
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
         await eventually(lambda: bool(recorder.downs))
         await asyncio.sleep(1.0)  # link retries at up to 2 s; the refresh backs off 10 s
@@ -256,7 +258,9 @@ async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_time
         )
         skew = [0.0]
         recorder = Recorder()
-        tokens = TokenProvider(cfg, clock=lambda: time.time() + skew[0])
+        tokens = TokenProvider(
+            cfg, clock=lambda: time.time() + skew[0], ticks=lambda: time.monotonic() + skew[0]
+        )
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
         await eventually(lambda: standin.record.auth_refusals == 2)
         await asyncio.sleep(1.0)  # (polls every 0.2 s: any renewal now would be a third try)

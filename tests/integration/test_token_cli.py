@@ -206,7 +206,7 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
             url = gone.url
     else:
         token_endpoint.answers = [(503, {})] * 7
-    now = [time.time()]
+    now, ticks = [time.time()], [0.0]
     cfg = Config(
         token_file=token_file,
         refresh_token_file=refresh_file,
@@ -215,7 +215,7 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
         log_file=tmp_path / "events.jsonl",
     )
     setup_logging(cfg)
-    provider = TokenProvider(cfg, clock=lambda: now[0])
+    provider = TokenProvider(cfg, clock=lambda: now[0], ticks=lambda: ticks[0])
     waits = []
     for _ in range(7):  # each failure backs off longer, up to a minute
         with pytest.raises(TokenServiceUnreachable, match="cannot be reached") as info:
@@ -223,12 +223,13 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
         assert "signs in again by itself" in str(info.value)
         with pytest.raises(TokenServiceUnreachable):
             await provider.valid_token()  # backing off: asked again, no request
-        start = now[0]
-        while True:
+        start = ticks[0]
+        while ticks[0] - start < 3600:
             now[0] += 1.0
+            ticks[0] += 1.0
             if provider._refresh_allowed():
                 break
-        waits.append(now[0] - start)
+        waits.append(ticks[0] - start)
     assert waits[:3] == [10.0, 20.0, 40.0] and max(waits) == 60.0, waits
     if answer == 503:
         assert len(token_endpoint.seen) == 7
@@ -357,3 +358,30 @@ def test_check_with_a_token_out_of_reach_of_its_refresh_says_so_without_a_traceb
     assert "[ok] token: expired 10 min ago; the refresh renews it" in out, out
     assert "[FAIL] server: the token expired and the token service cannot be reached" in out, out
     assert "Traceback" not in out and "refresh-token-one" not in out
+
+
+async def test_a_refresh_wait_is_not_stretched_when_ntp_sets_the_clock_back(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """The clock 56 minutes ahead, the token service out of reach: the next try is due in 10 s.
+    NTP then sets the clock back 56 minutes; the wait must still end 10 s after it began (on a
+    wall-clock deadline it would end in 56 minutes)."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=-600))
+    write_token(tmp_path / "refresh_token", "refresh-token-one")
+    token_endpoint.answers = [(503, {})]
+    ahead, ticks = [56 * 60.0], [0.0]
+    cfg = Config(
+        token_file=token_file,
+        firebase_api_key="k",
+        token_endpoint=token_endpoint.url,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg, clock=lambda: time.time() + ahead[0], ticks=lambda: ticks[0])
+    with pytest.raises(TokenServiceUnreachable):
+        await provider.valid_token()
+    ahead[0] = 0.0  # NTP steps the clock back
+    ticks[0] += 11.0  # 11 s later
+    fresh = make_token(exp_in_s=3600, uid="back")
+    token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+    assert await provider.valid_token() == fresh

@@ -263,9 +263,17 @@ def decode_claims(token: str) -> dict[str, Any]:
 class TokenProvider:
     """Hands out a valid ID token per connect; refreshes it when it can."""
 
-    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
-        self.clock = clock
+        self.clock = clock  # for token times (`exp`, `iat`): the wall clock
+        # for waits between refreshes: NTP steps the wall clock at boot, which would stretch a
+        # minute's wait by the hour the clock was off
+        self.ticks = ticks
         self._token: str | None = None
         self._exp: float | None = None
         self._issued_at: float | None = None  # the token's `iat`
@@ -307,7 +315,7 @@ class TokenProvider:
             self._refresh_failures = 0
             self._next_refresh_at = 0.0
             self._unsaved_refresh = None  # a new login's refresh token is on the card
-        return self.clock() >= self._next_refresh_at
+        return self.ticks() >= self._next_refresh_at
 
     def _needs_first_token(self) -> bool:
         # (a token kept in memory because the card would not store it is a token: no refresh
@@ -507,7 +515,7 @@ class TokenProvider:
         self._renewed = None  # the next look after the wait renews
         self._renewals_refused += 1
         wait = min(REFRESH_BACKOFF_MAX_S, 30.0 * 2 ** min(self._renewals_refused - 1, 5))
-        self._next_refresh_at = self.clock() + wait
+        self._next_refresh_at = self.ticks() + wait
         event(
             "token_renewal_refused",
             logging.ERROR,
@@ -536,7 +544,7 @@ class TokenProvider:
             self._unreachable = isinstance(exc, EndpointUnreachable)
             longest = UNREACHABLE_BACKOFF_MAX_S if self._unreachable else REFRESH_BACKOFF_MAX_S
             wait = min(longest, 5.0 * 2 ** min(self._refresh_failures, 7))
-            self._next_refresh_at = self.clock() + wait
+            self._next_refresh_at = self.ticks() + wait
             if isinstance(exc, RefreshRefused):
                 action = "sign in again: `sesame-pi login`, or the setup page"
             else:
