@@ -101,6 +101,28 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def refreshing_config(
+    tmp_path: Path, port: int, pki: TestPKI, token: str, endpoint: TokenEndpoint
+) -> Config:
+    """make_config with a refresh token ("refresh-one") and the key an `Issuer` takes."""
+    return make_config(
+        tmp_path,
+        port,
+        pki,
+        token,
+        refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
+        firebase_api_key="test-api-key",
+        token_endpoint=endpoint.url,
+    )
+
+
+def skewed_tokens(cfg: Config, skew: list[float]) -> TokenProvider:
+    """A TokenProvider whose clocks (wall and monotonic) run `skew[0]` seconds ahead."""
+    return TokenProvider(
+        cfg, clock=lambda: time.time() + skew[0], ticks=lambda: time.monotonic() + skew[0]
+    )
+
+
 async def eventually(holds: Callable[[], bool], within_s: float = 10.0) -> None:
     """Wait until `holds()` (a slow, loaded machine only makes this wait longer)."""
     deadline = time.monotonic() + within_s
@@ -209,20 +231,10 @@ async def test_a_token_that_ran_out_while_the_network_was_down_is_an_outage_not_
     issuer = Issuer("test-api-key", "refresh-one")
     with TokenEndpoint(issuer) as endpoint:
         endpoint.answers = [(503, {})]  # the token service is out of reach once
-        cfg = make_config(
-            tmp_path,
-            standin.port,
-            pki,
-            make_token(exp_in_s=-3600),
-            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
-            firebase_api_key="test-api-key",
-            token_endpoint=endpoint.url,
-        )
+        cfg = refreshing_config(tmp_path, standin.port, pki, make_token(exp_in_s=-3600), endpoint)
         skew = [0.0]
         recorder = Recorder()
-        tokens = TokenProvider(
-            cfg, clock=lambda: time.time() + skew[0], ticks=lambda: time.monotonic() + skew[0]
-        )
+        tokens = skewed_tokens(cfg, skew)
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
         await eventually(lambda: bool(recorder.downs))
         await asyncio.sleep(1.0)  # link retries at up to 2 s; the refresh backs off 10 s
@@ -247,20 +259,10 @@ async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_time
     standin = await start_standin(pki, refuse_auth=True)
     issuer = Issuer("test-api-key", "refresh-one")
     with TokenEndpoint(issuer) as endpoint:
-        cfg = make_config(
-            tmp_path,
-            standin.port,
-            pki,
-            make_token(),
-            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
-            firebase_api_key="test-api-key",
-            token_endpoint=endpoint.url,
-        )
+        cfg = refreshing_config(tmp_path, standin.port, pki, make_token(), endpoint)
         skew = [0.0]
         recorder = Recorder()
-        tokens = TokenProvider(
-            cfg, clock=lambda: time.time() + skew[0], ticks=lambda: time.monotonic() + skew[0]
-        )
+        tokens = skewed_tokens(cfg, skew)
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
         await eventually(lambda: standin.record.auth_refusals == 2)
         await asyncio.sleep(1.0)  # (polls every 0.2 s: any renewal now would be a third try)
@@ -288,15 +290,7 @@ async def test_a_clock_behind_at_boot_costs_a_quiet_renewal_not_a_sign_in(
     standin = await start_standin(pki)  # refuses expired tokens, by its own clock
     issuer = Issuer("test-api-key", "refresh-one")
     with TokenEndpoint(issuer) as endpoint:
-        cfg = make_config(
-            tmp_path,
-            standin.port,
-            pki,
-            make_token(exp_in_s=-1800),
-            refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
-            firebase_api_key="test-api-key",
-            token_endpoint=endpoint.url,
-        )
+        cfg = refreshing_config(tmp_path, standin.port, pki, make_token(exp_in_s=-1800), endpoint)
         recorder = Recorder()
         tokens = TokenProvider(cfg, clock=lambda: time.time() - 7200)
         running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
@@ -499,15 +493,7 @@ async def test_a_service_that_greets_and_closes_with_an_auth_code_gets_renewals_
     issuer = Issuer("test-api-key", "refresh-one")
     async with server:
         with TokenEndpoint(issuer) as endpoint:
-            cfg = make_config(
-                tmp_path,
-                port,
-                pki,
-                make_token(),
-                refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
-                firebase_api_key="test-api-key",
-                token_endpoint=endpoint.url,
-            )
+            cfg = refreshing_config(tmp_path, port, pki, make_token(), endpoint)
             recorder = Recorder()
             running.append(asyncio.create_task(Link(cfg, TokenProvider(cfg), recorder).run()))
             await eventually(lambda: recorder.ups >= 2)

@@ -127,6 +127,21 @@ def test_text_that_is_not_unicode_still_makes_one_valid_line(
     out.out.encode("ascii")
 
 
+def refreshing(tmp_path: Path, token_file: Path, endpoint_url: str, key: str = "k") -> Config:
+    """A configuration that refreshes at `endpoint_url` (the refresh token beside the token
+    file, or in tmp_path/refresh), logging to tmp_path/events.jsonl (set up)."""
+    refresh = tmp_path / "refresh"
+    cfg = Config(
+        token_file=token_file,
+        refresh_token_file=refresh if refresh.exists() else None,
+        firebase_api_key=key,
+        token_endpoint=endpoint_url,
+        log_file=tmp_path / "events.jsonl",
+    )
+    setup_logging(cfg)
+    return cfg
+
+
 @pytest.fixture
 def token_endpoint() -> Iterator[TokenEndpoint]:
     with TokenEndpoint() as endpoint:
@@ -143,14 +158,7 @@ async def test_refresh_replaces_the_token_atomically_with_mode_0600(
     token_endpoint.answers = [
         (200, {"id_token": new, "refresh_token": "refresh-token-two", "expires_in": "3600"})
     ]
-    cfg = Config(
-        token_file=token_file,
-        refresh_token_file=refresh_file,
-        firebase_api_key="test-api-key",
-        token_endpoint=token_endpoint.url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url, key="test-api-key")
     provider = TokenProvider(cfg)
     provider.load()
     assert await provider.valid_token() == new
@@ -171,16 +179,9 @@ async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
     tmp_path: Path, token_endpoint: TokenEndpoint
 ) -> None:
     token_file = write_token(tmp_path / "token", make_token(exp_in_s=-10))
-    refresh_file = write_token(tmp_path / "refresh", "refresh-token-revoked")
+    write_token(tmp_path / "refresh", "refresh-token-revoked")
     token_endpoint.answers = [(400, {"error": {"message": "INVALID_REFRESH_TOKEN"}})]
-    cfg = Config(
-        token_file=token_file,
-        refresh_token_file=refresh_file,
-        firebase_api_key="k",
-        token_endpoint=token_endpoint.url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
     provider = TokenProvider(cfg)
     with pytest.raises(TokenExpired, match="expired") as info:
         await provider.valid_token()
@@ -199,7 +200,7 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
     show "needs a token" and ask for a login): an outage, tried again within a minute (a
     refusal backs off up to ten), and the refresh goes through once the service answers."""
     token_file = write_token(tmp_path / "token", make_token(exp_in_s=-600))
-    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    write_token(tmp_path / "refresh", "refresh-token-one")
     url = token_endpoint.url
     if answer == "closed":
         with TokenEndpoint() as gone:  # a port nothing listens on any more
@@ -207,14 +208,7 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
     else:
         token_endpoint.answers = [(503, {})] * 7
     now, ticks = [time.time()], [0.0]
-    cfg = Config(
-        token_file=token_file,
-        refresh_token_file=refresh_file,
-        firebase_api_key="k",
-        token_endpoint=url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, url)
     provider = TokenProvider(cfg, clock=lambda: now[0], ticks=lambda: ticks[0])
     waits = []
     for _ in range(7):  # each failure backs off longer, up to a minute
@@ -281,17 +275,10 @@ async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(
     four minutes from expiry. One refresh shows the offset (its `iat`); after it the token has
     its hour, and no refresh follows at every look."""
     token_file = write_token(tmp_path / "token", make_token(exp_in_s=3600))
-    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    write_token(tmp_path / "refresh", "refresh-token-one")
     fresh = make_token(exp_in_s=3600, uid="fresh")
     token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
-    cfg = Config(
-        token_file=token_file,
-        refresh_token_file=refresh_file,
-        firebase_api_key="k",
-        token_endpoint=token_endpoint.url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
     ahead = [56 * 60.0]
     provider = TokenProvider(cfg, clock=lambda: time.time() + ahead[0])
     for _ in range(5):
@@ -318,13 +305,7 @@ async def test_a_token_a_login_stored_during_a_refresh_teaches_nothing_about_the
     now = int(time.time())
     claims = {"sub": "person", "iat": now - 2400, "exp": now + 1200}
     theirs = jwt.encode(claims, "test-only-key-of-at-least-32-bytes!!", algorithm="HS256")
-    cfg = Config(
-        token_file=token_file,
-        firebase_api_key="k",
-        token_endpoint=token_endpoint.url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
     provider = TokenProvider(cfg)
 
     def a_login_won(_before: object, _id_token: str, _refresh: str | None) -> bool:
@@ -370,13 +351,7 @@ async def test_a_refresh_wait_is_not_stretched_when_ntp_sets_the_clock_back(
     write_token(tmp_path / "refresh_token", "refresh-token-one")
     token_endpoint.answers = [(503, {})]
     ahead, ticks = [56 * 60.0], [0.0]
-    cfg = Config(
-        token_file=token_file,
-        firebase_api_key="k",
-        token_endpoint=token_endpoint.url,
-        log_file=tmp_path / "events.jsonl",
-    )
-    setup_logging(cfg)
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
     provider = TokenProvider(cfg, clock=lambda: time.time() + ahead[0], ticks=lambda: ticks[0])
     with pytest.raises(TokenServiceUnreachable):
         await provider.valid_token()
