@@ -8,7 +8,7 @@
     RECONNECTING ─resume window out─► REST
     LIVE/RECONNECTING ─token needed─► RESUME_NEEDS_TOKEN ─link up (new token)─► RECONNECTING
     RESUME_NEEDS_TOKEN ─resume window out, or hold─► NEEDS_TOKEN (shown the same: no flapping)
-    any quiet phase ─token needed─► NEEDS_TOKEN ─link up─► IDLE
+    any quiet phase ─token needed─► NEEDS_TOKEN ─link up─► IDLE;  NEEDS_TOKEN ─link down─► OFFLINE
     LIVE ─server hangup─► IDLE;  LIVE ─length limit─► CALL_LIMIT ─press/redial─► CONNECTING
     CALL_LIMIT ─limit shown (60 s)─► REST
     any but STOPPING ─device error─► DEVICE_ERROR ─device back─► REST
