@@ -671,6 +671,20 @@ class SlowReopen:
         assert await asyncio.to_thread(self.entered.wait, 5), "no reopen began"
 
 
+async def stalled_into_a_slow_reopen(
+    tasks: list[asyncio.Task[None]], grace_s: float, hang_s: float
+) -> tuple[Call, SlowReopen]:
+    """A call whose device stalls, and whose reopen then hangs inside PortAudio for `hang_s`."""
+    call = Call(grace_s=grace_s)
+    call.engine.start_call(24000)
+    tasks.append(asyncio.create_task(call.world.pump()))
+    await asyncio.sleep(0.1)
+    slow = SlowReopen(call, hang_s=hang_s)
+    call.world.mic_alive = False
+    await slow.started()
+    return call, slow
+
+
 async def longest_loop_stall(seconds: float) -> float:
     """How long the event loop went without turning, ticking every 20 ms for `seconds`."""
     worst, last = 0.0, time.monotonic()
@@ -686,13 +700,7 @@ async def test_the_grace_running_out_during_a_slow_reopen_does_not_freeze_the_lo
 ) -> None:
     """The LED, the button and the link run on the loop: a device lost while its reopen hangs
     inside PortAudio is reported at once, without the loop waiting for the worker."""
-    call = Call(grace_s=0.5)
-    call.engine.start_call(24000)
-    tasks.append(asyncio.create_task(call.world.pump()))
-    await asyncio.sleep(0.1)
-    slow = SlowReopen(call, hang_s=3.0)
-    call.world.mic_alive = False
-    await slow.started()
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=0.5, hang_s=3.0)
     worst = await longest_loop_stall(1.5)
     assert len(call.errors) == 1 and "still gone" in call.errors[0], call.errors
     assert worst < 1.0, f"the loop froze for {worst:.2f} s behind the reopen worker"
@@ -707,13 +715,7 @@ async def test_hanging_up_during_a_slow_reopen_plays_the_end_tone_without_waitin
 ) -> None:
     """A hang-up closes the call and plays its tone at once (the session does both in one
     turn); a new call refused meanwhile says why; once the worker is done all works again."""
-    call = Call(grace_s=5.0)
-    call.engine.start_call(24000)
-    tasks.append(asyncio.create_task(call.world.pump()))
-    await asyncio.sleep(0.1)
-    slow = SlowReopen(call, hang_s=5.0)
-    call.world.mic_alive = False
-    await slow.started()
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=5.0, hang_s=5.0)
     began = time.monotonic()
     call.engine.stop_call()
     call.engine.play_earcon(b"\x00\x10" * 2400, 24000)
