@@ -260,6 +260,12 @@ def decode_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+def anonymous_account(claims: dict[str, Any]) -> bool:
+    """The token is an anonymous Firebase account's (the service refuses those)."""
+    firebase = claims.get("firebase")
+    return isinstance(firebase, dict) and firebase.get("sign_in_provider") == "anonymous"
+
+
 class TokenProvider:
     """Hands out a valid ID token per connect; refreshes it when it can."""
 
@@ -366,12 +372,7 @@ class TokenProvider:
         self._token = token
         self._exp = expires
         self._issued_at = float(iat) if isinstance(iat, int | float) and iat > 0 else None
-        provider = (
-            claims.get("firebase", {}).get("sign_in_provider")
-            if isinstance(claims.get("firebase"), dict)
-            else None
-        )
-        self._anonymous = provider == "anonymous"
+        self._anonymous = anonymous_account(claims)
 
     @staticmethod
     def _check_permissions(path: Path) -> None:

@@ -28,6 +28,7 @@ from .auth import (
     RefreshFailed,
     RefreshRefused,
     TokenInvalid,
+    anonymous_account,
     api_key_path,
     credentials_lock,
     decode_claims,
@@ -205,8 +206,7 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
         raise LoginError(
             "the token service answered with something that is not an ID token"
         ) from None
-    firebase = claims.get("firebase")
-    if isinstance(firebase, dict) and firebase.get("sign_in_provider") == "anonymous":
+    if anonymous_account(claims):
         raise LoginRefused(ANONYMOUS)  # (a bare refresh token says so only here)
     exp = claims.get("exp")
     seconds_left = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
