@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from sesame_pi.auth import TokenExpired, TokenProvider, TokenServiceUnreachable
+from sesame_pi.auth import TokenExpired, TokenInvalid, TokenProvider, TokenServiceUnreachable
 from sesame_pi.cli import EXIT_CHECK
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
@@ -266,6 +267,68 @@ async def test_a_token_file_the_watch_cannot_use_is_said_once_per_change_with_wh
     watching.cancel()
     assert len(problems()) == 3
     assert '"token_reloaded"' in (tmp_path / "events.jsonl").read_text()
+
+
+AUTH_RECORD = json.dumps({"stsTokenManager": {"refreshToken": "AMf-paste" * 8}})
+
+
+async def test_an_auth_record_in_the_token_file_of_a_renewing_device_is_kept_aside_not_lost(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """A person pastes the browser's auth record into the token file of a device that renews
+    its own token. The device starts and connects anyway (it used to wait for a token), and the
+    paste is kept beside the file (the refresh used to write over it)."""
+    token_file = write_token(tmp_path / "token", AUTH_RECORD)
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    fresh = make_token(exp_in_s=3600, uid="fresh")
+    token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
+    provider = TokenProvider(cfg)
+    assert provider.load().expires_at is None  # (the first connect refreshes)
+    assert await provider.valid_token() == fresh
+    assert token_file.read_text().strip() == fresh
+    aside = tmp_path / "token.set-aside"
+    assert aside.read_text().strip() == AUTH_RECORD
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    log = (tmp_path / "events.jsonl").read_text()
+    said = [json.loads(line) for line in log.splitlines() if '"token_file_set_aside"' in line]
+    assert len(said) == 1 and said[0]["kept_as"] == str(aside), said
+    assert "sesame-pi login" in said[0]["detail"]
+    assert "AMf-paste" not in log and "token_error" not in log
+
+
+async def test_a_paste_over_a_good_token_is_kept_aside_and_the_calls_go_on(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """The same paste while the device runs on a good token: the watch sets it aside and renews
+    the file; a connect meanwhile gets a token, not a wait for one. Without a way to renew
+    (no refresh token), the paste stays where it is and is reported as before."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=3600, uid="first"))
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    fresh, again = (make_token(exp_in_s=3600, uid=uid) for uid in ("renewed", "again"))
+    token_endpoint.answers = [(200, {"id_token": t, "expires_in": "3600"}) for t in (fresh, again)]
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
+    provider = TokenProvider(cfg)
+    provider.load()
+    write_token(token_file, AUTH_RECORD)
+    assert await provider.valid_token() == fresh
+    assert (tmp_path / "token.set-aside").read_text().strip() == AUTH_RECORD
+    write_token(token_file, "AMf-vB" + "x" * 80)  # now a bare refresh token, seen by the watch
+    watching = asyncio.create_task(provider.watch(interval_s=0.02))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if len(token_endpoint.seen) == 2 and token_file.exists():
+            break
+    watching.cancel()
+    assert token_file.read_text().strip() == again
+    assert (tmp_path / "token.set-aside").read_text().strip() == "AMf-vB" + "x" * 80
+    assert '"token_problem"' not in (tmp_path / "events.jsonl").read_text()
+
+    (tmp_path / "refresh").unlink()
+    write_token(token_file, AUTH_RECORD)
+    with pytest.raises(TokenInvalid, match="sesame-pi login"):
+        await provider.valid_token()
+    assert token_file.read_text().strip() == AUTH_RECORD
 
 
 async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(

@@ -324,9 +324,45 @@ class TokenProvider:
         return self.ticks() >= self._next_refresh_at
 
     def _needs_first_token(self) -> bool:
-        # (a token kept in memory because the card would not store it is a token: no refresh
-        # at every look until the file exists)
-        return self._token is None and not self.cfg.token_file.exists() and self.can_refresh
+        """No token file (never one, or it was removed or set aside), and a refresh can make one.
+        (A token kept in memory because the card would not store it is a token: no refresh at
+        every look until the file exists.)"""
+        if self.cfg.token_file.exists() or not self.can_refresh:
+            return False
+        return self._token is None or self._stamp is not None
+
+    def _set_aside_if_unusable(self) -> None:
+        """A token file that holds no ID token (an auth record or a refresh token pasted there)
+        on a device that renews its own: moved to `<file>.set-aside` (0600) and renewed, so the
+        device goes on and the paste is kept. Otherwise the next refresh would write over it,
+        or, with no good token yet, the device would wait for a token it can make itself."""
+        path = self.cfg.token_file
+        if not self.can_refresh or not self._file_changed():
+            return
+        aside = path.with_name(f"{path.name}.set-aside")
+        with credentials_lock(self.cfg):  # (a login may be storing a token right now)
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+                if text:
+                    decode_claims(text)
+                    return
+                path.unlink()  # empty: nothing to keep
+            except (OSError, ValueError):
+                return  # gone, unreadable or not text: `_read_file` says so
+            except TokenInvalid:
+                os.replace(path, aside)
+                aside.chmod(0o600)
+            else:
+                return
+        event(
+            "token_file_set_aside",
+            logging.WARNING,
+            file=str(path),
+            kept_as=str(aside) if text else None,
+            detail=_what_it_holds(text) or "the token file held no ID token",
+            action="nothing to do: this device renews its own token; to sign in with another "
+            "account, give its auth record to `sesame-pi login` or the setup page",
+        )
 
     # ------------------------------------------------------------ reading the file
 
@@ -438,6 +474,7 @@ class TokenProvider:
 
     def load(self) -> TokenInfo:
         """Read and check the token now (at start, and for `sesame-pi check`)."""
+        self._set_aside_if_unusable()
         if self._needs_first_token():
             # Only a refresh token so far (a login's key, the boot partition): the first connect
             # refreshes, with the link's retries if the network is not up yet.
@@ -453,13 +490,17 @@ class TokenProvider:
 
     async def valid_token(self) -> str:
         """A token good for at least a minute, or a TokenError that says what to do."""
+        self._set_aside_if_unusable()
         if self._needs_first_token():
             try:
                 await self.refresh()
             except RefreshFailed as exc:
-                if self._unreachable:
+                if self._token is not None:
+                    pass  # the file went, not the token: it serves while it lasts
+                elif self._unreachable:
                     raise self._out_of_reach("there is no token yet", exc) from None
-                raise
+                else:
+                    raise
         elif self._token is None or self._file_changed():
             self._read_file()
         left = self._seconds_left()
@@ -487,7 +528,8 @@ class TokenProvider:
 
     async def after_auth_refusal(self) -> bool:
         """The server refused us. True if a different token is now available."""
-        if self._file_changed():
+        self._set_aside_if_unusable()
+        if self._file_changed() and not self._needs_first_token():
             try:
                 self._read_file()
             except TokenError:
@@ -606,6 +648,8 @@ class TokenProvider:
         with it from memory, and the next refresh tries to store again. The file still holds the
         old token, so its stamp is unchanged and nothing re-reads it over this one."""
         self._adopt(id_token)
+        if not self.cfg.token_file.exists():
+            self._stamp = None  # no file to renew: the token in memory is the one
         if refresh_token:
             self._unsaved_refresh = refresh_token
         directory = self.cfg.token_file.parent
@@ -636,6 +680,7 @@ class TokenProvider:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                self._set_aside_if_unusable()
                 if self._needs_first_token():
                     if self._refresh_allowed():
                         with contextlib.suppress(RefreshFailed):  # (refresh logged it)
