@@ -423,7 +423,9 @@ class SlowEchoStage:
         self.frames += 1
         return mic
 
-    def far_end(self, _pcm: bytes, _rate: int, _dac_time: float) -> None: ...
+    def far_end(
+        self, _pcm: bytes, _rate: int, _dac_time: float, after_gap: bool = False
+    ) -> None: ...
 
     def reset(self) -> None: ...
 

@@ -89,6 +89,10 @@ def test_anchor_counts_through_jitter_and_follows_a_real_jump() -> None:
     assert moved == a.next and a.jumps == 1
     a.advance(320)
     assert a.place(a.next + 16000) == a.next and a.jumps == 2  # a second off: at once
+    a.advance(320)
+    assert a.place(a.next + 50, follow=True) != a.next + 50  # after a gap, jitter is jitter
+    a.advance(320)
+    assert a.place(a.next + 400, follow=True) == a.next and a.jumps == 3  # a gap: at once
 
 
 def test_far_end_store_is_bounded_and_thread_safe() -> None:
@@ -117,11 +121,13 @@ def test_far_end_store_joins_pieces_that_follow_each_other() -> None:
         store.put(piece, 24000, 1.0 + i * 0.010 + 0.001)  # stamps jitter by a millisecond
     store.put(piece, 24000, 1.100)  # an underflow: 70 ms the device played nothing of ours
     store.put(bytes(320), 16000, 1.110)  # the speaker reopened at another rate
+    store.put(bytes(320), 16000, 1.120, after_gap=True)  # ran dry for a moment too short to see
     runs = store.take()
-    assert [(round(t, 3), rate, len(pcm)) for t, rate, pcm in runs] == [
-        (1.001, 24000, 1440),
-        (1.1, 24000, 480),
-        (1.11, 16000, 320),
+    assert [(round(t, 3), rate, len(pcm), gap) for t, rate, pcm, gap in runs] == [
+        (1.001, 24000, 1440, False),
+        (1.1, 24000, 480, False),
+        (1.11, 16000, 320, False),
+        (1.12, 16000, 320, True),
     ]
 
 
@@ -193,6 +199,27 @@ def test_the_engine_gets_the_reference_that_played_even_when_it_arrives_just_in_
     # sample for sample, up to the dither's lowest bit (LsbDither)
     assert np.abs(got - far[: len(got)]).max() <= 1
     assert stage.stats()["ref_underflows"] == 0
+
+
+def test_audio_after_the_speaker_ran_dry_is_placed_by_its_stamp_at_once() -> None:
+    """Writer mode on a late network: the device plays nothing of ours for 60 ms, and the audio
+    after the gap is stamped 60 ms later than counting on would put it. The writer says it ran
+    dry (`after_gap`), so the very first frame after the gap gets its own reference. Counting
+    on, as before, put that audio where the gap was for four placements (about 80 ms of echo
+    with the wrong reference)."""
+    engine = RecordingEngine()
+    stage = Stage(engine)
+    far = (tone(300, 16000, 2.0) * 8000 * np.linspace(0.2, 1, 32000)).astype(np.int16)
+    frame, gap_frames = 320, 3
+    pieces = [far[k * frame : (k + 1) * frame] for k in range(50)]
+    stamped = {k if k < 25 else k + gap_frames: piece for k, piece in enumerate(pieces)}
+    for j in range(50 + gap_frames):
+        if j in stamped:
+            stage.far_end(stamped[j].tobytes(), 16000, j * 0.02, after_gap=j == 25 + gap_frames)
+        stage.process(bytes(2 * frame), j * 0.02)
+    for j, got in enumerate(engine.refs):
+        expected = stamped.get(j, np.zeros(frame, np.int16)).astype(np.int32)
+        assert np.abs(got.astype(np.int32) - expected).max() <= 1, f"frame {j}"
 
 
 def test_the_engine_never_gets_digital_silence() -> None:

@@ -74,7 +74,7 @@ def run_speaker(stream: FakeOutput, render, seconds: float, target_ms: int = 20)
         period_ms=10,
         device_target_ms=target_ms,
         render=render,
-        on_played=lambda pcm, dac: played.append((len(pcm), dac)),
+        on_played=lambda pcm, dac, _gap: played.append((len(pcm), dac)),
         stream_time=stream.get_time,
     )
     speaker.start()
@@ -113,6 +113,31 @@ def test_chunks_are_stamped_with_when_they_reach_the_dac() -> None:
     frames_before = sum(n for n, _ in played[5:-1]) // 2
     span = played[-1][1] - start
     assert span == pytest.approx(frames_before / RATE, abs=0.03)
+
+
+def test_a_chunk_after_the_device_ran_dry_is_marked_as_after_a_gap() -> None:
+    """The echo canceller counts its reference on from chunk to chunk; after the device ran dry
+    (the network was late) it must take the next chunk's stamp instead, and only the writer
+    knows the device held nothing. Streaming on, no chunk is marked."""
+    stream = FakeOutput(capacity=8 * PERIOD)
+    started = time.monotonic()
+    marks: list[tuple[float, bool]] = []
+
+    def render(want: int, held: int) -> bytes:
+        return b"" if 0.3 < time.monotonic() - started < 0.4 else bytes(want)
+
+    speaker = Speaker(
+        stream, RATE, period_ms=10, device_target_ms=20, render=render,
+        on_played=lambda pcm, dac, gap: marks.append((time.monotonic() - started, gap)),
+        stream_time=stream.get_time,
+    )  # fmt: skip
+    speaker.start()
+    time.sleep(0.7)
+    speaker.stop()
+    gaps = [at for at, gap in marks if gap]
+    assert gaps[0] < 0.05, "the first chunk: nothing was playing before it"
+    assert any(0.4 <= at < 0.45 for at in gaps[1:]), marks
+    assert len(gaps) <= 2 + speaker.underflows, "streaming on, chunks are not marked"
 
 
 def test_a_slow_render_does_not_make_the_stamp_late() -> None:
@@ -199,7 +224,7 @@ def watched_speaker(stream: WatchedOutput) -> Speaker:
         period_ms=10,
         device_target_ms=20,
         render=lambda want, held: bytes(want),
-        on_played=lambda pcm, dac: None,
+        on_played=lambda pcm, dac, gap: None,
         stream_time=stream.get_time,
     )
 
@@ -264,7 +289,7 @@ def test_a_stalled_device_is_reported_with_how_long_it_took_nothing() -> None:
     stalls: list[float] = []
     speaker = Speaker(
         stream, RATE, period_ms=10, device_target_ms=20,
-        render=lambda want, held: bytes(want), on_played=lambda pcm, dac: None,
+        render=lambda want, held: bytes(want), on_played=lambda pcm, dac, gap: None,
         stream_time=stream.get_time, on_stall=stalls.append,
     )  # fmt: skip
     speaker.start()
@@ -393,7 +418,7 @@ def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:
 
     speaker = Speaker(
         stream, RATE, period_ms=10, device_target_ms=20, render=render,
-        on_played=lambda pcm, dac: None, stream_time=stream.get_time,
+        on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time,
         on_target=targets.append,
     )  # fmt: skip
     speaker.start()
@@ -409,7 +434,7 @@ def test_the_widened_target_goes_back_a_period_per_calm_spell() -> None:
     targets: list[int] = []
     speaker = Speaker(
         FakeOutput(), RATE, period_ms=10, device_target_ms=20, render=lambda want, held: b"",
-        on_played=lambda pcm, dac: None, stream_time=time.monotonic, on_target=targets.append,
+        on_played=lambda pcm, dac, gap: None, stream_time=time.monotonic, on_target=targets.append,
     )  # fmt: skip
     for _ in range(6):
         speaker._widen()
@@ -449,7 +474,7 @@ def test_on_a_stereo_device_each_channel_gets_the_agent_and_the_frames_add_up() 
 
     speaker = Speaker(
         stream, RATE, period_ms=10, device_target_ms=20, render=render,
-        on_played=lambda pcm, dac: None, stream_time=stream.get_time, channels=2,
+        on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time, channels=2,
     )  # fmt: skip
     speaker.start()
     time.sleep(0.3)

@@ -557,12 +557,14 @@ class AudioEngine:
         import pyaudio
 
         self._last_output_cb = time.monotonic()
-        if status & pyaudio.paOutputUnderflow:
+        underflow = bool(status & pyaudio.paOutputUnderflow)
+        if underflow:
             self.counters["output_underflows"] += 1
         out = self._render(frame_count * SAMPLE_BYTES)
         echo = self._echo
         if echo is not None and self._in_call:
-            echo.far_end(out, self._output_rate, _on_pa_clock(time_info, "output_buffer_dac_time"))
+            dac_time = _on_pa_clock(time_info, "output_buffer_dac_time")
+            echo.far_end(out, self._output_rate, dac_time, after_gap=underflow)
         return widen(out, self.cfg.output_channels), pyaudio.paContinue
 
     def _take(self, max_bytes: int, held_bytes: int) -> bytes:
@@ -618,11 +620,11 @@ class AudioEngine:
         with contextlib.suppress(RuntimeError):  # the loop closed while the speaker stopped
             self.loop.call_soon_threadsafe(functools.partial(event, name, logging.INFO, **fields))
 
-    def _played(self, pcm: bytes, dac_time: float) -> None:
+    def _played(self, pcm: bytes, dac_time: float, after_gap: bool) -> None:
         """Writer thread: the echo canceller's reference is exactly what reached the device."""
         echo = self._echo
         if echo is not None and self._in_call:
-            echo.far_end(pcm, self._output_rate, dac_time)
+            echo.far_end(pcm, self._output_rate, dac_time, after_gap=after_gap)
 
     def _render(self, nbytes: int) -> bytes:
         """The next `nbytes` for the speaker: agent audio, an earcon, both, or silence."""

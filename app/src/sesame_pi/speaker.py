@@ -46,7 +46,9 @@ RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without ru
 
 class Speaker:
     """One output stream and its writer thread. `render(max_bytes, held_bytes)` gives what to
-    play next (b"" for nothing now); `on_played(pcm, dac_time)` sees every chunk written."""
+    play next (b"" for nothing now); `on_played(pcm, dac_time, after_gap)` sees every chunk
+    written, `after_gap` when the device held nothing before it (it ran dry, or had not begun):
+    the chunk does not follow the last one, its stamp says where it goes."""
 
     def __init__(
         self,
@@ -56,7 +58,7 @@ class Speaker:
         device_target_ms: int,
         *,
         render: Callable[[int, int], bytes],
-        on_played: Callable[[bytes, float], None],
+        on_played: Callable[[bytes, float, bool], None],
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
@@ -172,7 +174,7 @@ class Speaker:
                     until_dry = held / self.rate - MIN_SLEEP_S
                     self._more.wait(until_dry if held else IDLE_WAIT_S)
                     continue
-                self.on_played(chunk, looked_at + held / self.rate)
+                self.on_played(chunk, looked_at + held / self.rate, held == 0)
                 self._write(chunk, held)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
                 # Asleep until the device should have room for the next period again (a little

@@ -29,26 +29,28 @@ import numpy.typing as npt
 from .resample import Resampler
 
 Floats = npt.NDArray[np.float32]
+Piece = tuple[float, int, bytes, bool]  # (dac_time, rate, pcm, after_gap)
 
 
 class FarEndStore:
-    """A bounded, lock-protected queue of (dac_time, rate, pcm) from the playback thread."""
+    """A bounded, lock-protected queue of (dac_time, rate, pcm, after_gap) from the playback
+    thread."""
 
     CONTIGUOUS_S = 0.004  # stamps this close to where the previous piece ended: one run
 
     def __init__(self, max_seconds: float = 2.0) -> None:
         self._lock = threading.Lock()
-        self._chunks: collections.deque[tuple[float, int, bytes]] = collections.deque()
+        self._chunks: collections.deque[Piece] = collections.deque()
         self._seconds = 0.0
         self._max_seconds = max_seconds
         self.dropped = 0
 
-    def put(self, pcm: bytes, rate: int, dac_time: float) -> None:
+    def put(self, pcm: bytes, rate: int, dac_time: float, after_gap: bool = False) -> None:
         with self._lock:
-            self._chunks.append((dac_time, rate, pcm))
+            self._chunks.append((dac_time, rate, pcm, after_gap))
             self._seconds += len(pcm) / 2 / rate
             while self._seconds > self._max_seconds and len(self._chunks) > 1:
-                _, old_rate, old = self._chunks.popleft()
+                _, old_rate, old, _ = self._chunks.popleft()
                 self._seconds -= len(old) / 2 / old_rate
                 self.dropped += 1
 
@@ -57,27 +59,28 @@ class FarEndStore:
         """How much audio waits (read without the lock: a float is replaced whole)."""
         return self._seconds
 
-    def take(self) -> list[tuple[float, int, bytes]]:
+    def take(self) -> list[Piece]:
         """Everything stored, with pieces that followed each other without a gap joined: the
         loop then resamples and places one run, not every callback's piece."""
         with self._lock:
             chunks = list(self._chunks)
             self._chunks.clear()
             self._seconds = 0.0
-        runs: list[tuple[float, int, bytes]] = []
+        runs: list[Piece] = []
         pieces: list[bytes] = []
-        for dac_time, rate, pcm in chunks:
-            if runs and pieces:
-                start, run_rate, _ = runs[-1]
+        for dac_time, rate, pcm, after_gap in chunks:
+            if runs and pieces and not after_gap:
+                start, run_rate, _, _ = runs[-1]
                 ends = start + sum(map(len, pieces)) / 2 / run_rate
                 if rate == run_rate and abs(dac_time - ends) <= self.CONTIGUOUS_S:
                     pieces.append(pcm)
                     continue
-                runs[-1] = (start, run_rate, b"".join(pieces))
-            runs.append((dac_time, rate, b""))
+            if runs:
+                runs[-1] = (*runs[-1][:2], b"".join(pieces), runs[-1][3])
+            runs.append((dac_time, rate, b"", after_gap))
             pieces = [pcm]
         if runs:
-            runs[-1] = (runs[-1][0], runs[-1][1], b"".join(pieces))
+            runs[-1] = (*runs[-1][:2], b"".join(pieces), runs[-1][3])
         return runs
 
     def clear(self) -> None:
@@ -86,8 +89,9 @@ class FarEndStore:
 
 class Anchor:
     """Where the next block of a stream goes: counted on from the last one, re-read from its time
-    stamp only when the stamps disagree by more than `tolerance` several times in a row (an
-    underflow, a restarted stream), or at once when they disagree wildly."""
+    stamp only when the stamps disagree by more than `tolerance` several times in a row (a
+    restarted stream), or at once when they disagree wildly or the stream says it ran dry
+    (`follow`: counting on would put the audio after the gap where the gap was)."""
 
     def __init__(self, rate: int, tolerance_ms: float = 8.0, persist: int = 4) -> None:
         self._tolerance = rate * tolerance_ms / 1000
@@ -97,12 +101,13 @@ class Anchor:
         self.next: int | None = None
         self.jumps = 0
 
-    def place(self, stamped: int) -> int:
+    def place(self, stamped: int, follow: bool = False) -> int:
         if self.next is None:
             self.next = stamped
             return stamped
         off = abs(stamped - self.next)
-        if off > self._jump or (off > self._tolerance and self._misses + 1 >= self._persist):
+        persisted = follow or self._misses + 1 >= self._persist
+        if off > self._jump or (off > self._tolerance and persisted):
             self.next, self._misses = stamped, 0
             self.jumps += 1
         elif off > self._tolerance:

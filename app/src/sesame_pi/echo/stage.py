@@ -94,8 +94,10 @@ class Stage:
 
     # ---------------------------------------------------------------- playback thread
 
-    def far_end(self, pcm: bytes, rate: int, dac_time: float) -> None:
-        self._store.put(pcm, rate, dac_time)
+    def far_end(self, pcm: bytes, rate: int, dac_time: float, after_gap: bool = False) -> None:
+        """`pcm` reaches the speaker at `dac_time`; `after_gap`: the device played nothing of
+        ours just before it (it ran dry), so the stamp, not the count, says where it goes."""
+        self._store.put(pcm, rate, dac_time, after_gap)
 
     # ---------------------------------------------------------------- event loop
 
@@ -131,7 +133,7 @@ class Stage:
         return round((t - self._origin) * self.rate)
 
     def _pull_reference(self) -> None:
-        for dac_time, rate, pcm in self._store.take():
+        for dac_time, rate, pcm, after_gap in self._store.take():
             if not pcm:
                 continue
             resampler = self._resamplers.get(rate)
@@ -139,7 +141,7 @@ class Stage:
                 resampler = self._resamplers[rate] = Resampler(rate, self.rate)
             stamped = self._pos(dac_time)
             before = self._far_anchor.jumps
-            pos = self._far_anchor.place(stamped)
+            pos = self._far_anchor.place(stamped, follow=after_gap)
             if self._far_anchor.jumps != before:
                 resampler.reset()
             data = resampler.process(np.frombuffer(pcm, np.int16))
