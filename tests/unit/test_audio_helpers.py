@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import subprocess
 import sys
 from array import array
@@ -84,10 +85,28 @@ def test_resample_keeps_duration_and_shape() -> None:
     assert resample(ramp, 24000, 24000) is ramp
 
 
+@pytest.mark.parametrize(("src", "dst"), [(24000, 48000), (24000, 16000), (16000, 44100)])
+def test_resample_is_linear_interpolation_to_the_sample(src: int, dst: int) -> None:
+    """audioop's ratecv against the textbook rule it replaced (a Python loop per sample):
+    the same length, each sample within one step of it."""
+    rng = random.Random(src + dst)
+    samples = [rng.randint(-20000, 20000) for _ in range(2400)]
+    got = array("h", resample(array("h", samples).tobytes(), src, dst))
+    count = len(samples) * dst // src
+    assert len(got) == count
+    for i, value in enumerate(got):
+        pos = i * src / dst
+        j = min(int(pos), len(samples) - 1)
+        after = samples[min(j + 1, len(samples) - 1)]
+        assert abs(value - (samples[j] + (after - samples[j]) * (pos - j))) <= 1.5, i
+
+
 def test_mix_sums_and_clips() -> None:
     a = array("h", [1000, 30000, -30000, 0]).tobytes()
     b = array("h", [2000, 30000, -30000, -5]).tobytes()
     assert list(array("h", mix(a, b))) == [3000, 32767, -32768, -5]
+    with pytest.raises(ValueError, match="mixing 8 bytes with 6"):
+        mix(a, b[:6])
 
 
 def test_widen_puts_each_sample_on_every_channel() -> None:

@@ -17,7 +17,6 @@ import stat
 import tempfile
 import tomllib
 import urllib.parse
-import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePath
@@ -92,6 +91,10 @@ def _header_text(name: str) -> Callable[[Config], str | None]:
 
 
 def _iana_zone(cfg: Config) -> str | None:
+    if cfg.timezone == "UTC":
+        return None  # the default: no zone database to open (zoneinfo costs 0.3 MB at start)
+    import zoneinfo
+
     try:
         zoneinfo.ZoneInfo(cfg.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
