@@ -491,6 +491,36 @@ def test_alsa_resolves_default_to_the_named_card(applied: Applied) -> None:
         assert "Unknown PCM" not in result.stderr and "parse" not in result.stderr.lower()
 
 
+def test_a_hat_under_its_other_drivers_id_is_chosen_at_boot(applied: Applied) -> None:
+    """The mixer unit's card choice, run as the unit runs it on the root's own sh and sed (arm64):
+    the inventory names wm8960soundcard, the Pi has the same HAT as seeed2micvoicec (Seeed's
+    driver). /etc/asound.conf is renamed, and alsa-lib follows default down to that card."""
+    root = applied.root
+    unit = (root / "etc/systemd/system/sesame-pi-mixer.service").read_text()
+    choice = re.search(r"\$\$\((/usr/local/sbin/sesame-pi-card [^)]*)\)", unit)
+    assert choice and "Before=docker.service" in unit, unit
+    argv = choice[1].split()
+    assert argv[1:4] == ["--rewrite", "/etc/asound.conf", CARD] and "seeed2micvoicec" in argv
+    shipped = (root / "etc/asound.conf").read_bytes()
+    (root / "tmp/proc-asound/seeed2micvoicec").mkdir(parents=True)
+    try:
+        chosen = subprocess.run(
+            ["chroot", str(root), "env", "SESAME_PI_ASOUND_PROC=/tmp/proc-asound", *argv],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        assert chosen.stdout == "seeed2micvoicec\n", chosen.stderr
+        assert "names seeed2micvoicec now" in chosen.stderr
+        result = subprocess.run(
+            ["chroot", str(root), "aplay", "-q", "-D", "default", "-d", "1", "/dev/null"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0 and "seeed2micvoicec" in result.stderr, result.stderr
+        assert CARD not in result.stderr
+    finally:
+        (root / "etc/asound.conf").write_bytes(shipped)
+        shutil.rmtree(root / "tmp/proc-asound")
+
+
 def test_app_config_has_the_inventory_values(applied: Applied) -> None:
     """The app's own loader accepts config.toml and reads back what the inventory said."""
     path = applied.root / "etc/sesame-pi/config.toml"

@@ -61,6 +61,8 @@ BOOT_TIMEOUT_S = 1800
 STANDIN_URL = "wss://127.0.0.1:8443/agent-service-0/v1/connect"
 GUEST_CA = "/etc/sesame-pi/boot-test-ca.pem"
 UNITS = ("sesame-pi-boot-report.service", "sesame-pi-boot-standin.service")
+# The same WM8960 HAT under Seeed's driver and under Raspberry Pi OS's own overlay.
+OTHER_DRIVERS_ID = {"seeed2micvoicec": "wm8960soundcard", "wm8960soundcard": "seeed2micvoicec"}
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(5400)]
 
@@ -75,6 +77,7 @@ class Card:
     work: Path
     kept: Path
     root_mb: int
+    named_card: str  # the card id the image's asound.conf names
     token: str = field(repr=False)
 
     @property
@@ -123,6 +126,14 @@ def sound_card_id(root: Path) -> str:
     return found[1]
 
 
+def fitted_card_id(root: Path) -> str:
+    """The id the emulated HAT gets: the image names the ReSpeaker by Seeed's driver's id, and
+    the maker used Raspberry Pi OS's own dtoverlay=wm8960-soundcard, which names the same HAT
+    wm8960soundcard. The image must choose it at boot (sesame-pi-card) and play on it."""
+    named = sound_card_id(root)
+    return OTHER_DRIVERS_ID.get(named, named)
+
+
 def install(src: Path | bytes, dest: Path, mode: int, owner: int = 0, group: int = 0) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(src, bytes):
@@ -144,7 +155,7 @@ def add_test_only_files(root: Path, pki_dir: Path) -> None:
     install(GUEST_FILES / "boot_report.py", root / "usr/local/libexec/sesame-pi-boot-report", 0o755)
     install(GUEST_FILES / "compose.override.yaml", root / "opt/sesame-pi/compose.override.yaml",
             0o644)  # fmt: skip
-    card = sound_card_id(root)
+    card = fitted_card_id(root)
     install(f"options snd-aloop index=0 id={card}\n".encode(),
             root / "etc/modprobe.d/sesame-pi-boot-test.conf", 0o644)  # fmt: skip
     install(b"snd-aloop\n", root / "etc/modules-load.d/sesame-pi-boot-test.conf", 0o644)
@@ -224,6 +235,7 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
     try:
         run("tar", "--numeric-owner", "--xattrs", "-xpf", staged, "-C", root, timeout=900)
         install(app_tarball, root / "var/lib/sesame-pi/images/sesame-pi.tar", 0o644)
+        named_card = sound_card_id(root)
         add_test_only_files(root, kept)
         write_fstab(root)
         token = make_token(exp_in_s=3 * 3600)
@@ -245,7 +257,8 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
             f"of {root_mb} MB, FAT {FAT_MB} MB, kernel {kernel.name}"
         )
         print(f"boot: the guest's reports and consoles are kept in {kept}")
-        yield Card(disk, work / "vmlinuz", work / "initrd.img", work, kept, root_mb, token)
+        yield Card(disk, work / "vmlinuz", work / "initrd.img", work, kept, root_mb, named_card,
+                   token)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -414,6 +427,10 @@ def test_first_boot_provisions_the_card_and_a_call_is_placed(boots: list[Boot], 
           "moved token" in log and "moved config.toml" in log, r["firstboot_log"][-6:])  # fmt: skip
     check("the drop folder is gone from the FAT partition (mtools, from the host)",
           r["fat_after"] is None, r["fat_after"])  # fmt: skip
+    fitted = OTHER_DRIVERS_ID.get(card.named_card, card.named_card)
+    check(f"the image named card {card.named_card}; the one fitted, {fitted}, was chosen at boot",
+          any(f"it names {fitted} now" in line for line in r.get("card_log", [])),
+          r.get("card_log"))  # fmt: skip
     check("the button press placed a call on the stand-in", "call_live_at_s" in r,
           r.get("error", ""))  # fmt: skip
     check("holding the button ended it", r.get("call_ended") is True,

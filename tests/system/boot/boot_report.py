@@ -400,6 +400,7 @@ def main() -> None:
     report["firstboot_log"] = sh(
         "journalctl", "-b", "-u", "sesame-pi-firstboot", "-o", "cat"
     ).splitlines()
+    report["card_log"] = sh("journalctl", "-b", "-u", "sesame-pi-mixer", "-o", "cat").splitlines()
     report["image_load_log"] = sh(
         "journalctl", "-b", "-u", "sesame-pi-image-load", "-o", "cat"
     ).splitlines()
