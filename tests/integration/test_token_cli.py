@@ -12,11 +12,18 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
-from sesame_pi.auth import TokenExpired, TokenInvalid, TokenProvider, TokenServiceUnreachable
+from sesame_pi.auth import (
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenProvider,
+    TokenServiceUnreachable,
+)
 from sesame_pi.cli import EXIT_CHECK
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
@@ -329,6 +336,60 @@ async def test_a_paste_over_a_good_token_is_kept_aside_and_the_calls_go_on(
     with pytest.raises(TokenInvalid, match="sesame-pi login"):
         await provider.valid_token()
     assert token_file.read_text().strip() == AUTH_RECORD
+
+
+async def test_a_paste_that_cannot_be_moved_aside_is_said_once_and_an_empty_file_is_left(
+    tmp_path: Path, token_endpoint: TokenEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only card (or directory): the paste stays, one ERROR line says what to do, and the
+    device says it needs a token as before, instead of crashing at start. An empty file is
+    someone about to paste (`install -m 600 /dev/null token; cat > token`): left alone."""
+    token_file = write_token(tmp_path / "token", AUTH_RECORD)
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
+    provider = TokenProvider(cfg)
+
+    def read_only(*_args: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("sesame_pi.auth.os.replace", read_only)
+    for _ in range(3):
+        with pytest.raises(TokenInvalid, match="sesame-pi login"):
+            await provider.valid_token()
+    monkeypatch.undo()
+    log = (tmp_path / "events.jsonl").read_text()
+    said = [json.loads(line) for line in log.splitlines() if "token_file_not_set_aside" in line]
+    assert len(said) == 1 and "Read-only file system" in said[0]["detail"], said
+    assert str(token_file) in said[0]["action"] and "AMf-paste" not in log
+    assert token_file.read_text().strip() == AUTH_RECORD
+    assert token_endpoint.seen == []
+
+    token_file.write_text("")
+    with pytest.raises(TokenMissing, match="is empty"):
+        provider.load()
+    assert token_file.exists() and not (tmp_path / "token.set-aside").exists()
+
+
+async def test_a_paste_set_aside_while_a_refresh_is_in_flight_does_not_lose_its_token(
+    tmp_path: Path,
+) -> None:
+    """The watch sets a paste aside while a connect's refresh waits on the token service: the
+    refresh stores its token (nothing is there to write over) instead of taking the missing
+    file for a login's newer credentials and throwing its token away."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=30, uid="old"))
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    fresh = make_token(exp_in_s=3600, uid="fresh")
+
+    def meanwhile(_query: dict[str, str], _form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        token_file.rename(tmp_path / "token.set-aside")  # (what the watch does to a paste)
+        return 200, {"id_token": fresh, "expires_in": "3600"}
+
+    with TokenEndpoint(issuer=meanwhile) as endpoint:
+        provider = TokenProvider(refreshing(tmp_path, token_file, endpoint.url))
+        provider.load()
+        assert await provider.valid_token() == fresh
+    assert token_file.read_text().strip() == fresh
+    assert "token_refresh_superseded" not in (tmp_path / "events.jsonl").read_text()
 
 
 async def test_a_clock_an_hour_ahead_does_not_refresh_every_fresh_token_again(

@@ -500,7 +500,7 @@ def test_a_hat_under_its_other_drivers_id_is_chosen_at_boot(applied: Applied) ->
     choice = re.search(r"\$\$\((/usr/local/sbin/sesame-pi-card [^)]*)\)", unit)
     assert choice and "Before=docker.service" in unit, unit
     argv = choice[1].split()
-    assert argv[1:4] == ["--rewrite", "/etc/asound.conf", CARD] and "seeed2micvoicec" in argv
+    assert argv[1:3] == ["/etc/asound.conf", CARD] and "seeed2micvoicec" in argv
     shipped = (root / "etc/asound.conf").read_bytes()
     (root / "tmp/proc-asound/seeed2micvoicec").mkdir(parents=True)
     try:

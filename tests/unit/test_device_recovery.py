@@ -417,15 +417,15 @@ class SlowEchoStage:
     def __init__(self, cost_s: float) -> None:
         self.cost_s = cost_s
         self.frames = 0
+        self.played: list[tuple[float, bool]] = []  # (dac_time, after_gap) handed over
 
     def process(self, mic: bytes, _adc_time: float) -> bytes:
         time.sleep(self.cost_s)  # blocks the loop as the work would
         self.frames += 1
         return mic
 
-    def far_end(
-        self, _pcm: bytes, _rate: int, _dac_time: float, after_gap: bool = False
-    ) -> None: ...
+    def far_end(self, _pcm: bytes, _rate: int, dac_time: float, after_gap: bool = False) -> None:
+        self.played.append((dac_time, after_gap))
 
     def reset(self) -> None: ...
 
@@ -433,6 +433,24 @@ class SlowEchoStage:
         return {"frames": self.frames}
 
     def close(self) -> None: ...
+
+
+async def test_the_echo_stage_hears_when_the_speaker_ran_dry_in_either_mode() -> None:
+    """Callback mode: PortAudio's output underflow flag on a callback; writer mode: the writer's
+    word that the device held nothing. Either way the stage is told, so it places that audio
+    by its stamp (test_echo_parts.py), not where counting on from the last piece would."""
+    import pyaudio
+
+    call = Call(grace_s=2.0)
+    call.engine.start_call(24000)
+    stage = SlowEchoStage(0.0)
+    call.engine._echo = stage  # type: ignore[assignment]
+    for status, dac in ((0, 10.0), (pyaudio.paOutputUnderflow, 10.1), (0, 10.12)):
+        call.engine._playback_callback(None, 480, {"output_buffer_dac_time": dac}, status)
+    call.engine._played(bytes(960), 10.2, True)
+    call.engine._played(bytes(960), 10.22, False)
+    assert [gap for _, gap in stage.played] == [False, True, False, True, False]
+    call.engine.stop_call()
 
 
 async def test_an_overloaded_loop_sheds_old_microphone_audio_and_stays_responsive(

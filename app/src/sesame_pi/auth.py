@@ -292,6 +292,7 @@ class TokenProvider:
         self._unreachable = False  # the last refresh attempt found no token service to ask
         self._warned_expiry_for: float | None = None
         self._unreadable: object = _UNSEEN  # the stamp of a token file the watch could not use
+        self._not_set_aside: _FileStamp | None = None  # a file that could not be moved aside
         self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
         # A refresh token the endpoint rotated but the card would not store (full, read-only):
         # the next exchange uses it, as the file would have it.
@@ -335,33 +336,46 @@ class TokenProvider:
         """A token file that holds no ID token (an auth record or a refresh token pasted there)
         on a device that renews its own: moved to `<file>.set-aside` (0600) and renewed, so the
         device goes on and the paste is kept. Otherwise the next refresh would write over it,
-        or, with no good token yet, the device would wait for a token it can make itself."""
+        or, with no good token yet, the device would wait for a token it can make itself. (An
+        empty file is left alone: someone is about to paste into it.)"""
         path = self.cfg.token_file
         if not self.can_refresh or not self._file_changed():
+            return
+        stamp = _stamp(path)
+        if stamp is None or stamp == self._not_set_aside:
             return
         aside = path.with_name(f"{path.name}.set-aside")
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
             try:
                 text = path.read_text(encoding="utf-8").strip()
-                if text:
-                    decode_claims(text)
-                    return
-                path.unlink()  # empty: nothing to keep
             except (OSError, ValueError):
                 return  # gone, unreadable or not text: `_read_file` says so
-            except TokenInvalid:
-                os.replace(path, aside)
-                aside.chmod(0o600)
-            else:
+            if not text or _holds_a_jwt(text):
                 return
+            what = _what_it_holds(text) or "the token file held no ID token"
+            try:
+                os.replace(path, aside)
+            except OSError as exc:
+                self._not_set_aside = stamp  # said once, until the file changes
+                event(
+                    "token_file_not_set_aside",
+                    logging.ERROR,
+                    file=str(path),
+                    detail=f"{what}; it cannot be moved aside: {exc.strerror or exc}",
+                    action=f"replace {path} with an ID token, or remove it: this device renews "
+                    "its own token then",
+                )
+                return
+            with contextlib.suppress(OSError):  # (someone else's file: it keeps its mode)
+                aside.chmod(0o600)
         event(
             "token_file_set_aside",
             logging.WARNING,
             file=str(path),
-            kept_as=str(aside) if text else None,
-            detail=_what_it_holds(text) or "the token file held no ID token",
-            action="nothing to do: this device renews its own token; to sign in with another "
-            "account, give its auth record to `sesame-pi login` or the setup page",
+            kept_as=str(aside),
+            detail=what,
+            action="this device renews its own token with its stored sign-in; to sign in with "
+            "another account, give its auth record to `sesame-pi login` or the setup page",
         )
 
     # ------------------------------------------------------------ reading the file
@@ -472,9 +486,11 @@ class TokenProvider:
             f"the token in {self.cfg.token_file} expired; {how}, or put a fresh ID token there"
         )
 
-    def load(self) -> TokenInfo:
-        """Read and check the token now (at start, and for `sesame-pi check`)."""
-        self._set_aside_if_unusable()
+    def load(self, *, set_aside: bool = True) -> TokenInfo:
+        """Read and check the token now (at start, and for `sesame-pi check` and `token`;
+        `set_aside=False`: only look, move nothing)."""
+        if set_aside:
+            self._set_aside_if_unusable()
         if self._needs_first_token():
             # Only a refresh token so far (a login's key, the boot partition): the first connect
             # refreshes, with the link's retries if the network is not up yet.
@@ -635,7 +651,10 @@ class TokenProvider:
         read them (then its files win and this result is dropped): False. Under the lock a
         login takes too, so neither writes between the other's look and its write."""
         with credentials_lock(self.cfg):
-            if self._stored_stamps() != before:
+            now = self._stored_stamps()
+            # (only the token file gone, set aside meanwhile: there is nothing to write over)
+            set_aside = now[:2] == before[:2] and now[2] is None
+            if now != before and not set_aside:
                 return False
             files = [(self.cfg.token_file, id_token)]
             if refresh_token:
@@ -709,6 +728,14 @@ class TokenProvider:
                 event("token_problem", logging.ERROR, detail=str(exc))
             except Exception as exc:
                 event("token_watch_error", logging.ERROR, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _holds_a_jwt(text: str) -> bool:
+    try:
+        decode_claims(text)
+    except TokenInvalid:
+        return False
+    return True
 
 
 def _what_it_holds(text: str) -> str:

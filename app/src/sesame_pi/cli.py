@@ -198,7 +198,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     cfg = _config_from(args)
     try:
-        info = TokenProvider(cfg).load()
+        info = TokenProvider(cfg).load(set_aside=False)  # (a look: it moves no file)
     except TokenError as exc:
         return _fail(str(exc), EXIT_TOKEN)
     if info.expires_at is None and not cfg.token_file.exists():
