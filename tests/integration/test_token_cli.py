@@ -328,7 +328,8 @@ async def test_a_paste_over_a_good_token_is_kept_aside_and_the_calls_go_on(
             break
     watching.cancel()
     assert token_file.read_text().strip() == again
-    assert (tmp_path / "token.set-aside").read_text().strip() == "AMf-vB" + "x" * 80
+    assert (tmp_path / "token.set-aside").read_text().strip() == AUTH_RECORD, "the first kept"
+    assert (tmp_path / "token.set-aside.2").read_text().strip() == "AMf-vB" + "x" * 80
     assert '"token_problem"' not in (tmp_path / "events.jsonl").read_text()
 
     (tmp_path / "refresh").unlink()
@@ -365,9 +366,59 @@ async def test_a_paste_that_cannot_be_moved_aside_is_said_once_and_an_empty_file
     assert token_endpoint.seen == []
 
     token_file.write_text("")
-    with pytest.raises(TokenMissing, match="is empty"):
+    with pytest.raises(TokenMissing, match=r"is empty.*or remove it"):
         provider.load()
     assert token_file.exists() and not (tmp_path / "token.set-aside").exists()
+
+
+async def test_an_emptied_token_file_leaves_the_held_token_in_use(tmp_path: Path) -> None:
+    """The README's way to replace the token, `install -m 600 /dev/null token; cat > token`,
+    empties the file first: a connect meanwhile uses the token it holds, and the watch says
+    nothing, until the paste lands."""
+    held = make_token(exp_in_s=3600, uid="held")
+    token_file = write_token(tmp_path / "token", held)
+    cfg = Config(token_file=token_file, log_file=tmp_path / "events.jsonl")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    watching = asyncio.create_task(provider.watch(interval_s=0.02))
+    token_file.write_text("")
+    await asyncio.sleep(0.2)
+    assert await provider.valid_token() == held
+    pasted = make_token(exp_in_s=3600, uid="pasted")
+    write_token(token_file, pasted)
+    await asyncio.sleep(0.2)
+    watching.cancel()
+    assert await provider.valid_token() == pasted
+    assert '"token_problem"' not in (tmp_path / "events.jsonl").read_text()
+
+
+@pytest.mark.parametrize("renews", [True, False])
+async def test_a_token_saved_as_utf16_is_said_so_or_set_aside_not_a_crash(
+    tmp_path: Path, token_endpoint: TokenEndpoint, renews: bool
+) -> None:
+    """Notepad's "Unicode" is UTF-16: the app used to die at start on the decoding error. Now
+    a device that renews its own token sets it aside and renews; one that cannot says what the
+    file is. A UTF-8 byte order mark before a good token is no problem at all."""
+    token = make_token(exp_in_s=3600)
+    token_file = tmp_path / "token"
+    token_file.write_bytes(token.encode("utf-16"))
+    token_file.chmod(0o600)
+    if renews:
+        write_token(tmp_path / "refresh", "refresh-token-one")
+    fresh = make_token(exp_in_s=3600, uid="fresh")
+    token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+    provider = TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url))
+    if renews:
+        provider.load()
+        assert await provider.valid_token() == fresh
+        assert (tmp_path / "token.set-aside").read_bytes() == token.encode("utf-16")
+        assert "UTF-16" in (tmp_path / "events.jsonl").read_text()
+    else:
+        with pytest.raises(TokenInvalid, match="not UTF-8 text"):
+            provider.load()
+    token_file.write_bytes(b"\xef\xbb\xbf" + token.encode())
+    assert TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url)).load().expires_at
 
 
 async def test_a_paste_set_aside_while_a_refresh_is_in_flight_does_not_lose_its_token(

@@ -334,25 +334,28 @@ class TokenProvider:
 
     def _set_aside_if_unusable(self) -> None:
         """A token file that holds no ID token (an auth record or a refresh token pasted there)
-        on a device that renews its own: moved to `<file>.set-aside` (0600) and renewed, so the
-        device goes on and the paste is kept. Otherwise the next refresh would write over it,
-        or, with no good token yet, the device would wait for a token it can make itself. (An
-        empty file is left alone: someone is about to paste into it.)"""
+        on a device that renews its own: moved to `<file>.set-aside` (0600; later ones to
+        `.set-aside.2` and on) and renewed, so the device goes on and the paste is kept.
+        Otherwise the next refresh would write over it, or, with no good token yet, the device
+        would wait for a token it can make itself. (An empty file is left alone: someone is
+        about to paste into it.)"""
         path = self.cfg.token_file
         if not self.can_refresh or not self._file_changed():
             return
         stamp = _stamp(path)
         if stamp is None or stamp == self._not_set_aside:
             return
-        aside = path.with_name(f"{path.name}.set-aside")
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
             try:
-                text = path.read_text(encoding="utf-8").strip()
-            except (OSError, ValueError):
-                return  # gone, unreadable or not text: `_read_file` says so
+                text = path.read_text(encoding="utf-8-sig").strip()
+                what = _what_it_holds(text) or "the token file held no ID token"
+            except UnicodeDecodeError:  # (Notepad's "Unicode" is UTF-16)
+                text, what = "?", "the token file held no UTF-8 text (saved as Unicode/UTF-16?)"
+            except OSError:
+                return  # gone, or unreadable: `_read_file` says so
             if not text or _holds_a_jwt(text):
                 return
-            what = _what_it_holds(text) or "the token file held no ID token"
+            aside = _free_name(path.with_name(f"{path.name}.set-aside"))
             try:
                 os.replace(path, aside)
             except OSError as exc:
@@ -383,7 +386,12 @@ class TokenProvider:
     def _read_file(self) -> None:
         path = self.cfg.token_file
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            text = path.read_text(encoding="utf-8-sig").strip()  # (Notepad may add a BOM)
+        except UnicodeDecodeError:
+            raise TokenInvalid(
+                f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save the ID token as "
+                "plain text"
+            ) from None
         except FileNotFoundError:
             raise TokenMissing(
                 f"no token file at {path}; put your ID token there (mode 0600)"
@@ -391,7 +399,8 @@ class TokenProvider:
         except OSError as exc:
             raise TokenMissing(f"cannot read token file {path}: {exc.strerror}") from None
         if not text:
-            raise TokenMissing(f"token file {path} is empty; put your ID token there")
+            also = "; or remove it: this device renews its own token" if self.can_refresh else ""
+            raise TokenMissing(f"token file {path} is empty; put your ID token there{also}")
         try:
             self._adopt(text)
         except TokenInvalid as exc:
@@ -438,6 +447,10 @@ class TokenProvider:
 
     def _file_changed(self) -> bool:
         return _stamp(self.cfg.token_file) != self._stamp
+
+    def _file_empty(self) -> bool:
+        stamp = _stamp(self.cfg.token_file)
+        return stamp is not None and stamp.size == 0
 
     def _seconds_left(self) -> float | None:
         """By the token service's clock, as far as a refresh has shown it (`_learn_clock`)."""
@@ -517,8 +530,8 @@ class TokenProvider:
                     raise self._out_of_reach("there is no token yet", exc) from None
                 else:
                     raise
-        elif self._token is None or self._file_changed():
-            self._read_file()
+        elif self._token is None or (self._file_changed() and not self._file_empty()):
+            self._read_file()  # (an empty file is a paste about to come: the held token serves)
         left = self._seconds_left()
         if self.can_refresh and (left is not None and left < self.cfg.refresh_before_s):
             try:
@@ -706,7 +719,8 @@ class TokenProvider:
                             await self.refresh()
                     continue
                 stamp = _stamp(self.cfg.token_file)
-                if self._file_changed() and stamp != self._unreadable:
+                pasting = self._token is not None and self._file_empty()  # (the held one serves)
+                if self._file_changed() and stamp != self._unreadable and not pasting:
                     self._unreadable = stamp  # a file it cannot use is said once, until it changes
                     self._read_file()
                     self._unreadable = _UNSEEN
@@ -728,6 +742,16 @@ class TokenProvider:
                 event("token_problem", logging.ERROR, detail=str(exc))
             except Exception as exc:
                 event("token_watch_error", logging.ERROR, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path.2`, `path.3`, ... whichever does not exist yet: no paste kept aside
+    is written over by the next one."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def _holds_a_jwt(text: str) -> bool:
