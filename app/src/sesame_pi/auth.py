@@ -340,10 +340,8 @@ class TokenProvider:
         would wait for a token it can make itself. (An empty file is left alone: someone is
         about to paste into it.)"""
         path = self.cfg.token_file
-        if not self.can_refresh or not self._file_changed():
-            return
-        stamp = _stamp(path)
-        if stamp is None or stamp == self._not_set_aside:
+        stamp = _stamp(path)  # (one look at the file; `can_refresh` reads two more, so last)
+        if stamp in (None, self._stamp, self._not_set_aside) or not self.can_refresh:
             return
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
             try:
