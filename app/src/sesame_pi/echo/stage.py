@@ -37,7 +37,8 @@ MARGIN_MS = 10  # the engine gets the reference this much earlier than the estim
 SHIFT_HYSTERESIS_MS = 25.0  # smaller moves of the estimate are left to the adaptive filter
 STORE_SECONDS = 2.0  # reference waiting for the loop, at most (the loop stalled if more)
 BOOK_FRAMES = 25  # capture frames per round of bookkeeping (delay estimate, ERLE): 0.5 s at 20 ms
-PULL_AT_S = 0.06  # the reference waiting this long is moved even before a frame needs it
+PULL_AT_S = 0.1  # the reference waiting this long is moved even before a frame needs it (every
+# fifth frame behind a 100 ms output buffer: each move is a dozen numpy calls)
 FAR_ACTIVE_DBFS = -50.0  # the far end "plays" above this level (where ERLE is counted)
 
 
