@@ -22,9 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from sesame_pi.auth import TokenProvider
+from sesame_pi.auth import RefreshFailed, TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.login import LoginUnreachable, consume_pending, pending_auth_path, settle_pending
+from sesame_pi.login import (
+    LoginUnreachable,
+    NoApiKey,
+    consume_pending,
+    login,
+    pending_auth_path,
+    settle_pending,
+)
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token, write_token
 from support.token_endpoint import Answer, Issuer, TokenEndpoint, refusal
@@ -213,7 +220,11 @@ def test_the_refresh_token_file_setting_is_honoured(
         ("bad-key", "API key is not valid"),
         ("malformed", "cut off or damaged"),
         ("id-token", "not a refresh token"),
-        ("no-key", "no Firebase API key"),
+        (
+            "no-key",
+            "no Firebase API key on this device for a bare refresh token: paste the "
+            "whole auth record (it carries apiKey), or give the key with --api-key",
+        ),
         ("unreachable", "could not reach the token service"),
         ("anonymous-record", "anonymous visitor"),
         ("anonymous-token", "anonymous visitor"),
@@ -419,6 +430,81 @@ def test_a_busy_token_service_is_no_refusal_the_pending_record_is_kept(
         consume_pending(cfg)
     assert pending.exists() and not (etc / "auth.json.refused").exists()
     assert consume_pending(cfg) is not None, "the same record works once the service lets it"
+
+
+def test_an_answer_that_is_no_token_services_keeps_the_pending_record(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """A public Wi-Fi's sign-in page (or a proxy) answers 200 with something that is no token:
+    that says nothing about the record, so it is kept for the next try, not refused for good."""
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [(200, {"portal": "accept the terms to use this Wi-Fi"})]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(LoginUnreachable, match="unusable answer"):
+        consume_pending(cfg)
+    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert consume_pending(cfg) is not None and not pending.exists()
+
+
+async def test_refreshes_use_the_key_the_login_worked_with(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """A stale `firebase_api_key` in the configuration: the login exchanges with the record's
+    own key and works; the refreshes after it use that same key (they used the configured one,
+    were refused, and sent the owner to log in again every hour)."""
+    stale = "AIzaSyStaleKey-9876543210zyxwvutsrqpo"
+    run = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()),
+              SESAME_PI_FIREBASE_API_KEY=stale)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (etc / "firebase_api_key").read_text().strip() == KEY
+    cfg = Config(
+        token_file=etc / "token",
+        token_endpoint=endpoint.url,
+        log_file=tmp_path / "l",
+        firebase_api_key=stale,
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    await provider.refresh()
+    assert endpoint.seen[-1]["path"].endswith(f"key={KEY}")
+    assert len(issuer.issued) == 2
+
+
+async def test_credential_files_that_are_not_text_are_named_not_a_crash(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """The API key saved from Notepad as "Unicode" (UTF-16): `sesame-pi token` and the app's
+    refresh name the file and what to do, where both ended in a UnicodeDecodeError traceback;
+    the token service is not asked, and the refresh does not blame the network."""
+    write_token(etc / "token", make_token(exp_in_s=100))
+    write_token(etc / "refresh_token", REFRESH)
+    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16"))
+    os.chmod(etc / "firebase_api_key", 0o600)
+    shown = cli("token", etc=etc, endpoint_url=endpoint.url)
+    assert "Traceback" not in shown.stderr and shown.returncode == 0, shown.stderr
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    with pytest.raises(RefreshFailed, match="not UTF-8 text"):
+        await provider.refresh()
+    lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
+    failed = next(line for line in lines if line["event"] == "token_refresh_failed")
+    assert "firebase_api_key" in failed["detail"] and "network" not in failed["action"]
+    assert endpoint.seen == []
+
+
+def test_the_setup_page_is_not_told_to_use_a_flag(etc: Path, tmp_path: Path) -> None:
+    """The page hands a bare refresh token to `login` as the CLI does, but has no --api-key:
+    the sentence it shows asks for the whole record and names no flag (the CLI adds it)."""
+    cfg = Config(token_file=etc / "token", log_file=tmp_path / "l")
+    with pytest.raises(NoApiKey) as refused:
+        login(REFRESH, cfg)
+    assert "paste the whole auth record" in str(refused.value)
+    assert "--api-key" not in str(refused.value)
 
 
 class LoginDuring:

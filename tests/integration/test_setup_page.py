@@ -219,6 +219,26 @@ async def test_a_press_for_a_call_never_pairs_a_browser_someone_keeps_waiting(
     assert rig.standin.record.calls == 1
 
 
+async def test_a_finished_pairing_uses_up_the_hold(rig: SetupRig) -> None:
+    """The owner holds, pairs their browser, and then presses for a call; meanwhile someone else
+    on the network opened a pairing request. The press places the call: the hold was for one
+    pairing, and the other request stays unconfirmed (it used to be confirmed by that press)."""
+    owner, intruder = Browser(rig), Browser(rig)
+    async with owner.client, intruder.client:
+        await owner.pair()
+        assert not rig.page.window.pairing_armed
+        code, csrf = await intruder.start_pairing()
+        await press(rig)
+        await asyncio.to_thread(rig.wait_state, State.LIVE)
+        status, body, _ = await intruder.request(
+            "POST", "/pair/finish", {"code": code, "csrf": csrf}
+        )
+        assert status == 409 and "not been pressed" in body
+        assert (await intruder.request("GET", "/"))[0] == 403
+    assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
+    assert rig.standin.record.calls == 1
+
+
 async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
     owner, intruder = Browser(rig), Browser(rig)
     async with owner.client, intruder.client:

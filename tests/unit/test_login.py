@@ -66,6 +66,13 @@ def test_a_bare_refresh_token_takes_the_key_given() -> None:
     assert parse_credentials(REFRESH).api_key is None  # login() then looks in the config
 
 
+def test_a_bare_refresh_token_copied_with_its_quotes_is_taken() -> None:
+    """DevTools shows a string value quoted; a token copied so is the same token, not a damaged
+    record (it used to be refused as "not a signed-in Firebase user record")."""
+    creds = parse_credentials(f'"{REFRESH}"\n', api_key=KEY)
+    assert (creds.refresh_token, creds.api_key) == (REFRESH, KEY)
+
+
 def test_an_api_key_given_wins_over_the_records() -> None:
     other = "AIzaSyOtherKey-9876543210zyxwvutsrqponml"
     assert parse_credentials(json.dumps(record()), api_key=other).api_key == other

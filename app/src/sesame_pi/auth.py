@@ -66,6 +66,11 @@ class RefreshRefused(RefreshFailed):
         self.code = code
 
 
+class CredentialsUnusable(RefreshFailed):
+    """The refresh token or API key file on this device cannot be read (permissions, not plain
+    text): nothing on the network will fix it, a person must."""
+
+
 class EndpointUnreachable(RefreshFailed):
     """No answer, or "not now" (network down, DNS, timeout, HTTP 5xx, 408, 429): retry later."""
 
@@ -181,13 +186,30 @@ def api_key_path(cfg: Config) -> Path:
 
 
 def stored_api_key(cfg: Config) -> str:
-    """The configured `firebase_api_key`, else the one `sesame-pi login` stored; "" if none."""
-    if cfg.firebase_api_key:
-        return cfg.firebase_api_key
+    """The key the last `sesame-pi login` exchanged with (stored beside the token), else the
+    configured `firebase_api_key`; "" if neither. The stored one first: it is the key proven to
+    work with the stored refresh token, where a stale configured one would make every refresh
+    fail after a login that worked. CredentialsUnusable if the stored file cannot be read."""
+    return read_credential(api_key_path(cfg)) or cfg.firebase_api_key
+
+
+def read_credential(path: Path) -> str:
+    """A refresh token or API key file's text, stripped; "" if there is no such file.
+    CredentialsUnusable, naming the file and what to do, if it cannot be read as text."""
     try:
-        return api_key_path(cfg).read_text(encoding="utf-8-sig").strip()
-    except OSError:
+        return path.read_text(encoding="utf-8-sig").strip()
+    except FileNotFoundError:
         return ""
+    except UnicodeDecodeError:
+        raise CredentialsUnusable(
+            f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save it as plain text, or run "
+            "`sesame-pi login`"
+        ) from None
+    except OSError as exc:
+        raise CredentialsUnusable(
+            f"cannot read {path} ({exc.strerror or exc}); make it readable by the app's user, "
+            "or run `sesame-pi login`"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -307,7 +329,12 @@ class TokenProvider:
     @property
     def can_refresh(self) -> bool:
         """A refresh token and an API key are present (configured or stored by `login`)."""
-        return refresh_token_path(self.cfg).is_file() and bool(stored_api_key(self.cfg))
+        if not refresh_token_path(self.cfg).is_file():
+            return False
+        try:
+            return bool(stored_api_key(self.cfg))
+        except CredentialsUnusable:
+            return True  # there, but unreadable: the refresh says what is wrong with it
 
     def _credentials_changed(self) -> bool:
         """True once after the refresh token or stored key file changed (a new login)."""
@@ -617,6 +644,8 @@ class TokenProvider:
             self._next_refresh_at = self.ticks() + wait
             if isinstance(exc, RefreshRefused):
                 action = "sign in again: `sesame-pi login`, or the setup page"
+            elif isinstance(exc, CredentialsUnusable):
+                action = "fix the file named in the detail; the app tries it again by itself"
             else:
                 action = "check the network; the app retries by itself"
             event(
@@ -693,13 +722,14 @@ class TokenProvider:
 
     def _exchange(self) -> tuple[str, str | None, str]:
         path = refresh_token_path(self.cfg)
-        try:
-            refresh = self._unsaved_refresh or path.read_text(encoding="utf-8-sig").strip()
-        except OSError as exc:
-            raise RefreshFailed(f"cannot read {path}: {exc.strerror}") from None
+        refresh = self._unsaved_refresh or read_credential(path)
+        if not refresh:
+            raise CredentialsUnusable(f"{path} is missing or empty; run `sesame-pi login`")
         key = stored_api_key(self.cfg)
         if not key:
-            raise RefreshFailed("no Firebase API key; run `sesame-pi login` with the auth record")
+            raise CredentialsUnusable(
+                "no Firebase API key; run `sesame-pi login` with the auth record"
+            )
         answer = exchange_refresh_token(self.cfg, refresh, key)
         return answer.id_token, answer.refresh_token, answer.expires_in
 

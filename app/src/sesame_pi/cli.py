@@ -212,20 +212,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+PASTE_PROMPT = "Paste the auth record (or a refresh token), then Ctrl-D:"
+
+
 def cmd_login(args: argparse.Namespace) -> int:
-    from .login import LoginError, login
+    from .login import LoginError, NoApiKey, login
 
     cfg = _config_from(args)
     try:
-        if args.from_file:
-            source = args.from_file.read_text(encoding="utf-8")
-        else:
-            if sys.stdin.isatty():
-                print("Paste the auth record (or a refresh token), then Ctrl-D:", file=sys.stderr)
-            source = sys.stdin.read()
+        try:
+            if args.from_file:
+                source = args.from_file.read_text(encoding="utf-8")
+            else:
+                if sys.stdin.isatty():
+                    print(PASTE_PROMPT, file=sys.stderr)
+                source = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            return _fail(f"cannot read {args.from_file or 'standard input'}: {exc}", EXIT_TOKEN)
         result = login(source, cfg, api_key=args.api_key)
-    except (OSError, UnicodeDecodeError) as exc:
-        return _fail(f"cannot read {args.from_file or 'standard input'}: {exc}", EXIT_TOKEN)
+    except NoApiKey as exc:
+        return _fail(f"{exc}, or give the key with --api-key", EXIT_TOKEN)
     except LoginError as exc:
         return _fail(str(exc), EXIT_TOKEN)
     except KeyboardInterrupt:

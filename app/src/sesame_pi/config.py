@@ -230,8 +230,9 @@ class Config:
     firebase_api_key: str = setting(
         "",
         "auth",
-        "the web app's public Firebase API key (`sesame-pi login` stores it; never in this repo)",
-        shown_default="empty: the `firebase_api_key` file beside `token_file`",
+        "the web app's public Firebase API key, for a refresh token provided without a login "
+        "(the key `sesame-pi login` stores beside `token_file` comes first; never in this repo)",
+        shown_default="empty",
     )
     token_endpoint: str = setting(
         "https://securetoken.googleapis.com/v1/token",

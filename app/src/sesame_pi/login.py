@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import (
+    CredentialsUnusable,
     EndpointUnreachable,
     RefreshFailed,
     RefreshRefused,
@@ -64,6 +65,10 @@ class LoginRefused(LoginError):
 
 class LoginUnreachable(LoginError):
     """No answer from the token endpoint: the same input may work later."""
+
+
+class NoApiKey(LoginError):
+    """A bare refresh token, and no API key on this device to exchange it with."""
 
 
 class LoginNotStored(LoginError):
@@ -141,6 +146,9 @@ def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
             raise LoginError(
                 f"that looks like JSON but is cut off or damaged; copy the record again ({GUIDE})"
             ) from None
+        if isinstance(data, str) and _WORD.fullmatch(data.strip()):
+            # a bare refresh token copied with its quotes, as DevTools shows a string value
+            return parse_credentials(data, api_key)
         record = _user_record(data)
         if record is None:
             raise LoginError(
@@ -181,11 +189,14 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     LoginRefused / LoginUnreachable / LoginNotStored kinds) with the files untouched.
     """
     creds = parse_credentials(text, api_key)
-    key = creds.api_key or stored_api_key(cfg)
+    try:
+        key = creds.api_key or stored_api_key(cfg)
+    except CredentialsUnusable as exc:
+        raise LoginError(f"{exc}; or paste the whole auth record (it carries apiKey)") from None
     if not key:
-        raise LoginError(
-            "no Firebase API key: paste the whole auth record (it carries apiKey), "
-            "or give the key with --api-key"
+        raise NoApiKey(
+            "no Firebase API key on this device for a bare refresh token: paste the whole auth "
+            "record (it carries apiKey)"
         )
     try:
         answer = exchange_refresh_token(cfg, creds.refresh_token, key)
@@ -199,7 +210,12 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
             f"could not reach the token service ({exc}); check the network and try again"
         ) from None
     except RefreshFailed as exc:
-        raise LoginError(f"the token service gave an unusable answer ({exc}); try again") from None
+        # An answer that is no token service's (a public Wi-Fi's sign-in page, a proxy): not a
+        # verdict on the record, so a pending one is kept and tried again.
+        raise LoginUnreachable(
+            f"the token service gave an unusable answer ({exc}); check the network (a Wi-Fi "
+            "sign-in page?) and try again"
+        ) from None
     try:
         claims = decode_claims(answer.id_token)
     except TokenInvalid:
@@ -212,9 +228,10 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     seconds_left = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
     email = creds.email or _text_or_none(claims.get("email"))
     refresh_file = refresh_token_path(cfg)
-    files = [(refresh_file, answer.refresh_token or creds.refresh_token)]
-    if not cfg.firebase_api_key or cfg.firebase_api_key != key:
-        files.insert(0, (api_key_path(cfg), key))
+    # The key is stored even when it is the configured one: refreshes use the stored key first
+    # (the one proven to go with this refresh token), so a later change of the configured key
+    # cannot leave a stale stored one in charge.
+    files = [(api_key_path(cfg), key), (refresh_file, answer.refresh_token or creds.refresh_token)]
     # The ID token last: its change is what a running app notices, and by then the rest is there.
     files.append((cfg.token_file, answer.id_token))
     try:

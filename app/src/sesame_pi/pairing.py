@@ -281,6 +281,12 @@ class SetupWindow:
         """A press found no pairing to confirm and went to the call: presses are calls again."""
         self._pairing_until = 0.0
 
+    def browser_paired(self) -> None:
+        """A pairing finished: the hold is used up. Otherwise the owner's next press (for a call)
+        would confirm whatever request someone else opened meanwhile; another pairing takes
+        another hold."""
+        self._pairing_until = 0.0
+
     def token_needed(self, needed: bool) -> None:
         """Tell the window whether the device lacks a working token right now."""
         if self._token_needed and not needed:
