@@ -228,6 +228,37 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
     call.engine.close()
 
 
+@pytest.mark.parametrize("failure", ["stops taking audio", "reports an error"])
+async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watchdog(
+    tasks: list[asyncio.Task[None]], failure: str
+) -> None:
+    """Writer mode (what `auto` picks on a Pi). A speaker that holds audio and takes none (a
+    frozen USB DAC, a stalled server), or one that answers PyAudio's look with PortAudio's error
+    code (-9999 for a USB speaker pulled out; PyAudio returns it as the count, it does not
+    raise): the writer used to turn on beside it, stamping itself alive, so the watchdog never
+    reopened it and the agent's audio piled up unheard."""
+    call = Call(grace_s=3.0, output_mode="writer")
+    call.world.output_plays = True
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.3)
+    broken = call.engine._output
+    assert isinstance(broken, PlayingOutput)
+    if failure == "stops taking audio":
+        broken.rate = 0
+    else:
+        broken.get_write_available = lambda: -9999  # type: ignore[method-assign]
+    for _ in range(10):  # the agent talks on
+        call.engine.play(b"\x00\x10" * 480)
+        await asyncio.sleep(0.05)
+    figures = call.engine.stats()
+    assert figures["device_hiccups"] == 1 and figures["device_reopens"] >= 1, figures
+    assert broken.closed and call.engine._output is not broken
+    assert call.errors == [], "reopened within the grace: the call goes on"
+    call.engine.stop_call()
+    call.engine.close()
+
+
 async def test_echo_stage_is_reset_after_the_reopen(
     tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -400,7 +400,13 @@ class AudioEngine:
                 on_stall=self._speaker_stalled,
                 on_target=self._device_target_changed,
             )
-            self._speaker.start()
+            try:
+                self._speaker.start()
+            except OSError as exc:  # opened, but it says it has no room at all: it is failing
+                self._close_output(abort=True)
+                raise AudioDeviceError(
+                    f"the speaker opened but does not work ({pa_reason(exc)}); is it connected?"
+                ) from exc
 
     def _output_running(self) -> bool:
         if self._speaker is not None:

@@ -87,7 +87,9 @@ class Speaker:
         self.capacity = 0
         self._last_write = 0.0
         self._stream_began = 0.0
-        self.alive_at = time.monotonic()  # the watchdog reads it: the writer still turns
+        # The watchdog reads it: when the writer last saw the device empty or taking audio. A
+        # writer that turns beside a device that holds audio and takes none is no sign of life.
+        self.alive_at = time.monotonic()
         self.underflows = 0
         self.failure: str | None = None
         self.held_frames = 0  # what the device held at the writer's last look
@@ -99,7 +101,7 @@ class Speaker:
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
 
     def start(self) -> None:
-        self.capacity = int(self.stream.get_write_available())
+        self.capacity = _available(self.stream)
         self._thread.start()
 
     def stop(self, timeout: float = STOP_WAIT_S) -> bool:
@@ -153,13 +155,13 @@ class Speaker:
     def _turns(self) -> None:
         try:
             while not self._stop.is_set():
-                self.alive_at = time.monotonic()
                 self._relax()
-                free = int(self.stream.get_write_available())
+                free = _available(self.stream)
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
                 self._watch_progress(held)
+                self.alive_at = self._progress_at
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
                     self._stop.wait(self._nap(held, target))  # no room for a period yet
@@ -258,3 +260,13 @@ class Speaker:
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         self._last_write = time.monotonic()
+
+
+def _available(stream: Any) -> int:
+    """The room in the device's buffer, in frames. PyAudio passes PortAudio's error code through
+    as a negative count (-9999 for a USB speaker pulled out) instead of raising: that is the
+    device failing, not a full buffer to wait on for ever."""
+    free = int(stream.get_write_available())
+    if free < 0:
+        raise OSError(free, f"the speaker's device reports PortAudio error {free} (unplugged?)")
+    return free
