@@ -259,6 +259,57 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
     call.engine.close()
 
 
+async def test_a_speaker_kept_open_from_the_last_call_brings_none_of_its_figures(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The speaker stays open a few seconds after a call (and the start tone opens it), so the
+    next call often reuses it: that call's summary counts only what the speaker went through
+    since it began (it repeated the last call's underflows and kicks)."""
+    call = Call(grace_s=2.0, output_mode="writer")
+    engine = call.engine
+    engine.start_call(24000)
+    tasks.append(asyncio.create_task(call.world.pump()))
+    await asyncio.sleep(0.1)
+    speaker = engine._speaker
+    assert speaker is not None
+    speaker.underflows += 7  # what the first call's speaker went through
+    speaker.kicks += 3
+    first = engine.stats()
+    assert (first["output_underflows"], first["device_kicks"]) == (7, 3)
+    engine.stop_call()
+    engine.start_call(24000)  # a redial, within the speaker's idle time
+    assert engine._speaker is speaker, "the same speaker serves the second call"
+    speaker.underflows += 1
+    second = engine.stats()
+    assert (second["output_underflows"], second["device_kicks"]) == (1, 0), second
+    engine.stop_call()
+    engine.close()
+
+
+async def test_a_grace_shorter_than_the_watchdog_still_gets_one_reopen(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """`device_grace_s` below what the watchdog needs to see a device gone (its last sound plus
+    STALL_AFTER_S and a turn; 1 s against 1.5-2 s on the real clock) acts as that floor: the
+    stream that stalled is reopened and the call goes on. It used to run out at the first look
+    and end the call with no reopen, saying it had waited."""
+    assert audio.effective_grace_s(0.0) == 0.0, "0 still ends the call at once"
+    floor = audio.STALL_AFTER_S + 2 * audio.WATCHDOG_PERIOD_S
+    assert audio.effective_grace_s(floor / 3) == floor
+    assert audio.effective_grace_s(floor * 4) == floor * 4
+    call = Call(grace_s=floor / 3)
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.3)
+    call.world.inputs()[0].callback = None  # that stream stalls for good; a reopened one works
+    await asyncio.sleep(0.8)
+    figures = call.engine.stats()
+    assert call.errors == [] and figures["device_reopens"] >= 1, (call.errors, figures)
+    assert all(any(f) for f in call.frames[-5:]), "the microphone is heard again"
+    call.engine.stop_call()
+    call.engine.close()
+
+
 async def test_echo_stage_is_reset_after_the_reopen(
     tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

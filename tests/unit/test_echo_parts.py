@@ -331,6 +331,39 @@ def test_auto_takes_speex_when_the_webrtc_module_is_there_but_broken(
         EchoStage("webrtc")  # asked for by name: said plainly, no quiet substitute
 
 
+def test_auto_with_no_engine_that_runs_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An armv7 board without libspeexdsp1: "auto" has nothing to run. The engine says so in an
+    `echo_unavailable` line with what to install, once, and the call goes on uncancelled (it
+    used to go quietly to "off", the README's promised line never written)."""
+    import asyncio
+
+    from sesame_pi import echo
+    from sesame_pi.audio import AudioEngine
+    from sesame_pi.config import Config
+
+    def no_library(library: str) -> None:
+        raise EchoUnavailable(f"echo canceller 'speex' is unavailable: {library} is not here")
+
+    monkeypatch.setattr(echo.platform, "machine", lambda: "armv7l")
+    monkeypatch.setattr("sesame_pi.echo.speex._load", no_library)
+    assert resolve_engine("auto") == "off"
+    with pytest.raises(EchoUnavailable, match=r"armv7l.*apt-get install libspeexdsp1"):
+        EchoStage("auto")
+
+    async def two_calls() -> AudioEngine:
+        engine = AudioEngine(Config(), asyncio.get_running_loop(), lambda _detail: None)
+        for _ in range(2):
+            engine._start_echo()
+        return engine
+
+    with caplog.at_level("WARNING", logger="sesame_pi"):
+        engine = asyncio.run(two_calls())
+    said = [r for r in caplog.records if r.getMessage() == "echo_unavailable"]
+    assert len(said) == 1 and engine._echo is None
+
+
 def test_the_call_summary_carries_the_cancellers_own_cost() -> None:
     """The stage times itself and its engine (thread CPU time), so an owner reads the
     canceller's cost on their own device from a call's summary; "off" runs no engine."""

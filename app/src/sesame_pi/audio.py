@@ -85,6 +85,16 @@ CAPTURE_BACKLOG_FRAMES = 25
 # --------------------------------------------------------------------------- the engine
 
 
+def effective_grace_s(grace_s: float) -> float:
+    """`device_grace_s`, but never so short that it runs out before the watchdog has seen the
+    device gone (up to STALL_AFTER_S + a watchdog turn after its last sound, which the grace
+    counts from) and tried one reopen: 1 s used to end the call at the first look, with no
+    reopen and a message saying it had been waited for. 0 stays 0 (end at once)."""
+    if grace_s <= 0:
+        return 0.0
+    return max(grace_s, STALL_AFTER_S + 2 * WATCHDOG_PERIOD_S)
+
+
 class AudioEngine:
     """Owns PortAudio and both streams. Call its methods from the event loop thread."""
 
@@ -104,6 +114,9 @@ class AudioEngine:
         self._input: Any = None
         self._output: Any = None
         self._speaker: Speaker | None = None  # the writer thread, in writer mode
+        # (speaker, underflows, kicks) as the call began: a speaker kept open from the last call
+        # (or the start tone) counts on, and the call's figures are what it added since
+        self._speaker_base: tuple[Speaker | None, int, int] = (None, 0, 0)
         self._writers_inside: list[Any] = []  # PortAudio instances a stopped writer still uses
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
@@ -132,7 +145,7 @@ class AudioEngine:
         self.counters: collections.Counter[str] = collections.Counter()
         # Riding out a device hiccup (see `hiccup`): the streams are reopened on a worker thread
         # while the uplink gets paced silence; `_call_gen` tells a late worker its call is over.
-        self._grace = DeviceGrace(cfg.device_grace_s)
+        self._grace = DeviceGrace(effective_grace_s(cfg.device_grace_s))
         self._silence = SilencePacer(cfg.frame_ms / 1000)
         self._mic_gone = False
         self._reopening = False
@@ -231,7 +244,7 @@ class AudioEngine:
         self._frames.clear()
         self._captured.clear()
         self.counters = collections.Counter()  # figures are per call
-        self._grace = DeviceGrace(self.cfg.device_grace_s)
+        self._grace = DeviceGrace(effective_grace_s(self.cfg.device_grace_s))
         self._mic_gone = False
         self._call_rate = playback_rate
         self._call_gen += 1
@@ -246,6 +259,8 @@ class AudioEngine:
         )
         self._lateness = self._jitter.lateness
         speaker = self._speaker
+        if speaker is not None:
+            self._speaker_base = (speaker, speaker.underflows, speaker.kicks)
         if speaker is not None and speaker.rate == playback_rate:
             self._jitter.device = speaker.target_frames * SAMPLE_BYTES  # as the last call left it
         self._start_echo()
@@ -420,7 +435,7 @@ class AudioEngine:
         stream, self._output = self._output, None
         if speaker is not None:
             stopped = speaker.stop(STOP_WAIT_S)
-            self.counters["output_underflows"] += speaker.underflows
+            self.counters["output_underflows"] += self._this_calls(speaker)[0]
             pa = self._pa
             if not stopped and speaker.leave_to_writer(
                 functools.partial(self._writer_left, stream, pa)
@@ -849,6 +864,13 @@ class AudioEngine:
 
     # ------------------------------------------------------------ figures and shutdown
 
+    def _this_calls(self, speaker: Speaker) -> tuple[int, int]:
+        """The speaker's underflows and kicks since this call began."""
+        base, underflows, kicks = self._speaker_base
+        if base is not speaker:
+            return speaker.underflows, speaker.kicks  # opened during the call
+        return speaker.underflows - underflows, speaker.kicks - kicks
+
     @staticmethod
     def _jitter_counters(jitter: JitterBuffer) -> dict[str, int]:
         """The playback buffer's counters, the same ones whether it is folded in or still live."""
@@ -878,11 +900,10 @@ class AudioEngine:
             # whether or not the buffer ran dry over it.
             figures["lateness_target_ms"] = jitter.lateness.target_ms
         if self._speaker is not None:
-            figures["output_underflows"] = (
-                figures.get("output_underflows", 0) + self._speaker.underflows
-            )
+            underflows, kicks = self._this_calls(self._speaker)
+            figures["output_underflows"] = figures.get("output_underflows", 0) + underflows
             figures["device_held_ms"] = round(self._speaker.held_ms(), 1)
-            figures["device_kicks"] = self._speaker.kicks
+            figures["device_kicks"] = kicks
             figures["device_target_ms"] = round(self._speaker.target_ms, 1)
         if jitter is not None and jitter.adaptive:
             figures["playout_target_ms"] = jitter.lateness.target_ms

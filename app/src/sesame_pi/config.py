@@ -412,7 +412,8 @@ class Config:
         "audio",
         "a sound device that stalls or errors mid-call is reopened and the call goes on "
         "(the uplink sends silence meanwhile); only one still gone after this long ends "
-        "the call; `0` ends it at once",
+        "the call; `0` ends it at once, and values below 2.5 s act as 2.5 s (the time to see a "
+        "device gone and reopen it once)",
         low=0,
         high=300,
     )

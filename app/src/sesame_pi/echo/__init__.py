@@ -64,6 +64,13 @@ def _open_best(name: str, rate: int) -> Canceller:
     """The engine `name` names; for "auto", speex when webrtc's module is there but does not work
     (a broken or placeholder install), rather than no cancelling at all."""
     chosen = resolve_engine(name)
+    if name == "auto" and chosen == "off":  # nothing runs here: said once, not a quiet "off"
+        raise EchoUnavailable(
+            f'echo_cancel = "auto" found no echo canceller that runs on this {platform.machine()} '
+            "machine (pywebrtc-audio has no wheel for it, and libspeexdsp1 cannot be loaded); "
+            'install it with `apt-get install libspeexdsp1`, or set echo_cancel = "off" (and '
+            "mute_mic_while_playing = true for the half-duplex fallback)."
+        )
     try:
         return open_engine(chosen, rate)
     except EchoUnavailable as exc:
