@@ -350,6 +350,41 @@ def test_each_load_keeps_one_image_to_roll_back_to_and_removes_the_older_once_un
     run(docker, "image", "rm", f"{LOADER_REPO}:v3", check=False)
 
 
+def test_after_a_rollback_the_next_release_keeps_the_good_image_to_go_back_to(
+    docker: str, tmp_path: Path
+) -> None:
+    """The README's way back from a bad release (tag :previous as latest, restart), then a fixed
+    release: the image replaced now is the good one that runs, so it becomes :previous, and the
+    bad one is retired. (The loader took the image its last load brought for the one replaced:
+    it kept the bad one to roll back to and removed the good one.)"""
+    latest = f"{LOADER_REPO}:latest"
+    previous = f"{LOADER_REPO}:previous"
+    good = saved_image(docker, tmp_path, "good", latest)
+    bad = saved_image(docker, tmp_path, "bad", latest)
+    fixed = saved_image(docker, tmp_path, "fixed", latest)
+    images = tmp_path / "images"
+    images.mkdir()
+    tarball = images / "sesame-pi.tar"
+    try:
+        deploy(good, tarball, 1_000_000)
+        load(docker, tarball, latest)
+        good_id = image_id(docker, latest)
+        deploy(bad, tarball, 2_000_000)
+        load(docker, tarball, latest)
+        bad_id = image_id(docker, latest)
+        assert good_id and bad_id and image_id(docker, previous) == good_id
+        run(docker, "tag", previous, latest)  # the rollback the failed check prints
+        assert "already loaded" in load(docker, tarball, latest), "a boot does not undo it"
+
+        deploy(fixed, tarball, 3_000_000)
+        said = load(docker, tarball, latest)
+        assert image_id(docker, previous) == good_id, said
+        assert f"removed the old image {bad_id}" in said, said
+        assert image_id(docker, bad_id) is None and image_id(docker, good_id) == good_id
+    finally:
+        run(docker, "image", "rm", previous, latest, check=False)
+
+
 def verify_play(docker: str, work: Path, project: Path) -> subprocess.CompletedProcess[str]:
     """The role's after-start check (tasks/verify.yml), by the real ansible-playbook against this
     machine's engine, for the container labelled as Compose labels the app's in `project`. 15 s:
