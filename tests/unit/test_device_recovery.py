@@ -812,6 +812,64 @@ async def test_the_grace_running_out_during_a_slow_reopen_does_not_freeze_the_lo
     call.engine.close()
 
 
+async def test_a_speaker_a_reopen_opens_after_the_call_ended_is_closed_as_after_any_call(
+    tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grace ran out while the reopen worker was between closing the old speaker and
+    opening a new one: the call's end found no speaker to close later. The one the worker then
+    opened is closed after the usual idle time (it stayed open for good, and the next probe kept
+    the PortAudio that could not see a replugged card)."""
+    monkeypatch.setattr(audio, "IDLE_OUTPUT_CLOSE_S", 0.3)
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=0.5, hang_s=3.0)
+    engine = call.engine
+
+    def ends_the_call(detail: str) -> None:  # what the session does with a lost device
+        call.errors.append(detail)
+        engine.stop_call()
+
+    engine.on_device_error = ends_the_call
+    for _ in range(40):
+        if call.errors:
+            break
+        await asyncio.sleep(0.05)
+    assert call.errors and engine._output is None and engine._idle_close is None
+    slow.released.set()
+    for _ in range(100):
+        if not engine._reopening:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.8)  # past the idle time
+    assert engine._output is None and engine._speaker is None, "the speaker was closed"
+    assert all(s.closed for s in call.world.streams), "nothing is left open"
+    engine.close()
+
+
+async def test_a_press_while_the_device_retry_rescans_does_not_freeze_the_loop() -> None:
+    """The device retry's probe rescans PortAudio holding the devices (2 s here, a scan stuck
+    behind a stalled USB device); a press then (refused, with the error tone) played the tone
+    after waiting for the lock: the loop, the LED and the button froze for the whole scan."""
+    call = Call(grace_s=2.0)
+    engine = call.engine
+    plain = call.world.factory
+    scanning = threading.Event()
+
+    def slow_scan() -> Any:
+        scanning.set()
+        time.sleep(2.0)
+        return plain()
+
+    engine._factory = slow_scan
+    probe = asyncio.create_task(asyncio.to_thread(engine.probe))
+    await asyncio.to_thread(scanning.wait, 5)
+    began = time.monotonic()
+    engine.play_earcon(b"\x00\x10" * 2400, 24000)
+    assert time.monotonic() - began < 0.5, "the loop waited for the rescan"
+    await probe
+    engine.play_earcon(b"\x00\x10" * 2400, 24000)  # the devices free again: the speaker opens
+    assert engine._output is not None
+    engine.close()
+
+
 async def test_hanging_up_during_a_slow_reopen_plays_the_end_tone_without_waiting(
     tasks: list[asyncio.Task[None]],
 ) -> None:

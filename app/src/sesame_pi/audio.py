@@ -70,6 +70,7 @@ __all__ = [
 SAMPLE_BYTES = 2
 WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
+EARCON_LOCK_WAIT_S = 0.05  # a tone waits this long at most for a worker holding the devices
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 SPEAKER_PROBE_RATE = 24000  # the service's rate: "auto" tries the speaker as a call opens it
 AUTO_CALLBACK_PERIOD_MS = 20  # callback mode behind a sound server: at least this period
@@ -670,16 +671,19 @@ class AudioEngine:
 
     def play_earcon(self, pcm: bytes, rate: int) -> None:
         """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms.
-        While a reopen worker holds the devices (perhaps for seconds behind a stalled one), the
-        tone waits for the speaker it opens instead of the loop waiting for the worker."""
+        While a worker holds the devices (a reopen, or the device retry's rescan: perhaps for
+        seconds behind a stalled one), the tone waits for the speaker they open instead of the
+        loop waiting for the worker: the button and the LED run on the loop."""
         try:
-            if self._reopening:
+            if self._reopening or not self._lock.acquire(timeout=EARCON_LOCK_WAIT_S):
                 pcm = resample(pcm, rate, self._output_rate or rate)
             else:
-                with self._lock:
+                try:
                     if self._output is None or not self._output_running():
                         self._ensure_output(self._output_rate or rate)
                     pcm = resample(pcm, rate, self._output_rate)
+                finally:
+                    self._lock.release()
             with self._earcon_lock:
                 self._earcon[:] = pcm  # a new earcon replaces one still playing
             if self._speaker is not None:
@@ -688,7 +692,7 @@ class AudioEngine:
             event("earcon_unplayable", logging.WARNING, detail=str(exc))
             return
         if not self._in_call:
-            self._schedule_idle_close(len(pcm) / SAMPLE_BYTES / self._output_rate)
+            self._schedule_idle_close(len(pcm) / SAMPLE_BYTES / (self._output_rate or rate))
 
     def _schedule_idle_close(self, after_s: float = 0.0) -> None:
         self._cancel_idle_close()
@@ -816,6 +820,8 @@ class AudioEngine:
                 with self._lock:  # (free now: the worker is done)
                     stream, self._input = self._input, None
                     self._close_stream(stream, abort=True)
+                # and the speaker, as after any call (the call's end found none open to time)
+                self._schedule_idle_close()
             return
         error = future.exception()
         reason = str(error) if error is not None else future.result()
