@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sesame_pi.audio import AudioDeviceError
+from sesame_pi.audio import AudioDeviceError, add_segments
 from sesame_pi.config import Config
 from sesame_pi.link import End, LinkDown
 from sesame_pi.session import Occurrence, Session
@@ -78,3 +78,68 @@ async def test_a_call_lost_to_the_device_is_summarised(caplog: pytest.LogCapture
     assert ended.audio["device_failures"] == 1 and "prebuffer_ms" in ended.audio
     assert session.state is State.DEVICE_ERROR and link.ended == ["error"]
     await session.close()
+
+
+class PartsAudio(JitterAudio):
+    """Counters start at zero with every start of the audio, as AudioEngine's do."""
+
+    def start_call(self, playback_rate: int) -> None:
+        self.running = True
+        self.counters = {"frames_captured": 0}
+
+
+async def test_a_resumed_calls_summary_counts_all_its_parts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The link drops mid-call and the call resumes: the audio stops and starts afresh, so the
+    summary adds up both parts (it held only the last one: 10 frames of a 48-frame call, and
+    none of the first part's hiccup), and takes how things stand from the last."""
+    audio, link = PartsAudio(), FakeLink()
+    session = Session(Config(), link=link, audio=audio, feedback=FeedbackLog())
+    session.phase = Phase.LIVE
+    audio.counters = {"frames_captured": 38, "device_hiccups": 1, "device_gap_ms": 466}
+    session.link_down(LinkDown(End.LOST, "dead link: 4 pings unanswered"))
+    session.link_up()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    link.answer()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert session.state is State.LIVE and session.calls_resumed == 1
+    audio.counters["frames_captured"] += 10  # the part after the resume
+    session.phase = Phase.ENDING
+    with caplog.at_level(logging.INFO):
+        session.happen(Occurrence(Event.ENDED, "user_request", answered=True))
+    (ended,) = call_ended(caplog)
+    assert ended.audio["frames_captured"] == 48
+    assert ended.audio["device_hiccups"] == 1 and ended.audio["device_gap_ms"] == 466
+    assert ended.audio["prebuffer_ms"] == 120.0
+    await session.close()
+
+
+async def test_a_call_that_never_came_back_is_counted_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lost, and the resume window ran out: the audio stopped with the link, and its figures are
+    in the summary once (stopped, it still shows the same counters)."""
+    audio, link = PartsAudio(), FakeLink()
+    session = Session(Config(call_resume_window_s=0.01), link=link, audio=audio,
+                      feedback=FeedbackLog())  # fmt: skip
+    session.phase = Phase.LIVE
+    audio.counters = {"frames_captured": 38}
+    with caplog.at_level(logging.INFO):
+        session.link_down(LinkDown(End.LOST, "dead link: 4 pings unanswered"))
+        await asyncio.sleep(0.1)
+    (ended,) = call_ended(caplog)
+    assert ended.audio["frames_captured"] == 38
+    await session.close()
+
+
+def test_figures_of_the_parts_add_up_and_states_come_from_the_last() -> None:
+    earlier = {"underruns": 2, "echo_cpu_ms": 10.25, "buffered_ms": 40.0, "prebuffer_peak_ms": 90.0}
+    later = {"underruns": 1, "echo_cpu_ms": 5.5, "buffered_ms": 20.0, "prebuffer_peak_ms": 60.0}
+    total = add_segments(earlier, later)
+    assert total == {
+        "underruns": 3, "echo_cpu_ms": 15.8, "buffered_ms": 20.0, "prebuffer_peak_ms": 90.0,
+    }  # fmt: skip
+    assert add_segments({}, later) == later

@@ -86,6 +86,33 @@ CAPTURE_BACKLOG_FRAMES = 25
 # --------------------------------------------------------------------------- the engine
 
 
+# A call's figures that say how things stand, not how often something happened: a resumed
+# call's summary takes them from its last part (and the peak, the highest of its parts).
+STATE_FIGURES = frozenset(
+    {"buffered_ms", "prebuffer_ms", "lateness_target_ms", "device_held_ms", "device_target_ms",
+     "playout_target_ms", "echo_delay_ms", "echo_erle_db"}
+)  # fmt: skip
+PEAK_FIGURES = frozenset({"prebuffer_peak_ms"})
+
+
+def add_segments(
+    earlier: dict[str, int | float], later: dict[str, int | float]
+) -> dict[str, int | float]:
+    """The figures of a call that was resumed: the audio stops while the link is down and
+    starts afresh (counters at zero) when it returns, so each part's counts add up."""
+    total = dict(earlier)
+    for key, value in later.items():
+        before = total.get(key)
+        if before is None or key in STATE_FIGURES:
+            total[key] = value
+        elif key in PEAK_FIGURES:
+            total[key] = max(before, value)
+        else:
+            summed = before + value
+            total[key] = round(summed, 1) if isinstance(summed, float) else summed
+    return total
+
+
 def effective_grace_s(grace_s: float) -> float:
     """`device_grace_s`, but never so short that it runs out before the watchdog has seen the
     device gone (up to STALL_AFTER_S + a watchdog turn after its last sound, which the grace

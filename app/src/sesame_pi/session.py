@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import tenacity
 
-from .audio import AudioDeviceError
+from .audio import AudioDeviceError, add_segments
 from .config import Config
 from .heartbeat import Heartbeat
 from .link import CallFailed, CallInfo, LinkDown, LinkLost
@@ -85,6 +85,10 @@ class Session:
         self._device_retry: asyncio.Task[None] | None = None
         self._uplink: asyncio.Task[None] | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
+        # The call's audio figures from its parts before a resume, and whether they already hold
+        # the audio's present figures (a lost link banked them; a resume starts it afresh).
+        self._earlier_audio: dict[str, int | float] = {}
+        self._audio_banked = False
         self._limit_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self.calls_placed = 0
@@ -294,6 +298,9 @@ class Session:
         except AudioDeviceError as exc:
             self._on(Event.DEVICE_ERROR, str(exc))  # ends the call on the server too
             return
+        if not resume:
+            self._earlier_audio = {}
+        self._audio_banked = False
         connect_ms = round((time.monotonic() - pressed) * 1000, 1)
         self.happen(Occurrence(Event.PLACED, info=info, resumed=resume, connect_ms=connect_ms))
 
@@ -358,6 +365,7 @@ class Session:
     def _do_lose(self, _: Occurrence) -> None:
         """The live call's link is gone: stop the audio and try to resume it for a while."""
         self._stop_uplink()
+        self._bank_audio_figures()  # a resume starts the audio's counters afresh
         self._stop_audio()
         if self._resume_timer is None:
             window = self.cfg.call_resume_window_s
@@ -413,10 +421,21 @@ class Session:
             placing.cancel()
 
     def _call_summary(self, reason: str) -> dict[str, object]:
-        """The call's figures; taken before the audio stops, which drops the jitter buffer's."""
+        """The call's figures, all its parts if it was resumed; taken before the audio stops,
+        which drops the jitter buffer's."""
         started, self._call_started_at = self._call_started_at, None
         duration = time.monotonic() - started if started else 0.0
-        return {"reason": reason, "duration_s": round(duration, 2), "audio": self.audio.stats()}
+        self._bank_audio_figures()
+        audio, self._earlier_audio = self._earlier_audio, {}
+        self._audio_banked = False  # (the next call's audio is counted whether placed or not)
+        return {"reason": reason, "duration_s": round(duration, 2), "audio": audio}
+
+    def _bank_audio_figures(self) -> None:
+        """Add the audio's figures to the call's, once per start of the audio (after a lost
+        link they stay what they were until a resume starts it again)."""
+        if not self._audio_banked:
+            self._audio_banked = True
+            self._earlier_audio = add_segments(self._earlier_audio, self.audio.stats())
 
     def _log_call_ended(self, summary: dict[str, object], answered: bool | None) -> None:
         """One call_ended line per call, however it ended."""
