@@ -292,6 +292,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         # A token-only run on a Pi never provisioned: refused in words, before anything is written.
         runs = {"token-first": _playbook("token-first", inventory, logs, "--tags", "token")}
         written_early = any((root / d).exists() for d in ("etc/sesame-pi", "var/lib/sesame-pi"))
+        # The README's dry run, on a Pi never provisioned: it must run through, writing nothing.
+        runs["check-fresh"] = _playbook("check-fresh", inventory, logs, "--check", "--diff")
+        written_early |= any((root / d).exists() for d in ("etc/sesame-pi", "var/lib/sesame-pi"))
         runs["first"] = _playbook("first", inventory, logs, "--diff", "-v")
         _share_debs(archives, APT_CACHE)
         # The app renews its hour-long token by itself: a re-run must leave the renewed one.
@@ -387,6 +390,16 @@ def test_runs_succeed_and_converge(applied: Applied) -> None:
     assert applied.runs["first"].recap["changed"] >= 10, applied.runs["first"].recap
     assert applied.runs["second"].recap["changed"] == 0, applied.runs["second"].output[-6000:]
     assert applied.runs["check"].recap["changed"] == 0, applied.runs["check"].output[-6000:]
+
+
+def test_a_dry_run_on_a_pi_never_provisioned_runs_through(applied: Applied) -> None:
+    """`--check --diff` before the first run (the README's way to see what a run would do): the
+    units, packages and groups it would install are not there yet, and tasks that look them up
+    must not fail for that (enabling a unit, the compose plugin's check, the gpio group's id)."""
+    run = applied.runs["check-fresh"]
+    assert run.returncode == 0 and run.recap.get("failed") == 0, run.output[-4000:]
+    assert run.recap.get("changed", 0) > 0, "it says what a run would change"
+    assert not applied.written_early, "a dry run writes nothing"
 
 
 def test_token_never_reaches_the_output(applied: Applied) -> None:

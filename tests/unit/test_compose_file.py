@@ -1,0 +1,35 @@
+"""The compose file every Pi runs, read as Compose reads it: what it lets the container do. The
+boot test checks the same on the running container (HostConfig); the pull policy lives only here,
+in Compose, so it is checked here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "app/compose.yaml"
+
+
+def service() -> dict[str, object]:
+    spec = yaml.safe_load(COMPOSE.read_text())
+    (app,) = spec["services"].values()
+    assert isinstance(app, dict)
+    return app
+
+
+def test_the_image_is_never_pulled_from_a_registry() -> None:
+    """The image comes from the tarball the loader brings. With the image missing (a failed
+    load, a renamed `sesame_pi_image`), Compose would otherwise pull whatever a registry holds
+    under that name and run it with the sound card and the GPIO chip."""
+    assert service()["pull_policy"] == "never"
+
+
+def test_the_container_gets_only_what_the_app_needs() -> None:
+    app = service()
+    assert app.get("privileged") in (None, False)
+    assert app["cap_drop"] == ["ALL"] and "cap_add" not in app
+    assert app["read_only"] is True
+    assert "no-new-privileges:true" in app["security_opt"]  # type: ignore[operator]
+    assert app["devices"] == ["/dev/snd:/dev/snd", "/dev/gpiochip0:/dev/gpiochip0"]
+    assert "user" not in app, "the image's own unprivileged user (10001), not one set here"
