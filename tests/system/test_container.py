@@ -350,39 +350,44 @@ def test_each_load_keeps_one_image_to_roll_back_to_and_removes_the_older_once_un
     run(docker, "image", "rm", f"{LOADER_REPO}:v3", check=False)
 
 
+@pytest.mark.parametrize("naming", ["latest", "a version tag per release"])
 def test_after_a_rollback_the_next_release_keeps_the_good_image_to_go_back_to(
-    docker: str, tmp_path: Path
+    docker: str, tmp_path: Path, naming: str
 ) -> None:
-    """The README's way back from a bad release (tag :previous as latest, restart), then a fixed
-    release: the image replaced now is the good one that runs, so it becomes :previous, and the
-    bad one is retired. (The loader took the image its last load brought for the one replaced:
-    it kept the bad one to roll back to and removed the good one.)"""
-    latest = f"{LOADER_REPO}:latest"
+    """The README's way back from a bad release (tag :previous as the name the app runs, restart),
+    then a fixed release: the image replaced now is the good one that runs, so it becomes
+    :previous, and the bad one is retired. (The loader took the image its last load brought for
+    the one replaced: it kept the bad one to roll back to and removed the good one.) Also for a
+    fleet that pins `sesame_pi_image` to each release's version tag, where every release comes
+    under a new name."""
+    names = [f"{LOADER_REPO}:latest"] * 3
+    if naming != "latest":
+        names = [f"{LOADER_REPO}:{v}-arm64" for v in ("0.1", "0.2", "0.3")]
     previous = f"{LOADER_REPO}:previous"
-    good = saved_image(docker, tmp_path, "good", latest)
-    bad = saved_image(docker, tmp_path, "bad", latest)
-    fixed = saved_image(docker, tmp_path, "fixed", latest)
+    good = saved_image(docker, tmp_path, "good", names[0])
+    bad = saved_image(docker, tmp_path, "bad", names[1])
+    fixed = saved_image(docker, tmp_path, "fixed", names[2])
     images = tmp_path / "images"
     images.mkdir()
     tarball = images / "sesame-pi.tar"
     try:
         deploy(good, tarball, 1_000_000)
-        load(docker, tarball, latest)
-        good_id = image_id(docker, latest)
+        load(docker, tarball, names[0])
+        good_id = image_id(docker, names[0])
         deploy(bad, tarball, 2_000_000)
-        load(docker, tarball, latest)
-        bad_id = image_id(docker, latest)
+        load(docker, tarball, names[1])
+        bad_id = image_id(docker, names[1])
         assert good_id and bad_id and image_id(docker, previous) == good_id
-        run(docker, "tag", previous, latest)  # the rollback the failed check prints
-        assert "already loaded" in load(docker, tarball, latest), "a boot does not undo it"
+        run(docker, "tag", previous, names[1])  # the rollback the failed check prints
+        assert "already loaded" in load(docker, tarball, names[1]), "a boot does not undo it"
 
         deploy(fixed, tarball, 3_000_000)
-        said = load(docker, tarball, latest)
+        said = load(docker, tarball, names[2])
         assert image_id(docker, previous) == good_id, said
         assert f"removed the old image {bad_id}" in said, said
         assert image_id(docker, bad_id) is None and image_id(docker, good_id) == good_id
     finally:
-        run(docker, "image", "rm", previous, latest, check=False)
+        run(docker, "image", "rm", previous, *sorted(set(names)), check=False)
 
 
 def verify_play(docker: str, work: Path, project: Path) -> subprocess.CompletedProcess[str]:

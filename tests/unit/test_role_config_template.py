@@ -19,6 +19,7 @@ templating = pytest.importorskip("ansible.template")
 def render(tmp_path: Path, **overrides: Any) -> Path:
     from ansible.parsing.dataloader import DataLoader
 
+    trust = getattr(templating, "trust_as_template", lambda text: text)  # (ansible-core 2.19+)
     variables = {
         **yaml.safe_load((ROLE / "defaults/main.yml").read_text()),
         **yaml.safe_load((ROLE / "vars/main.yml").read_text()),
@@ -27,11 +28,12 @@ def render(tmp_path: Path, **overrides: Any) -> Path:
         "base_timezone": "UTC",
         **overrides,
     }
-    text = (ROLE / "templates/config.toml.j2").read_text()
-    trust = getattr(templating, "trust_as_template", None)  # (ansible-core 2.19 and later)
+    # As Ansible loads a role's vars files: their values are templates too (derived values such
+    # as sesame_pi_refresh_given are evaluated, not taken as non-empty strings).
+    variables = {k: trust(v) if isinstance(v, str) else v for k, v in variables.items()}
     templar = templating.Templar(loader=DataLoader(), variables=variables)
     path = tmp_path / "config.toml"
-    path.write_text(templar.template(trust(text) if trust else text))
+    path.write_text(templar.template(trust((ROLE / "templates/config.toml.j2").read_text())))
     return path
 
 
@@ -54,3 +56,10 @@ def test_the_paths_are_the_containers_whatever_the_host_directory(tmp_path: Path
     assert "/srv/sesame-pi" not in path.read_text()
     known = {item.name for item in app_config.schema()}
     assert set(settings) <= known, "every key is one the app knows"
+    assert settings["timezone"] == "UTC"
+
+
+def test_no_refresh_token_file_without_a_refresh_token(tmp_path: Path) -> None:
+    settings = tomllib.loads(render(tmp_path).read_text())
+    assert settings["token_file"] == "/etc/sesame-pi/token"
+    assert "refresh_token_file" not in settings and "firebase_api_key" not in settings
