@@ -25,6 +25,7 @@ import pytest
 from sesame_pi.auth import RefreshFailed, TokenProvider
 from sesame_pi.config import Config
 from sesame_pi.login import (
+    LoginError,
     LoginUnreachable,
     NoApiKey,
     consume_pending,
@@ -505,6 +506,35 @@ def test_the_setup_page_is_not_told_to_use_a_flag(etc: Path, tmp_path: Path) -> 
         login(REFRESH, cfg)
     assert "paste the whole auth record" in str(refused.value)
     assert "--api-key" not in str(refused.value)
+
+
+async def test_a_stored_key_that_cannot_be_read_gives_way_to_a_configured_one(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """A UTF-16 stored key beside a configured one that works: the refresh uses the configured
+    key. With none configured, a login with a bare refresh token says what is wrong with the
+    file and what to do, without sending the person to `sesame-pi login`, which they ran."""
+    write_token(etc / "token", make_token(exp_in_s=100))
+    write_token(etc / "refresh_token", REFRESH)
+    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16"))
+    os.chmod(etc / "firebase_api_key", 0o600)
+    cfg = Config(
+        token_file=etc / "token",
+        token_endpoint=endpoint.url,
+        log_file=tmp_path / "l",
+        firebase_api_key=KEY,
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    await provider.refresh()
+    assert len(issuer.issued) == 1
+    bare = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    with pytest.raises(LoginError) as refused:
+        login(REFRESH, bare)
+    said = str(refused.value)
+    assert "not UTF-8 text" in said and "delete it and paste the whole auth record" in said
+    assert "sesame-pi login" not in said
 
 
 class LoginDuring:

@@ -259,6 +259,34 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
     call.engine.close()
 
 
+async def test_a_tail_a_sound_server_keeps_unplayed_while_the_agent_is_silent_is_no_fault(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """A sound server that ran dry keeps what it is given unplayed until its prebuffer fills. A
+    short burst of the agent's audio after a late network, then silence again: the device holds
+    that tail and plays nothing, and that is no fault while no audio comes (it used to read as a
+    dead speaker: a reopen, the uplink silent meanwhile). Audio that comes and still is not
+    taken is."""
+    call = Call(grace_s=3.0, output_mode="writer")
+    call.world.output_plays = True
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.2)
+    device = call.engine._output
+    assert isinstance(device, PlayingOutput)
+    device.rate = 0  # from now on it plays nothing of what it holds
+    call.engine.play(b"\x00\x10" * 480)  # a burst of 20 ms, then the agent is silent
+    await asyncio.sleep(0.6)  # four times the (scaled) watchdog's limit
+    assert device.held > 0, "the tail is held"
+    assert call.engine.stats()["device_hiccups"] == 0 and not device.closed
+    for _ in range(10):  # the agent talks again, and the device takes none of it
+        call.engine.play(b"\x00\x10" * 480)
+        await asyncio.sleep(0.05)
+    assert call.engine.stats()["device_hiccups"] == 1 and device.closed
+    call.engine.stop_call()
+    call.engine.close()
+
+
 async def test_a_speaker_kept_open_from_the_last_call_brings_none_of_its_figures(
     tasks: list[asyncio.Task[None]],
 ) -> None:
@@ -844,7 +872,9 @@ async def test_a_speaker_a_reopen_opens_after_the_call_ended_is_closed_as_after_
     engine.close()
 
 
-async def test_a_press_while_the_device_retry_rescans_does_not_freeze_the_loop() -> None:
+async def test_a_press_while_the_device_retry_rescans_does_not_freeze_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The device retry's probe rescans PortAudio holding the devices (2 s here, a scan stuck
     behind a stalled USB device); a press then (refused, with the error tone) played the tone
     after waiting for the lock: the loop, the LED and the button froze for the whole scan."""
@@ -862,8 +892,11 @@ async def test_a_press_while_the_device_retry_rescans_does_not_freeze_the_loop()
     probe = asyncio.create_task(asyncio.to_thread(engine.probe))
     await asyncio.to_thread(scanning.wait, 5)
     began = time.monotonic()
-    engine.play_earcon(b"\x00\x10" * 2400, 24000)
+    with caplog.at_level("WARNING", logger="sesame_pi"):
+        engine.play_earcon(b"\x00\x10" * 2400, 24000)
     assert time.monotonic() - began < 0.5, "the loop waited for the rescan"
+    said = [r for r in caplog.records if r.getMessage() == "earcon_unplayable"]
+    assert len(said) == 1 and not engine._earcon, "skipped and said so, not kept for later"
     await probe
     engine.play_earcon(b"\x00\x10" * 2400, 24000)  # the devices free again: the speaker opens
     assert engine._output is not None

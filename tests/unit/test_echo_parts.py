@@ -364,6 +364,18 @@ def test_auto_with_no_engine_that_runs_says_so_once(
     assert len(said) == 1 and engine._echo is None
 
 
+def test_reference_dropped_is_counted_per_call() -> None:
+    """The store sheds the oldest reference when the loop stalls; the count is the call's (and,
+    after a resume, the part's, which the session adds up), not the process's."""
+    stage = Stage(Passthrough(), 16000)
+    piece = bytes(480 * 2)  # 20 ms at 24 kHz
+    for k in range(150):  # 3 s of reference and no frame to take it: the store keeps 2 s
+        stage.far_end(piece, 24000, 100 + k * 0.02)
+    assert stage.stats()["ref_dropped"] > 0
+    stage.reset()
+    assert stage.stats()["ref_dropped"] == 0
+
+
 def test_the_call_summary_carries_the_cancellers_own_cost() -> None:
     """The stage times itself and its engine (thread CPU time), so an owner reads the
     canceller's cost on their own device from a call's summary; "off" runs no engine."""

@@ -702,8 +702,11 @@ class AudioEngine:
         seconds behind a stalled one), the tone waits for the speaker they open instead of the
         loop waiting for the worker: the button and the LED run on the loop."""
         try:
-            if self._reopening or not self._lock.acquire(timeout=EARCON_LOCK_WAIT_S):
+            if self._reopening:  # the speaker it opens plays the tone
                 pcm = resample(pcm, rate, self._output_rate or rate)
+            elif not self._lock.acquire(timeout=EARCON_LOCK_WAIT_S):
+                # the device retry's rescan: no speaker comes of it, so the tone is not kept
+                raise AudioDeviceError("the sound devices are being looked for again")
             else:
                 try:
                     if self._output is None or not self._output_running():
@@ -713,8 +716,9 @@ class AudioEngine:
                     self._lock.release()
             with self._earcon_lock:
                 self._earcon[:] = pcm  # a new earcon replaces one still playing
-            if self._speaker is not None:
-                self._speaker.notify()
+            speaker = self._speaker  # (once: a reopen may replace it meanwhile)
+            if speaker is not None:
+                speaker.notify()
         except AudioDeviceError as exc:
             event("earcon_unplayable", logging.WARNING, detail=str(exc))
             return

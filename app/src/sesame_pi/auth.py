@@ -68,7 +68,13 @@ class RefreshRefused(RefreshFailed):
 
 class CredentialsUnusable(RefreshFailed):
     """The refresh token or API key file on this device cannot be read (permissions, not plain
-    text): nothing on the network will fix it, a person must."""
+    text): nothing on the network will fix it, a person must. `problem` is the text without the
+    advice to sign in again (for `sesame-pi login` itself)."""
+
+    def __init__(self, problem: str, advice: str = "or run `sesame-pi login`") -> None:
+        joined = ", " if advice.startswith("or ") else "; "
+        super().__init__(f"{problem}{joined}{advice}" if advice else problem)
+        self.problem = problem
 
 
 class EndpointUnreachable(RefreshFailed):
@@ -189,8 +195,14 @@ def stored_api_key(cfg: Config) -> str:
     """The key the last `sesame-pi login` exchanged with (stored beside the token), else the
     configured `firebase_api_key`; "" if neither. The stored one first: it is the key proven to
     work with the stored refresh token, where a stale configured one would make every refresh
-    fail after a login that worked. CredentialsUnusable if the stored file cannot be read."""
-    return read_credential(api_key_path(cfg)) or cfg.firebase_api_key
+    fail after a login that worked. A stored file that cannot be read gives way to a configured
+    key; with none configured, CredentialsUnusable says what is wrong with it."""
+    try:
+        return read_credential(api_key_path(cfg)) or cfg.firebase_api_key
+    except CredentialsUnusable:
+        if cfg.firebase_api_key:
+            return cfg.firebase_api_key
+        raise
 
 
 def read_credential(path: Path) -> str:
@@ -202,13 +214,11 @@ def read_credential(path: Path) -> str:
         return ""
     except UnicodeDecodeError:
         raise CredentialsUnusable(
-            f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save it as plain text, or run "
-            "`sesame-pi login`"
+            f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save it as plain text"
         ) from None
     except OSError as exc:
         raise CredentialsUnusable(
-            f"cannot read {path} ({exc.strerror or exc}); make it readable by the app's user, "
-            "or run `sesame-pi login`"
+            f"cannot read {path} ({exc.strerror or exc}); make it readable by the app's user"
         ) from None
 
 
@@ -724,11 +734,11 @@ class TokenProvider:
         path = refresh_token_path(self.cfg)
         refresh = self._unsaved_refresh or read_credential(path)
         if not refresh:
-            raise CredentialsUnusable(f"{path} is missing or empty; run `sesame-pi login`")
+            raise CredentialsUnusable(f"{path} is missing or empty", "run `sesame-pi login`")
         key = stored_api_key(self.cfg)
         if not key:
             raise CredentialsUnusable(
-                "no Firebase API key; run `sesame-pi login` with the auth record"
+                "no Firebase API key", "run `sesame-pi login` with the auth record"
             )
         answer = exchange_refresh_token(self.cfg, refresh, key)
         return answer.id_token, answer.refresh_token, answer.expires_in

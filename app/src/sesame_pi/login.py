@@ -192,7 +192,9 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     try:
         key = creds.api_key or stored_api_key(cfg)
     except CredentialsUnusable as exc:
-        raise LoginError(f"{exc}; or paste the whole auth record (it carries apiKey)") from None
+        raise LoginError(
+            f"{exc.problem}, or delete it and paste the whole auth record (it carries apiKey)"
+        ) from None
     if not key:
         raise NoApiKey(
             "no Firebase API key on this device for a bare refresh token: paste the whole auth "

@@ -87,9 +87,12 @@ class Speaker:
         self.capacity = 0
         self._last_write = 0.0
         self._stream_began = 0.0
-        # The watchdog reads it: when the writer last saw the device empty or taking audio. A
-        # writer that turns beside a device that holds audio and takes none is no sign of life.
+        # The watchdog reads it: when the writer last saw the device empty or taking audio, or
+        # had nothing to give it (a sound server keeps a short tail unplayed until its prebuffer
+        # fills: no fault while no audio comes). A device that holds audio and takes none while
+        # the writer waits to give it more is no sign of life, however often the writer turns.
         self.alive_at = time.monotonic()
+        self._had_nothing_at = 0.0  # when the writer last had no audio to give the device
         self.underflows = 0
         self.failure: str | None = None
         self.held_frames = 0  # what the device held at the writer's last look
@@ -101,7 +104,9 @@ class Speaker:
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
 
     def start(self) -> None:
-        self.capacity = _available(self.stream)
+        self.capacity = int(self.stream.get_write_available())
+        if self.capacity < 0:  # PortAudio's error code, as PyAudio passes it on: not working
+            raise OSError(self.capacity, f"the speaker reports PortAudio error {self.capacity}")
         self._thread.start()
 
     def stop(self, timeout: float = STOP_WAIT_S) -> bool:
@@ -156,12 +161,12 @@ class Speaker:
         try:
             while not self._stop.is_set():
                 self._relax()
-                free = _available(self.stream)
+                free = self._free()
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
                 self._watch_progress(held)
-                self.alive_at = self._progress_at
+                self.alive_at = max(self._progress_at, self._had_nothing_at)
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
                     self._stop.wait(self._nap(held, target))  # no room for a period yet
@@ -170,6 +175,7 @@ class Speaker:
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:
+                    self._had_nothing_at = self.alive_at = time.monotonic()  # (see alive_at)
                     self._waited_for_audio = True
                     # Nothing due: sleep until audio arrives, or the device is about to run dry
                     # (the playout buffer may be priming, and must see that moment).
@@ -186,6 +192,13 @@ class Speaker:
                     self._stop.wait(lead / self.rate)
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _free(self) -> int:
+        """The room in the device's buffer, in frames. PyAudio passes PortAudio's error code on
+        as a negative count (-9999 for a USB speaker pulled out) instead of raising: no room, for
+        now. A failed underrun recovery passes; a device that keeps failing takes nothing while
+        the writer has audio for it, and the watchdog sees that (alive_at)."""
+        return max(0, int(self.stream.get_write_available()))
 
     def _nap(self, held: int, target: int) -> float:
         """How long to wait, found with no room for a period: until there should be, if the
@@ -260,13 +273,3 @@ class Speaker:
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         self._last_write = time.monotonic()
-
-
-def _available(stream: Any) -> int:
-    """The room in the device's buffer, in frames. PyAudio passes PortAudio's error code through
-    as a negative count (-9999 for a USB speaker pulled out) instead of raising: that is the
-    device failing, not a full buffer to wait on for ever."""
-    free = int(stream.get_write_available())
-    if free < 0:
-        raise OSError(free, f"the speaker's device reports PortAudio error {free} (unplugged?)")
-    return free

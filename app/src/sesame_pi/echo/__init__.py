@@ -67,9 +67,10 @@ def _open_best(name: str, rate: int) -> Canceller:
     if name == "auto" and chosen == "off":  # nothing runs here: said once, not a quiet "off"
         raise EchoUnavailable(
             f'echo_cancel = "auto" found no echo canceller that runs on this {platform.machine()} '
-            "machine (pywebrtc-audio has no wheel for it, and libspeexdsp1 cannot be loaded); "
-            'install it with `apt-get install libspeexdsp1`, or set echo_cancel = "off" (and '
-            "mute_mic_while_playing = true for the half-duplex fallback)."
+            "machine (no pywebrtc-audio, which has wheels for x86_64 and aarch64 only, and no "
+            "libspeexdsp1): `apt-get install libspeexdsp1` gives one on any machine; or set "
+            'echo_cancel = "off" (and mute_mic_while_playing = true for the half-duplex '
+            "fallback)."
         )
     try:
         return open_engine(chosen, rate)

@@ -104,6 +104,7 @@ class Stage:
 
     def reset(self) -> None:
         self._store.clear()
+        self._store.dropped = 0  # (a figure of this call's, or this part's after a resume)
         self._timeline.clear()
         self._estimator.reset()
         self._far_levels.clear()
