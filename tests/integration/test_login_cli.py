@@ -433,6 +433,19 @@ def test_a_busy_token_service_is_no_refusal_the_pending_record_is_kept(
     assert consume_pending(cfg) is not None, "the same record works once the service lets it"
 
 
+def provider_for(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path, **settings: str
+) -> TokenProvider:
+    """The app's token provider on the files in `etc`, its log in tmp_path/l, loaded."""
+    cfg = Config(
+        token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l", **settings
+    )
+    setup_logging(cfg)
+    provider = TokenProvider(cfg)
+    provider.load()
+    return provider
+
+
 def test_an_answer_that_is_no_token_services_keeps_the_pending_record(
     etc: Path, endpoint: TokenEndpoint, tmp_path: Path
 ) -> None:
@@ -460,16 +473,7 @@ async def test_refreshes_use_the_key_the_login_worked_with(
               SESAME_PI_FIREBASE_API_KEY=stale)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (etc / "firebase_api_key").read_text().strip() == KEY
-    cfg = Config(
-        token_file=etc / "token",
-        token_endpoint=endpoint.url,
-        log_file=tmp_path / "l",
-        firebase_api_key=stale,
-    )
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
-    await provider.refresh()
+    await provider_for(etc, endpoint, tmp_path, firebase_api_key=stale).refresh()
     assert endpoint.seen[-1]["path"].endswith(f"key={KEY}")
     assert len(issuer.issued) == 2
 
@@ -486,12 +490,8 @@ async def test_credential_files_that_are_not_text_are_named_not_a_crash(
     os.chmod(etc / "firebase_api_key", 0o600)
     shown = cli("token", etc=etc, endpoint_url=endpoint.url)
     assert "Traceback" not in shown.stderr and shown.returncode == 0, shown.stderr
-    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
     with pytest.raises(RefreshFailed, match="not UTF-8 text"):
-        await provider.refresh()
+        await provider_for(etc, endpoint, tmp_path).refresh()
     lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
     failed = next(line for line in lines if line["event"] == "token_refresh_failed")
     assert "firebase_api_key" in failed["detail"] and "network" not in failed["action"]
@@ -518,16 +518,7 @@ async def test_a_stored_key_that_cannot_be_read_gives_way_to_a_configured_one(
     write_token(etc / "refresh_token", REFRESH)
     (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16"))
     os.chmod(etc / "firebase_api_key", 0o600)
-    cfg = Config(
-        token_file=etc / "token",
-        token_endpoint=endpoint.url,
-        log_file=tmp_path / "l",
-        firebase_api_key=KEY,
-    )
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
-    await provider.refresh()
+    await provider_for(etc, endpoint, tmp_path, firebase_api_key=KEY).refresh()
     assert len(issuer.issued) == 1
     bare = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     with pytest.raises(LoginError) as refused:

@@ -199,6 +199,16 @@ async def test_a_wrong_code_is_refused_and_three_drop_the_request(rig: SetupRig)
         assert (await browser.request("GET", "/"))[0] == 403
 
 
+async def a_press_places_a_call_and_pairs_nobody(rig: SetupRig, intruder: Browser) -> None:
+    """Someone opens a pairing request; the owner's press places a call and confirms nothing."""
+    code, csrf = await intruder.start_pairing()
+    await press(rig)
+    await asyncio.to_thread(rig.wait_state, State.LIVE)
+    status, body, _ = await intruder.request("POST", "/pair/finish", {"code": code, "csrf": csrf})
+    assert status == 409 and "not been pressed" in body
+    assert (await intruder.request("GET", "/"))[0] == 403, "the request paired nobody"
+
+
 async def test_a_press_for_a_call_never_pairs_a_browser_someone_keeps_waiting(
     rig: SetupRig,
 ) -> None:
@@ -206,15 +216,7 @@ async def test_a_press_for_a_call_never_pairs_a_browser_someone_keeps_waiting(
     The owner's press is for a call, and places one; the request stays unconfirmed."""
     intruder = Browser(rig)
     async with intruder.client:
-        code, csrf = await intruder.start_pairing()
-        await press(rig)
-        await asyncio.to_thread(rig.wait_state, State.LIVE)
-        status, body, _ = await intruder.request(
-            "POST", "/pair/finish", {"code": code, "csrf": csrf}
-        )
-        assert status == 409 and "not been pressed" in body
-        status, _, _ = await intruder.request("GET", "/")
-        assert status == 403
+        await a_press_places_a_call_and_pairs_nobody(rig, intruder)
     assert rig.events("pairing_press") == []
     assert rig.standin.record.calls == 1
 
@@ -227,14 +229,7 @@ async def test_a_finished_pairing_uses_up_the_hold(rig: SetupRig) -> None:
     async with owner.client, intruder.client:
         await owner.pair()
         assert not rig.page.window.pairing_armed
-        code, csrf = await intruder.start_pairing()
-        await press(rig)
-        await asyncio.to_thread(rig.wait_state, State.LIVE)
-        status, body, _ = await intruder.request(
-            "POST", "/pair/finish", {"code": code, "csrf": csrf}
-        )
-        assert status == 409 and "not been pressed" in body
-        assert (await intruder.request("GET", "/"))[0] == 403
+        await a_press_places_a_call_and_pairs_nobody(rig, intruder)
     assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
     assert rig.standin.record.calls == 1
 

@@ -228,6 +228,18 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
     call.engine.close()
 
 
+async def writer_call_on_a_card(tasks: list[asyncio.Task[None]]) -> tuple[Call, PlayingOutput]:
+    """A call in writer mode whose speaker plays in real time as a card does, running."""
+    call = Call(grace_s=3.0, output_mode="writer")
+    call.world.output_plays = True
+    call.engine.start_call(24000)
+    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
+    await asyncio.sleep(0.2)
+    device = call.engine._output
+    assert isinstance(device, PlayingOutput)
+    return call, device
+
+
 @pytest.mark.parametrize("failure", ["stops taking audio", "reports an error"])
 async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watchdog(
     tasks: list[asyncio.Task[None]], failure: str
@@ -237,13 +249,7 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
     code (-9999 for a USB speaker pulled out; PyAudio returns it as the count, it does not
     raise): the writer used to turn on beside it, stamping itself alive, so the watchdog never
     reopened it and the agent's audio piled up unheard."""
-    call = Call(grace_s=3.0, output_mode="writer")
-    call.world.output_plays = True
-    call.engine.start_call(24000)
-    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
-    await asyncio.sleep(0.3)
-    broken = call.engine._output
-    assert isinstance(broken, PlayingOutput)
+    call, broken = await writer_call_on_a_card(tasks)
     if failure == "stops taking audio":
         broken.rate = 0
     else:
@@ -267,13 +273,7 @@ async def test_a_tail_a_sound_server_keeps_unplayed_while_the_agent_is_silent_is
     that tail and plays nothing, and that is no fault while no audio comes (it used to read as a
     dead speaker: a reopen, the uplink silent meanwhile). Audio that comes and still is not
     taken is."""
-    call = Call(grace_s=3.0, output_mode="writer")
-    call.world.output_plays = True
-    call.engine.start_call(24000)
-    tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
-    await asyncio.sleep(0.2)
-    device = call.engine._output
-    assert isinstance(device, PlayingOutput)
+    call, device = await writer_call_on_a_card(tasks)
     device.rate = 0  # from now on it plays nothing of what it holds
     call.engine.play(b"\x00\x10" * 480)  # a burst of 20 ms, then the agent is silent
     await asyncio.sleep(0.6)  # four times the (scaled) watchdog's limit
