@@ -445,7 +445,7 @@ class AudioEngine:
             )
             try:
                 self._speaker.start()
-            except OSError as exc:  # opened, but it says it has no room at all: it is failing
+            except OSError as exc:  # opened, but its first look gives an error code: failing
                 self._close_output(abort=True)
                 raise AudioDeviceError(
                     f"the speaker opened but does not work ({pa_reason(exc)}); is it connected?"
@@ -698,9 +698,10 @@ class AudioEngine:
 
     def play_earcon(self, pcm: bytes, rate: int) -> None:
         """Play a short tone now, in a call or not. Opening the speaker when idle takes a few ms.
-        While a worker holds the devices (a reopen, or the device retry's rescan: perhaps for
-        seconds behind a stalled one), the tone waits for the speaker they open instead of the
-        loop waiting for the worker: the button and the LED run on the loop."""
+        While a reopen worker holds the devices (perhaps for seconds behind a stalled one), the
+        tone waits for the speaker it opens; while the device retry's rescan holds them, the tone
+        is skipped and logged (no speaker comes of it). Either way the loop does not wait for the
+        worker: the button and the LED run on it."""
         try:
             if self._reopening:  # the speaker it opens plays the tone
                 pcm = resample(pcm, rate, self._output_rate or rate)
