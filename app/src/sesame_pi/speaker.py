@@ -87,11 +87,6 @@ class Speaker:
         self.capacity = 0
         self._last_write = 0.0
         self._stream_began = 0.0
-        # The watchdog reads it: when the writer last saw the device empty or taking audio, or
-        # had nothing to give it (a sound server keeps a short tail unplayed until its prebuffer
-        # fills: no fault while no audio comes). A device that holds audio and takes none while
-        # the writer waits to give it more is no sign of life, however often the writer turns.
-        self.alive_at = time.monotonic()
         self._had_nothing_at = 0.0  # when the writer last had no audio to give the device
         self.underflows = 0
         self.failure: str | None = None
@@ -130,6 +125,14 @@ class Speaker:
             return True
 
     @property
+    def alive_at(self) -> float:
+        """For the watchdog: when the writer last saw the device empty or taking audio, or had
+        nothing to give it (a sound server keeps a short tail unplayed until its prebuffer fills:
+        no fault while no audio comes). A device that holds audio and takes none while the writer
+        waits to give it more is no sign of life, however often the writer turns."""
+        return max(self._progress_at, self._had_nothing_at)
+
+    @property
     def running(self) -> bool:
         return self._thread.is_alive() and self.failure is None
 
@@ -166,7 +169,6 @@ class Speaker:
                 held = max(0, self.capacity - free)
                 self.held_frames = held
                 self._watch_progress(held)
-                self.alive_at = max(self._progress_at, self._had_nothing_at)
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
                     self._stop.wait(self._nap(held, target))  # no room for a period yet
@@ -175,7 +177,7 @@ class Speaker:
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:
-                    self._had_nothing_at = self.alive_at = time.monotonic()  # (see alive_at)
+                    self._had_nothing_at = time.monotonic()  # (see alive_at)
                     self._waited_for_audio = True
                     # Nothing due: sleep until audio arrives, or the device is about to run dry
                     # (the playout buffer may be priming, and must see that moment).
