@@ -116,7 +116,7 @@ def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
     assert window.pairing_armed
     clock.now += 60
     assert window.pairing_armed
-    window.press_placed_a_call()
+    window.disarm_pairing()
     assert not window.pairing_armed
     window.open_for_a_while(for_pairing=True)
     clock.now += HOLD_OPEN_S + 1

@@ -277,14 +277,10 @@ class SetupWindow:
         cannot place a call then), or after the long hold until a press places a call."""
         return self._token_needed or self._clock() < self._pairing_until
 
-    def press_placed_a_call(self) -> None:
-        """A press found no pairing to confirm and went to the call: presses are calls again."""
-        self._pairing_until = 0.0
-
-    def browser_paired(self) -> None:
-        """A pairing finished: the hold is used up. Otherwise the owner's next press (for a call)
-        would confirm whatever request someone else opened meanwhile; another pairing takes
-        another hold."""
+    def disarm_pairing(self) -> None:
+        """Presses are calls again until the next hold: a press found no pairing to confirm and
+        went to the call, or a pairing finished (one hold, one pairing: otherwise the owner's
+        next press, for a call, would confirm whatever request someone else opened meanwhile)."""
         self._pairing_until = 0.0
 
     def token_needed(self, needed: bool) -> None:

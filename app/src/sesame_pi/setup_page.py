@@ -95,7 +95,7 @@ class SetupPage:
             return False  # a press for a call (see SetupWindow.pairing_armed)
         result = self.pairings.press()
         if result is Press.NOT_MINE:
-            self.window.press_placed_a_call()
+            self.window.disarm_pairing()
             return False
         event(
             "pairing_press",

@@ -273,7 +273,7 @@ class SetupServer:
                 text_page = views.pairing(pending.code, pending.csrf, left, text, hold_first)
                 return self._html(text_page, status)
             return self._html(views.unpaired(text, bad=True), 403)
-        self.page.window.browser_paired()
+        self.page.window.disarm_pairing()
         event("browser_paired", client=request.remote, paired_browsers=self.page.pairings.count)
         response = self._redirect("/")
         self._cookie(response, SESSION_COOKIE, paired.cookie, PAIRED_COOKIE_S)
