@@ -582,10 +582,7 @@ def on_a_full_card(
     writes (every fsync fails with ENOSPC from now on)."""
     write_token(etc / "refresh_token", REFRESH)
     write_token(etc / "firebase_api_key", KEY)
-    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
+    provider = provider_for(etc, endpoint, tmp_path)
 
     def full_card(_fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -621,10 +618,7 @@ async def test_a_refused_refresh_is_logged_once_per_attempt_with_what_to_do(
     write_token(etc / "token", make_token(exp_in_s=100))
     write_token(etc / "refresh_token", "AMf-signed-out-everywhere-0123456789abcdef")
     write_token(etc / "firebase_api_key", KEY)
-    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
-    setup_logging(cfg)
-    provider = TokenProvider(cfg)
-    provider.load()
+    provider = provider_for(etc, endpoint, tmp_path)
     watching = asyncio.create_task(provider.watch(interval_s=0.02))
     await asyncio.sleep(1.0)  # some fifty looks; the first backoff is 10 s
     watching.cancel()
