@@ -8,7 +8,6 @@ field, not an exception text or traceback, not a third-party logger that reaches
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import re
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 from .config import Config
+from .logfile import SizeRotatedFile
 
 LOGGER_NAME = "sesame_pi"
 REDACTED = "[REDACTED]"
@@ -109,14 +109,7 @@ def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
     if cfg.log_file is not None:
         try:
             cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(
-                logging.handlers.RotatingFileHandler(
-                    cfg.log_file,
-                    maxBytes=cfg.log_max_bytes,
-                    backupCount=cfg.log_backups,
-                    encoding="utf-8",
-                )
-            )
+            handlers.append(SizeRotatedFile(cfg.log_file, cfg.log_max_bytes, cfg.log_backups))
         except OSError as exc:
             file_problem = f"cannot write log file {cfg.log_file}: {exc.strerror}"
     for handler in handlers:
