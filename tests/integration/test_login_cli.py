@@ -26,6 +26,8 @@ from sesame_pi.auth import RefreshFailed, TokenProvider
 from sesame_pi.config import Config
 from sesame_pi.login import (
     LoginError,
+    LoginResult,
+    LoginSuperseded,
     LoginUnreachable,
     NoApiKey,
     consume_pending,
@@ -695,3 +697,70 @@ def test_a_login_as_root_leaves_the_files_to_the_apps_user(
     for name in ("token", "refresh_token", "firebase_api_key"):
         info = (etc / name).stat()
         assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10001, 10001, 0o600), name
+
+
+HAND_REFRESH = "AMf-signedInByHandMeanwhile-0123456789abcdefghijklmnopqr"
+
+
+async def test_a_login_by_hand_removes_the_first_boots_waiting_record(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """The SD card's record waits for the network; the owner signs in by hand meanwhile. That
+    login is the newer: the record is removed, so its retry cannot store older credentials
+    over it (it did, whenever the network came back)."""
+    issuer.live.add(HAND_REFRESH)
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [(503, {})]  # the record's first try: no network yet
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    by_hand: list[subprocess.CompletedProcess[str]] = []
+
+    async def owner_signs_in_by_hand(seconds: float) -> None:
+        record = json.dumps(auth_record(HAND_REFRESH))
+        by_hand.append(cli("login", etc=etc, endpoint_url=endpoint.url, stdin=record))
+
+    assert await settle_pending(cfg, sleep=owner_signs_in_by_hand) is None
+    [done] = by_hand
+    assert done.returncode == 0, done.stderr
+    assert "replaced:   the first boot's auth.json" in done.stdout
+    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    assert [seen["refresh_token"] for seen in endpoint.seen] == [REFRESH, HAND_REFRESH]
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]  # the login by hand's
+    events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
+    assert events[-2:] == ["login_pending_retry", "login_pending_gone"]
+    assert_no_secret(issuer, done.stdout, done.stderr, (tmp_path / "l").read_text())
+
+
+async def test_a_record_whose_exchange_a_login_by_hand_overtook_stores_nothing(
+    etc: Path, issuer: Issuer, tmp_path: Path
+) -> None:
+    """The race the lock settles: the record's exchange is under way when the login by hand
+    stores its credentials; the record's result arrives second and is not stored over them."""
+    issuer.live.add(HAND_REFRESH)
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    hand_results: list[LoginResult] = []
+
+    def overtaken(query: dict[str, str], form: dict[str, str]) -> Answer:
+        if form.get("refresh_token") == REFRESH:  # the record's exchange: the owner is faster
+            hand_results.append(login(json.dumps(auth_record(HAND_REFRESH)), cfg))
+        return issuer(query, form)
+
+    with TokenEndpoint(overtaken) as endpoint:
+        cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+        setup_logging(cfg)
+
+        async def sleep(seconds: float) -> None:
+            raise AssertionError("nothing to wait for")
+
+        with pytest.raises(LoginSuperseded, match="replaced by a login made meanwhile"):
+            await settle_pending(cfg, sleep=sleep)
+    assert [result.superseded_pending for result in hand_results] == [True]
+    # The login by hand was exchanged first (inside the record's request): its tokens stay.
+    assert (etc / "token").read_text().strip() == issuer.issued[0]
+    assert (etc / "refresh_token").read_text().strip().startswith("AMf-rotated-1-")
+    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
+    assert events.count("login_pending_superseded") == 2  # removed by one, noticed by the other
+    assert "login_pending_refused" not in events

@@ -16,7 +16,7 @@ from .config import Config
 from .feedback import Feedback
 from .heartbeat import Heartbeat
 from .link import Link
-from .login import pending_auth_path, settle_pending
+from .login import LoginSuperseded, pending_auth_path, settle_pending
 from .logs import event, setup_logging
 from .session import Session
 from .setup_page import SetupPage
@@ -38,6 +38,8 @@ async def _sign_in_pending(cfg: Config, session: Session) -> None:
     stored = False
     try:
         stored = await settle_pending(cfg) is not None
+    except LoginSuperseded:
+        stored = True  # by the login by hand that came first
     finally:
         session.sign_in_over(stored)
 

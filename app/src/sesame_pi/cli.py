@@ -239,6 +239,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     print(f"signed in:  {result.email or 'yes (the record names no email)'}")
     print(f"time left:  {result.seconds_left / 60:.1f} min (renewed by itself from now on)")
     print(f"stored in:  {result.token_file}, {result.refresh_token_file} (mode 0600)")
+    if result.superseded_pending:
+        print("replaced:   the first boot's auth.json, still waiting for the network (removed)")
     return 0
 
 

@@ -71,6 +71,12 @@ class NoApiKey(LoginError):
     """A bare refresh token, and no API key on this device to exchange it with."""
 
 
+class LoginSuperseded(LoginError):
+    """The first boot's record was still being tried when a login by hand (`sesame-pi login`,
+    the setup page) stored newer credentials and removed it: the record's result is not stored
+    over them."""
+
+
 class LoginNotStored(LoginError):
     """The sign-in worked but the files could not be written (permissions, a full or read-only
     card): nothing was changed, and the same input works once that is fixed."""
@@ -92,6 +98,9 @@ class LoginResult:
     seconds_left: float  # the new ID token's time left
     token_file: Path
     refresh_token_file: Path
+    # A login by hand that found the first boot's record still waiting (no network yet): the
+    # record was removed, this login's credentials being newer.
+    superseded_pending: bool = False
 
 
 # ---------------------------------------------------------------- parsing
@@ -182,11 +191,19 @@ def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
 # ---------------------------------------------------------------- the exchange
 
 
-def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
+def login(
+    text: str, cfg: Config, api_key: str | None = None, *, pending: Path | None = None
+) -> LoginResult:
     """Exchange once, then store the ID token, the rotated refresh token and the API key (0600).
 
     Blocking (urllib); async callers wrap it in `asyncio.to_thread`. Raises LoginError (or its
-    LoginRefused / LoginUnreachable / LoginNotStored kinds) with the files untouched.
+    LoginRefused / LoginUnreachable / LoginNotStored / LoginSuperseded kinds) with the files
+    untouched.
+
+    `pending` is the first boot's record this login consumes. It waits for the network, maybe for
+    hours, and the owner may sign in by hand meanwhile: whichever stores last would win, so the
+    newer one is made to. A login by hand removes a waiting record as it stores; the record's
+    own login stores only if the record is still there, both under the credentials lock.
     """
     creds = parse_credentials(text, api_key)
     try:
@@ -236,16 +253,43 @@ def login(text: str, cfg: Config, api_key: str | None = None) -> LoginResult:
     files = [(api_key_path(cfg), key), (refresh_file, answer.refresh_token or creds.refresh_token)]
     # The ID token last: its change is what a running app notices, and by then the rest is there.
     files.append((cfg.token_file, answer.id_token))
+    superseded = False
     try:
         with credentials_lock(cfg):  # not while the app's own refresh writes its result
+            if pending is not None and not pending.exists():
+                raise LoginSuperseded(
+                    f"{pending} was replaced by a login made meanwhile; its sign-in is not stored"
+                )
             write_secret_files(files)
+            if pending is None:
+                superseded = _remove_waiting_record(cfg)
     except OSError as exc:
         raise LoginNotStored(
             f"signed in, but cannot write to {cfg.token_file.parent} ({exc.strerror or exc}); "
             "nothing was changed: run it as the app's user or as root (the files keep their "
             "owner), and check the card has space and is not read-only"
         ) from None
-    return LoginResult(email, seconds_left, cfg.token_file, refresh_file)
+    return LoginResult(email, seconds_left, cfg.token_file, refresh_file, superseded)
+
+
+def _remove_waiting_record(cfg: Config) -> bool:
+    """After a login by hand: the first boot's record, if it still waits, is older news."""
+    waiting = pending_auth_path(cfg)
+    try:
+        waiting.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        event(
+            "login_pending_not_removed",
+            logging.WARNING,
+            file=str(waiting),
+            detail=exc.strerror or str(exc),
+            action="delete it: the app would sign in with it when the network is up",
+        )
+        return False
+    event("login_pending_superseded", file=str(waiting), by="a login by hand")
+    return True
 
 
 # ---------------------------------------------------------------- a pending record (first boot)
@@ -271,7 +315,10 @@ def consume_pending(cfg: Config) -> LoginResult | None:
     except OSError as exc:
         raise LoginError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        result = login(text, cfg)
+        result = login(text, cfg, pending=path)
+    except LoginSuperseded as exc:
+        event("login_pending_superseded", file=str(path), detail=str(exc))
+        raise
     except LoginUnreachable:
         raise
     except LoginNotStored as exc:
@@ -301,15 +348,27 @@ async def settle_pending(
 ) -> LoginResult | None:
     """Consume a pending auth record at start, retrying (with backoff) while the network is down.
 
-    Returns None when there is none or it was refused (the app then goes on with what it has).
+    Returns None when there is none or it was refused (the app then goes on with what it has);
+    raises LoginSuperseded when a login by hand stored newer credentials meanwhile.
     """
     wait = 2.0
+    retrying = False
     while True:
         try:
-            return await asyncio.to_thread(consume_pending, cfg)
+            result = await asyncio.to_thread(consume_pending, cfg)
+            if result is None and retrying:
+                event(
+                    "login_pending_gone",
+                    file=str(pending_auth_path(cfg)),
+                    detail="removed while it waited for the network (by a login by hand?)",
+                )
+            return result
         except LoginUnreachable as exc:
             event("login_pending_retry", logging.WARNING, detail=str(exc), retry_in_s=wait)
+        except LoginSuperseded:
+            raise
         except LoginError:
             return None
         await sleep(wait)
+        retrying = True
         wait = min(max_wait_s, wait * 2)
