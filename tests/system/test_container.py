@@ -390,21 +390,60 @@ def test_after_a_rollback_the_next_release_keeps_the_good_image_to_go_back_to(
         run(docker, "image", "rm", previous, *sorted(set(names)), check=False)
 
 
-def verify_play(docker: str, work: Path, project: Path) -> subprocess.CompletedProcess[str]:
-    """The role's after-start check (tasks/verify.yml), by the real ansible-playbook against this
-    machine's engine, for the container labelled as Compose labels the app's in `project`. 15 s:
-    the arm64 app under qemu-user here takes 5-10 s to start (and to fail)."""
-    playbook = work / "verify.yml"
-    playbook.write_text(
-        "- name: Check the app stays up\n"
-        "  hosts: localhost\n"
-        "  connection: local\n"
-        "  gather_facts: false\n"
-        "  tasks:\n"
-        "    - name: The role's check\n"
-        "      ansible.builtin.include_role:\n"
-        "        name: sesame_pi\n"
-        "        tasks_from: verify.yml\n"
+VERIFY_PLAY = """\
+- name: Check the app stays up
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: The role's check
+      ansible.builtin.include_role:
+        name: sesame_pi
+        tasks_from: verify.yml
+"""
+
+# A rolling batch of two Pis (both this machine) in which one fails after a change asked for the
+# app's restart: site.yml's `force_handlers` still restarts it, and the check must follow.
+BATCH_PLAY = """\
+- name: A batch in which one host fails after a change
+  hosts: pi_a:pi_b
+  connection: local
+  gather_facts: false
+  serial: 2
+  max_fail_percentage: 0
+  force_handlers: true
+  vars:
+    sesame_pi_offline: false
+  tasks:
+    - name: The role's handlers (its tasks are skipped by tag)
+      ansible.builtin.import_role:
+        name: sesame_pi
+        tasks_from: verify.yml
+      tags: [role_tasks]
+    - name: A change that asks for the check (the restart itself needs systemd)
+      ansible.builtin.command: "true"
+      changed_when: true
+      notify: Check that sesame-pi stays up
+    - name: A later task fails on one host
+      ansible.builtin.fail:
+        msg: the card filled up
+      when: inventory_hostname == 'pi_a'
+"""
+
+
+def role_play(
+    docker: str, work: Path, project: Path, play: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """A play using the sesame_pi role, by the real ansible-playbook against this machine's
+    engine, for the container labelled as Compose labels the app's in `project`. Its check
+    waits 15 s: the arm64 app under qemu-user here takes 5-10 s to start (and to fail)."""
+    playbook = work / "play.yml"
+    playbook.write_text(play)
+    inventory = work / "inventory.ini"
+    inventory.write_text(
+        f"localhost ansible_python_interpreter={REPO / '.venv/bin/python'}\n"
+        f"pi_a ansible_python_interpreter={REPO / '.venv/bin/python'}\n"
+        f"pi_b ansible_python_interpreter={REPO / '.venv/bin/python'}\n"
     )
     env = {
         **os.environ,
@@ -414,9 +453,9 @@ def verify_play(docker: str, work: Path, project: Path) -> subprocess.CompletedP
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
     }
     return subprocess.run(
-        [str(REPO / ".venv/bin/ansible-playbook"), str(playbook),
+        [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(playbook),
          "-e", f"sesame_pi_project_dir={project}", "-e", "sesame_pi_verify_s=15",
-         "-e", "sesame_pi_image=sesame-pi:latest"],
+         "-e", "sesame_pi_image=sesame-pi:latest", *extra],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -438,7 +477,7 @@ def test_the_play_fails_a_host_whose_new_app_keeps_restarting(
     with removed_afterwards(docker, name):
         run(docker, "run", "--detach", "--name", name, "--network", "host", *labels,
             "--restart", "unless-stopped", "--entrypoint", "sleep", image, "120")  # fmt: skip
-        steady = verify_play(docker, tmp_path, project)
+        steady = role_play(docker, tmp_path, project, VERIFY_PLAY)
         assert steady.returncode == 0, steady.stdout[-3000:] + steady.stderr[-2000:]
         run(docker, "rm", "-f", name)
         # A token but no GPIO chip passed through: the app exits 4 at start, saying why.
@@ -450,8 +489,15 @@ def test_the_play_fails_a_host_whose_new_app_keeps_restarting(
             "-v", f"{secrets}:/etc/sesame-pi:ro", image, "run", "--config", "/dev/null",
             "--token-file", "/etc/sesame-pi/token", "--log-file", "none",
             "--server", "ws://127.0.0.1:9/agent-service-0/v1/connect")  # fmt: skip
-        failing = verify_play(docker, tmp_path, project)
+        failing = role_play(docker, tmp_path, project, VERIFY_PLAY)
+        batch = role_play(docker, tmp_path, project, BATCH_PLAY, "--skip-tags", "role_tasks")
     assert failing.returncode != 0
     out = failing.stdout
     assert "did not stay up" in out and "--button stdin" in out, out[-3000:]
     assert "docker tag sesame-pi:previous sesame-pi:latest" in out, out[-3000:]
+    # The host whose play failed is checked after its forced restart, as the one that went on.
+    assert batch.returncode != 0
+    for host in ("pi_a", "pi_b"):
+        assert re.search(rf"fatal: \[{host}\]: FAILED!.*did not stay up", batch.stdout), (
+            batch.stdout[-4000:]
+        )
