@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
 import os
@@ -104,6 +106,98 @@ def test_a_rotation_that_fails_keeps_every_line_in_the_file(
         logger.info(f"line {number:02d} of the call")
     assert lines_of(path) == [f"line {number:02d} of the call" for number in range(6)]
     assert handler.rotations == 0
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_a_rotation_that_fails_waits_a_tenth_of_the_limit_before_the_next_try(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    """Not a close, rename and reopen for every line while the backup's place is taken."""
+    path = tmp_path / "events.jsonl"
+    in_the_way = tmp_path / "events.jsonl.1"
+    in_the_way.mkdir()  # a directory where the backup would go (root cannot rename over it)
+    (in_the_way / "keep").write_text("", encoding="utf-8")
+    attempts: list[int] = []
+
+    class Counted(SizeRotatedFile):
+        def _rotate(self) -> None:
+            attempts.append(self._size)
+            super()._rotate()
+
+    handler = Counted(path, 1000, 1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    for number in range(60):
+        logger.info(f"{number:03d} " + "x" * 35)  # 40 bytes a line
+    assert len(lines_of(path)) == 60 and handler.rotations == 0
+    # The first at the limit, then each time the file grew by a tenth of it (two lines here).
+    assert attempts == list(range(960, 2400, 80))
+    (in_the_way / "keep").unlink()
+    in_the_way.rmdir()
+    logger.info("the backup's place is free again")
+    assert handler.rotations == 1
+    assert lines_of(path) == ["the backup's place is free again"]
+    assert len(lines_of(in_the_way)) == 60
+
+
+CARD_FILLS_UP = """
+import logging, resource, signal, sys
+from pathlib import Path
+from sesame_pi.logfile import SizeRotatedFile
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+handler = SizeRotatedFile(Path(sys.argv[1]), 10_000, 2)
+handler.setFormatter(logging.Formatter("%(message)s"))
+log = logging.getLogger("card")
+log.propagate = False
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))  # the card is full
+for number in range(20):
+    log.info(f"while full {number:02d} " + "." * 10)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+for number in range(5):
+    log.info(f"space again {number}")
+"""
+
+
+def test_a_full_card_loses_the_lines_it_refused_and_logging_goes_on_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    child = subprocess.run(
+        [sys.executable, "-c", CARD_FILLS_UP, str(path)], capture_output=True, text=True
+    )
+    assert child.returncode == 0, child.stderr
+    assert "Logging error" in child.stderr  # the refused lines are said to be lost
+    lines = lines_of(path)
+    assert lines[-5:] == [f"space again {number}" for number in range(5)]
+    assert all(line.startswith("while full ") for line in lines[:-5])
+
+
+class FlushFailsAtClose(io.TextIOWrapper):
+    """A file whose last flush fails as it is closed (a full card): closed all the same."""
+
+    def close(self) -> None:
+        super().close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_file_that_fails_to_close_at_a_rotation_does_not_stop_the_log(
+    tmp_path: Path, logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    handler = attach(logger, path, max_bytes=100, backups=2)
+    logger.info("a" * 39)
+    logger.info("b" * 39)
+    assert handler.stream is not None
+    handler.stream.close()
+    handler.stream = FlushFailsAtClose(open(path, "ab"), encoding="utf-8")  # noqa: SIM115
+    logger.info("c" * 39)  # 80 + 40 reach the limit: the rotation closes the file
+    logger.info("d" * 39)
+    assert lines_of(path) == ["c" * 39, "d" * 39]
+    assert lines_of(path.with_name("events.jsonl.1")) == ["a" * 39, "b" * 39]
+    assert handler.rotations == 1
     assert "Logging error" not in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ rollover and once to write it, which here means redacting every line twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -32,6 +33,7 @@ class SizeRotatedFile(logging.FileHandler):
         self.backups = backups
         self.rotations = 0
         self._size, self._rotates = self._measure()
+        self._retry_at = 0  # after a failed rotation: the size at which to try again
 
     def _measure(self) -> tuple[int, bool]:
         """The open file's size, and whether it is a file rotation applies to."""
@@ -42,7 +44,7 @@ class SizeRotatedFile(logging.FileHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = (self.format(record) + self.terminator).encode("utf-8", "backslashreplace")
-            if self._rotates and self._size > 0 and self._size + len(line) >= self.max_bytes:
+            if self._due(len(line)):
                 self._rotate()
             if self.stream is None:
                 self.stream = self._open()
@@ -53,20 +55,38 @@ class SizeRotatedFile(logging.FileHandler):
         except RecursionError:
             raise
         except Exception:
+            # (A full card, say.) The next line opens the file afresh and measures it again:
+            # what this one left in the buffer may or may not have reached the disk.
+            self._drop_stream()
             self.handleError(record)
+
+    def _due(self, line_bytes: int) -> bool:
+        size = self._size
+        return (
+            self._rotates and size > 0 and size + line_bytes >= max(self.max_bytes, self._retry_at)
+        )
+
+    def _drop_stream(self) -> None:
+        stream, self.stream = self.stream, None  # type: ignore[assignment]
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
     def _rotate(self) -> None:
         """Shift the backups up by one and start a fresh file."""
         base = self.baseFilename
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None  # type: ignore[assignment]
+        self._drop_stream()
         try:
             for index in range(self.backups - 1, 0, -1):
                 older = f"{base}.{index}"
                 if os.path.exists(older):
                     os.replace(older, f"{base}.{index + 1}")
             os.replace(base, f"{base}.1")
-            self.rotations += 1
         except OSError:
-            pass  # the caller reopens `base` and appends: the line is written either way
+            # The caller reopens `base` and appends: the line is written either way. The next
+            # try waits until the file has grown by another tenth of the limit, rather than
+            # closing and reopening it for every line.
+            self._retry_at = self._size + self.max_bytes // 10
+            return
+        self.rotations += 1
+        self._retry_at = 0

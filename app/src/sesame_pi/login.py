@@ -14,6 +14,7 @@ consumes it at start (`settle_pending`), retrying while the network is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -263,6 +264,9 @@ def login(
             write_secret_files(files)
             if pending is None:
                 superseded = _remove_waiting_record(cfg)
+            else:  # used: gone before the lock is let go, so a login by hand cannot find it
+                with contextlib.suppress(OSError):
+                    pending.unlink()
     except OSError as exc:
         raise LoginNotStored(
             f"signed in, but cannot write to {cfg.token_file.parent} ({exc.strerror or exc}); "
