@@ -219,7 +219,7 @@ def test_a_rotation_that_could_not_bound_the_log_is_refused(
 
 
 def test_the_app_does_not_load_logging_handlers_or_pickle() -> None:
-    """What this module saves: `logging.handlers` brings `pickle`, about 0.55 MB resident."""
+    """`logging.handlers` brings `pickle`, for a socket handler the app has no use for."""
     code = (
         "import sys, sesame_pi.cli, sesame_pi.app;"
         "print(sorted({'pickle', 'logging.handlers'} & set(sys.modules)))"
