@@ -25,6 +25,7 @@ import pytest
 from sesame_pi.auth import RefreshFailed, TokenProvider
 from sesame_pi.config import Config
 from sesame_pi.login import (
+    RECHECK_S,
     LoginError,
     LoginResult,
     LoginSuperseded,
@@ -336,8 +337,10 @@ async def test_a_pending_record_is_consumed_at_start_after_the_network_comes_up(
             waits.append(seconds)
 
         result = await settle_pending(cfg, sleep=sleep)
+        assert len(endpoint.seen) == 3
     assert result is not None and result.email == "maker@example.org"
-    assert waits == [2.0, 4.0]
+    # 2 s, then 4 s between the tries, looked at each second (is the record still wanted?)
+    assert sum(waits) == 2.0 + 4.0 and set(waits) == {RECHECK_S}
     assert not pending.exists()
     assert (etc / "refresh_token").read_text().strip() in issuer.live
     log = (tmp_path / "l").read_text()
@@ -715,21 +718,52 @@ async def test_a_login_by_hand_removes_the_first_boots_waiting_record(
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     by_hand: list[subprocess.CompletedProcess[str]] = []
+    slept: list[float] = []
 
     async def owner_signs_in_by_hand(seconds: float) -> None:
-        record = json.dumps(auth_record(HAND_REFRESH))
-        by_hand.append(cli("login", etc=etc, endpoint_url=endpoint.url, stdin=record))
+        slept.append(seconds)
+        if not by_hand:
+            record = json.dumps(auth_record(HAND_REFRESH))
+            by_hand.append(cli("login", etc=etc, endpoint_url=endpoint.url, stdin=record))
 
-    assert await settle_pending(cfg, sleep=owner_signs_in_by_hand) is None
+    # Signed in (by hand): the app shows it as such, not as a device that needs a token.
+    with pytest.raises(LoginSuperseded, match="replaced by a login made while it waited"):
+        await settle_pending(cfg, sleep=owner_signs_in_by_hand)
+    assert slept == [RECHECK_S]  # noticed within a second, not at the next try
     [done] = by_hand
     assert done.returncode == 0, done.stderr
     assert "replaced:   the first boot's auth.json" in done.stdout
     assert not pending.exists() and not (etc / "auth.json.refused").exists()
     assert [seen["refresh_token"] for seen in endpoint.seen] == [REFRESH, HAND_REFRESH]
     assert (etc / "token").read_text().strip() == issuer.issued[-1]  # the login by hand's
-    events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
-    assert events[-2:] == ["login_pending_retry", "login_pending_gone"]
+    lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
+    assert [line["event"] for line in lines[-2:]] == ["login_pending_retry", "login_pending_gone"]
+    assert lines[-1]["detail"] == "replaced by a login by hand"
     assert_no_secret(issuer, done.stdout, done.stderr, (tmp_path / "l").read_text())
+
+
+async def test_a_waiting_record_deleted_by_hand_leaves_a_device_that_needs_a_token(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """The owner deletes the waiting record (no login): the wait ends within a second, and the
+    sign-in is over with nothing stored (the LED then asks for a token), not signed in."""
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    write_token(etc / "token", make_token(exp_in_s=-5))  # an old token, there all along
+    endpoint.answers = [(503, {})]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    slept: list[float] = []
+
+    async def owner_deletes_it(seconds: float) -> None:
+        slept.append(seconds)
+        pending.unlink(missing_ok=True)
+
+    assert await settle_pending(cfg, sleep=owner_deletes_it) is None
+    assert slept == [RECHECK_S]
+    assert len(endpoint.seen) == 1  # the record was not tried again
+    last = json.loads((tmp_path / "l").read_text().splitlines()[-1])
+    assert (last["event"], last["detail"]) == ("login_pending_gone", "deleted while it waited")
 
 
 async def test_a_record_whose_exchange_a_login_by_hand_overtook_stores_nothing(

@@ -518,6 +518,27 @@ async def test_playout_underruns_are_logged_by_the_loop_a_few_times_a_call(
     call.engine.close()
 
 
+async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
+    tasks: list[asyncio.Task[None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device's own dry spells (the gaps a person hears that the playout buffer does not
+    count) are said with their cause: a busy machine (the writer woke late) or a late network."""
+    caplog.set_level(logging.INFO)
+    call = Call(grace_s=2.0)
+    call.engine.start_call(24000)
+    speaker = call.engine._speaker
+    assert speaker is not None
+    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0))  # as the writer says it
+    writer.start()
+    writer.join()
+    await asyncio.sleep(0.05)
+    [note] = [r for r in caplog.records if getattr(r, "event", None) == "speaker_ran_dry"]
+    assert note.threadName == threading.current_thread().name  # the loop wrote it
+    assert (note.cause, note.device_target_ms) == ("the writer woke late", 30)  # type: ignore[attr-defined]
+    call.engine.stop_call()
+    call.engine.close()
+
+
 class SlowEchoStage:
     """An echo stage whose every frame costs `cost_s` of the loop's time (a CPU that cannot keep
     up: twice a frame's length here)."""

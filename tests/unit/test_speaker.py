@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sesame_pi.output_probe import reads_ahead
-from sesame_pi.speaker import Speaker
+from sesame_pi.speaker import MAX_RELAX_AFTER_S, RELAX_AFTER_S, Speaker
 
 RATE = 24000
 PERIOD = RATE * 10 // 1000  # 10 ms, in frames
@@ -66,7 +66,7 @@ class FakeOutput:
         return time.monotonic()
 
 
-def run_speaker(stream: FakeOutput, render, seconds: float, target_ms: int = 20):  # type: ignore[no-untyped-def]
+def run_speaker(stream: FakeOutput, render, seconds: float, target_ms: int = 20, **more):  # type: ignore[no-untyped-def]
     played: list[tuple[int, float]] = []
     speaker = Speaker(
         stream,
@@ -76,6 +76,7 @@ def run_speaker(stream: FakeOutput, render, seconds: float, target_ms: int = 20)
         render=render,
         on_played=lambda pcm, dac, _gap: played.append((len(pcm), dac)),
         stream_time=stream.get_time,
+        **more,
     )
     speaker.start()
     time.sleep(seconds)
@@ -419,12 +420,15 @@ def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:
     speaker = Speaker(
         stream, RATE, period_ms=10, device_target_ms=20, render=render,
         on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time,
-        on_target=targets.append,
+        on_target=targets.append, on_dry=lambda late, target: dry.append((late, target)),
     )  # fmt: skip
+    dry: list[tuple[bool, float]] = []
     speaker.start()
     time.sleep(1.0)
     speaker.stop()
     assert speaker.underflows >= 1
+    assert len(dry) == speaker.underflows and all(late for late, _ in dry)
+    assert dry[0][1] == 30.0  # said with the target it widened to
     assert speaker.target_frames > speaker.base_target_frames == RATE * 20 // 1000
     assert targets == sorted(targets) and targets[-1] == speaker.target_frames
     assert speaker.target_frames <= speaker.max_target_frames == RATE * 60 // 1000
@@ -448,6 +452,37 @@ def test_the_widened_target_goes_back_a_period_per_calm_spell() -> None:
     assert targets == [720, 960, 1200, 1440, 1200, 960, 720, 480]
 
 
+def test_a_leaner_target_that_does_not_hold_waits_twice_as_long_next_time() -> None:
+    """A machine that cannot keep the lean target ran dry again soon after every relaxation (a
+    gap every ten seconds); each relapse now doubles the calm the next relaxation needs."""
+    speaker = Speaker(
+        FakeOutput(), RATE, period_ms=10, device_target_ms=20, render=lambda want, held: b"",
+        on_played=lambda pcm, dac, gap: None, stream_time=time.monotonic,
+    )  # fmt: skip
+    speaker._widen()
+    speaker._widen()  # two dry spells in a row: no relaxation between them, nothing learnt
+    assert speaker.relax_after_s == RELAX_AFTER_S
+    speaker._calm_since -= RELAX_AFTER_S + 1
+    speaker._relax()  # 40 -> 30 ms
+    speaker._widen()  # dry again at once: 30 ms did not hold
+    assert speaker.relax_after_s == 2 * RELAX_AFTER_S
+    assert speaker.target_frames == RATE * 40 // 1000
+    speaker._calm_since -= RELAX_AFTER_S + 1
+    speaker._relax()
+    assert speaker.target_frames == RATE * 40 // 1000, "10 s of calm is not enough any more"
+    speaker._calm_since -= RELAX_AFTER_S
+    speaker._relax()
+    assert speaker.target_frames == RATE * 30 // 1000
+    speaker._relaxed_at -= 2 * RELAX_AFTER_S + 1  # type: ignore[operator]
+    speaker._widen()  # this time the leaner level held as long as the calm that earned it
+    assert speaker.relax_after_s == 2 * RELAX_AFTER_S
+    for _ in range(10):
+        speaker._calm_since -= MAX_RELAX_AFTER_S + 1
+        speaker._relax()
+        speaker._widen()
+    assert speaker.relax_after_s == MAX_RELAX_AFTER_S
+
+
 def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> None:
     """Nothing to play for 100 ms (the network was late): the device runs dry and that is
     counted, but the writer was on time, so the device's target stays; the playout buffer's
@@ -458,9 +493,13 @@ def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> No
     def render(want: int, held: int) -> bytes:
         return b"" if 0.3 < time.monotonic() - started < 0.4 else bytes(want)
 
-    speaker, _ = run_speaker(stream, render, 0.7, target_ms=20)
+    dry: list[tuple[bool, float]] = []
+    speaker, _ = run_speaker(
+        stream, render, 0.7, target_ms=20, on_dry=lambda late, target: dry.append((late, target))
+    )
     assert speaker.underflows >= 1
     assert speaker.target_frames == speaker.base_target_frames
+    assert dry == [(False, 20.0)] * speaker.underflows  # said, with the network as its cause
 
 
 def test_on_a_stereo_device_each_channel_gets_the_agent_and_the_frames_add_up() -> None:

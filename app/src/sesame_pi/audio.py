@@ -442,6 +442,7 @@ class AudioEngine:
                 stream_time=time.monotonic,  # the clock the capture stamps are put on
                 on_stall=self._speaker_stalled,
                 on_target=self._device_target_changed,
+                on_dry=self._speaker_ran_dry,
             )
             try:
                 self._speaker.start()
@@ -644,6 +645,16 @@ class AudioEngine:
             jitter.device = frames * SAMPLE_BYTES
         self.counters["device_target_changes"] += 1
 
+    def _speaker_ran_dry(self, writer_late: bool, target_ms: float) -> None:
+        """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
+        with its cause, so an owner (and the bench) can tell a busy machine from a late network."""
+        jitter = self._jitter
+        if jitter is not None:
+            cause = "the writer woke late" if writer_late else "nothing to play in time"
+            self._note_playout(
+                "speaker_ran_dry", jitter, 0, cause=cause, device_target_ms=round(target_ms)
+            )
+
     def _speaker_stalled(self, seconds: float) -> None:
         """Writer thread: the device took nothing for `seconds`; drop what piled up meanwhile."""
         self.counters["speaker_stalls"] += 1
@@ -652,7 +663,9 @@ class AudioEngine:
             self._note_playout("speaker_stalled", jitter, 0, stalled_ms=round(seconds * 1000))
             jitter.drop_stale(seconds)
 
-    def _note_playout(self, name: str, jitter: JitterBuffer, held_bytes: int, **more: int) -> None:
+    def _note_playout(
+        self, name: str, jitter: JitterBuffer, held_bytes: int, **more: int | str
+    ) -> None:
         """Writer thread: one event line about the playout, written by the loop (a file write
         here could stall the speaker), and at most PLAYOUT_NOTES_PER_CALL of them a call."""
         if self.counters["playout_notes"] >= PLAYOUT_NOTES_PER_CALL:

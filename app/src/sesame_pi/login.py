@@ -43,6 +43,7 @@ from .config import Config
 from .logs import event, register_secret
 
 PENDING_NAME = "auth.json"
+RECHECK_S = 1.0  # how often a record waiting for the network looks whether it is still wanted
 REFUSED_SUFFIX = ".refused"
 GUIDE = 'see "Get your token" in the README'
 # A refresh token is one long URL-safe word; an API key likewise (Google keys start with AIza).
@@ -357,15 +358,13 @@ async def settle_pending(
     """
     wait = 2.0
     retrying = False
+    record = pending_auth_path(cfg)
+    token_before = _file_identity(cfg.token_file)
     while True:
         try:
             result = await asyncio.to_thread(consume_pending, cfg)
             if result is None and retrying:
-                event(
-                    "login_pending_gone",
-                    file=str(pending_auth_path(cfg)),
-                    detail="removed while it waited for the network (by a login by hand?)",
-                )
+                _record_gone(cfg, record, replaced=_file_identity(cfg.token_file) != token_before)
             return result
         except LoginUnreachable as exc:
             event("login_pending_retry", logging.WARNING, detail=str(exc), retry_in_s=wait)
@@ -373,6 +372,39 @@ async def settle_pending(
             raise
         except LoginError:
             return None
-        await sleep(wait)
+        await _wait_while_it_waits(record, wait, sleep)
         retrying = True
         wait = min(max_wait_s, wait * 2)
+
+
+async def _wait_while_it_waits(
+    record: Path, seconds: float, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    """The pause before the record's next try, cut short when the record goes: a login by hand
+    removes it, and the LED should leave "signing in" then, not at the next try (up to a
+    minute later)."""
+    left = seconds
+    while left > 0 and await asyncio.to_thread(record.exists):  # a stat on an SD card
+        step = min(RECHECK_S, left)
+        await sleep(step)
+        left -= step
+
+
+def _record_gone(cfg: Config, record: Path, *, replaced: bool) -> None:
+    """The record went while it waited for the network. With a new token beside it, a login by
+    hand came first (LoginSuperseded: signed in); without one, someone deleted it, and the
+    appliance still needs a token."""
+    if not replaced:
+        event("login_pending_gone", file=str(record), detail="deleted while it waited")
+        return
+    event("login_pending_gone", file=str(record), detail="replaced by a login by hand")
+    raise LoginSuperseded(f"{record} was replaced by a login made while it waited")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file is there now: every store writes a new file (a rename) with a new inode."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns

@@ -41,7 +41,8 @@ STOP_WAIT_S = 2.0  # how long `stop` waits for the writer to leave PortAudio
 IDLE_WAIT_S = 0.05  # with nothing playing, it looks again this often (the watchdog sees it turn)
 KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this long is waiting
 MAX_DEVICE_MS = 60  # a writer that keeps waking late earns the device up to this much audio
-RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without running dry
+RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without running dry,
+MAX_RELAX_AFTER_S = 160.0  # twice as long after each leaner target that did not hold as long
 
 
 class Speaker:
@@ -62,6 +63,7 @@ class Speaker:
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
+        on_dry: Callable[[bool, float], None] = lambda _writer_late, _target_ms: None,
         channels: int = 1,
     ) -> None:
         self.stream = stream
@@ -73,7 +75,10 @@ class Speaker:
         self.target_frames = self.base_target_frames
         self.max_target_frames = max(self.base_target_frames, rate * MAX_DEVICE_MS // 1000)
         self.on_target = on_target
+        self.on_dry = on_dry
         self._calm_since = time.monotonic()
+        self.relax_after_s = RELAX_AFTER_S
+        self._relaxed_at: float | None = None  # when a period of a widened target last went back
         self.render = render
         self.on_played = on_played
         self.stream_time = stream_time
@@ -219,20 +224,27 @@ class Speaker:
 
     def _widen(self) -> None:
         """The device ran dry while the writer was away (the machine did not schedule it in
-        time): keep a period more in the device from now on, up to MAX_DEVICE_MS."""
-        self._calm_since = time.monotonic()
+        time): keep a period more in the device from now on, up to MAX_DEVICE_MS. A leaner
+        target that ran dry sooner than the calm that earned it was too lean for this machine:
+        the next period goes back only after twice that calm (a relapse at every relaxation was
+        a dry spell every ten seconds on a machine that cannot keep the lean target)."""
+        now = time.monotonic()
+        if self._relaxed_at is not None and now - self._relaxed_at < self.relax_after_s:
+            self.relax_after_s = min(MAX_RELAX_AFTER_S, 2 * self.relax_after_s)
+        self._calm_since = now
         wider = min(self.max_target_frames, self.target_frames + self.period_frames)
         if wider != self.target_frames:
             self.target_frames = wider
             self.on_target(wider)
 
     def _relax(self) -> None:
-        """After RELAX_AFTER_S without running dry, a period of the widened target goes back."""
+        """After `relax_after_s` without running dry, a period of the widened target goes back."""
         now = time.monotonic()
-        if self.target_frames > self.base_target_frames and now - self._calm_since > RELAX_AFTER_S:
+        calm = now - self._calm_since
+        if self.target_frames > self.base_target_frames and calm > self.relax_after_s:
             leaner = self.target_frames - self.period_frames
             self.target_frames = max(self.base_target_frames, leaner)
-            self._calm_since = now
+            self._calm_since = self._relaxed_at = now
             self.on_target(self.target_frames)
 
     def _target(self, held: int) -> int:
@@ -270,8 +282,10 @@ class Speaker:
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
-            if not self._waited_for_audio:  # the writer was late, not the network
+            writer_late = not self._waited_for_audio  # (else the network was late)
+            if writer_late:
                 self._widen()
+            self.on_dry(writer_late, self.target_ms)
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         self._last_write = time.monotonic()
