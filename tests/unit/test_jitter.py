@@ -242,6 +242,10 @@ def test_take_hands_the_writer_what_there_is_and_counts_a_dry_device() -> None:
     assert buf.underruns == 0, "the device still plays: not an underrun yet"
     assert buf.take(MS20, device_held_bytes=0) == b""
     assert buf.underruns == 1, "the device ran dry mid-stream"
+    assert buf.starts == 1, "one run so far (the speaker does not count the quiet before it)"
+    buf.write(pcm(40, 4))
+    assert buf.take(MS20, device_held_bytes=0) == pcm(20, 4)
+    assert buf.starts == 2, "primed again after the underrun: a new run"
 
 
 def test_the_prebuffers_peak_is_kept_after_it_relaxes() -> None:

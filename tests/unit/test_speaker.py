@@ -481,6 +481,13 @@ def test_a_leaner_target_that_does_not_hold_waits_twice_as_long_next_time() -> N
         speaker._relax()
         speaker._widen()
     assert speaker.relax_after_s == MAX_RELAX_AFTER_S
+    while speaker.target_frames > speaker.base_target_frames:
+        speaker._calm_since -= MAX_RELAX_AFTER_S + 1
+        speaker._relax()
+    assert speaker.relax_after_s == MAX_RELAX_AFTER_S  # just back at the lean target
+    speaker._calm_since -= MAX_RELAX_AFTER_S + 1
+    speaker._relax()  # and it held there that long: the machine is calm again
+    assert speaker.relax_after_s == RELAX_AFTER_S
 
 
 def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> None:
@@ -500,6 +507,34 @@ def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> No
     assert speaker.underflows >= 1
     assert speaker.target_frames == speaker.base_target_frames
     assert dry == [(False, 20.0)] * speaker.underflows  # said, with the network as its cause
+
+
+def test_a_device_quiet_while_the_playout_buffer_primes_has_not_run_dry() -> None:
+    """The live earcon plays, the device goes quiet while the playout buffer primes, and the
+    agent's first audio begins a run (`run_starts` moves): no gap in anything the person was
+    hearing, so no underflow and no line (a 10-minute bench call counted it as its one)."""
+    stream = FakeOutput(capacity=8 * PERIOD)
+    started = time.monotonic()
+    starts = 0
+
+    def render(want: int, held: int) -> bytes:
+        nonlocal starts
+        elapsed = time.monotonic() - started
+        if elapsed < 0.1:
+            return bytes(want)  # the earcon
+        if elapsed < 0.25:
+            return b""  # the playout buffer primes
+        if starts == 0:
+            starts = 1  # and begins to play
+        return bytes(want)
+
+    dry: list[tuple[bool, float]] = []
+    speaker, _ = run_speaker(
+        stream, render, 0.6, run_starts=lambda: starts,
+        on_dry=lambda late, target: dry.append((late, target)),
+    )  # fmt: skip
+    assert starts == 1 and stream.written > RATE * 0.4
+    assert speaker.underflows == 0 and dry == []
 
 
 def test_on_a_stereo_device_each_channel_gets_the_agent_and_the_frames_add_up() -> None:

@@ -443,6 +443,7 @@ class AudioEngine:
                 on_stall=self._speaker_stalled,
                 on_target=self._device_target_changed,
                 on_dry=self._speaker_ran_dry,
+                run_starts=self._playout_starts,
             )
             try:
                 self._speaker.start()
@@ -644,6 +645,11 @@ class AudioEngine:
         if jitter is not None:
             jitter.device = frames * SAMPLE_BYTES
         self.counters["device_target_changes"] += 1
+
+    def _playout_starts(self) -> int:
+        """Writer thread: how often this call's playout buffer has begun playing."""
+        jitter = self._jitter
+        return jitter.starts if jitter is not None else 0
 
     def _speaker_ran_dry(self, writer_late: bool, target_ms: float) -> None:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said

@@ -150,6 +150,7 @@ class JitterBuffer:
         self._lock = threading.Lock()
         self._playing = False
         self._last_trouble = self._clock()
+        self.starts = 0  # times playout began: at the call's start, and after each underrun
         self.underruns = 0
         self.overruns = 0
         self.dropped_bytes = 0
@@ -209,6 +210,7 @@ class JitterBuffer:
                 if len(self._data) < self.prebuffer or not self._data:
                     return bytes(nbytes)
                 self._playing = True
+                self.starts += 1
             if len(self._data) >= nbytes:
                 chunk = bytes(self._data[:nbytes])
                 del self._data[:nbytes]
@@ -237,6 +239,7 @@ class JitterBuffer:
                 if not self._data or len(self._data) + device_held_bytes < self._start_level():
                     return b""
                 self._playing = True
+                self.starts += 1
             if not self._data:
                 return b""
             if self._insert_due and self._quiet_head(max_bytes):  # (False under 2 bytes)

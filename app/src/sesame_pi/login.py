@@ -372,12 +372,12 @@ async def settle_pending(
             raise
         except LoginError:
             return None
-        await _wait_while_it_waits(record, wait, sleep)
+        await _pause_before_retry(record, wait, sleep)
         retrying = True
         wait = min(max_wait_s, wait * 2)
 
 
-async def _wait_while_it_waits(
+async def _pause_before_retry(
     record: Path, seconds: float, sleep: Callable[[float], Awaitable[None]]
 ) -> None:
     """The pause before the record's next try, cut short when the record goes: a login by hand

@@ -64,6 +64,7 @@ class Speaker:
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
         on_dry: Callable[[bool, float], None] = lambda _writer_late, _target_ms: None,
+        run_starts: Callable[[], int] = lambda: 0,
         channels: int = 1,
     ) -> None:
         self.stream = stream
@@ -76,6 +77,7 @@ class Speaker:
         self.max_target_frames = max(self.base_target_frames, rate * MAX_DEVICE_MS // 1000)
         self.on_target = on_target
         self.on_dry = on_dry
+        self.run_starts = run_starts
         self._calm_since = time.monotonic()
         self.relax_after_s = RELAX_AFTER_S
         self._relaxed_at: float | None = None  # when a period of a widened target last went back
@@ -180,6 +182,7 @@ class Speaker:
                     continue
                 want = self.period_frames * SAMPLE_BYTES  # a whole period fits (above)
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
+                starts = self.run_starts()
                 chunk = self.render(want, held * SAMPLE_BYTES)
                 if not chunk:
                     self._had_nothing_at = time.monotonic()  # (see alive_at)
@@ -190,7 +193,7 @@ class Speaker:
                     self._more.wait(until_dry if held else IDLE_WAIT_S)
                     continue
                 self.on_played(chunk, looked_at + held / self.rate, held == 0)
-                self._write(chunk, held)
+                self._write(chunk, held, begins_run=self.run_starts() != starts)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
                 # Asleep until the device should have room for the next period again (a little
                 # before: the moment it takes its period is only known by looking).
@@ -238,7 +241,8 @@ class Speaker:
             self.on_target(wider)
 
     def _relax(self) -> None:
-        """After `relax_after_s` without running dry, a period of the widened target goes back."""
+        """After `relax_after_s` without running dry, a period of the widened target goes back;
+        after MAX_RELAX_AFTER_S at the lean target, the relapses learnt are forgotten."""
         now = time.monotonic()
         calm = now - self._calm_since
         if self.target_frames > self.base_target_frames and calm > self.relax_after_s:
@@ -246,6 +250,8 @@ class Speaker:
             self.target_frames = max(self.base_target_frames, leaner)
             self._calm_since = self._relaxed_at = now
             self.on_target(self.target_frames)
+        elif calm > MAX_RELAX_AFTER_S:  # the lean target held that long: the busy spell is over
+            self.relax_after_s = RELAX_AFTER_S
 
     def _target(self, held: int) -> int:
         """How much the device should hold: the lean target, or its whole buffer while it holds
@@ -272,13 +278,16 @@ class Speaker:
             self._progress_at = now
         self._prev_held = held
 
-    def _write(self, chunk: bytes, held: int) -> None:
+    def _write(self, chunk: bytes, held: int, begins_run: bool = False) -> None:
         """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
+        Not when `chunk` begins a run of the source's audio (`run_starts` moved): the device
+        went quiet before it because the source was priming (the call's first audio after the
+        live earcon; audio after an underrun the source counted itself), not for want of it.
 
         (PyAudio can raise on PortAudio's own underflow flag, but then closes the stream.)
         """
         now = time.monotonic()
-        if now - self._last_write >= STREAMING_GAP_S:
+        if now - self._last_write >= STREAMING_GAP_S or begins_run:
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
