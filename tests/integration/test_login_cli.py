@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sesame_pi.auth import RefreshFailed, TokenProvider
+from sesame_pi.auth import RefreshFailed, TokenProvider, write_secret_files
 from sesame_pi.config import Config
 from sesame_pi.login import (
     RECHECK_S,
@@ -746,10 +746,12 @@ async def test_a_waiting_record_deleted_by_hand_leaves_a_device_that_needs_a_tok
     etc: Path, endpoint: TokenEndpoint, tmp_path: Path
 ) -> None:
     """The owner deletes the waiting record (no login): the wait ends within a second, and the
-    sign-in is over with nothing stored (the LED then asks for a token), not signed in."""
+    sign-in is over with nothing stored (the LED then asks for a token), not signed in. The
+    app's own refresh rewriting the token meanwhile is no login by hand."""
     pending = etc / "auth.json"
     write_token(pending, json.dumps(auth_record()))
-    write_token(etc / "token", make_token(exp_in_s=-5))  # an old token, there all along
+    write_token(etc / "token", make_token(exp_in_s=-5))  # signed in once, long ago
+    write_token(etc / "firebase_api_key", KEY)
     endpoint.answers = [(503, {})]
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
@@ -757,6 +759,7 @@ async def test_a_waiting_record_deleted_by_hand_leaves_a_device_that_needs_a_tok
 
     async def owner_deletes_it(seconds: float) -> None:
         slept.append(seconds)
+        write_secret_files([(etc / "token", make_token())])  # as the app's refresh stores it
         pending.unlink(missing_ok=True)
 
     assert await settle_pending(cfg, sleep=owner_deletes_it) is None

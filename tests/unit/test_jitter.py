@@ -130,11 +130,55 @@ def test_speech_is_never_trimmed() -> None:
     assert buf.trimmed_bytes == 0 and buf.buffered_ms >= 40
 
 
-def test_a_server_running_ahead_is_not_trimmed() -> None:
+def test_a_server_running_ahead_is_not_trimmed_while_its_lead_plays_out() -> None:
     buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=5000)
-    buf.write(pcm(1000, 40))  # a burst: the server sent a second ahead
-    steady_call(buf, 5.0, value=40)
-    assert buf.trimmed_bytes == 0 and buf.buffered_ms >= 900
+    buf.write(pcm(3000, 40))  # a burst: the server sent three seconds ahead
+    for _ in range(100):  # then half as fast as real time, while the lead plays
+        buf.write(pcm(20, 40))
+        for _ in range(4):
+            buf.read(MS10)
+    assert buf.trimmed_bytes == 0 and 900 <= buf.buffered_ms <= 1100
+
+
+def test_a_pile_up_after_a_stall_is_trimmed_from_the_pauses_and_speech_stays_whole() -> None:
+    """The loop (or the network) stalled for half a second; the audio it held back arrives at
+    once and then the stream goes on in real time. That level stands above `adapt_max` for
+    good: left alone (a bench run, 2026-12-06), every turn came half a second late for the rest
+    of the call. It is trimmed from the pauses, each keeping PAUSE_KEPT_MS, not from speech."""
+    buf = JitterBuffer(RATE, prebuffer_ms=60, max_ms=5000)
+    talk = [pcm(20, 4000)] * 5 + [pcm(20, 40)] * 15  # 100 ms of speech, a 300 ms pause
+    sent, out = bytearray(), bytearray()
+
+    def send() -> None:
+        sent.extend(talk[len(sent) // MS20 % len(talk)])
+        buf.write(sent[-MS20:])
+
+    for _ in range(100):  # two seconds of a steady call
+        send()
+        out += buf.read(MS10) + buf.read(MS10)
+    for _ in range(25):  # the stall's half second, then all of it at once
+        send()
+    piled = buf.buffered_ms
+    for _ in range(750):  # fifteen more seconds in real time
+        send()
+        out += buf.read(MS10) + buf.read(MS10)
+    assert piled >= 500 and buf.buffered_ms <= 100, (piled, buf.buffered_ms)
+    assert buf.trimmed_ms >= 400 and buf.underruns == 0
+
+    def speech(pcm_bytes: bytes) -> int:
+        return sum(1 for sample in memoryview(pcm_bytes).cast("h") if sample == 4000)
+
+    assert speech(bytes(out)) + speech(bytes(buf._data)) == speech(bytes(sent)), "none dropped"
+    samples = memoryview(bytes(out)).cast("h")
+    runs, quiet = [], 0  # every pause the person heard, once speech began
+    for s in samples[RATE // 10 :]:
+        if s == 4000:
+            if quiet:
+                runs.append(quiet)
+            quiet = 0
+        else:
+            quiet += 1
+    assert min(runs) >= RATE * 100 // 1000, "no pause shorter than PAUSE_KEPT_MS"
 
 
 def test_the_part_of_the_buffer_that_absorbs_jitter_is_kept() -> None:

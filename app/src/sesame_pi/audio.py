@@ -74,7 +74,7 @@ EARCON_LOCK_WAIT_S = 0.05  # a tone waits this long at most for a worker holding
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
 SPEAKER_PROBE_RATE = 24000  # the service's rate: "auto" tries the speaker as a call opens it
 AUTO_CALLBACK_PERIOD_MS = 20  # callback mode behind a sound server: at least this period
-PLAYOUT_NOTES_PER_CALL = 20  # underrun and stall lines a call; the call summary counts them all
+PLAYOUT_NOTES_PER_CALL = 20  # underrun, dry and stall lines a call; the summary counts them all
 CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags further than this
 # Frames waiting for the loop (before the echo stage): beyond this the oldest are shed. The loop
 # runs this far behind only when the CPU cannot keep up (each frame's cancelling costs more than
@@ -653,7 +653,8 @@ class AudioEngine:
 
     def _speaker_ran_dry(self, writer_late: bool, target_ms: float) -> None:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
-        with its cause, so an owner (and the bench) can tell a busy machine from a late network."""
+        with its cause, so an owner (and the bench) can tell a busy machine from a late network,
+        and with the device's target when it ran dry."""
         jitter = self._jitter
         if jitter is not None:
             cause = "the writer woke late" if writer_late else "nothing to play in time"

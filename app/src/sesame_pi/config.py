@@ -372,7 +372,8 @@ class Config:
         "audio",
         "writer mode: how much audio the device may hold (at least two periods); a period"
         " more after each time the device ran dry with audio waiting (up to 60 ms), a period"
-        " less after 10 s without",
+        " less after 10 s without (twice as long after each leaner target that ran dry sooner,"
+        " up to 160 s)",
         low=5,
         high=200,
     )

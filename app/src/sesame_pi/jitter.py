@@ -11,9 +11,11 @@ there for the whole call, adding its full length to every round trip although th
 needed it. So the buffer also watches its own low-water mark: when, over a window of steady
 playback, it never fell below `margin_ms`, that standing excess is latency that absorbed no
 jitter, and it is trimmed, only from quiet audio (pauses, comfort noise), never from speech. A
-stream that is bursting ahead (the level well above `adapt_max_ms`) is left alone: that audio is
-the server's lead, not our delay. Each underrun widens the margin by 10 ms for the rest of the
-call, so on a jittery link the trimmer learns how much of the buffer the network really uses.
+stream that is bursting ahead (the level well above `adapt_max_ms` and draining) is left alone:
+that audio is the server's lead, not our delay; a level that high that stands still for two
+windows is a pile-up (after a stall of the loop or of the network) and is trimmed too. Each
+underrun widens the margin by 10 ms for the rest of the call, so on a jittery link the trimmer
+learns how much of the buffer the network really uses.
 
 The margin is not a guess: `DelayTarget` watches how late each frame arrives against its place in
 the stream (the way WebRTC's NetEq and Speex's jitter buffer do): a histogram of lateness whose
@@ -47,6 +49,9 @@ LATENESS_BINS = 60  # up to 300 ms of lateness is tracked; later than that is a 
 # fifth of the writer thread's samples in continuous speech; this takes 3 us).
 QUIET_HIGH_BYTES = bytes((0x00, 0x01, 0xFE, 0xFF))
 MARGIN_STEP_MS = 10.0  # how much each underrun widens the margin
+STANDING_MS = 40.0  # two windows' low waters this close: the level stands (not a lead draining)
+TRIM_PIECE_MS = 10.0  # the trimmer takes quiet audio in pieces this long, as pauses come
+PAUSE_KEPT_MS = 100.0  # trimming a pile-up, each pause keeps this much: speech is not rushed
 MARGIN_MAX_MS = 120.0
 INSERT_WINDOW_MS = 200.0  # the low water the inserter watches is taken over this much playout
 INSERT_MIN_MS = 10.0  # a shortfall smaller than this is left alone (a period's wobble)
@@ -168,7 +173,9 @@ class JitterBuffer:
         self._window_played = 0
         self._window_low: int | None = None
         self._window_high = 0
+        self._last_window_low: int | None = None  # the previous trim window's low water
         self._trim_due = 0
+        self._trim_keeps = 0  # quiet each pause keeps while the due trim is taken
         if lateness is not None:
             lateness.new_stream()
         self.lateness = lateness or DelayTarget(clock=self._clock)
@@ -256,8 +263,12 @@ class JitterBuffer:
     def _quiet_head(self, nbytes: int) -> bool:
         """Whether the first `nbytes` waiting (all there is, if less) are pauses or comfort
         noise: the only audio the trimmer drops and the inserter delays."""
-        size = min(nbytes, len(self._data)) // 2 * 2
-        return size > 0 and not self._data[1:size:2].translate(None, QUIET_HIGH_BYTES)
+        return self._quiet_span(0, nbytes)
+
+    def _quiet_span(self, start: int, nbytes: int) -> bool:
+        """The same for the `nbytes` from byte `start` (even)."""
+        end = min(start + nbytes, len(self._data)) // 2 * 2
+        return end > start and not self._data[start + 1 : end : 2].translate(None, QUIET_HIGH_BYTES)
 
     def _insert(self, max_bytes: int) -> bytes:
         """Silence instead of the quiet audio at the head, which waits: the level rises."""
@@ -322,11 +333,26 @@ class JitterBuffer:
             self._trim_quiet()
         if self._window_played < self.trim_window:
             return
-        excess = self._window_low - self._margin()
-        steady = self._window_high <= self.adapt_max
-        if not self._trim_due and steady and excess >= self._bytes(5):
+        low = self._window_low
+        excess = low - self._margin()
+        if not self._trim_due and self._standing(low) and excess >= self._bytes(5):
             self._trim_due = excess - excess % 2
+            # A pile-up may be long: it is taken from every pause as it comes, down to a pause
+            # a person still hears as one; a small excess goes from the first quiet spot.
+            piled_up = self._window_high > self.adapt_max
+            self._trim_keeps = self._bytes(PAUSE_KEPT_MS) if piled_up else 0
         self._reset_trim_window()  # (the inserter's shorter window runs on: it has its own end)
+        self._last_window_low = low
+
+    def _standing(self, low: int) -> bool:
+        """Whether the window's level is latency that stands, not the server's lead: at most
+        `adapt_max`, or, above it, as low as the window before (a lead drains as the agent's
+        turn plays out; a pile-up after a stall, of the loop or the network, never does, and
+        left alone it added half a second to every turn for the rest of a call)."""
+        if self._window_high <= self.adapt_max:
+            return True
+        last = self._last_window_low
+        return last is not None and abs(low - last) <= self._bytes(STANDING_MS)
 
     def _watch_shortfall(self, left: int, nbytes: int) -> None:
         """The inserter's half of `_watch_level`: a low water below the margin, over a short
@@ -352,22 +378,32 @@ class JitterBuffer:
         return self.margin
 
     def _trim_quiet(self) -> None:
-        """Drop the due excess from the front if that audio is quiet; else try on the next read."""
+        """Drop as much of the due excess from the front as is quiet there, a piece at a time
+        (a pile-up of half a second rarely meets a pause that long at once), keeping
+        `_trim_keeps` of each pause; the rest on the next reads, as pauses come."""
         size = min(self._trim_due, len(self._data) - self._margin())
         if size <= 0:
             self._trim_due = 0
             return
-        if not self._quiet_head(size):
+        piece = self._bytes(TRIM_PIECE_MS)
+        reach = size + self._trim_keeps  # what is dropped, and the pause kept after it
+        quiet = 0
+        while quiet < reach and self._quiet_span(quiet, min(piece, reach - quiet)):
+            quiet += min(piece, reach - quiet)
+        drop = min(size, quiet - self._trim_keeps)
+        if drop <= 0:
             return
-        del self._data[:size]
-        self.trimmed_bytes += size
-        self._trim_due = 0
-        self._reset_window()  # the levels seen so far predate the trim
+        del self._data[:drop]
+        self.trimmed_bytes += drop
+        self._trim_due -= drop
+        if not self._trim_due:
+            self._reset_window()  # the levels seen so far predate the trim
 
     def _reset_window(self) -> None:
         """Both watchers start over: the level changed under them (a trim, an insertion, a dry
         buffer, stale audio dropped)."""
         self._reset_trim_window()
+        self._last_window_low = None
         self._short_low, self._short_played = None, 0
 
     def _reset_trim_window(self) -> None:

@@ -359,12 +359,13 @@ async def settle_pending(
     wait = 2.0
     retrying = False
     record = pending_auth_path(cfg)
-    token_before = _file_identity(cfg.token_file)
+    key_before = await asyncio.to_thread(_file_identity, api_key_path(cfg))
     while True:
         try:
             result = await asyncio.to_thread(consume_pending, cfg)
             if result is None and retrying:
-                _record_gone(cfg, record, replaced=_file_identity(cfg.token_file) != token_before)
+                key_now = await asyncio.to_thread(_file_identity, api_key_path(cfg))
+                _record_gone(record, replaced=key_now is not None and key_now != key_before)
             return result
         except LoginUnreachable as exc:
             event("login_pending_retry", logging.WARNING, detail=str(exc), retry_in_s=wait)
@@ -390,10 +391,11 @@ async def _pause_before_retry(
         left -= step
 
 
-def _record_gone(cfg: Config, record: Path, *, replaced: bool) -> None:
-    """The record went while it waited for the network. With a new token beside it, a login by
-    hand came first (LoginSuperseded: signed in); without one, someone deleted it, and the
-    appliance still needs a token."""
+def _record_gone(record: Path, *, replaced: bool) -> None:
+    """The record went while it waited for the network. With new credentials beside it (a new
+    API key file: only a login writes it, the app's own refresh does not), a login by hand came
+    first (LoginSuperseded: signed in); without them, someone deleted it, and the appliance
+    still needs a token."""
     if not replaced:
         event("login_pending_gone", file=str(record), detail="deleted while it waited")
         return

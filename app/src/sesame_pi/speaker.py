@@ -43,6 +43,7 @@ KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this l
 MAX_DEVICE_MS = 60  # a writer that keeps waking late earns the device up to this much audio
 RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without running dry,
 MAX_RELAX_AFTER_S = 160.0  # twice as long after each leaner target that did not hold as long
+# (what is learnt lives as long as the speaker: a call, or the calls close enough to keep it open)
 
 
 class Speaker:
@@ -234,6 +235,7 @@ class Speaker:
         now = time.monotonic()
         if self._relaxed_at is not None and now - self._relaxed_at < self.relax_after_s:
             self.relax_after_s = min(MAX_RELAX_AFTER_S, 2 * self.relax_after_s)
+        self._relaxed_at = None  # judged: more dry spells in the same busy burst double nothing
         self._calm_since = now
         wider = min(self.max_target_frames, self.target_frames + self.period_frames)
         if wider != self.target_frames:
@@ -280,21 +282,25 @@ class Speaker:
 
     def _write(self, chunk: bytes, held: int, begins_run: bool = False) -> None:
         """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
-        Not when `chunk` begins a run of the source's audio (`run_starts` moved): the device
-        went quiet before it because the source was priming (the call's first audio after the
-        live earcon; audio after an underrun the source counted itself), not for want of it.
+        Not when `chunk` begins a run of the source's audio (`run_starts` moved) on a quiet
+        device: it went quiet because the source was priming (the call's first audio after the
+        live earcon; audio after an underrun the source counted itself), not for want of it;
+        like any new stream, its first SETTLE_S are not judged either.
 
         (PyAudio can raise on PortAudio's own underflow flag, but then closes the stream.)
         """
         now = time.monotonic()
-        if now - self._last_write >= STREAMING_GAP_S or begins_run:
+        dry: tuple[bool, float] | None = None
+        if now - self._last_write >= STREAMING_GAP_S or (begins_run and held == 0):
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
-            writer_late = not self._waited_for_audio  # (else the network was late)
-            if writer_late:
-                self._widen()
-            self.on_dry(writer_late, self.target_ms)
+            dry = (not self._waited_for_audio, self.target_ms)  # writer late, or the network
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         self._last_write = time.monotonic()
+        if dry is not None:  # after the write: an empty device is fed first
+            writer_late, target_ms = dry
+            if writer_late:
+                self._widen()
+            self.on_dry(writer_late, target_ms)
