@@ -539,6 +539,27 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     call.engine.close()
 
 
+async def test_a_device_quiet_between_two_earcons_has_not_run_dry(
+    tasks: list[asyncio.Task[None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The call's start earcon, a moment's quiet, the live earcon: the device emptied between
+    two sounds, not in the middle of one (a ten-minute bench call counted that quiet as its
+    first underrun)."""
+    caplog.set_level(logging.INFO)
+    call, _ = await writer_call_on_a_card(tasks)
+    speaker = call.engine._speaker
+    assert speaker is not None
+    tone = b"\x00\x10" * 7200  # 300 ms at 24 kHz
+    call.engine.play_earcon(tone, 24000)
+    await asyncio.sleep(0.4)  # played, the device quiet for about 80 ms (one stream of writes)
+    call.engine.play_earcon(tone[:2400], 24000)
+    await asyncio.sleep(0.3)
+    assert speaker.underflows == 0
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "speaker_ran_dry"]
+    call.engine.stop_call()
+    call.engine.close()
+
+
 class SlowEchoStage:
     """An echo stage whose every frame costs `cost_s` of the loop's time (a CPU that cannot keep
     up: twice a frame's length here)."""

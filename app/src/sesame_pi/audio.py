@@ -156,6 +156,8 @@ class AudioEngine:
         self._jitter: JitterBuffer | None = None
         self._earcon = bytearray()
         self._earcon_lock = threading.Lock()
+        self._earcon_new = False  # an earcon waits whose first piece the writer has not taken
+        self._earcons_begun = 0  # earcons whose first piece the writer took (runs of audio)
         self._watchdog: asyncio.TimerHandle | None = None
         self._idle_close: asyncio.TimerHandle | None = None
         self._last_input_cb = 0.0
@@ -633,6 +635,9 @@ class AudioEngine:
             size = max(len(speech), min(max_bytes, len(self._earcon)))
             tone = bytes(self._earcon[:size])
             del self._earcon[:size]
+            if self._earcon_new:
+                self._earcon_new = False
+                self._earcons_begun += 1
         tone += bytes(size - len(tone))
         if not any(speech):
             return tone
@@ -647,9 +652,10 @@ class AudioEngine:
         self.counters["device_target_changes"] += 1
 
     def _playout_starts(self) -> int:
-        """Writer thread: how often this call's playout buffer has begun playing."""
+        """Writer thread: how many runs of audio have begun: each time the call's playout
+        buffer began playing, and each earcon (a device quiet before one has not run dry)."""
         jitter = self._jitter
-        return jitter.starts if jitter is not None else 0
+        return self._earcons_begun + (jitter.starts if jitter is not None else 0)
 
     def _speaker_ran_dry(self, writer_late: bool, target_ms: float) -> None:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
@@ -737,6 +743,7 @@ class AudioEngine:
                     self._lock.release()
             with self._earcon_lock:
                 self._earcon[:] = pcm  # a new earcon replaces one still playing
+                self._earcon_new = True
             speaker = self._speaker  # (once: a reopen may replace it meanwhile)
             if speaker is not None:
                 speaker.notify()
