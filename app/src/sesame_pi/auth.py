@@ -120,18 +120,19 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
-class _FileStamp:
+class FileStamp:
     inode: int
     size: int
     mtime_ns: int
 
 
-def _stamp(path: Path) -> _FileStamp | None:
+def file_stamp(path: Path) -> FileStamp | None:
+    """Which file is at `path` now (None: none): every store writes a new file by a rename."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return _FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
+    return FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_secret_file(path: Path, value: str) -> None:
@@ -318,14 +319,14 @@ class TokenProvider:
         self._clock_offset = 0.0  # the token service's clock minus ours, when a refresh showed it
         self._offset_basis = 0.0  # `_clock_basis` when it did
         self._anonymous = False
-        self._stamp: _FileStamp | None = None
+        self._stamp: FileStamp | None = None
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._unreachable = False  # the last refresh attempt found no token service to ask
         self._warned_expiry_for: float | None = None
         self._unreadable: object = _UNSEEN  # the stamp of a token file the watch could not use
-        self._not_set_aside: _FileStamp | None = None  # a file that could not be moved aside
-        self._credentials_stamp: tuple[_FileStamp | None, _FileStamp | None] | None = None
+        self._not_set_aside: FileStamp | None = None  # a file that could not be moved aside
+        self._credentials_stamp: tuple[FileStamp | None, FileStamp | None] | None = None
         # A refresh token the endpoint rotated but the card would not store (full, read-only):
         # the next exchange uses it, as the file would have it.
         self._unsaved_refresh: str | None = None
@@ -348,7 +349,7 @@ class TokenProvider:
 
     def _credentials_changed(self) -> bool:
         """True once after the refresh token or stored key file changed (a new login)."""
-        stamp = (_stamp(refresh_token_path(self.cfg)), _stamp(api_key_path(self.cfg)))
+        stamp = (file_stamp(refresh_token_path(self.cfg)), file_stamp(api_key_path(self.cfg)))
         changed = stamp != self._credentials_stamp
         self._credentials_stamp = stamp
         return changed
@@ -377,7 +378,7 @@ class TokenProvider:
         would wait for a token it can make itself. (An empty file is left alone: someone is
         about to paste into it.)"""
         path = self.cfg.token_file
-        stamp = _stamp(path)  # (one look at the file; `can_refresh` reads two more, so last)
+        stamp = file_stamp(path)  # (one look at the file; `can_refresh` reads two more, so last)
         if stamp in (None, self._stamp, self._not_set_aside) or not self.can_refresh:
             return
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
@@ -440,7 +441,7 @@ class TokenProvider:
             self._adopt(text)
         except TokenInvalid as exc:
             raise TokenInvalid(f"{path}: {_what_it_holds(text) or exc}") from None
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._check_permissions(path)
         if self._exp is None:
             event("token_without_expiry", logging.WARNING, file=str(path))
@@ -481,10 +482,10 @@ class TokenProvider:
             )
 
     def _file_changed(self) -> bool:
-        return _stamp(self.cfg.token_file) != self._stamp
+        return file_stamp(self.cfg.token_file) != self._stamp
 
     def _file_empty(self) -> bool:
-        stamp = _stamp(self.cfg.token_file)
+        stamp = file_stamp(self.cfg.token_file)
         return stamp is not None and stamp.size == 0
 
     def _seconds_left(self) -> float | None:
@@ -690,12 +691,12 @@ class TokenProvider:
             self._learn_clock(self._issued_at)
         event("token_refreshed", seconds_left=self._seconds_left(), expires_in=expires_in)
 
-    def _stored_stamps(self) -> tuple[_FileStamp | None, ...]:
+    def _stored_stamps(self) -> tuple[FileStamp | None, ...]:
         paths = (refresh_token_path(self.cfg), api_key_path(self.cfg), self.cfg.token_file)
-        return tuple(_stamp(path) for path in paths)
+        return tuple(file_stamp(path) for path in paths)
 
     def _store(
-        self, before: tuple[_FileStamp | None, ...], id_token: str, refresh_token: str | None
+        self, before: tuple[FileStamp | None, ...], id_token: str, refresh_token: str | None
     ) -> bool:
         """Write a refresh's result, unless a login stored other credentials since the refresh
         read them (then its files win and this result is dropped): False. Under the lock a
@@ -756,7 +757,7 @@ class TokenProvider:
                         with contextlib.suppress(RefreshFailed):  # (refresh logged it)
                             await self.refresh()
                     continue
-                stamp = _stamp(self.cfg.token_file)
+                stamp = file_stamp(self.cfg.token_file)
                 pasting = self._token is not None and self._file_empty()  # (the held one serves)
                 if self._file_changed() and stamp != self._unreadable and not pasting:
                     self._unreadable = stamp  # a file it cannot use is said once, until it changes

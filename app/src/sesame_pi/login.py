@@ -35,6 +35,7 @@ from .auth import (
     credentials_lock,
     decode_claims,
     exchange_refresh_token,
+    file_stamp,
     refresh_token_path,
     stored_api_key,
     write_secret_files,
@@ -359,12 +360,12 @@ async def settle_pending(
     wait = 2.0
     retrying = False
     record = pending_auth_path(cfg)
-    key_before = await asyncio.to_thread(_file_identity, api_key_path(cfg))
+    key_before = await asyncio.to_thread(file_stamp, api_key_path(cfg))
     while True:
         try:
             result = await asyncio.to_thread(consume_pending, cfg)
             if result is None and retrying:
-                key_now = await asyncio.to_thread(_file_identity, api_key_path(cfg))
+                key_now = await asyncio.to_thread(file_stamp, api_key_path(cfg))
                 _record_gone(record, replaced=key_now is not None and key_now != key_before)
             return result
         except LoginUnreachable as exc:
@@ -401,12 +402,3 @@ def _record_gone(record: Path, *, replaced: bool) -> None:
         return
     event("login_pending_gone", file=str(record), detail="replaced by a login by hand")
     raise LoginSuperseded(f"{record} was replaced by a login made while it waited")
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """Which file is there now: every store writes a new file (a rename) with a new inode."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_mtime_ns
