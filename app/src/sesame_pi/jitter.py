@@ -388,8 +388,11 @@ class JitterBuffer:
         piece = self._bytes(TRIM_PIECE_MS)
         reach = size + self._trim_keeps  # what is dropped, and the pause kept after it
         quiet = 0
-        while quiet < reach and self._quiet_span(quiet, min(piece, reach - quiet)):
-            quiet += min(piece, reach - quiet)
+        while quiet < reach:
+            step = min(piece, reach - quiet)
+            if not self._quiet_span(quiet, step):
+                break
+            quiet += step
         drop = min(size, quiet - self._trim_keeps)
         if drop <= 0:
             return
