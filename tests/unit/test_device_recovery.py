@@ -163,12 +163,19 @@ def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
 class Call:
     """An engine in a call, an uplink reading it, and the device errors it reported."""
 
-    def __init__(self, grace_s: float, output_mode: str = "writer", echo: str = "off") -> None:
+    def __init__(
+        self, grace_s: float, output_mode: str = "writer", echo: str = "off", prebuffer_ms: int = 60
+    ) -> None:
         self.world = World()
         self.errors: list[str] = []
         self.frames: list[bytes] = []
         self.uplink_error: AudioDeviceError | None = None
-        cfg = Config().replace(echo_cancel=echo, device_grace_s=grace_s, output_mode=output_mode)
+        cfg = Config().replace(
+            echo_cancel=echo,
+            device_grace_s=grace_s,
+            output_mode=output_mode,
+            prebuffer_ms=prebuffer_ms,
+        )
         self.engine = AudioEngine(
             cfg, asyncio.get_running_loop(), self.errors.append, self.world.factory
         )
@@ -229,8 +236,10 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
 
 
 async def writer_call_on_a_card(tasks: list[asyncio.Task[None]]) -> tuple[Call, PlayingOutput]:
-    """A call in writer mode whose speaker plays in real time as a card does, running."""
-    call = Call(grace_s=3.0, output_mode="writer")
+    """A call in writer mode whose speaker plays in real time as a card does, running. Its
+    prebuffer is lean: a first call's start waits for the prebuffer (the link is not measured
+    yet), and these calls are about the device, not about where the agent's audio starts."""
+    call = Call(grace_s=3.0, output_mode="writer", prebuffer_ms=20)
     call.world.output_plays = True
     call.engine.start_call(24000)
     tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
@@ -528,13 +537,14 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     call.engine.start_call(24000)
     speaker = call.engine._speaker
     assert speaker is not None
-    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0))  # as the writer says it
+    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0, 47.25))  # as the writer does
     writer.start()
     writer.join()
     await asyncio.sleep(0.05)
     [note] = [r for r in caplog.records if getattr(r, "event", None) == "speaker_ran_dry"]
     assert note.threadName == threading.current_thread().name  # the loop wrote it
     assert (note.cause, note.device_target_ms) == ("the writer woke late", 30)  # type: ignore[attr-defined]
+    assert note.empty_for_ms == 47.2  # type: ignore[attr-defined]
     call.engine.stop_call()
     call.engine.close()
 

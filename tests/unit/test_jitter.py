@@ -397,7 +397,9 @@ def writer_call(
         buf.take(MS10, device_held_bytes=MS20)
 
 
-def adaptive_buffer(clock: FakeClock, trim_window_s: float = 2.0) -> JitterBuffer:
+def adaptive_buffer(
+    clock: FakeClock, trim_window_s: float = 2.0, lateness: DelayTarget | None = None
+) -> JitterBuffer:
     return JitterBuffer(
         RATE,
         prebuffer_ms=60,
@@ -407,14 +409,23 @@ def adaptive_buffer(clock: FakeClock, trim_window_s: float = 2.0) -> JitterBuffe
         margin_ms=10,
         trim_window_s=trim_window_s,
         clock=clock,
+        lateness=lateness,
     )
 
 
+def measured_clean(clock: FakeClock) -> DelayTarget:
+    """A link an earlier call measured as clean: the next call starts lean on it."""
+    target = DelayTarget(clock=clock)
+    feed(target, clock, 200, jitter_ms=0, seed=1)
+    return target
+
+
 def test_a_cushion_the_link_needs_is_played_in_as_silence_in_quiet_audio() -> None:
-    """Started lean (the target knew nothing yet), the buffer lacks what the jittery link's
-    target asks for: silence in quiet spots raises its level before a late frame finds it empty."""
+    """Started lean (the link was clean in the last call), the buffer lacks what the now
+    jittery link's target asks for: silence in quiet spots raises its level before a late frame
+    finds it empty."""
     clock = FakeClock()
-    buf = adaptive_buffer(clock)
+    buf = adaptive_buffer(clock, lateness=measured_clean(clock))
     writer_call(buf, clock, 3.0, value=40, jitter_ms=40)
     wanted = buf.ms(buf._margin())
     assert wanted >= 20, wanted
@@ -429,16 +440,78 @@ def test_the_inserters_window_is_its_own() -> None:
     with a trim window shorter than the inserter's 200 ms, a shared restart kept the inserter
     from ever finishing a window, and the cushion the link needs never came."""
     clock = FakeClock()
-    buf = adaptive_buffer(clock, trim_window_s=0.15)
+    buf = adaptive_buffer(clock, trim_window_s=0.15, lateness=measured_clean(clock))
     writer_call(buf, clock, 3.0, value=40, jitter_ms=40)
     assert buf.inserted_bytes > 0 and buf.underruns == 0
 
 
 def test_speech_is_never_stretched() -> None:
     clock = FakeClock()
-    buf = adaptive_buffer(clock)
+    buf = adaptive_buffer(clock, lateness=measured_clean(clock))
     writer_call(buf, clock, 3.0, value=8000, jitter_ms=40)
     assert buf._margin() > 0 and buf.inserted_bytes == 0
+
+
+# --------------------------------------------------------------------------- the first call
+
+
+def device_call(
+    buf: JitterBuffer, clock: FakeClock, seconds: float, jitter_ms: float, seed: int
+) -> list[float]:
+    """A real-time stream into a device that plays 10 ms every 10 ms and is topped up to 20 ms
+    by the writer (`take`); 20 ms frames arrive up to `jitter_ms` late. Returns when (s into
+    the call) each underrun was counted."""
+    rng = random.Random(seed)
+    start = clock.now
+    arrivals = sorted(
+        (start + i * 0.020 + rng.uniform(0, jitter_ms) / 1000, i) for i in range(int(seconds * 50))
+    )
+    held_ms, dry_at, underruns = 0, [], 0
+    for tick in range(int(seconds * 100)):
+        clock.now = start + tick * 0.010
+        while arrivals and arrivals[0][0] <= clock.now:
+            arrivals.pop(0)
+            buf.write(pcm(20, 40))
+        held_ms = max(0, held_ms - 10)  # the device played a period
+        while held_ms < 20 and (chunk := buf.take(MS10, device_held_bytes=held_ms * RATE // 500)):
+            held_ms += buf.ms(len(chunk))
+        if buf.underruns != underruns:
+            underruns = buf.underruns
+            dry_at.append(round(clock.now - start, 2))
+    return dry_at
+
+
+def test_the_first_call_on_an_unmeasured_link_starts_on_the_prebuffer() -> None:
+    """The agent speaks first: with nothing measured, a lean start ran dry in the first half
+    second of a jittery link. A link the last call measured starts lean (device and margin)."""
+    clock = FakeClock()
+    fresh, known = adaptive_buffer(clock), adaptive_buffer(clock, lateness=measured_clean(clock))
+    for buf in (fresh, known):
+        buf.write(pcm(40, 5))
+    assert fresh.take(MS10, device_held_bytes=0) == b"", "60 ms before it starts"
+    assert known.take(MS10, device_held_bytes=0) == pcm(10, 5), "device 20 ms + margin 10 ms"
+    fresh.write(pcm(20, 5))
+    assert fresh.take(MS10, device_held_bytes=0) == pcm(10, 5)
+
+
+def test_on_a_jittery_link_the_first_call_does_not_run_dry_at_its_start() -> None:
+    """Twenty first calls on a link whose frames come up to 40 ms late (a 20 +/- 10 ms link
+    both ways, as the echo of the microphone comes back): none runs dry in its first seconds."""
+    dry = []
+    for seed in range(20):
+        clock = FakeClock()
+        dry += device_call(adaptive_buffer(clock), clock, 3.0, jitter_ms=40, seed=seed)
+    assert dry == []
+
+
+def test_on_a_clean_link_the_first_calls_guess_is_given_back_from_quiet_audio() -> None:
+    """The prebuffer's guess stands only for the trimmer's short first window: a second into
+    the call, a clean link holds no more than the device's share and the margin."""
+    clock = FakeClock()
+    buf = adaptive_buffer(clock)
+    assert device_call(buf, clock, 1.0, jitter_ms=0, seed=1) == []
+    assert buf.trimmed_bytes > 0
+    assert buf.buffered_ms <= 10, buf.buffered_ms
 
 
 def test_a_clean_link_gets_no_silence() -> None:

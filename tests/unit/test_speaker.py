@@ -403,32 +403,44 @@ def test_a_device_that_plays_in_real_time_is_not_taken_for_a_server(device) -> N
     assert stream.written >= 2 * PERIOD, "it was tried, not just opened"
 
 
+class LateWaking(threading.Event):
+    """The writer's naps on a busy machine: every 100 ms one of them lasts 30 ms too long."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_absence = time.monotonic()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        if time.monotonic() - self.last_absence > 0.1:
+            time.sleep(0.03)  # the writer thread did not get the CPU in time
+            self.last_absence = time.monotonic()
+        return woken
+
+
 def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:
     """A busy machine keeps the writer away for 30 ms now and then: with 20 ms in the device it
     runs dry, and each dry spell with audio waiting widens the target by a period."""
     stream = FakeOutput(capacity=8 * PERIOD)
-    last_absence = time.monotonic()
     targets: list[int] = []
     dry: list[tuple[bool, float]] = []
-
-    def render(want: int, held: int) -> bytes:
-        nonlocal last_absence
-        if time.monotonic() - last_absence > 0.1:
-            time.sleep(0.03)  # the writer thread did not get the CPU in time
-            last_absence = time.monotonic()
-        return bytes(want)
-
+    empty: list[float] = []
     speaker = Speaker(
-        stream, RATE, period_ms=10, device_target_ms=20, render=render,
+        stream, RATE, period_ms=10, device_target_ms=20, render=lambda want, held: bytes(want),
         on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time,
-        on_target=targets.append, on_dry=lambda late, target: dry.append((late, target)),
+        on_target=targets.append,
+        on_dry=lambda late, target, empty_ms: (dry.append((late, target)), empty.append(empty_ms)),
     )  # fmt: skip
+    speaker._stop = LateWaking()
     speaker.start()
     time.sleep(1.0)
     speaker.stop()
     assert speaker.underflows >= 1
     assert len(dry) == speaker.underflows and all(late for late, _ in dry)
     assert dry[0][1] == 20.0  # said with the target it ran dry at (then widened)
+    # said with how long the device had been empty when the writer came back: 30 ms late,
+    # less the 10-20 ms the device still held when it should have woken
+    assert 5.0 <= empty[0] <= 30.0, empty
     assert speaker.target_frames > speaker.base_target_frames == RATE * 20 // 1000
     assert targets == sorted(targets) and targets[-1] == speaker.target_frames
     assert speaker.target_frames <= speaker.max_target_frames == RATE * 60 // 1000
@@ -504,7 +516,11 @@ def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> No
 
     dry: list[tuple[bool, float]] = []
     speaker, _ = run_speaker(
-        stream, render, 0.7, target_ms=20, on_dry=lambda late, target: dry.append((late, target))
+        stream,
+        render,
+        0.7,
+        target_ms=20,
+        on_dry=lambda late, target, _away: dry.append((late, target)),
     )
     assert speaker.underflows >= 1
     assert speaker.target_frames == speaker.base_target_frames
@@ -533,7 +549,7 @@ def test_a_device_quiet_while_the_playout_buffer_primes_has_not_run_dry() -> Non
     dry: list[tuple[bool, float]] = []
     speaker, _ = run_speaker(
         stream, render, 0.6, run_starts=lambda: starts,
-        on_dry=lambda late, target: dry.append((late, target)),
+        on_dry=lambda late, target, _away: dry.append((late, target)),
     )  # fmt: skip
     assert starts == 1 and stream.written > RATE * 0.4
     assert speaker.underflows == 0 and dry == []

@@ -657,15 +657,23 @@ class AudioEngine:
         jitter = self._jitter
         return self._earcons_begun + (jitter.starts if jitter is not None else 0)
 
-    def _speaker_ran_dry(self, writer_late: bool, target_ms: float) -> None:
+    def _speaker_ran_dry(self, writer_late: bool, target_ms: float, empty_ms: float) -> None:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
         with its cause, so an owner (and the bench) can tell a busy machine from a late network,
-        and with the device's target when it ran dry."""
+        with the device's target when it ran dry and how long it had been empty when the writer
+        looked, had it played its audio in real time (well above 0: the writer was held up that
+        long; below minus a period: the device, or the sound server behind it, took its audio
+        faster than it plays)."""
         jitter = self._jitter
         if jitter is not None:
             cause = "the writer woke late" if writer_late else "nothing to play in time"
             self._note_playout(
-                "speaker_ran_dry", jitter, 0, cause=cause, device_target_ms=round(target_ms)
+                "speaker_ran_dry",
+                jitter,
+                0,
+                cause=cause,
+                device_target_ms=round(target_ms),
+                empty_for_ms=round(empty_ms, 1),
             )
 
     def _speaker_stalled(self, seconds: float) -> None:
@@ -677,7 +685,7 @@ class AudioEngine:
             jitter.drop_stale(seconds)
 
     def _note_playout(
-        self, name: str, jitter: JitterBuffer, held_bytes: int, **more: int | str
+        self, name: str, jitter: JitterBuffer, held_bytes: int, **more: float | str
     ) -> None:
         """Writer thread: one event line about the playout, written by the loop (a file write
         here could stall the speaker), and at most PLAYOUT_NOTES_PER_CALL of them a call."""

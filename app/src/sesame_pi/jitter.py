@@ -24,7 +24,10 @@ target stays near zero and the writer (see `speaker`) hands frames to the device
 a jittery one it grows to what the network really needs, and fades again when the link calms.
 The next call on the same link starts from what the last one learnt (`new_stream`): the agent
 speaks first, before a fresh histogram knows anything, and on a jittery link a cushion learnt
-from nothing ran dry in the call's first half second.
+from nothing ran dry in the call's first half second. The first call on a link never measured
+(the app has just started) starts on the prebuffer instead, a guess that covers a jittery link's
+first frames, and its trimmer's first window is short: on a clean link the guess is given back
+(from quiet audio) half a second into the agent's audio.
 
 Where the playout starts sets the cushion for the rest of a real-time stream, and the target can
 grow after that (the link gets worse, or the first frames taught it). So the writer's buffer
@@ -53,6 +56,7 @@ STANDING_MS = 40.0  # two windows' low waters this close: the level stands (not 
 TRIM_PIECE_MS = 10.0  # the trimmer takes quiet audio in pieces this long, as pauses come
 PAUSE_KEPT_MS = 100.0  # trimming a pile-up, each pause keeps this much: speech is not rushed
 MARGIN_MAX_MS = 120.0
+FIRST_TRIM_WINDOW_S = 0.5  # the trimmer's first window when the start was a guess (see above)
 INSERT_WINDOW_MS = 200.0  # the low water the inserter watches is taken over this much playout
 INSERT_MIN_MS = 10.0  # a shortfall smaller than this is left alone (a period's wobble)
 INSERT_MAX_MS = 60.0  # the most silence one shortfall adds
@@ -106,6 +110,11 @@ class DelayTarget:
             self._hist = [count / self._step for count in self._hist]
             self._weight /= self._step
             self._step = 1.0
+
+    @property
+    def measured(self) -> bool:
+        """Whether any frame has been counted: the link's lateness is known, not a guess."""
+        return self._weight > 0
 
     def new_stream(self) -> None:
         """The next call's audio starts at media time 0 on the same network: forget where the
@@ -170,6 +179,7 @@ class JitterBuffer:
         self.base_margin = self._bytes(margin_ms)
         self.margin = self.base_margin
         self.trim_window = self._bytes(trim_window_s * 1000)
+        self._guessing = False  # (set below) the start is the prebuffer: the link is unmeasured
         self._window_played = 0
         self._window_low: int | None = None
         self._window_high = 0
@@ -180,6 +190,10 @@ class JitterBuffer:
             lateness.new_stream()
         self.lateness = lateness or DelayTarget(clock=self._clock)
         self.adaptive = adaptive
+        self._trim_window_after_guess = self.trim_window
+        if adaptive and not self.lateness.measured:
+            self._guessing = True
+            self.trim_window = min(self.trim_window, self._bytes(FIRST_TRIM_WINDOW_S * 1000))
         self.device = self._bytes(device_ms)  # what the writer keeps in the device (adaptive)
         self._ending = False
 
@@ -293,10 +307,12 @@ class JitterBuffer:
 
     def _start_level(self) -> int:
         """How much must be in before playback starts: the prebuffer, or (adaptive) the device's
-        share plus the margin, so the first late frame already finds a cushion."""
+        share plus the margin, so the first late frame already finds a cushion; on a link not
+        yet measured, the prebuffer too (the margin knows nothing of the link yet)."""
         if not self.adaptive:
             return self.prebuffer
-        return self.device + self._margin()
+        learnt = self.device + self._margin()
+        return max(learnt, self.prebuffer) if self._guessing else learnt
 
     def end_of_stream(self) -> None:
         """The far end stops sending (the call is ending): running dry from now on is the end
@@ -343,6 +359,9 @@ class JitterBuffer:
             self._trim_keeps = self._bytes(PAUSE_KEPT_MS) if piled_up else 0
         self._reset_trim_window()  # (the inserter's shorter window runs on: it has its own end)
         self._last_window_low = low
+        if self._guessing:  # the short first window has judged the guess: windows as usual
+            self._guessing = False
+            self.trim_window = self._trim_window_after_guess
 
     def _standing(self, low: int) -> bool:
         """Whether the window's level is latency that stands, not the server's lead: at most

@@ -50,7 +50,11 @@ class Speaker:
     """One output stream and its writer thread. `render(max_bytes, held_bytes)` gives what to
     play next (b"" for nothing now); `on_played(pcm, dac_time, after_gap)` sees every chunk
     written, `after_gap` when the device held nothing before it (it ran dry, or had not begun):
-    the chunk does not follow the last one, its stamp says where it goes."""
+    the chunk does not follow the last one, its stamp says where it goes. `on_dry(writer_late,
+    target_ms, empty_ms)` hears of each dry spell: `empty_ms` is how long the device had been
+    empty when the writer looked, had it played what it was fed in real time (a device that takes
+    a period at a time reads up to a period early; well below that, it took its audio faster than
+    it plays, as a sound server reading ahead does)."""
 
     def __init__(
         self,
@@ -64,7 +68,7 @@ class Speaker:
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
-        on_dry: Callable[[bool, float], None] = lambda _writer_late, _target_ms: None,
+        on_dry: Callable[[bool, float, float], None] = lambda _late, _target_ms, _empty_ms: None,
         run_starts: Callable[[], int] = lambda: 0,
         channels: int = 1,
     ) -> None:
@@ -94,6 +98,7 @@ class Speaker:
         self._progress_at = time.monotonic()  # when the device was last seen taking audio
         self.capacity = 0
         self._last_write = 0.0
+        self._fed_until = 0.0  # when what the device was fed runs out, played in real time
         self._stream_began = 0.0
         self._had_nothing_at = 0.0  # when the writer last had no audio to give the device
         self.underflows = 0
@@ -173,6 +178,7 @@ class Speaker:
             while not self._stop.is_set():
                 self._relax()
                 free = self._free()
+                looked_mono = time.monotonic()
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
@@ -194,7 +200,7 @@ class Speaker:
                     self._more.wait(until_dry if held else IDLE_WAIT_S)
                     continue
                 self.on_played(chunk, looked_at + held / self.rate, held == 0)
-                self._write(chunk, held, begins_run=self.run_starts() != starts)
+                self._write(chunk, held, looked_mono, begins_run=self.run_starts() != starts)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
                 # Asleep until the device should have room for the next period again (a little
                 # before: the moment it takes its period is only known by looking).
@@ -280,7 +286,7 @@ class Speaker:
             self._progress_at = now
         self._prev_held = held
 
-    def _write(self, chunk: bytes, held: int, begins_run: bool = False) -> None:
+    def _write(self, chunk: bytes, held: int, looked_mono: float, begins_run: bool = False) -> None:
         """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
         Not when `chunk` begins a run of the source's audio (`run_starts` moved) on a quiet
         device: it went quiet because the source was priming (the call's first audio after the
@@ -290,17 +296,20 @@ class Speaker:
         (PyAudio can raise on PortAudio's own underflow flag, but then closes the stream.)
         """
         now = time.monotonic()
-        dry: tuple[bool, float] | None = None
+        dry: tuple[bool, float, float] | None = None
         if now - self._last_write >= STREAMING_GAP_S or (begins_run and held == 0):
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
-            dry = (not self._waited_for_audio, self.target_ms)  # writer late, or the network
+            empty_ms = (looked_mono - self._fed_until) * 1000
+            dry = (not self._waited_for_audio, self.target_ms, empty_ms)  # writer late, or network
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
+        frames = len(chunk) // SAMPLE_BYTES
+        self._fed_until = max(looked_mono + held / self.rate, now) + frames / self.rate
         self._last_write = time.monotonic()
         if dry is not None:  # after the write: an empty device is fed first
-            writer_late, target_ms = dry
+            writer_late, target_ms, empty_ms = dry
             if writer_late:
                 self._widen()
-            self.on_dry(writer_late, target_ms)
+            self.on_dry(writer_late, target_ms, empty_ms)
