@@ -44,6 +44,7 @@ bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, un
 	$(PY) tests/bench/run.py
 	$(PY) tests/bench/echo_live.py
 	$(PY) tests/bench/echo_offline.py --plot bench-out/echo-offline.png
+	$(PY) tests/bench/gc_pause.py
 
 test-faults: install ## Network, protocol, token, device faults and a compressed soak (needs root)
 	$(PYTEST) tests/faults

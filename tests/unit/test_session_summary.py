@@ -136,10 +136,13 @@ async def test_a_call_that_never_came_back_is_counted_once(
 
 
 def test_figures_of_the_parts_add_up_and_states_come_from_the_last() -> None:
-    earlier = {"underruns": 2, "echo_cpu_ms": 10.25, "buffered_ms": 40.0, "prebuffer_peak_ms": 90.0}
-    later = {"underruns": 1, "echo_cpu_ms": 5.5, "buffered_ms": 20.0, "prebuffer_peak_ms": 60.0}
+    earlier = {"underruns": 2, "echo_cpu_ms": 10.25, "buffered_ms": 40.0, "prebuffer_peak_ms": 90.0,
+               "gc_pause_max_ms": 1.5}  # fmt: skip
+    later = {"underruns": 1, "echo_cpu_ms": 5.5, "buffered_ms": 20.0, "prebuffer_peak_ms": 60.0,
+             "gc_pause_max_ms": 0.5}  # fmt: skip
     total = add_segments(earlier, later)
     assert total == {
         "underruns": 3, "echo_cpu_ms": 15.8, "buffered_ms": 20.0, "prebuffer_peak_ms": 90.0,
+        "gc_pause_max_ms": 1.5,
     }  # fmt: skip
     assert add_segments({}, later) == later

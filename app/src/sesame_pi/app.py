@@ -14,6 +14,7 @@ from .auth import TokenError, TokenProvider
 from .button import ButtonUnavailable, make_button
 from .config import Config
 from .feedback import Feedback
+from .heap import settle_after_start
 from .heartbeat import Heartbeat
 from .link import Link
 from .login import LoginSuperseded, pending_auth_path, settle_pending
@@ -129,6 +130,7 @@ async def run_appliance(cfg: Config) -> int:
         await asyncio.to_thread(audio.probe)
     except AudioDeviceError as exc:
         session.audio_device_error(str(exc))
+    settle_after_start()  # what start-up made, out of the collector's way (see `heap`)
     try:
         await session.run()
     finally:

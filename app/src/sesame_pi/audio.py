@@ -44,6 +44,7 @@ from .devices import (
     portaudio,
     resolve_device,
 )
+from .heap import pause_meter
 from .hiccup import DeviceGrace, SilencePacer
 from .jitter import DelayTarget, JitterBuffer
 from .logs import event
@@ -92,7 +93,7 @@ STATE_FIGURES = frozenset(
     {"buffered_ms", "prebuffer_ms", "lateness_target_ms", "device_held_ms", "device_target_ms",
      "playout_target_ms", "echo_delay_ms", "echo_erle_db"}
 )  # fmt: skip
-PEAK_FIGURES = frozenset({"prebuffer_peak_ms"})
+PEAK_FIGURES = frozenset({"prebuffer_peak_ms", "gc_pause_max_ms"})
 
 
 def add_segments(
@@ -184,6 +185,7 @@ class AudioEngine:
         self._call_rate = 0
         self._call_gen = 0
         self._lateness: DelayTarget | None = None  # carried from call to call (same network)
+        self._pauses = pause_meter()  # the interpreter's longest pause in a call (see `heap`)
 
     # ------------------------------------------------------------ devices
 
@@ -274,6 +276,7 @@ class AudioEngine:
         self._frames.clear()
         self._captured.clear()
         self.counters = collections.Counter()  # figures are per call
+        self._pauses.reset()
         self._grace = DeviceGrace(effective_grace_s(self.cfg.device_grace_s))
         self._mic_gone = False
         self._call_rate = playback_rate
@@ -983,6 +986,7 @@ class AudioEngine:
         if self._echo is not None:
             figures.update({f"echo_{k}": v for k, v in self._echo.stats().items()})
         figures.update(self._grace.figures())
+        figures["gc_pause_max_ms"] = round(self._pauses.longest_ms, 1)
         return figures
 
     def close(self) -> None:

@@ -350,8 +350,9 @@ class Config:
     prebuffer_ms: int = setting(
         60,
         "audio",
-        "playback prebuffer before the agent's audio starts; grows after an underrun, and a"
-        " standing excess the network never used is trimmed from quiet audio",
+        "playback prebuffer before the agent's audio starts (in writer mode, only until the"
+        " link's lateness is measured: the first call after start); grows after an underrun, and"
+        " a standing excess the network never used is trimmed from quiet audio",
         low=0,
         high=1000,
     )

@@ -1,0 +1,73 @@
+"""The interpreter's pauses: start-up frozen out of the collector's way, and each call's longest
+collection measured."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from sesame_pi.audio import AudioEngine
+from sesame_pi.config import Config
+from sesame_pi.heap import pause_meter, settle_after_start
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # the rest of the test run collects as before
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_after_start_up_a_full_collection_walks_only_what_came_later(unfrozen: None) -> None:
+    held = [Cycle() for _ in range(20_000)]  # start-up's objects, alive for good
+    settle_after_start()
+    assert gc.get_freeze_count() >= len(held)
+    before = len(gc.get_objects())
+    fresh = [Cycle() for _ in range(100)]
+    assert len(gc.get_objects()) - before >= 100, "new objects are tracked as ever"
+    assert len(gc.get_objects(generation=2)) < len(held), "the frozen are not walked"
+    del fresh
+    assert gc.collect() >= 100, "and what calls make is still collected"
+
+
+def test_start_ups_garbage_is_collected_before_it_is_frozen(unfrozen: None) -> None:
+    gc.disable()  # (so no collection frees them first)
+    try:
+        for _ in range(1000):
+            Cycle()  # garbage: unreachable cycles
+        settle_after_start()
+    finally:
+        gc.enable()
+    gc.unfreeze()  # the frozen back among the tracked, where get_objects sees them
+    assert not [obj for obj in gc.get_objects() if isinstance(obj, Cycle)], "none was frozen"
+
+
+def test_the_longest_collection_is_measured_and_starts_over() -> None:
+    meter = pause_meter()
+    assert pause_meter() is meter, "one meter: the collector is the process's"
+    meter.reset()
+    assert meter.longest_ms == 0.0
+    keep = [Cycle() for _ in range(50_000)]
+    gc.collect()
+    assert meter.longest_ms > 0.0
+    del keep
+    meter.reset()
+    assert meter.longest_ms == 0.0
+
+
+async def test_a_calls_figures_carry_its_longest_collection() -> None:
+    engine = AudioEngine(Config(), asyncio.get_running_loop(), lambda _message: None)
+    engine._pauses.reset()
+    assert engine.stats()["gc_pause_max_ms"] == 0.0
+    keep = [Cycle() for _ in range(50_000)]
+    gc.collect()
+    assert engine.stats()["gc_pause_max_ms"] > 0.0
+    del keep
+    engine.close()
