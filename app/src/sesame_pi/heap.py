@@ -2,7 +2,7 @@
 each call's longest collection measured.
 
 A full collection (the oldest generation) walks every object the process holds, with the GIL
-held: 12-17 ms on the bench's x86 server core for what the app holds after start-up, several
+held: 10-17 ms on the bench's x86 server core for what the app holds after start-up, several
 times that on a Pi Zero 2 W's Cortex-A53. Meanwhile the speaker's writer, which keeps 20 ms in
 the device, and the capture callback, due every 20 ms, wait: a pause that long is a gap the
 person hears. What start-up makes (modules, settings, the parts) lives as long as the process,
