@@ -1,10 +1,12 @@
 """How long the interpreter stops for a full collection, before and after `settle_after_start`.
 
 The app as the appliance runs it (the runtime-only venv, see `runtime_venv.py`) imports what
-`sesame-pi run` imports and builds its settings; then a full collection is timed several times,
-start-up's objects are frozen as the app does before its first call, and it is timed again, in
-the same process. Every thread that needs the GIL (the speaker's writer keeps 20 ms in the
-device, the capture callback comes every 20 ms) waits that long.
+`sesame-pi run` imports, and the echo stage's modules (numpy; the default `echo_cancel = "auto"`
+loads them at the first call), and builds its settings; then a full collection is timed several
+times, those objects are frozen as the app does (before its first call, and once the echo stage
+is made), and it is timed again, in the same process. Every thread that needs the GIL (the
+speaker's writer keeps 20 ms in the device, the capture callback comes every 20 ms) waits that
+long.
 
     .venv/bin/python tests/bench/gc_pause.py [--repeat N]
 """
@@ -25,6 +27,7 @@ CHILD = r"""
 import gc, json, sys, time
 import sesame_pi.app, sesame_pi.cli, sesame_pi.audio, sesame_pi.session, sesame_pi.link
 import gpiozero, pyaudio, jwt, tenacity, websockets.asyncio.client
+import sesame_pi.echo, numpy
 from sesame_pi.config import Config
 from sesame_pi.heap import settle_after_start
 cfg = Config()

@@ -104,15 +104,20 @@ def test_press_talk_listen_hold_to_hang_up(
     assert max(tone_power(chunk, MIC_HZ, rate) for chunk in loud) > 0.5
     assert ended["audio"]["frames_captured"] >= 100
 
-    # `output_mode = "auto"` tried the speaker before the call: PulseAudio pulls the stream ahead
-    # of playing it, so the writer could not see the device, and callback mode with 20 ms
-    # periods (10 fell into underflow storms through the pulse plugin) played the call.
+    # `output_mode = "auto"` tried the speaker once, before the call, and the call was played the
+    # way it chose. Behind PulseAudio the verdict can go either way from run to run (the server
+    # pulls the stream ahead of playing it, or keeps up with the clock while the probe watches):
+    # callback mode with 20 ms periods (10 fell into underflow storms through the pulse plugin)
+    # when it read ahead, else the writer with the configured 10 ms. Either way the call above
+    # was heard whole.
     events = app.events()
     chosen = [e for e in events if e.get("event") == "output_mode_chosen"]
-    assert [e["mode"] for e in chosen] == ["callback"], chosen
-    assert "sound server" in chosen[0]["reason"]
+    assert len(chosen) == 1, chosen
+    mode, reason = chosen[0]["mode"], chosen[0]["reason"]
+    wanted_period = {"callback": 20, "writer": 10}[mode]
+    assert ("sound server" in reason) == (mode == "callback"), chosen
     opened = next(e for e in events if e.get("event") == "audio_opened")
-    assert (opened["output_mode"], opened["output_period_ms"]) == ("callback", 20), opened
+    assert (opened["output_mode"], opened["output_period_ms"]) == (mode, wanted_period), opened
 
     # The log: JSON lines only, every line an event; the token nowhere.
     lines = app.log_file.read_text().splitlines()

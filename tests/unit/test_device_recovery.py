@@ -537,14 +537,14 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     call.engine.start_call(24000)
     speaker = call.engine._speaker
     assert speaker is not None
-    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0, 47.25))  # as the writer does
+    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0, 47.34))  # as the writer does
     writer.start()
     writer.join()
     await asyncio.sleep(0.05)
     [note] = [r for r in caplog.records if getattr(r, "event", None) == "speaker_ran_dry"]
     assert note.threadName == threading.current_thread().name  # the loop wrote it
     assert (note.cause, note.device_target_ms) == ("the writer woke late", 30)  # type: ignore[attr-defined]
-    assert note.empty_for_ms == 47.2  # type: ignore[attr-defined]
+    assert note.empty_for_ms == 47.3  # type: ignore[attr-defined]
     call.engine.stop_call()
     call.engine.close()
 

@@ -44,7 +44,7 @@ from .devices import (
     portaudio,
     resolve_device,
 )
-from .heap import pause_meter
+from .heap import freeze_what_lasts, pause_meter
 from .hiccup import DeviceGrace, SilencePacer
 from .jitter import DelayTarget, JitterBuffer
 from .logs import event
@@ -322,6 +322,7 @@ class AudioEngine:
                 duck=duck,
                 max_delay_ms=self.cfg.echo_max_delay_ms,
             )
+            freeze_what_lasts()  # made once, kept for the process: out of the collector's way
         except EchoUnavailable as exc:
             event("echo_unavailable", logging.WARNING, wanted=self._echo_wanted, detail=str(exc))
             self._echo_wanted = "off"  # say it once, not once per call
@@ -664,8 +665,9 @@ class AudioEngine:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
         with its cause, so an owner (and the bench) can tell a busy machine from a late network,
         with the device's target when it ran dry and how long it had been empty when the writer
-        looked, had it played its audio in real time (well above 0: the writer was held up that
-        long; below minus a period: the device, or the sound server behind it, took its audio
+        looked, had it played its audio in real time (for "the writer woke late", well above 0:
+        the writer was held up that long; for "nothing to play in time", how late the audio came
+        too; below minus a period: the device, or the sound server behind it, took its audio
         faster than it plays)."""
         jitter = self._jitter
         if jitter is not None:

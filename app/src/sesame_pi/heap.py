@@ -1,13 +1,14 @@
-"""The interpreter's own pauses: start-up's objects kept out of the cyclic collector's way, and
-each call's longest collection measured.
+"""The interpreter's own pauses: what lasts kept out of the cyclic collector's way, and each
+call's longest collection measured.
 
-A full collection (the oldest generation) walks every object the process holds, with the GIL
-held: 10-17 ms on the bench's x86 server core for what the app holds after start-up, several
-times that on a Pi Zero 2 W's Cortex-A53. Meanwhile the speaker's writer, which keeps 20 ms in
-the device, and the capture callback, due every 20 ms, wait: a pause that long is a gap the
-person hears. What start-up makes (modules, settings, the parts) lives as long as the process,
-so after one collection it is frozen (`gc.freeze`), and later full collections walk only what
-the calls made.
+A full collection (the oldest generation) walks every object the process holds: 10-17 ms on the
+bench's x86 server core for what the running app holds, several times that on a Pi Zero 2 W's
+Cortex-A53. Meanwhile the speaker's writer, which keeps 20 ms in the device, and the capture
+callback, due every 20 ms, wait for the GIL: a pause that long is a gap the person hears. What
+start-up makes (modules, settings, the parts) lives as long as the process, so after one
+collection it is frozen (`gc.freeze`), and later full collections walk only what came after.
+The echo stage (numpy and an engine) is made at the first call that wants it and kept: it is
+frozen then (`freeze_what_lasts`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,25 @@ from typing import Any
 
 
 def settle_after_start() -> None:
-    """Collect start-up's garbage once, then keep what is left out of every later collection
-    (frozen objects are never freed: only what lives as long as the process should be there)."""
+    """Collect start-up's garbage once, then keep what is left out of every later collection.
+    (Frozen objects are still freed when nothing refers to them; only a cycle among them is
+    never collected, so only what lives as long as the process should be there.)"""
     gc.collect()
+    gc.freeze()
+
+
+def freeze_what_lasts() -> None:
+    """After start-up made something that lasts (the echo stage): freeze it too. Without a
+    collection first (a full one, at a call's start, is the pause this avoids): what the call
+    holds now is frozen with it, and a cycle among those, if one is ever dropped, stays; a
+    one-time, bounded cost against walking numpy's objects at every full collection."""
     gc.freeze()
 
 
 class PauseMeter:
     """The longest collection since `reset` (ms), seen through `gc.callbacks` on whichever
-    thread the collector ran (it holds the GIL throughout: collections never overlap)."""
+    thread the collector ran (collections never overlap: the collector runs one at a time; a
+    finalizer it runs may let other threads in, and their time counts too)."""
 
     def __init__(self) -> None:
         self.longest_ms = 0.0

@@ -312,7 +312,7 @@ class JitterBuffer:
         if not self.adaptive:
             return self.prebuffer
         learnt = self.device + self._margin()
-        return max(learnt, self.prebuffer) if self._guessing else learnt
+        return max(learnt, self.base_prebuffer) if self._guessing else learnt
 
     def end_of_stream(self) -> None:
         """The far end stops sending (the call is ending): running dry from now on is the end
