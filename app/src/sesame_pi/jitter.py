@@ -178,8 +178,7 @@ class JitterBuffer:
         self._short_played = 0
         self.base_margin = self._bytes(margin_ms)
         self.margin = self.base_margin
-        self.trim_window = self._bytes(trim_window_s * 1000)
-        self._guessing = False  # (set below) the start is the prebuffer: the link is unmeasured
+        self._trim_window = self._bytes(trim_window_s * 1000)
         self._window_played = 0
         self._window_low: int | None = None
         self._window_high = 0
@@ -190,10 +189,8 @@ class JitterBuffer:
             lateness.new_stream()
         self.lateness = lateness or DelayTarget(clock=self._clock)
         self.adaptive = adaptive
-        self._trim_window_after_guess = self.trim_window
-        if adaptive and not self.lateness.measured:
-            self._guessing = True
-            self.trim_window = min(self.trim_window, self._bytes(FIRST_TRIM_WINDOW_S * 1000))
+        # The start is the prebuffer, a guess (the link is unmeasured), until the first window.
+        self._guessing = adaptive and not self.lateness.measured
         self.device = self._bytes(device_ms)  # what the writer keeps in the device (adaptive)
         self._ending = False
 
@@ -359,9 +356,14 @@ class JitterBuffer:
             self._trim_keeps = self._bytes(PAUSE_KEPT_MS) if piled_up else 0
         self._reset_trim_window()  # (the inserter's shorter window runs on: it has its own end)
         self._last_window_low = low
-        if self._guessing:  # the short first window has judged the guess: windows as usual
-            self._guessing = False
-            self.trim_window = self._trim_window_after_guess
+        self._guessing = False  # a first window has judged the guess: windows as usual
+
+    @property
+    def trim_window(self) -> int:
+        """The trimmer's window (bytes of playout): short while the start is a guess."""
+        if self._guessing:
+            return min(self._trim_window, self._bytes(FIRST_TRIM_WINDOW_S * 1000))
+        return self._trim_window
 
     def _standing(self, low: int) -> bool:
         """Whether the window's level is latency that stands, not the server's lead: at most
