@@ -364,6 +364,38 @@ def test_a_refused_pending_record_is_set_aside_with_a_clear_line(
     assert consume_pending(cfg) is None  # nothing pending any more
 
 
+def test_a_used_record_that_cannot_be_deleted_is_named_and_the_login_kept(
+    etc: Path,
+    endpoint: TokenEndpoint,
+    issuer: Issuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sign-in is stored although the used record stays (a file the app's user may not
+    delete): the owner is told to delete it, and nothing raises. (A second delete after the
+    login's own raised an OSError out of consume_pending here.)"""
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    unlink = Path.unlink
+
+    def held(path: Path, missing_ok: bool = False) -> None:
+        if path == pending:
+            raise PermissionError(13, "Permission denied", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", held)
+    result = consume_pending(cfg)
+    assert result is not None and result.pending_left == "Permission denied"
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+    lines = [json.loads(x) for x in (tmp_path / "l").read_text().splitlines()]
+    left = next(line for line in lines if line["event"] == "login_pending_not_removed")
+    assert left["file"] == str(pending) and "delete it" in left["action"]
+    assert any(line["event"] == "login_pending_done" for line in lines)
+    assert_no_secret(issuer, (tmp_path / "l").read_text())
+
+
 def test_with_only_a_refresh_token_token_says_the_app_will_get_one(
     etc: Path, endpoint: TokenEndpoint
 ) -> None:

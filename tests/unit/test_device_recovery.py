@@ -20,6 +20,7 @@ from sesame_pi import audio, hiccup
 from sesame_pi.audio import AudioDeviceError, AudioEngine
 from sesame_pi.config import Config
 from sesame_pi.hiccup import DeviceGrace, SilencePacer
+from sesame_pi.speaker import DrySpell
 
 FRAME = 320 * 2  # 20 ms at 16 kHz, s16le
 
@@ -247,6 +248,33 @@ async def writer_call_on_a_card(tasks: list[asyncio.Task[None]]) -> tuple[Call, 
     device = call.engine._output
     assert isinstance(device, PlayingOutput)
     return call, device
+
+
+async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_one_earned(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The speaker closes a few seconds after a call. On a machine whose writer had to widen the
+    device's target, the next call's new speaker starts on that target (and the playout margin
+    counts it): started lean again, a busy Pi ran dry in every call."""
+    call, device = await writer_call_on_a_card(tasks)
+    speaker = call.engine._speaker
+    assert speaker is not None
+    speaker._widen()
+    speaker._widen()  # as after two dry spells: 40 ms in the device
+    widened = speaker.target_frames
+    assert widened == 24000 * 40 // 1000
+    call.engine.stop_call()
+    call.engine._close_idle()  # the output's idle close, come early
+    assert call.engine._output is None and device.closed
+    call.engine.start_call(24000)
+    await asyncio.sleep(0.2)
+    after = call.engine._speaker
+    assert after is not None and after is not speaker
+    assert after.target_frames == widened
+    jitter = call.engine._jitter
+    assert jitter is not None and jitter.device == widened * 2
+    call.engine.stop_call()
+    call.engine.close()
 
 
 @pytest.mark.parametrize("failure", ["stops taking audio", "reports an error"])
@@ -537,7 +565,10 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     call.engine.start_call(24000)
     speaker = call.engine._speaker
     assert speaker is not None
-    writer = threading.Thread(target=speaker.on_dry, args=(True, 30.0, 47.34))  # as the writer does
+    spell = DrySpell(
+        writer_late=True, target_ms=30.0, empty_ms=47.34, nap_over_ms=45.06, look_ms=0.21
+    )
+    writer = threading.Thread(target=speaker.on_dry, args=(spell,))  # as the writer does
     writer.start()
     writer.join()
     await asyncio.sleep(0.05)
@@ -545,6 +576,7 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     assert note.threadName == threading.current_thread().name  # the loop wrote it
     assert (note.cause, note.device_target_ms) == ("the writer woke late", 30)  # type: ignore[attr-defined]
     assert note.empty_for_ms == 47.3  # type: ignore[attr-defined]
+    assert (note.nap_over_ms, note.look_ms) == (45.1, 0.2)  # type: ignore[attr-defined]
     call.engine.stop_call()
     call.engine.close()
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sesame_pi.output_probe import reads_ahead
-from sesame_pi.speaker import MAX_RELAX_AFTER_S, RELAX_AFTER_S, Speaker
+from sesame_pi.speaker import MAX_RELAX_AFTER_S, RELAX_AFTER_S, DrySpell, Learnt, Speaker
 
 RATE = 24000
 PERIOD = RATE * 10 // 1000  # 10 ms, in frames
@@ -423,24 +423,25 @@ def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:
     runs dry, and each dry spell with audio waiting widens the target by a period."""
     stream = FakeOutput(capacity=8 * PERIOD)
     targets: list[int] = []
-    dry: list[tuple[bool, float]] = []
-    empty: list[float] = []
+    spells: list[DrySpell] = []
     speaker = Speaker(
         stream, RATE, period_ms=10, device_target_ms=20, render=lambda want, held: bytes(want),
         on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time,
-        on_target=targets.append,
-        on_dry=lambda late, target, empty_ms: (dry.append((late, target)), empty.append(empty_ms)),
+        on_target=targets.append, on_dry=spells.append,
     )  # fmt: skip
     speaker._stop = LateWaking()
     speaker.start()
     time.sleep(1.0)
     speaker.stop()
     assert speaker.underflows >= 1
-    assert len(dry) == speaker.underflows and all(late for late, _ in dry)
-    assert dry[0][1] == 20.0  # said with the target it ran dry at (then widened)
+    assert len(spells) == speaker.underflows and all(spell.writer_late for spell in spells)
+    assert spells[0].target_ms == 20.0  # said with the target it ran dry at (then widened)
     # said with how long the device had been empty when the writer came back (30 ms late, less
     # the 10-20 ms the device still held when it should have woken): after the moment it emptied
-    assert empty[0] > 0, empty
+    assert spells[0].empty_ms > 0, spells
+    # and where the time went: the nap before the look overran by the 30 ms, which covers it
+    assert all(spell.nap_over_ms >= max(25.0, spell.empty_ms) for spell in spells), spells
+    assert all(0 <= spell.look_ms < 25.0 for spell in spells), spells
     assert speaker.target_frames > speaker.base_target_frames == RATE * 20 // 1000
     assert targets == sorted(targets) and targets[-1] == speaker.target_frames
     assert speaker.target_frames <= speaker.max_target_frames == RATE * 60 // 1000
@@ -504,6 +505,38 @@ def test_a_leaner_target_that_does_not_hold_waits_twice_as_long_next_time() -> N
     assert speaker.relax_after_s == RELAX_AFTER_S
 
 
+def test_the_next_speaker_starts_where_the_last_one_left_the_target() -> None:
+    """The output closes a few seconds after a call: what its writer learnt (a wider target, a
+    longer calm to earn a leaner one) goes on to the next speaker on the same device, so a busy
+    machine does not begin each call lean and run dry again. Another rate or period starts
+    afresh; a learnt target is held within this speaker's bounds."""
+
+    def speaker(learnt: Learnt | None, rate: int = RATE) -> Speaker:
+        return Speaker(
+            FakeOutput(), rate, period_ms=10, device_target_ms=20, render=lambda want, held: b"",
+            on_played=lambda pcm, dac, gap: None, stream_time=time.monotonic, learnt=learnt,
+        )  # fmt: skip
+
+    first = speaker(None)
+    first._widen()
+    first._relax()
+    first._calm_since -= RELAX_AFTER_S + 1
+    first._relax()  # 30 -> 20 ms
+    first._widen()  # dry again at once: 20 ms did not hold here
+    learnt = first.learnt()
+    assert learnt.target_frames == RATE * 30 // 1000 and learnt.relax_after_s == 2 * RELAX_AFTER_S
+    after = speaker(learnt)
+    assert after.target_frames == learnt.target_frames
+    assert after.relax_after_s == 2 * RELAX_AFTER_S
+    after._relax()
+    assert after.target_frames == learnt.target_frames, "the calm is earned anew while it plays"
+    elsewhere = speaker(learnt, rate=48000)
+    assert elsewhere.target_frames == elsewhere.base_target_frames
+    assert elsewhere.relax_after_s == RELAX_AFTER_S
+    too_wide = speaker(Learnt(RATE, PERIOD, 10 * RATE, RELAX_AFTER_S))
+    assert too_wide.target_frames == too_wide.max_target_frames
+
+
 def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> None:
     """Nothing to play for 100 ms (the network was late): the device runs dry and that is
     counted, but the writer was on time, so the device's target stays; the playout buffer's
@@ -520,7 +553,7 @@ def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> No
         render,
         0.7,
         target_ms=20,
-        on_dry=lambda late, target, _empty_ms: dry.append((late, target)),
+        on_dry=lambda spell: dry.append((spell.writer_late, spell.target_ms)),
     )
     assert speaker.underflows >= 1
     assert speaker.target_frames == speaker.base_target_frames
@@ -549,7 +582,7 @@ def test_a_device_quiet_while_the_playout_buffer_primes_has_not_run_dry() -> Non
     dry: list[tuple[bool, float]] = []
     speaker, _ = run_speaker(
         stream, render, 0.6, run_starts=lambda: starts,
-        on_dry=lambda late, target, _empty_ms: dry.append((late, target)),
+        on_dry=lambda spell: dry.append((spell.writer_late, spell.target_ms)),
     )  # fmt: skip
     assert starts == 1 and stream.written > RATE * 0.4
     assert speaker.underflows == 0 and dry == []

@@ -50,7 +50,7 @@ from .jitter import DelayTarget, JitterBuffer
 from .logs import event
 from .output_probe import reads_ahead
 from .pcm import mix, resample, widen
-from .speaker import STOP_WAIT_S, Speaker
+from .speaker import STOP_WAIT_S, DrySpell, Learnt, Speaker
 
 if TYPE_CHECKING:
     from .echo import EchoStage
@@ -146,6 +146,7 @@ class AudioEngine:
         # (speaker, underflows, kicks) as the call began: a speaker kept open from the last call
         # (or the start tone) counts on, and the call's figures are what it added since
         self._speaker_base: tuple[Speaker | None, int, int] = (None, 0, 0)
+        self._device_learnt: Learnt | None = None  # what the last writer learnt of this machine
         self._writers_inside: list[Any] = []  # PortAudio instances a stopped writer still uses
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
@@ -294,8 +295,9 @@ class AudioEngine:
         speaker = self._speaker
         if speaker is not None:
             self._speaker_base = (speaker, speaker.underflows, speaker.kicks)
-        if speaker is not None and speaker.rate == playback_rate:
-            self._jitter.device = speaker.target_frames * SAMPLE_BYTES  # as the last call left it
+        learnt = speaker.learnt() if speaker is not None else self._device_learnt
+        if learnt is not None and learnt.rate == playback_rate:
+            self._jitter.device = learnt.target_frames * SAMPLE_BYTES  # as the last call left it
         self._start_echo()
         with self._lock:
             self._cancel_idle_close()
@@ -450,6 +452,7 @@ class AudioEngine:
                 on_target=self._device_target_changed,
                 on_dry=self._speaker_ran_dry,
                 run_starts=self._playout_starts,
+                learnt=self._device_learnt,
             )
             try:
                 self._speaker.start()
@@ -471,6 +474,7 @@ class AudioEngine:
         stream, self._output = self._output, None
         if speaker is not None:
             stopped = speaker.stop(STOP_WAIT_S)
+            self._device_learnt = speaker.learnt()
             self.counters["output_underflows"] += self._this_calls(speaker)[0]
             pa = self._pa
             if not stopped and speaker.leave_to_writer(
@@ -661,24 +665,28 @@ class AudioEngine:
         jitter = self._jitter
         return self._earcons_begun + (jitter.starts if jitter is not None else 0)
 
-    def _speaker_ran_dry(self, writer_late: bool, target_ms: float, empty_ms: float) -> None:
+    def _speaker_ran_dry(self, spell: DrySpell) -> None:
         """Writer thread: the device played all it had mid-stream (a gap the person hears). Said
         with its cause, so an owner (and the bench) can tell a busy machine from a late network,
         with the device's target when it ran dry and how long it had been empty when the writer
         looked, had it played its audio in real time (for "the writer woke late", well above 0:
         the writer was held up that long; for "nothing to play in time", how late the audio came
         too; below minus a period: the device, or the sound server behind it, took its audio
-        faster than it plays)."""
+        faster than it plays), and where a late writer's time went: its nap overran
+        (`nap_over_ms`: the scheduler, or another thread holding the interpreter) or its look at
+        the fill was slow (`look_ms`: behind a sound server, its client library's lock)."""
         jitter = self._jitter
         if jitter is not None:
-            cause = "the writer woke late" if writer_late else "nothing to play in time"
+            cause = "the writer woke late" if spell.writer_late else "nothing to play in time"
             self._note_playout(
                 "speaker_ran_dry",
                 jitter,
                 0,
                 cause=cause,
-                device_target_ms=round(target_ms),
-                empty_for_ms=round(empty_ms, 1),
+                device_target_ms=round(spell.target_ms),
+                empty_for_ms=round(spell.empty_ms, 1),
+                nap_over_ms=round(spell.nap_over_ms, 1),
+                look_ms=round(spell.look_ms, 1),
             )
 
     def _speaker_stalled(self, seconds: float) -> None:

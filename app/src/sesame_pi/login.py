@@ -14,7 +14,6 @@ consumes it at start (`settle_pending`), retrying while the network is down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -104,6 +103,9 @@ class LoginResult:
     # A login by hand that found the first boot's record still waiting (no network yet): the
     # record was removed, this login's credentials being newer.
     superseded_pending: bool = False
+    # A first boot's record this login used but could not delete (why): it would be used again
+    # at the next start.
+    pending_left: str | None = None
 
 
 # ---------------------------------------------------------------- parsing
@@ -257,6 +259,7 @@ def login(
     # The ID token last: its change is what a running app notices, and by then the rest is there.
     files.append((cfg.token_file, answer.id_token))
     superseded = False
+    pending_left: str | None = None
     try:
         with credentials_lock(cfg):  # not while the app's own refresh writes its result
             if pending is not None and not pending.exists():
@@ -267,15 +270,19 @@ def login(
             if pending is None:
                 superseded = _remove_waiting_record(cfg)
             else:  # used: gone before the lock is let go, so a login by hand cannot find it
-                with contextlib.suppress(OSError):
+                try:
                     pending.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # stored all the same: the sign-in worked
+                    pending_left = exc.strerror or str(exc)
     except OSError as exc:
         raise LoginNotStored(
             f"signed in, but cannot write to {cfg.token_file.parent} ({exc.strerror or exc}); "
             "nothing was changed: run it as the app's user or as root (the files keep their "
             "owner), and check the card has space and is not read-only"
         ) from None
-    return LoginResult(email, seconds_left, cfg.token_file, refresh_file, superseded)
+    return LoginResult(email, seconds_left, cfg.token_file, refresh_file, superseded, pending_left)
 
 
 def _remove_waiting_record(cfg: Config) -> bool:
@@ -342,8 +349,15 @@ def consume_pending(cfg: Config) -> LoginResult | None:
         else:
             event("login_pending_refused", logging.ERROR, detail=str(exc), moved_to=str(refused))
         raise
-    path.unlink(missing_ok=True)
     event("login_pending_done", seconds_left=round(result.seconds_left), file=str(path))
+    if result.pending_left is not None:
+        event(
+            "login_pending_not_removed",
+            logging.WARNING,
+            file=str(path),
+            detail=result.pending_left,
+            action="delete it: the app would sign in with it again at its next start",
+        )
     return result
 
 

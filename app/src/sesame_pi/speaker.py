@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .pcm import widen
@@ -43,18 +44,43 @@ KICK_AFTER_PERIODS = 3  # a device holding audio that has played none for this l
 MAX_DEVICE_MS = 60  # a writer that keeps waking late earns the device up to this much audio
 RELAX_AFTER_S = 10.0  # and gives a period of it back after this long without running dry,
 MAX_RELAX_AFTER_S = 160.0  # twice as long after each leaner target that did not hold as long
-# (what is learnt lives as long as the speaker: a call, or the calls close enough to keep it open)
+
+
+@dataclass(frozen=True)
+class Learnt:
+    """What a writer learnt of this machine, for the next speaker on the same device: the target
+    it had widened to and the calm a leaner one must earn. The output closes a few seconds after
+    a call; a busy Pi otherwise began every call on the lean target again and ran dry again."""
+
+    rate: int
+    period_frames: int
+    target_frames: int
+    relax_after_s: float
+
+
+@dataclass(frozen=True)
+class DrySpell:
+    """A device that ran dry mid-stream, with what the writer knows of why (all in ms but the
+    flag). `empty_ms`: how long the device had been empty when the writer looked, had it played
+    what it was fed in real time (a device that takes a period at a time reads up to a period
+    early; well below that, it took its audio faster than it plays, as a sound server reading
+    ahead does). `nap_over_ms`: how much later than asked the writer's last nap ended (the
+    scheduler, or another thread holding the interpreter's lock). `look_ms`: how long its look at
+    the device's fill took (behind a sound server, a wait for the client library's lock)."""
+
+    writer_late: bool  # audio was waiting: the writer, not the network, was late
+    target_ms: float  # what the writer kept in the device then
+    empty_ms: float
+    nap_over_ms: float
+    look_ms: float
 
 
 class Speaker:
     """One output stream and its writer thread. `render(max_bytes, held_bytes)` gives what to
     play next (b"" for nothing now); `on_played(pcm, dac_time, after_gap)` sees every chunk
     written, `after_gap` when the device held nothing before it (it ran dry, or had not begun):
-    the chunk does not follow the last one, its stamp says where it goes. `on_dry(writer_late,
-    target_ms, empty_ms)` hears of each dry spell: `empty_ms` is how long the device had been
-    empty when the writer looked, had it played what it was fed in real time (a device that takes
-    a period at a time reads up to a period early; well below that, it took its audio faster than
-    it plays, as a sound server reading ahead does)."""
+    the chunk does not follow the last one, its stamp says where it goes. `on_dry(spell)` hears
+    of each dry spell (a DrySpell)."""
 
     def __init__(
         self,
@@ -68,9 +94,10 @@ class Speaker:
         stream_time: Callable[[], float],
         on_stall: Callable[[float], None] = lambda _seconds: None,
         on_target: Callable[[int], None] = lambda _frames: None,
-        on_dry: Callable[[bool, float, float], None] = lambda _late, _target_ms, _empty_ms: None,
+        on_dry: Callable[[DrySpell], None] = lambda _spell: None,
         run_starts: Callable[[], int] = lambda: 0,
         channels: int = 1,
+        learnt: Learnt | None = None,
     ) -> None:
         self.stream = stream
         self.channels = channels  # mono audio is written on each of the device's channels
@@ -83,8 +110,13 @@ class Speaker:
         self.on_target = on_target
         self.on_dry = on_dry
         self.run_starts = run_starts
-        self._calm_since = time.monotonic()
+        self._calm_since = time.monotonic()  # (the calm is counted while a speaker plays)
         self.relax_after_s = RELAX_AFTER_S
+        if learnt is not None and (learnt.rate, learnt.period_frames) == (rate, self.period_frames):
+            self.target_frames = min(
+                self.max_target_frames, max(self.base_target_frames, learnt.target_frames)
+            )
+            self.relax_after_s = learnt.relax_after_s
         self._relaxed_at: float | None = None  # when a period of a widened target last went back
         self.render = render
         self.on_played = on_played
@@ -93,6 +125,7 @@ class Speaker:
         self.stalls = 0
         self.kicks = 0  # times the device was filled to make a waiting sound server start again
         self._waited_for_audio = False  # the last turn found nothing to play
+        self._nap_over = 0.0  # how much longer than asked the last nap took (s)
         self._kicking = False
         self._prev_held = 0
         self._progress_at = time.monotonic()  # when the device was last seen taking audio
@@ -154,6 +187,10 @@ class Speaker:
         """What the writer keeps in the device now (ms)."""
         return self.target_frames / self.rate * 1000
 
+    def learnt(self) -> Learnt:
+        """For the next speaker on this device (see Learnt)."""
+        return Learnt(self.rate, self.period_frames, self.target_frames, self.relax_after_s)
+
     def held_ms(self) -> float:
         """What the device held at the writer's last look (ms); for the figures. Read, not
         asked of the stream: the stream is the writer thread's alone (see the module's doc)."""
@@ -177,15 +214,18 @@ class Speaker:
         try:
             while not self._stop.is_set():
                 self._relax()
+                nap_over, self._nap_over = self._nap_over, 0.0  # the nap that led to this turn
+                asked = time.monotonic()
                 free = self._free()
                 looked_mono = time.monotonic()
+                look = (looked_mono - asked, nap_over)
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
                 self._watch_progress(held)
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
-                    self._stop.wait(self._nap(held, target))  # no room for a period yet
+                    self._sleep(self._stop, self._nap(held, target))  # no room for a period yet
                     continue
                 want = self.period_frames * SAMPLE_BYTES  # a whole period fits (above)
                 self._more.clear()  # before asking, so audio that lands after it still wakes us
@@ -197,18 +237,25 @@ class Speaker:
                     # Nothing due: sleep until audio arrives, or the device is about to run dry
                     # (the playout buffer may be priming, and must see that moment).
                     until_dry = held / self.rate - MIN_SLEEP_S
-                    self._more.wait(until_dry if held else IDLE_WAIT_S)
+                    self._sleep(self._more, until_dry if held else IDLE_WAIT_S)
                     continue
                 self.on_played(chunk, looked_at + held / self.rate, held == 0)
-                self._write(chunk, held, looked_mono, begins_run=self.run_starts() != starts)
+                self._write(chunk, held, looked_mono, look, begins_run=self.run_starts() != starts)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
                 # Asleep until the device should have room for the next period again (a little
                 # before: the moment it takes its period is only known by looking).
                 lead = self._prev_held - (target - self.period_frames) - self.period_frames // 8
                 if lead > 0:
-                    self._stop.wait(lead / self.rate)
+                    self._sleep(self._stop, lead / self.rate)
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
+
+    def _sleep(self, event: threading.Event, seconds: float) -> None:
+        """Nap until `event` or for `seconds`, noting how much longer than asked a nap that ran
+        its course took (for a dry spell's account: the writer was held up, or looked late)."""
+        began = time.monotonic()
+        if not event.wait(seconds):
+            self._nap_over = max(0.0, time.monotonic() - began - seconds)
 
     def _free(self) -> int:
         """The room in the device's buffer, in frames. PyAudio passes PortAudio's error code on
@@ -286,30 +333,42 @@ class Speaker:
             self._progress_at = now
         self._prev_held = held
 
-    def _write(self, chunk: bytes, held: int, looked_mono: float, begins_run: bool = False) -> None:
+    def _write(
+        self,
+        chunk: bytes,
+        held: int,
+        looked_mono: float,
+        look: tuple[float, float] = (0.0, 0.0),
+        begins_run: bool = False,
+    ) -> None:
         """Write. A device found empty although it was fed a moment ago ran dry: an underflow.
         Not when `chunk` begins a run of the source's audio (`run_starts` moved) on a quiet
         device: it went quiet because the source was priming (the call's first audio after the
         live earcon; audio after an underrun the source counted itself), not for want of it;
-        like any new stream, its first SETTLE_S are not judged either.
+        like any new stream, its first SETTLE_S are not judged either. `look`: how long the look
+        at the fill took, and how much the nap before it overran (s), for the DrySpell.
 
         (PyAudio can raise on PortAudio's own underflow flag, but then closes the stream.)
         """
         now = time.monotonic()
-        dry: tuple[bool, float, float] | None = None
+        dry: DrySpell | None = None
         if now - self._last_write >= STREAMING_GAP_S or (begins_run and held == 0):
             self._stream_began = now  # a new run of audio; the device settles in its first periods
         elif held == 0 and now - self._stream_began > SETTLE_S:
             self.underflows += 1
-            empty_ms = (looked_mono - self._fed_until) * 1000
-            dry = (not self._waited_for_audio, self.target_ms, empty_ms)  # writer late, or network
+            dry = DrySpell(
+                writer_late=not self._waited_for_audio,  # audio waited: the writer was late
+                target_ms=self.target_ms,
+                empty_ms=(looked_mono - self._fed_until) * 1000,
+                nap_over_ms=look[1] * 1000,
+                look_ms=look[0] * 1000,
+            )
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         frames = len(chunk) // SAMPLE_BYTES
         self._fed_until = max(looked_mono + held / self.rate, now) + frames / self.rate
         self._last_write = time.monotonic()
         if dry is not None:  # after the write: an empty device is fed first
-            writer_late, target_ms, empty_ms = dry
-            if writer_late:
+            if dry.writer_late:
                 self._widen()
-            self.on_dry(writer_late, target_ms, empty_ms)
+            self.on_dry(dry)
