@@ -260,9 +260,9 @@ async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_
     speaker = call.engine._speaker
     assert speaker is not None
     speaker._widen()
-    speaker._widen()  # as after two dry spells: 40 ms in the device
+    speaker._widen()  # as after two dry spells: two periods more in the device
     widened = speaker.target_frames
-    assert widened == 24000 * 40 // 1000
+    assert widened == speaker.base_target_frames + 2 * speaker.period_frames
     call.engine.stop_call()
     call.engine._close_idle()  # the output's idle close, come early
     assert call.engine._output is None and device.closed
@@ -291,8 +291,8 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
         broken.rate = 0
     else:
         broken.get_write_available = lambda: -9999  # type: ignore[method-assign]
-    for _ in range(10):  # the agent talks on
-        call.engine.play(b"\x00\x10" * 480)
+    for _ in range(10):  # the agent talks on, 50 ms every 50 ms (a link that keeps up)
+        call.engine.play(b"\x00\x10" * 1200)
         await asyncio.sleep(0.05)
     figures = call.engine.stats()
     assert figures["device_hiccups"] == 1 and figures["device_reopens"] >= 1, figures
@@ -312,12 +312,12 @@ async def test_a_tail_a_sound_server_keeps_unplayed_while_the_agent_is_silent_is
     taken is."""
     call, device = await writer_call_on_a_card(tasks)
     device.rate = 0  # from now on it plays nothing of what it holds
-    call.engine.play(b"\x00\x10" * 480)  # a burst of 20 ms, then the agent is silent
+    call.engine.play(b"\x00\x10" * 1200)  # a burst of 50 ms, then the agent is silent
     await asyncio.sleep(0.6)  # four times the (scaled) watchdog's limit
     assert device.held > 0, "the tail is held"
     assert call.engine.stats()["device_hiccups"] == 0 and not device.closed
     for _ in range(10):  # the agent talks again, and the device takes none of it
-        call.engine.play(b"\x00\x10" * 480)
+        call.engine.play(b"\x00\x10" * 1200)
         await asyncio.sleep(0.05)
     assert call.engine.stats()["device_hiccups"] == 1 and device.closed
     call.engine.stop_call()
@@ -566,8 +566,9 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     speaker = call.engine._speaker
     assert speaker is not None
     spell = DrySpell(
-        writer_late=True, target_ms=30.0, empty_ms=47.34, nap_over_ms=45.06, look_ms=0.21
-    )
+        writer_late=True, target_ms=30.0, empty_ms=47.34, nap_over_ms=45.06, look_ms=0.21,
+        write_ms=0.33,
+    )  # fmt: skip
     writer = threading.Thread(target=speaker.on_dry, args=(spell,))  # as the writer does
     writer.start()
     writer.join()
@@ -576,7 +577,7 @@ async def test_a_speaker_that_ran_dry_is_a_line_with_its_cause(
     assert note.threadName == threading.current_thread().name  # the loop wrote it
     assert (note.cause, note.device_target_ms) == ("the writer woke late", 30)  # type: ignore[attr-defined]
     assert note.empty_for_ms == 47.3  # type: ignore[attr-defined]
-    assert (note.nap_over_ms, note.look_ms) == (45.1, 0.2)  # type: ignore[attr-defined]
+    assert (note.nap_over_ms, note.look_ms, note.write_ms) == (45.1, 0.2, 0.3)  # type: ignore[attr-defined]
     call.engine.stop_call()
     call.engine.close()
 

@@ -440,11 +440,47 @@ def test_a_writer_that_wakes_late_earns_the_device_a_deeper_buffer() -> None:
     # the 10-20 ms the device still held when it should have woken): after the moment it emptied
     assert spells[0].empty_ms > 0, spells
     # and where the time went: the nap before the look overran by the 30 ms, which covers it
-    assert all(spell.nap_over_ms >= max(25.0, spell.empty_ms) for spell in spells), spells
-    assert all(0 <= spell.look_ms < 25.0 for spell in spells), spells
+    # (mostly: a device that takes a period at a time can show its emptiness a turn later)
+    after_late_naps = [s for s in spells if s.nap_over_ms >= max(25.0, s.empty_ms)]
+    assert len(after_late_naps) >= max(1, len(spells) // 2), spells
+    assert all(0 <= spell.look_ms < 25.0 and 0 <= spell.write_ms < 25.0 for spell in spells)
     assert speaker.target_frames > speaker.base_target_frames == RATE * 20 // 1000
     assert targets == sorted(targets) and targets[-1] == speaker.target_frames
     assert speaker.target_frames <= speaker.max_target_frames == RATE * 60 // 1000
+
+
+class SlowWriting(FakeOutput):
+    """A device behind a sound server whose writes now and then wait 30 ms (for its client
+    library's lock, or for room)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=8 * PERIOD)
+        self.last_wait = time.monotonic()
+
+    def write(self, data: bytes, exception_on_underflow: bool = False) -> None:
+        super().write(data, exception_on_underflow)
+        if time.monotonic() - self.last_wait > 0.1:
+            time.sleep(0.03)
+            self.last_wait = time.monotonic()
+
+
+def test_a_dry_spell_after_a_slow_write_says_so() -> None:
+    """The writer napped as planned, but the write before its nap held it up: the dry spell's
+    account names the write, not the nap."""
+    spells: list[DrySpell] = []
+    stream = SlowWriting()
+    speaker = Speaker(
+        stream, RATE, period_ms=10, device_target_ms=20, render=lambda want, held: bytes(want),
+        on_played=lambda pcm, dac, gap: None, stream_time=stream.get_time, on_dry=spells.append,
+    )  # fmt: skip
+    speaker.start()
+    time.sleep(1.0)
+    speaker.stop()
+    assert spells, "30 ms writes empty a device that held 10-20 ms"
+    # (on a busy machine a nap may overrun too: most spells, not all, follow a slow write)
+    after_slow_writes = [spell for spell in spells if spell.write_ms >= 25.0]
+    assert len(after_slow_writes) >= max(1, len(spells) // 2), spells
+    assert all(spell.nap_over_ms < 10.0 for spell in after_slow_writes), spells
 
 
 def test_the_widened_target_goes_back_a_period_per_calm_spell() -> None:

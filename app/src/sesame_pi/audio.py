@@ -673,8 +673,9 @@ class AudioEngine:
         the writer was held up that long; for "nothing to play in time", how late the audio came
         too; below minus a period: the device, or the sound server behind it, took its audio
         faster than it plays), and where a late writer's time went: its nap overran
-        (`nap_over_ms`: the scheduler, or another thread holding the interpreter) or its look at
-        the fill was slow (`look_ms`: behind a sound server, its client library's lock)."""
+        (`nap_over_ms`: the scheduler, or another thread holding the interpreter), its look at the
+        fill or its write before it was slow (`look_ms`, `write_ms`: behind a sound server, its
+        client library's lock, or a wait for room)."""
         jitter = self._jitter
         if jitter is not None:
             cause = "the writer woke late" if spell.writer_late else "nothing to play in time"
@@ -687,6 +688,7 @@ class AudioEngine:
                 empty_for_ms=round(spell.empty_ms, 1),
                 nap_over_ms=round(spell.nap_over_ms, 1),
                 look_ms=round(spell.look_ms, 1),
+                write_ms=round(spell.write_ms, 1),
             )
 
     def _speaker_stalled(self, seconds: float) -> None:

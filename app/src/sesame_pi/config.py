@@ -372,8 +372,8 @@ class Config:
         25,
         "audio",
         "writer mode: how much audio the device may hold (at least two periods; the default is"
-        " two 10 ms periods and 5 ms for a writer that wakes late, which behind a sound server"
-        " ran dry 1-8 times in ten minutes at 20 ms and not once at 25 ms); a period"
+        " two 10 ms periods and 5 ms for a writer that wakes late: behind a sound server the"
+        " device ran dry 1-8 times in ten minutes at 20 ms, 0 and 3 times at 25 ms); a period"
         " more after each time the device ran dry with audio waiting (up to 60 ms), a period"
         " less after 10 s without (twice as long after each leaner target that ran dry sooner,"
         " up to 160 s)",

@@ -64,15 +64,17 @@ class DrySpell:
     flag). `empty_ms`: how long the device had been empty when the writer looked, had it played
     what it was fed in real time (a device that takes a period at a time reads up to a period
     early; well below that, it took its audio faster than it plays, as a sound server reading
-    ahead does). `nap_over_ms`: how much later than asked the writer's last nap ended (the
-    scheduler, or another thread holding the interpreter's lock). `look_ms`: how long its look at
-    the device's fill took (behind a sound server, a wait for the client library's lock)."""
+    ahead does). Where a late writer's time went: `nap_over_ms`, how much later than asked its
+    last nap ended (the scheduler, or another thread holding the interpreter's lock); `look_ms`,
+    how long its look at the device's fill took, and `write_ms`, how long its write before that
+    took (behind a sound server, waits for the client library's lock or for room)."""
 
     writer_late: bool  # audio was waiting: the writer, not the network, was late
     target_ms: float  # what the writer kept in the device then
     empty_ms: float
     nap_over_ms: float
     look_ms: float
+    write_ms: float
 
 
 class Speaker:
@@ -126,6 +128,7 @@ class Speaker:
         self.kicks = 0  # times the device was filled to make a waiting sound server start again
         self._waited_for_audio = False  # the last turn found nothing to play
         self._nap_over = 0.0  # how much longer than asked the last nap took (s)
+        self._write_took = 0.0  # how long the last write took (s)
         self._kicking = False
         self._prev_held = 0
         self._progress_at = time.monotonic()  # when the device was last seen taking audio
@@ -362,12 +365,14 @@ class Speaker:
                 empty_ms=(looked_mono - self._fed_until) * 1000,
                 nap_over_ms=look[1] * 1000,
                 look_ms=look[0] * 1000,
+                write_ms=self._write_took * 1000,  # the write before this one
             )
         self._waited_for_audio = False
         self.stream.write(widen(chunk, self.channels), exception_on_underflow=False)
         frames = len(chunk) // SAMPLE_BYTES
         self._fed_until = max(looked_mono + held / self.rate, now) + frames / self.rate
         self._last_write = time.monotonic()
+        self._write_took = self._last_write - now
         if dry is not None:  # after the write: an empty device is fed first
             if dry.writer_late:
                 self._widen()
