@@ -5,7 +5,7 @@ The app as the appliance runs it (the runtime-only venv, see `runtime_venv.py`) 
 loads them at the first call), and builds its settings; then a full collection is timed several
 times, those objects are frozen as the app does (before its first call, and once the echo stage
 is made), and it is timed again, in the same process. Every thread that needs the GIL (the
-speaker's writer keeps 20 ms in the device, the capture callback comes every 20 ms) waits that
+speaker's writer keeps 25 ms in the device, the capture callback comes every 20 ms) waits that
 long.
 
     .venv/bin/python tests/bench/gc_pause.py [--repeat N]

@@ -266,6 +266,7 @@ async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_
     call.engine.stop_call()
     call.engine._close_idle()  # the output's idle close, come early
     assert call.engine._output is None and device.closed
+    assert call.engine._learnt_for("another card") is None, "another speaker starts lean"
     call.engine.start_call(24000)
     await asyncio.sleep(0.2)
     after = call.engine._speaker

@@ -146,7 +146,9 @@ class AudioEngine:
         # (speaker, underflows, kicks) as the call began: a speaker kept open from the last call
         # (or the start tone) counts on, and the call's figures are what it added since
         self._speaker_base: tuple[Speaker | None, int, int] = (None, 0, 0)
-        self._device_learnt: Learnt | None = None  # what the last writer learnt of this machine
+        # What the last writer learnt of this machine and speaker, and which speaker it was.
+        self._device_learnt: tuple[str, Learnt] | None = None
+        self._output_name = ""  # the open speaker's PortAudio name
         self._writers_inside: list[Any] = []  # PortAudio instances a stopped writer still uses
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
@@ -295,13 +297,12 @@ class AudioEngine:
         speaker = self._speaker
         if speaker is not None:
             self._speaker_base = (speaker, speaker.underflows, speaker.kicks)
-        learnt = speaker.learnt() if speaker is not None else self._device_learnt
-        if learnt is not None and learnt.rate == playback_rate:
-            self._jitter.device = learnt.target_frames * SAMPLE_BYTES  # as the last call left it
         self._start_echo()
         with self._lock:
             self._cancel_idle_close()
             self._ensure_output(playback_rate)
+            if self._speaker is not None:  # as the last call left it, or learnt before that
+                self._jitter.device = self._speaker.target_frames * SAMPLE_BYTES
             self._open_input()
             self._in_call = True
             self._log_opened()
@@ -421,7 +422,8 @@ class AudioEngine:
             return
         self._close_output()
         pa = self._ensure_pa()
-        index = self._device_index(pa, self.cfg.output_device, "output")
+        chosen = resolve_device(device_list(pa), self.cfg.output_device, "output")
+        index, self._output_name = chosen.index, chosen.name
         writer = self.output_mode == "writer"
         try:
             self._output = self._open_speaker(
@@ -452,7 +454,7 @@ class AudioEngine:
                 on_target=self._device_target_changed,
                 on_dry=self._speaker_ran_dry,
                 run_starts=self._playout_starts,
-                learnt=self._device_learnt,
+                learnt=self._learnt_for(self._output_name),
             )
             try:
                 self._speaker.start()
@@ -461,6 +463,12 @@ class AudioEngine:
                 raise AudioDeviceError(
                     f"the speaker opened but does not work ({pa_reason(exc)}); is it connected?"
                 ) from exc
+
+    def _learnt_for(self, name: str) -> Learnt | None:
+        """What the last writer learnt, if it wrote to this speaker (another card starts lean)."""
+        if self._device_learnt is None or self._device_learnt[0] != name:
+            return None
+        return self._device_learnt[1]
 
     def _output_running(self) -> bool:
         if self._speaker is not None:
@@ -474,7 +482,7 @@ class AudioEngine:
         stream, self._output = self._output, None
         if speaker is not None:
             stopped = speaker.stop(STOP_WAIT_S)
-            self._device_learnt = speaker.learnt()
+            self._device_learnt = (self._output_name, speaker.learnt())
             self.counters["output_underflows"] += self._this_calls(speaker)[0]
             pa = self._pa
             if not stopped and speaker.leave_to_writer(

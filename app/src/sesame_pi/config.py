@@ -332,7 +332,8 @@ class Config:
     output_period_ms: int = setting(
         10,
         "audio",
-        "speaker period; the writer keeps about two in the device. Callback mode buffers two"
+        "speaker period; the writer keeps `device_target_ms` in the device (at least two)."
+        " Callback mode buffers two"
         ' as well, and when "auto" chooses it (a sound server) takes at least 20: 10 made'
         " PortAudio fall into underflow storms through the ALSA pulse plugin",
         low=5,
@@ -371,9 +372,9 @@ class Config:
     device_target_ms: int = setting(
         25,
         "audio",
-        "writer mode: how much audio the device may hold (at least two periods; the default is"
-        " two 10 ms periods and 5 ms for a writer that wakes late: behind a sound server the"
-        " device ran dry 1-8 times in ten minutes at 20 ms, 0 and 3 times at 25 ms); a period"
+        "writer mode: how much audio the device may hold (at least two periods; the default,"
+        " two 10 ms periods and 5 ms, leaves room for a writer that wakes late: see"
+        ' "Underruns" in the README); a period'
         " more after each time the device ran dry with audio waiting (up to 60 ms), a period"
         " less after 10 s without (twice as long after each leaner target that ran dry sooner,"
         " up to 160 s)",

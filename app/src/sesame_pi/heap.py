@@ -3,7 +3,7 @@ call's longest collection measured.
 
 A full collection (the oldest generation) walks every object the process holds: 10-17 ms on the
 bench's x86 server core for what the running app holds, several times that on a Pi Zero 2 W's
-Cortex-A53. Meanwhile the speaker's writer, which keeps 20 ms in the device, and the capture
+Cortex-A53. Meanwhile the speaker's writer, which keeps 25 ms in the device, and the capture
 callback, due every 20 ms, wait for the GIL: a pause that long is a gap the person hears. What
 start-up makes (modules, settings, the parts) lives as long as the process, so after one
 collection it is frozen (`gc.freeze`), and later full collections walk only what came after.

@@ -316,9 +316,11 @@ def pending_auth_path(cfg: Config) -> Path:
 def consume_pending(cfg: Config) -> LoginResult | None:
     """Log in with a pending auth record, if there is one.
 
-    Done: the record is deleted. Refused or malformed: renamed `auth.json.refused` (it will never
-    work) and the LoginError raised. Unreachable, or not stored (a full or read-only card): the
-    record is kept for the next start, and the LoginError raised.
+    Done: the record is deleted (one that cannot be is named in a `login_pending_not_removed`
+    line: it would sign in again at the next start). Refused or malformed: renamed
+    `auth.json.refused` (it will never work) and the LoginError raised. Unreachable, or not
+    stored (a full or read-only card): the record is kept for the next start, and the
+    LoginError raised.
     """
     path = pending_auth_path(cfg)
     try:

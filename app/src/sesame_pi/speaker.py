@@ -56,6 +56,8 @@ class Learnt:
     period_frames: int
     target_frames: int
     relax_after_s: float
+    calm_s: float  # played this long since it last ran dry (what a relaxation waits for)
+    since_relaxed_s: float | None  # since a period last went back, if one did since that
 
 
 @dataclass(frozen=True)
@@ -112,14 +114,18 @@ class Speaker:
         self.on_target = on_target
         self.on_dry = on_dry
         self.run_starts = run_starts
-        self._calm_since = time.monotonic()  # (the calm is counted while a speaker plays)
+        now = time.monotonic()
+        self._calm_since = now  # (the calm is counted while a speaker is open, across speakers)
         self.relax_after_s = RELAX_AFTER_S
+        self._relaxed_at: float | None = None  # when a period of a widened target last went back
         if learnt is not None and (learnt.rate, learnt.period_frames) == (rate, self.period_frames):
             self.target_frames = min(
                 self.max_target_frames, max(self.base_target_frames, learnt.target_frames)
             )
             self.relax_after_s = learnt.relax_after_s
-        self._relaxed_at: float | None = None  # when a period of a widened target last went back
+            self._calm_since = now - learnt.calm_s  # short calls add up to a relaxation
+            if learnt.since_relaxed_s is not None:
+                self._relaxed_at = now - learnt.since_relaxed_s
         self.render = render
         self.on_played = on_played
         self.stream_time = stream_time
@@ -192,7 +198,16 @@ class Speaker:
 
     def learnt(self) -> Learnt:
         """For the next speaker on this device (see Learnt)."""
-        return Learnt(self.rate, self.period_frames, self.target_frames, self.relax_after_s)
+        now = time.monotonic()
+        relaxed_at = self._relaxed_at
+        return Learnt(
+            self.rate,
+            self.period_frames,
+            self.target_frames,
+            self.relax_after_s,
+            calm_s=now - self._calm_since,
+            since_relaxed_s=None if relaxed_at is None else now - relaxed_at,
+        )
 
     def held_ms(self) -> float:
         """What the device held at the writer's last look (ms); for the figures. Read, not
@@ -248,14 +263,17 @@ class Speaker:
                 # Asleep until the device should have room for the next period again (a little
                 # before: the moment it takes its period is only known by looking).
                 lead = self._prev_held - (target - self.period_frames) - self.period_frames // 8
-                if lead > 0:
-                    self._sleep(self._stop, lead / self.rate)
+                # (counted from the look: the render, the reference and the write took some)
+                nap = lead / self.rate - (time.monotonic() - looked_mono)
+                if nap > 0:
+                    self._sleep(self._stop, nap)
         except OSError as exc:  # the device went away mid-write
             self.failure = str(exc.args[1] if len(exc.args) >= 2 else exc)
 
     def _sleep(self, event: threading.Event, seconds: float) -> None:
         """Nap until `event` or for `seconds`, noting how much longer than asked a nap that ran
         its course took (for a dry spell's account: the writer was held up, or looked late)."""
+        seconds = max(0.0, seconds)
         began = time.monotonic()
         if not event.wait(seconds):
             self._nap_over = max(0.0, time.monotonic() - began - seconds)
