@@ -263,8 +263,8 @@ class AudioEngine:
         self._auto_mode, self._auto_device = mode, name
         event("output_mode_chosen", output=name, mode=mode, reason=reason)
 
-    def _device_index(self, pa: Any, wanted: str, direction: str) -> int:
-        return resolve_device(device_list(pa), wanted, direction).index
+    def _device(self, pa: Any, wanted: str, direction: str) -> DeviceInfo:
+        return resolve_device(device_list(pa), wanted, direction)
 
     # ------------------------------------------------------------ call lifetime
 
@@ -380,7 +380,7 @@ class AudioEngine:
         import pyaudio
 
         pa = self._ensure_pa()
-        index = self._device_index(pa, self.cfg.input_device, "input")
+        index = self._device(pa, self.cfg.input_device, "input").index
         frames = self.cfg.capture_rate * min(self.cfg.capture_period_ms, self.cfg.frame_ms) // 1000
         self._capture = bytearray()
         try:
@@ -422,7 +422,7 @@ class AudioEngine:
             return
         self._close_output()
         pa = self._ensure_pa()
-        chosen = resolve_device(device_list(pa), self.cfg.output_device, "output")
+        chosen = self._device(pa, self.cfg.output_device, "output")
         index, self._output_name = chosen.index, chosen.name
         writer = self.output_mode == "writer"
         try:
