@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import ssl
 import time
@@ -16,7 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config
-from sesame_pi.link import Link, LinkDown, LinkLost, supervisor
+from sesame_pi.link import CallFailed, Link, LinkDown, LinkLost, supervisor
 from sesame_pi.logs import setup_logging
 from sesame_pi.standin import Standin, StandinOptions, server_tls
 from support.credentials import TestPKI, make_pki, make_token, write_token
@@ -354,6 +355,43 @@ async def test_new_token_file_ends_the_auth_wait(
     await standin.stop()
 
 
+class FaultyRefusalTokens(TokenProvider):
+    """A provider whose look for a new token after a refusal fails once with something that is
+    not a TokenError (a token endpoint's answer cut short raised http.client's own error)."""
+
+    faults = 1
+
+    async def after_auth_refusal(self) -> bool:
+        if self.faults:
+            self.faults -= 1
+            raise http.client.IncompleteRead(b"{", 99)
+        return await super().after_auth_refusal()
+
+
+async def test_a_fault_while_waiting_for_a_token_leaves_the_link_waiting(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The wait for a new token runs outside the link's own handler: a fault there ended the
+    link task for good (the device never connected again, under a heartbeat that said healthy).
+    It is logged, and the person's new token still brings the link up."""
+    standin = await start_standin(pki, expect_token="the-right-one" + token[-5:])
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = Recorder()
+    task = asyncio.create_task(Link(cfg, FaultyRefusalTokens(cfg), recorder).run())
+    running.append(task)
+    await asyncio.sleep(1.5)
+    assert not task.done(), task.exception() if task.done() else None
+    await standin.stop()
+    good = make_token(uid="another-user")
+    standin = await start_standin(pki, port=standin.port, expect_token=good)
+    write_token(cfg.token_file, good)
+    await asyncio.wait_for(recorder.up_event.wait(), 15)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (error,) = [line for line in lines if line["event"] == "link_error"]
+    assert error["detail"].startswith("IncompleteRead")
+    await standin.stop()
+
+
 async def test_junk_frames_are_counted_and_the_call_goes_on(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:
@@ -476,6 +514,92 @@ async def test_a_number_too_long_for_json_is_a_bad_frame_not_a_dead_link(
         info = await link.start_call()
         assert info.call_id == 7 and link.up and recorder.downs == []
         assert link.stats.bad_frames["not_json"] == 1
+
+
+async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The server answers call_connect with call_disconnect (no request_id), or with an error
+    that names no request. The first was ignored: the person waited the whole handshake
+    timeout and heard "no call_connect_response in time". The second failed the call but kept
+    the socket, where a call_connect_response arriving after it left a call up nobody heard."""
+    connections = calls = 0
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        nonlocal connections, calls
+        connections += 1
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] != "call_connect":
+                continue
+            calls += 1
+            if calls == 1:
+                ending = {"type": "call_disconnect", "content": {"reason": "preset_not_found"}}
+                await ws.send(json.dumps({"session_id": session_id, **ending}))
+            else:
+                error = {"type": "error", "content": {"code": 5000, "message": "busy"}}
+                await ws.send(json.dumps({"session_id": session_id, **error}))
+                content = {"sample_rate": 24000}
+                late = {"type": "call_connect_response", "call_id": 8, "content": content}
+                await ws.send(json.dumps({"session_id": session_id, **late}))
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token, handshake_timeout_s=10.0)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        started = time.monotonic()
+        with pytest.raises(CallFailed, match="ended the call as it began") as failed:
+            await link.start_call()
+        assert "preset_not_found" in str(failed.value)
+        assert time.monotonic() - started < 2.0, "not the handshake timeout"
+        with pytest.raises(CallFailed, match="busy"):
+            await link.start_call()
+        assert connections == 1, "a refusal leaves the socket to the next call"
+        for _ in range(50):  # the socket the stray answer came on is closed; a fresh one opens
+            if connections == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert connections == 2
+
+
+async def test_a_socket_ending_its_call_takes_no_new_one(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The server takes its time to answer call_disconnect. Meanwhile the link is not up for a
+    new call: one placed then (a press after the device came back mid-hang-up) landed on the
+    socket about to close, and the call went silent when it did."""
+    connections = 0
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        nonlocal connections
+        connections += 1
+        async for raw in ws:
+            message = json.loads(raw)
+            reply = {"session_id": session_id, "request_id": message.get("request_id")}
+            if message["type"] == "call_connect":
+                content = {"sample_rate": 24000}
+                answer = {**reply, "call_id": 7, "type": "call_connect_response"}
+                await ws.send(json.dumps({**answer, "content": content}))
+            elif message["type"] == "call_disconnect":
+                await asyncio.sleep(1.0)
+                await ws.send(json.dumps({**reply, "type": "call_disconnect_response"}))
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        await link.start_call()
+        ending = asyncio.create_task(link.end_call())
+        await asyncio.sleep(0.3)
+        assert not ending.done() and not link.up, "a socket ending its call is on its way out"
+        assert await ending, "the answer came"
+        assert await link.wait_up(10) and connections == 2
+        info = await link.start_call()
+        assert info.call_id == 7
 
 
 async def test_a_service_that_greets_and_closes_with_an_auth_code_gets_renewals_backed_off(

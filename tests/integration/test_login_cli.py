@@ -38,7 +38,7 @@ from sesame_pi.login import (
 )
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token, write_token
-from support.token_endpoint import Answer, Issuer, TokenEndpoint, refusal
+from support.token_endpoint import CUT_SHORT, Answer, Issuer, TokenEndpoint, refusal
 
 KEY = "AIzaSyTestKey-0123456789abcdefghijklmno"
 REFRESH = "AMf-vBzFirstRefreshToken-0123456789abcdefghijklmnopqrstuv"
@@ -497,6 +497,59 @@ def test_an_answer_that_is_no_token_services_keeps_the_pending_record(
         consume_pending(cfg)
     assert pending.exists() and not (etc / "auth.json.refused").exists()
     assert consume_pending(cfg) is not None and not pending.exists()
+
+
+def test_an_answer_cut_short_is_the_network_and_the_pending_record_is_kept(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """The connection closed mid-answer (http.client's IncompleteRead, no OSError): it got past
+    every handler, and a first boot's sign-in task ended with it, leaving the device on "needs
+    a token" until a restart. It is the network's fault: the record is kept and tried again."""
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [CUT_SHORT]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(LoginUnreachable, match="unreachable"):
+        consume_pending(cfg)
+    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert consume_pending(cfg) is not None and not pending.exists()
+
+
+async def test_a_refresh_answer_that_is_no_jwt_leaves_the_working_token_alone(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """The login checks its token before storing it; the refresh stored whatever came as
+    `id_token`, replacing a working token with one nothing could use."""
+    run = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert run.returncode == 0, run.stderr
+    working = (etc / "token").read_text()
+    provider = provider_for(etc, endpoint, tmp_path)
+    endpoint.answers = [(200, {"id_token": "not.a-jwt", "refresh_token": "r2"})]
+    with pytest.raises(RefreshFailed, match="not a JWT"):
+        await provider.refresh()
+    assert (etc / "token").read_text() == working
+    assert not [name for name in os.listdir(etc) if "set-aside" in name]
+
+
+async def test_two_refreshes_at_once_spend_the_refresh_token_once(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """A connect and the watch both found the token near its end and refreshed at once: the
+    same refresh token went to the endpoint twice. Firebase threw one answer away (logged as a
+    login that stored new credentials); an endpoint that takes a refresh token once refused
+    the second, and the log said to sign in again while the device was fine."""
+    run = cli("login", etc=etc, endpoint_url=endpoint.url, stdin=json.dumps(auth_record()))
+    assert run.returncode == 0, run.stderr
+    provider = provider_for(etc, endpoint, tmp_path)
+    asked = len(endpoint.seen)
+    await asyncio.gather(provider.refresh(), provider.refresh())
+    assert len(endpoint.seen) == asked + 1
+    events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
+    assert events.count("token_refreshed") == 1
+    assert "token_refresh_failed" not in events and "token_refresh_superseded" not in events
+    await provider.refresh()  # and the next one is a refresh of its own
+    assert len(endpoint.seen) == asked + 2 and len(issuer.issued) == 3
 
 
 async def test_refreshes_use_the_key_the_login_worked_with(

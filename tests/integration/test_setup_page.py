@@ -234,6 +234,42 @@ async def test_a_finished_pairing_uses_up_the_hold(rig: SetupRig) -> None:
     assert rig.standin.record.calls == 1
 
 
+async def test_a_paired_owner_who_holds_to_see_the_page_keeps_the_next_press_for_a_call(
+    rig: SetupRig,
+) -> None:
+    """The 5 s hold is an owner's way to open the page at all. One already paired, who held only
+    to look at it, armed pairing for a quarter of an hour: a request someone opened meanwhile
+    took the owner's next press (meant for a call) as its confirmation. Looking at the page from
+    a paired browser, with no request waiting, gives presses back to calls."""
+    owner, intruder = Browser(rig), Browser(rig)
+    async with owner.client, intruder.client:
+        await owner.pair()
+        arm_pairing(rig)  # the hold, to open the page
+        assert (await owner.request("GET", "/"))[0] == 200
+        assert not rig.page.window.pairing_armed
+        await a_press_places_a_call_and_pairs_nobody(rig, intruder)
+    assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
+    assert rig.standin.record.calls == 1
+
+
+async def test_a_full_table_of_waiting_browsers_refuses_the_next(rig: SetupRig) -> None:
+    """Requests beyond the few that may wait are refused with a wait, not by pushing the oldest
+    (perhaps the owner's) out."""
+    browsers = [Browser(rig) for _ in range(5)]
+    try:
+        for browser in browsers[:4]:
+            await browser.start_pairing()
+        status, body, response = await browsers[4].request("POST", "/pair/start")
+        assert status == 429 and "waiting to pair already" in body
+        assert 50 <= int(response.headers["Retry-After"]) <= 60
+        assert "Content-Security-Policy" in response.headers
+        assert (await browsers[0].request("GET", "/pair"))[0] == 200, "the first still waits"
+    finally:
+        for browser in browsers:
+            await browser.client.close()
+    assert [e["reason"] for e in rig.events("pairing_refused")] == ["busy"]
+
+
 async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
     owner, intruder = Browser(rig), Browser(rig)
     async with owner.client, intruder.client:
@@ -248,6 +284,26 @@ async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
             )
             assert status == 403
         assert [e["result"] for e in rig.events("pairing_press")] == ["ambiguous"]
+
+
+async def test_a_form_that_is_not_text_is_a_clear_400_not_a_crash(rig: SetupRig) -> None:
+    """A body that is not text in its charset, or names a charset that does not exist, raised
+    from inside aiohttp's form reader: a 500 without the page's headers and a traceback in the
+    log. /pair/finish needs no pairing, so anyone on the network could do it."""
+    browser = Browser(rig)
+    async with browser.client:
+        for content_type in (
+            "application/x-www-form-urlencoded",
+            "application/x-www-form-urlencoded; charset=no-such-charset",
+        ):
+            headers = {"Content-Type": content_type, "Origin": rig.url}
+            async with browser.client.post(
+                "/pair/finish", data=b"code=\xff\xfe", headers=headers, allow_redirects=False
+            ) as response:
+                status, body = response.status, await response.text()
+                assert status == 400 and "could not be read" in body, (status, body)
+                assert "Content-Security-Policy" in response.headers
+    assert "Traceback" not in rig.log_file.read_text()
 
 
 async def test_forms_need_the_csrf_token_and_the_page_own_origin(rig: SetupRig) -> None:

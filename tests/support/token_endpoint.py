@@ -19,6 +19,11 @@ from .credentials import make_token
 Answer = tuple[int, dict[str, Any]]
 
 
+# An answer whose connection closes a few bytes into the promised body (Wi-Fi lost mid-answer):
+# urllib raises http.client's IncompleteRead, which is neither an OSError nor a URLError.
+CUT_SHORT: Answer = (200, {"cut short": True})
+
+
 def refusal(code: str) -> Answer:
     """Firebase's error shape, e.g. refusal("INVALID_REFRESH_TOKEN")."""
     return 400, {"error": {"code": 400, "message": code, "status": "INVALID_ARGUMENT"}}
@@ -81,6 +86,12 @@ class TokenEndpoint:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if body is CUT_SHORT[1]:
+                    self.send_header("Content-Length", "500")
+                    self.end_headers()
+                    self.wfile.write(b'{"id_token": "')
+                    self.close_connection = True
+                    return
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

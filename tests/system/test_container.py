@@ -390,6 +390,88 @@ def test_after_a_rollback_the_next_release_keeps_the_good_image_to_go_back_to(
         run(docker, "image", "rm", previous, *sorted(set(names)), check=False)
 
 
+# The role's image tasks as the role runs them, then what the role writes next (config.toml): a
+# marker. Its restart handler only says it was asked for (the real one needs systemd).
+IMAGE_PLAY = """\
+- name: Copy and load the app image, then write the configuration
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: The role's image tasks
+      ansible.builtin.import_tasks: {tasks}
+    - name: The configuration the new image reads (in the role, config.toml)
+      ansible.builtin.copy:
+        content: "new configuration\\n"
+        dest: "{{{{ config_marker }}}}"
+        mode: "0644"
+  handlers:
+    - name: Restart sesame-pi
+      ansible.builtin.debug:
+        msg: the app's restart was asked for
+"""
+
+
+def test_a_load_that_fails_stops_the_host_before_its_new_configuration(
+    docker: str, tmp_path: Path
+) -> None:
+    """A `docker load` that failed (the card filled while unpacking) came in a handler after the
+    new config.toml was written: the old image then restarted on a configuration it may refuse.
+    The role now loads right after the copy, before the configuration, and loads again on the
+    next run (the tarball copied already)."""
+    tag = f"{LOADER_REPO}:play"
+    good = saved_image(docker, tmp_path, "play", tag)
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # cut off mid-layer
+    images = tmp_path / "images"
+    images.mkdir()
+    marker = tmp_path / "config.toml"
+    playbook = tmp_path / "image-play.yml"
+    playbook.write_text(IMAGE_PLAY.format(tasks=REPO / "ansible/roles/sesame_pi/tasks/image.yml"))
+
+    def play(tarball: Path) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PATH": f"{Path(docker).parent}:{os.environ['PATH']}",
+               "ANSIBLE_LOCALHOST_WARNING": "False",
+               "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"}  # fmt: skip
+        variables = {
+            "sesame_pi_image_tarball": str(tarball), "sesame_pi_image": tag,
+            "sesame_pi_image_path": str(images / "sesame-pi.tar"),
+            "sesame_pi_loader": str(tmp_path / "sesame-pi-load-image"),
+            "sesame_pi_offline": False, "config_marker": str(marker),
+        }  # fmt: skip
+        return subprocess.run(
+            [str(REPO / ".venv/bin/ansible-playbook"), "-i", "localhost,", str(playbook),
+             "-e", f"ansible_python_interpreter={REPO / '.venv/bin/python'}",
+             "-e", json.dumps(variables)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    try:
+        failed = play(broken)
+        assert failed.returncode != 0, failed.stdout[-3000:]
+        assert "Load the app image into Docker" in failed.stdout
+        assert re.search(r"fatal: \[localhost\]: FAILED!", failed.stdout), failed.stdout[-3000:]
+        assert not marker.exists(), "the new configuration was written beside the old image"
+        assert image_id(docker, tag) is None
+
+        fixed = play(good)
+        assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-2000:]
+        assert image_id(docker, tag) is not None and marker.exists()
+        assert "the app's restart was asked for" in fixed.stdout
+
+        again = play(good)  # the same tarball: loaded already, nothing to restart for
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert "the app's restart was asked for" not in again.stdout
+        assert re.search(r"changed=0\b", again.stdout), again.stdout[-2000:]
+
+        run(docker, "image", "rm", tag)  # gone from the engine, the tarball copied already
+        reloaded = play(good)
+        assert reloaded.returncode == 0, reloaded.stdout[-3000:]
+        assert image_id(docker, tag) is not None, "the load runs whether or not the copy did"
+    finally:
+        run(docker, "image", "rm", tag, check=False)
+
+
 VERIFY_PLAY = """\
 - name: Check the app stays up
   hosts: localhost

@@ -58,6 +58,9 @@ def test_missing_default_file_is_fine_but_an_explicit_one_is_not(
         ({"SESAME_PI_BUTTON_PULL": "sideways"}, "button_pull 'sideways'"),
         ({"SESAME_PI_EARCON_VOLUME": "3"}, "earcon_volume 3.0 must be between 0 and 1"),
         ({"SESAME_PI_LED_PIN": "17"}, "led_pin and button_pin must be different"),
+        # an hour or more before an hour-long token's end: a refresh on every look, for ever
+        ({"SESAME_PI_REFRESH_BEFORE_S": "3600"}, "refresh_before_s 3600.0 must be between 0"),
+        ({"SESAME_PI_REFRESH_BEFORE_S": "inf"}, "refresh_before_s inf must be between 0"),
         (
             {"SESAME_PI_CA_FILE": "/nonexistent/ca.pem"},
             "ca_file /nonexistent/ca.pem does not exist",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from sesame_pi.audio import AudioEngine
 from sesame_pi.config import Config
-from sesame_pi.heap import pause_meter, settle_after_start
+from sesame_pi.heap import PauseMeter, pause_meter, settle_after_start
 
 
 @pytest.fixture
@@ -100,3 +101,31 @@ async def test_the_echo_stage_made_at_the_first_call_is_frozen_too(unfrozen: Non
     engine._start_echo()  # the next call resets the stage: nothing new to freeze
     assert gc.get_freeze_count() <= again  # (frozen objects freed by the reset leave it)
     engine.close()
+
+
+def test_a_collection_that_straddles_a_reset_does_not_carry_into_the_new_call(
+    no_automatic_collections: None,
+) -> None:
+    """A collection on another thread that was under way when the loop reset the meter for a
+    new call: the old `max(longest, this one)` could land after the reset and bring the last
+    call's figure into the new one. The callbacks are driven by hand here, in the order that
+    race takes."""
+    meter = PauseMeter()
+    try:
+        meter._seen("start", {})
+        meter._seen("stop", {})
+        meter._seen("start", {})
+        time.sleep(0.005)
+        meter.reset()  # the new call begins while the collection runs
+        meter._seen("stop", {})
+        assert meter.longest_ms == 0.0
+        meter._seen("start", {})
+        time.sleep(0.002)
+        meter._seen("stop", {})
+        assert 2.0 <= meter.longest_ms < 1000.0, "a collection inside the call still counts"
+        kept = meter.longest_ms
+        meter._seen("start", {})
+        meter._seen("stop", {})
+        assert meter.longest_ms == kept, "the longest, not the last"
+    finally:
+        gc.callbacks.remove(meter._seen)

@@ -88,6 +88,7 @@ def test_the_credentials_repr_never_shows_the_refresh_token() -> None:
         ("", "nothing was given"),
         ("  \r\n ", "nothing was given"),
         (json.dumps(record())[:-40], "cut off or damaged"),
+        ("[" * 100_000, "cut off or damaged"),  # deeper than the parser goes: RecursionError
         (json.dumps({"uid": "u1", "email": "a@b.c"}), "no stsTokenManager.refreshToken"),
         (json.dumps(wrapped("__sak")), "no stsTokenManager.refreshToken"),
         (json.dumps(record(stsTokenManager={"refreshToken": "a b"})), "damaged"),

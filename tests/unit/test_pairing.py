@@ -6,6 +6,9 @@ import pytest
 
 from sesame_pi.pairing import (
     HOLD_OPEN_S,
+    MAX_PENDING,
+    MAX_WRONG_CODES,
+    PENDING_S,
     PairingRefused,
     Pairings,
     Press,
@@ -123,3 +126,29 @@ def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
     assert not window.pairing_armed, "the hold's sign lasts as long as its window"
     window.token_needed(True)
     assert window.pairing_armed, "without a token a press cannot place a call: it pairs"
+
+
+def test_a_full_table_refuses_a_new_request_and_never_pushes_one_out() -> None:
+    """Someone on the network pushed the owner's request out with requests of their own, spoilt
+    all but one with wrong codes, and the owner's press confirmed that one: the stranger was
+    paired. A full table now refuses the newcomer; the owner's request stays, so the press is
+    ambiguous and pairs nobody."""
+    clock = Clock()
+    book = Pairings(clock)
+    owner = book.begin()
+    clock.now += 1
+    theirs = [book.begin() for _ in range(MAX_PENDING - 1)]
+    with pytest.raises(PairingRefused) as refused:
+        book.begin()
+    assert refused.value.reason is Refusal.BUSY
+    assert book.seconds_until_room() == pytest.approx(PENDING_S - 1)
+    for spoilt in theirs[1:]:
+        for _ in range(MAX_WRONG_CODES):
+            with pytest.raises(PairingRefused):
+                book.finish(spoilt.handle, "WRONG2", spoilt.csrf)
+    assert book.waiting == 2, "the owner's request is still there"
+    assert book.press() is Press.AMBIGUOUS
+    for pending in (owner, theirs[0]):
+        with pytest.raises(PairingRefused):
+            book.finish(pending.handle, pending.code, pending.csrf)
+    assert book.seconds_until_room() == 0.0

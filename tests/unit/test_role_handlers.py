@@ -58,3 +58,28 @@ def test_the_units_are_enabled_before_any_handler_starts_or_checks_the_app() -> 
     assert all(handler["name"] != "Reload systemd for sesame-pi" for handler in _load(HANDLERS))
     start = names.index("Start the units")
     assert flush < start < names.index("Check the app stays up after its start")
+
+
+def test_the_image_is_loaded_before_the_configuration_is_written() -> None:
+    """A `docker load` that failed in a handler came after the new config.toml: the old image
+    restarted on a configuration it may refuse. The load is a task now, right after the copy,
+    on every run that ships a tarball (a copy done by an earlier run whose load failed is loaded
+    on the next). Its behaviour with the real engine: tests/system/test_container.py."""
+    tasks = _load(TASKS)
+    names = [task["name"] for task in tasks]
+    imported = names.index("Copy and load the app image")
+    assert tasks[imported]["ansible.builtin.import_tasks"] == "image.yml"
+    assert imported < names.index("Write the app's configuration")
+    image_tasks = _load(ROLE / "tasks/image.yml")
+    steps = [task["name"] for task in image_tasks]
+    assert steps == [
+        "Install the image loader",
+        "Copy the app image",
+        "Load the app image into Docker",
+    ]
+    loading = image_tasks[2]
+    assert "changed" not in loading["when"], "it must not wait for this run's copy"
+    assert "sesame_pi_offline" in loading["when"]
+    assert loading["notify"] == "Restart sesame-pi"
+    assert "notify" not in image_tasks[1], "a copy alone restarts nothing: the load does"
+    assert all(handler["name"] != "Load the sesame-pi image" for handler in _load(HANDLERS))

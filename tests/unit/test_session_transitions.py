@@ -15,7 +15,7 @@ from sesame_pi.config import Config
 from sesame_pi.link import CallFailed, End, LinkDown
 from sesame_pi.session import CALL_LIMIT_REASON, SOUNDS, Occurrence, Session
 from sesame_pi.states import Earcon, State
-from sesame_pi.transitions import REST, TRANSITIONS, Do, Event, Phase
+from sesame_pi.transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase
 from support.session_doubles import CALL, FakeLink, FeedbackLog, PacedMicrophone
 
 FIRE: dict[Event, Callable[[Session], object]] = {
@@ -82,6 +82,8 @@ async def test_phase_event(
             expected = phase
         elif step.to == REST:
             expected = Phase.IDLE if link_up else Phase.OFFLINE
+        elif step.to == AFTER_CALL:  # (no outage was reported here: a call's socket closing)
+            expected = Phase.IDLE
         else:
             expected = Phase(step.to)
         assert after is expected
@@ -164,4 +166,19 @@ async def test_routine_closes_are_no_event() -> None:
     session.link_down(LinkDown(End.IDLE, "closed by server while idle"))
     session.link_down(LinkDown(End.PLANNED, "planned"))
     assert session.state is State.IDLE and feedback.states == []
+    await session.close()
+
+
+async def test_a_call_hung_up_while_the_link_is_down_rests_offline() -> None:
+    """The link dropped mid-call and the person held to hang up: the call ended showing idle
+    for the whole outage (the link reports an outage once), and the next press waited and
+    failed with the error tone."""
+    session, link, feedback = make()
+    session.phase = Phase.LIVE
+    session.link_down(LinkDown(End.LOST, "dead link: 4 pings unanswered"))
+    link.up = False
+    session.button_held()
+    await settle()
+    assert session.state is State.OFFLINE, session.state
+    assert feedback.earcons[-1] is Earcon.END and feedback.states[-1] is State.OFFLINE
     await session.close()

@@ -602,6 +602,21 @@ def test_short_calls_add_up_to_the_calm_that_gives_a_period_back() -> None:
     assert fourth.relax_after_s == 2 * RELAX_AFTER_S
 
 
+def test_only_seconds_with_audio_to_play_count_as_calm() -> None:
+    """A speaker stays open a few seconds after a call with nothing to play: those seconds say
+    nothing of a writer keeping up, and counted as calm they relaxed a widened target (the next
+    call then ran dry on it). Here 0.4 s of audio, then 0.6 s of nothing."""
+    started = time.monotonic()
+
+    def render(want: int, held: int) -> bytes:
+        return bytes(want) if time.monotonic() - started < 0.4 else b""
+
+    speaker, played = run_speaker(FakeOutput(), render, 1.0)
+    assert played, "it played"
+    calm = speaker.learnt().calm_s
+    assert 0.3 < calm < 0.6, f"{calm:.2f} s of calm in 0.4 s of audio and 0.6 s of nothing"
+
+
 def test_a_device_dry_because_the_network_was_late_keeps_its_lean_target() -> None:
     """Nothing to play for 100 ms (the network was late): the device runs dry and that is
     counted, but the writer was on time, so the device's target stays; the playout buffer's

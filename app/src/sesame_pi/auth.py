@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -264,16 +265,22 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
             meaning = _REFUSALS["INVALID_API_KEY"]
         text = f"token endpoint refused it (HTTP {exc.code} {code})".replace(" )", ")")
         raise RefreshRefused(f"{meaning}: {text}" if meaning else text, code) from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    # (http.client's own errors, a connection closed mid-answer or a status line that is not
+    # HTTP, are neither OSError nor URLError: without them here a first boot's sign-in ended)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
         raise EndpointUnreachable(
             f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
         ) from None
-    except ValueError:  # not JSON, not UTF-8, or an integer over 4300 digits
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, over 4300 digits, too nested
         raise RefreshFailed("token endpoint answered something that is not JSON") from None
     id_token = answer.get("id_token") if isinstance(answer, dict) else None
     if not isinstance(id_token, str) or not id_token:
         raise RefreshFailed("token endpoint answer has no id_token")
     register_secret(id_token)
+    try:  # checked before anything is stored: a bad answer must not replace a working token
+        decode_claims(id_token)
+    except TokenInvalid:
+        raise RefreshFailed("token endpoint answered an id_token that is not a JWT") from None
     new_refresh = answer.get("refresh_token")
     if isinstance(new_refresh, str) and new_refresh:
         register_secret(new_refresh)
@@ -323,6 +330,7 @@ class TokenProvider:
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._unreachable = False  # the last refresh attempt found no token service to ask
+        self._refreshing: asyncio.Future[None] | None = None  # the refresh under way
         self._warned_expiry_for: float | None = None
         self._unreadable: object = _UNSEEN  # the stamp of a token file the watch could not use
         self._not_set_aside: FileStamp | None = None  # a file that could not be moved aside
@@ -641,7 +649,23 @@ class TokenProvider:
     # ------------------------------------------------------------ refresh
 
     async def refresh(self) -> None:
-        """Exchange the refresh token for a new ID token (in a thread); back off on failure."""
+        """Exchange the refresh token for a new ID token (in a thread); back off on failure.
+
+        One at a time: a refresh asked for while one is under way (a connect and the watch at
+        once) waits for that one and shares its outcome. Two spent the same refresh token
+        twice: the second answer was thrown away as "a login stored new credentials", or
+        refused as a used token ("sign in again") while the device was fine."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh_once())
+            self._refreshing.add_done_callback(self._refresh_done)
+        await asyncio.shield(self._refreshing)
+
+    def _refresh_done(self, done: asyncio.Future[None]) -> None:
+        self._refreshing = None
+        if not done.cancelled():
+            done.exception()  # (retrieved: every waiter may have been cancelled meanwhile)
+
+    async def _refresh_once(self) -> None:
         if not self._refresh_allowed():
             raise RefreshFailed("waiting before the next refresh attempt")
         stored_before = self._stored_stamps()

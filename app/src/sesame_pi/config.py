@@ -241,7 +241,13 @@ class Config:
         allowed="an `https://` URL (`http://` for local tests)",
         check=_token_endpoint_url,
     )
-    refresh_before_s: float = setting(300.0, "auth", "refresh this long before `exp`", low=0)
+    refresh_before_s: float = setting(
+        300.0,
+        "auth",
+        "refresh this long before `exp` (an ID token lives an hour)",
+        low=0,
+        high=3000,
+    )
     expiry_warn_s: float = setting(
         600.0, "auth", "log `token_expiring` this long before `exp`", low=0
     )

@@ -37,22 +37,39 @@ def freeze_what_lasts() -> None:
 class PauseMeter:
     """The longest collection since `reset` (ms), seen through `gc.callbacks` on whichever
     thread the collector ran (collections never overlap: the collector runs one at a time; a
-    finalizer it runs may let other threads in, and their time counts too)."""
+    finalizer it runs may let other threads in, and their time counts too).
+
+    `reset` (the loop, at a call's start) can come between a collection's end on another thread
+    reading the longest so far and writing it back: a plain maximum would carry the last call's
+    figure into the new one. So each figure is stored with the round it belongs to, in one
+    assignment, and one from a round that has ended (or a collection that began in it) reads as
+    nothing."""
 
     def __init__(self) -> None:
-        self.longest_ms = 0.0
-        self._began = 0.0
+        self._round = 0
+        self._longest: tuple[int, float] = (0, 0.0)  # (round, ms): one atomic assignment
+        self._began: tuple[int, float] = (0, 0.0)  # (round, perf_counter) of the running one
         gc.callbacks.append(self._seen)
 
+    @property
+    def longest_ms(self) -> float:
+        round_, longest = self._longest
+        return longest if round_ == self._round else 0.0
+
     def reset(self) -> None:
-        self.longest_ms = 0.0
+        self._round += 1
 
     def _seen(self, phase: str, _info: dict[str, Any]) -> None:
         now = time.perf_counter()
         if phase == "start":
-            self._began = now
-        else:
-            self.longest_ms = max(self.longest_ms, (now - self._began) * 1000)
+            self._began = (self._round, now)
+            return
+        round_, began = self._began
+        if round_ != self._round:  # began before a reset: it belongs to the round that ended
+            return
+        kept_round, kept = self._longest
+        longest = kept if kept_round == round_ else 0.0
+        self._longest = (round_, max(longest, (now - began) * 1000))
 
 
 _meter: PauseMeter | None = None

@@ -122,7 +122,7 @@ def _user_record(data: Any, depth: int = 0) -> dict[str, Any] | None:
     if isinstance(data, str):
         try:
             return _user_record(json.loads(_clean(data)), depth + 1)
-        except ValueError:  # (also an integer over 4300 digits)
+        except (ValueError, RecursionError):  # (also an integer over 4300 digits)
             return None
     if isinstance(data, list):
         for item in data:
@@ -156,7 +156,7 @@ def parse_credentials(text: str, api_key: str | None = None) -> Credentials:
     if cleaned[0] in '{["':
         try:
             data = json.loads(cleaned)
-        except ValueError:
+        except (ValueError, RecursionError):  # (damaged, or nested beyond the parser's depth)
             raise LoginError(
                 f"that looks like JSON but is cut off or damaged; copy the record again ({GUIDE})"
             ) from None

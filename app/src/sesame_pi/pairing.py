@@ -86,6 +86,7 @@ class Refusal(StrEnum):
     CSRF = "csrf"
     EXPIRED = "expired"
     NOT_PRESSED = "not_pressed"  # keep waiting: the button has not been pressed yet
+    BUSY = "busy"  # MAX_PENDING requests wait already: none is pushed out for a new one
 
 
 class PairingRefused(Exception):
@@ -129,11 +130,16 @@ class Pairings:
                 del self._pending[handle]
 
     def begin(self) -> Pending:
-        """A new pending request with a fresh code (the oldest is dropped beyond MAX_PENDING)."""
+        """A new pending request with a fresh code; PairingRefused(BUSY) while MAX_PENDING wait.
+
+        A full table refuses rather than dropping its oldest request: someone else on the
+        network could otherwise push the owner's request out with a few of their own, spoil
+        those with wrong codes, and be the one request left when the owner presses. Refusing
+        costs the owner a minute at worst (the requests expire), which anyone on the network can
+        cost them anyway by keeping a second request open."""
         self._prune()
-        while len(self._pending) >= MAX_PENDING:
-            oldest = min(self._pending.values(), key=lambda p: p.created)
-            del self._pending[oldest.handle]
+        if len(self._pending) >= MAX_PENDING:
+            raise PairingRefused(Refusal.BUSY)
         code = self._code()
         while code in self._used or any(p.code == code for p in self._pending.values()):
             code = self._code()
@@ -148,6 +154,13 @@ class Pairings:
 
     def seconds_left(self, pending: Pending) -> float:
         return max(0.0, pending.created + self._pending_s - self._clock())
+
+    def seconds_until_room(self) -> float:
+        """How long until the oldest waiting request expires (0 with room for one now)."""
+        self._prune()
+        if len(self._pending) < MAX_PENDING:
+            return 0.0
+        return min(self.seconds_left(pending) for pending in self._pending.values())
 
     @property
     def waiting(self) -> int:

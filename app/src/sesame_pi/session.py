@@ -29,7 +29,7 @@ from .logs import event
 from .ports import AudioPort, FeedbackPort, LinkPort
 from .states import Earcon, State
 from .tasks import TaskSet
-from .transitions import REST, TRANSITIONS, Do, Event, Phase, Step
+from .transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase, Step
 
 __all__ = ["AudioPort", "FeedbackPort", "LinkPort", "Session"]
 
@@ -79,6 +79,7 @@ class Session:
         self.feedback = feedback
         self.heartbeat = heartbeat
         self.phase = Phase.STARTING
+        self._outage = False  # the link reported an outage it has not come back from
         self.tasks = TaskSet()
         self._placing: asyncio.Task[None] | None = None  # the call being placed or resumed
         self._ending: asyncio.Task[None] | None = None
@@ -192,6 +193,8 @@ class Session:
             return step.to
         if step.to == REST:
             return Phase.IDLE if self.link.up else Phase.OFFLINE
+        if step.to == AFTER_CALL:
+            return Phase.OFFLINE if self._outage else Phase.IDLE
         return self.phase
 
     def _move(self, new: Phase, fields: dict[str, object], before: State) -> None:
@@ -245,11 +248,13 @@ class Session:
     # ------------------------------------------------------------ link (LinkListener)
 
     def link_up(self) -> None:
+        self._outage = False
         self._on(Event.LINK_UP)
 
     def link_down(self, down: LinkDown) -> None:
         if down.routine:
             return  # after a call, or the server's idle close: the supervisor reopens at once
+        self._outage = True  # (reported once: see AFTER_CALL)
         self.happen(Occurrence(Event.LINK_DOWN, down.detail, logged={"reason": down.detail}))
 
     def server_audio(self, pcm: bytes) -> None:

@@ -42,6 +42,8 @@ REFUSALS = {
     Refusal.CSRF: "The form was not this page's own. Start again.",
     Refusal.EXPIRED: "The minute to press the button is over. Start again.",
     Refusal.NOT_PRESSED: "The button has not been pressed yet: press it once, then Continue.",
+    Refusal.BUSY: "Several browsers are waiting to pair already (someone else on this network "
+    "may be trying too). Wait a minute, then start again.",
 }
 
 
@@ -78,6 +80,18 @@ def where_to_open(request: web.Request) -> str:
             0, f"http://[{address}]:{port}/" if ":" in address else f"http://{address}:{port}/"
         )
     return " or ".join(urls)
+
+
+async def read_form(request: web.Request) -> Any:
+    """The POSTed form, or 400: a body that is not text in its stated charset (or names one
+    that does not exist) made aiohttp raise from inside the handler, which answered 500 without
+    this page's headers and wrote a traceback to the log."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, LookupError, ValueError):
+        raise web.HTTPBadRequest(
+            reason="The form could not be read: send it from the page"
+        ) from None
 
 
 class SetupServer:
@@ -203,7 +217,7 @@ class SetupServer:
         paired = self._paired(request)
         if paired is None:
             return self._html(views.unpaired("Pair this browser first.", bad=True), 403)
-        form = await request.post()
+        form = await read_form(request)
         token = form.get("csrf")
         if not self.page.pairings.csrf_ok(paired, token if isinstance(token, str) else None):
             event(
@@ -228,6 +242,10 @@ class SetupServer:
         paired = self._paired(request)
         if paired is None:
             return self._html(views.unpaired(), 403)
+        if not self.page.pairings.waiting:
+            # A paired owner who held the button to open this page is not pairing a browser:
+            # their next press is for a call, not for a request someone else opens meanwhile.
+            self.page.window.disarm_pairing()
         return self._status_page(paired)
 
     def _status_page(
@@ -238,7 +256,16 @@ class SetupServer:
         return self._html(text, status)
 
     async def pair_start(self, request: web.Request) -> web.Response:
-        pending = self.page.pairings.begin()
+        try:
+            pending = self.page.pairings.begin()
+        except PairingRefused as exc:
+            event(
+                "pairing_refused", logging.WARNING, client=request.remote, reason=exc.reason.value
+            )
+            wait_s = max(1, round(self.page.pairings.seconds_until_room()))
+            response = self._html(views.unpaired(REFUSALS[exc.reason], bad=True), 429)
+            response.headers["Retry-After"] = str(wait_s)
+            return response
         event("pairing_started", client=request.remote, waiting=self.page.pairings.waiting)
         response = self._redirect("/pair")
         self._cookie(
@@ -255,7 +282,7 @@ class SetupServer:
         return self._html(views.pairing(pending.code, pending.csrf, left, hold_first=hold_first))
 
     async def pair_finish(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await read_form(request)
         handle = request.cookies.get(PAIR_COOKIE)
         code, csrf = str(form.get("code", "")), str(form.get("csrf", ""))
         try:

@@ -114,8 +114,13 @@ class Speaker:
         self.on_target = on_target
         self.on_dry = on_dry
         self.run_starts = run_starts
-        now = time.monotonic()
-        self._calm_since = now  # (the calm is counted while a speaker is open, across speakers)
+        # The calm is counted on a clock that runs only while the device has audio: the seconds
+        # a speaker idles after a call (the output closes a few seconds later) prove nothing of
+        # a writer that keeps up. It goes on across speakers (Learnt).
+        self._played_s = 0.0  # the clock: how long the device has had audio since this opened
+        self._played_mark = time.monotonic()
+        self._playing = False  # the device held audio at the writer's last look or write
+        self._calm_since = 0.0  # on that clock
         self.relax_after_s = RELAX_AFTER_S
         self._relaxed_at: float | None = None  # when a period of a widened target last went back
         if learnt is not None and (learnt.rate, learnt.period_frames) == (rate, self.period_frames):
@@ -123,9 +128,9 @@ class Speaker:
                 self.max_target_frames, max(self.base_target_frames, learnt.target_frames)
             )
             self.relax_after_s = learnt.relax_after_s
-            self._calm_since = now - learnt.calm_s  # short calls add up to a relaxation
+            self._calm_since = -learnt.calm_s  # short calls add up to a relaxation
             if learnt.since_relaxed_s is not None:
-                self._relaxed_at = now - learnt.since_relaxed_s
+                self._relaxed_at = -learnt.since_relaxed_s
         self.render = render
         self.on_played = on_played
         self.stream_time = stream_time
@@ -198,7 +203,9 @@ class Speaker:
 
     def learnt(self) -> Learnt:
         """For the next speaker on this device (see Learnt)."""
-        now = time.monotonic()
+        now = self._played_s  # (read, not moved: the writer thread owns the clock)
+        if self._playing:
+            now += time.monotonic() - self._played_mark
         relaxed_at = self._relaxed_at
         return Learnt(
             self.rate,
@@ -240,6 +247,7 @@ class Speaker:
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
+                self._playing = held > 0
                 self._watch_progress(held)
                 target = self._target(held)
                 if target - held < self.period_frames or free < self.period_frames:
@@ -260,6 +268,7 @@ class Speaker:
                 self.on_played(chunk, looked_at + held / self.rate, held == 0)
                 self._write(chunk, held, looked_mono, look, begins_run=self.run_starts() != starts)
                 self._prev_held = held + len(chunk) // SAMPLE_BYTES
+                self._playing = True
                 # Asleep until the device should have room for the next period again (a little
                 # before: the moment it takes its period is only known by looking).
                 lead = self._prev_held - (target - self.period_frames) - self.period_frames // 8
@@ -306,7 +315,7 @@ class Speaker:
         target that ran dry sooner than the calm that earned it was too lean for this machine:
         the next period goes back only after twice that calm (a relapse at every relaxation was
         a dry spell every ten seconds on a machine that cannot keep the lean target)."""
-        now = time.monotonic()
+        now = self._played()
         if self._relaxed_at is not None and now - self._relaxed_at < self.relax_after_s:
             self.relax_after_s = min(MAX_RELAX_AFTER_S, 2 * self.relax_after_s)
         self._relaxed_at = None  # judged: more dry spells in the same busy burst double nothing
@@ -319,7 +328,7 @@ class Speaker:
     def _relax(self) -> None:
         """After `relax_after_s` without running dry, a period of the widened target goes back;
         after MAX_RELAX_AFTER_S at the lean target, the relapses learnt are forgotten."""
-        now = time.monotonic()
+        now = self._played()
         calm = now - self._calm_since
         if self.target_frames > self.base_target_frames and calm > self.relax_after_s:
             leaner = self.target_frames - self.period_frames
@@ -328,6 +337,15 @@ class Speaker:
             self.on_target(self.target_frames)
         elif calm > MAX_RELAX_AFTER_S:  # the lean target held that long: the busy spell is over
             self.relax_after_s = RELAX_AFTER_S
+
+    def _played(self) -> float:
+        """The calm's clock (s), moved on by the time since the last reading if the device had
+        audio then (a speaker idling with nothing to play stands it still)."""
+        now = time.monotonic()
+        if self._playing:
+            self._played_s += now - self._played_mark
+        self._played_mark = now
+        return self._played_s
 
     def _target(self, held: int) -> int:
         """How much the device should hold: the lean target, or its whole buffer while it holds

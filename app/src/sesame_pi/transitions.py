@@ -2,6 +2,7 @@
 
     STARTING ─link up─► IDLE;  STARTING/IDLE/CALL_LIMIT ─link down─► OFFLINE ─link up─► IDLE
     IDLE/OFFLINE/STARTING/CALL_LIMIT ─press─► CONNECTING ─placed─► LIVE ─hold─► ENDING ─ended─► IDLE
+      (OFFLINE if it ended in an outage: AFTER_CALL)
     CONNECTING ─hold─► ENDING (the placement is cancelled: its socket closes, no call stays up)
     CONNECTING ─call failed─► IDLE or OFFLINE (REST: whichever the link says)
     LIVE ─link down─► RECONNECTING ─link up─► (resume placed) ─placed─► LIVE
@@ -106,7 +107,12 @@ class Do(StrEnum):
 
 
 REST: Final = "rest"
-Target = Phase | Literal["rest"] | None
+# After a call: IDLE, or OFFLINE while an outage the session was told of lasts. Not REST: the
+# call's own socket closes as it ends (a fresh one follows at once), so "the link is down" then
+# says nothing; but the link reports each outage once, and a call hung up in one showed idle for
+# all of it, where the next press waited and failed.
+AFTER_CALL: Final = "after_call"
+Target = Phase | Literal["rest", "after_call"] | None
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     **{(p, Event.HANGUP): _END_BY_SERVER for p in IN_CALL},
     **{(p, Event.LIMIT): _LIMIT for p in IN_CALL},
     (P.CALL_LIMIT, Event.LIMIT_SHOWN): Step(REST),
-    (P.ENDING, Event.ENDED): Step(P.IDLE, (Do.FINISH, Do.SOUND_END)),
+    (P.ENDING, Event.ENDED): Step(AFTER_CALL, (Do.FINISH, Do.SOUND_END)),
     (P.NEEDS_TOKEN, Event.ENDED): Step(None, (Do.FINISH,)),  # the token went while ending
     (P.DEVICE_ERROR, Event.ENDED): Step(None, (Do.FINISH,)),  # the device went while ending
     (P.RECONNECTING, Event.RESUME_EXPIRED): Step(

@@ -249,7 +249,15 @@ class Channel:
         finally:
             state.pending.pop(request_id, None)
         if isinstance(message, p.Error):
+            if message.request_id is None:
+                # Taken for this call's answer, but it may be about something else: the server
+                # may still place the call, and a call_connect_response now would leave a call
+                # up on this socket that nobody hears. A fresh socket for the next one.
+                await self._abandon_call(request_id, "an error without a request_id")
             raise CallFailed(message.message or "call refused", message.code)
+        if isinstance(message, p.CallDisconnect):
+            reason = message.reason or "no reason given"
+            raise CallFailed(f"the server ended the call as it began ({reason})")
         if not isinstance(message, p.CallConnectResponse):
             raise CallFailed(f"unexpected answer {type(message).__name__}")
         state.call_id = message.call_id
@@ -277,6 +285,10 @@ class Channel:
         warm one at once, so the next call starts on a clean session.
         """
         await self._stop_pinging()
+        # Closing from now on: the answer may take seconds, and a call placed meanwhile (the
+        # person pressing again after a device came back) would land on this socket and go
+        # silent when it closes.
+        self._ending(End.PLANNED, PLANNED_CLOSE)
         state = self.state
         request_id = p.new_request_id()
         answer = state.expect(request_id)

@@ -40,8 +40,13 @@ class ChannelState:
     def resolve(self, request_id: str | None, message: p.ServerMessage) -> bool:
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
-        elif request_id is None and isinstance(message, p.Error) and self.pending:
-            # An error without request_id answers the oldest request we are waiting on.
+        elif request_id is None and self.pending and (
+            isinstance(message, p.Error)
+            or (isinstance(message, p.CallDisconnect) and self.call_id is None)
+        ):
+            # An error without request_id answers the oldest request we are waiting on; so does
+            # the server ending a call that has not begun (a refusal while it connects: ignored,
+            # it cost the person the whole handshake timeout and a misleading reason).
             future = self.pending.pop(next(iter(self.pending)))
         else:
             return False
@@ -122,14 +127,17 @@ def dispatch(
             if not state.resolve(rid, message):
                 stats.bad("unexpected_response", type(message).__name__)
         case p.Error(request_id=rid):
-            event(
-                "server_error",
-                logging.WARNING,
-                code=message.code,
-                message=message.message,
-                detail=message.detail[:200],
-                close_connection=message.close_connection,
-            )
+            unsaid = stats.server_error(now)
+            if unsaid is not None:
+                event(
+                    "server_error",
+                    logging.WARNING,
+                    code=message.code,
+                    message=message.message[:200],
+                    detail=message.detail[:200],
+                    close_connection=message.close_connection,
+                    unlogged_before=unsaid,
+                )
             state.resolve(rid, message)  # unresolved during a call: a warning; the call goes on
             if message.close_connection:
                 return [CloseAsked(f"server error {message.code}: {message.message}")]

@@ -201,6 +201,12 @@ class Link:
             changed = await self.tokens.after_auth_refusal()
         except TokenError:
             changed = False
+        except Exception as error:  # a fault of ours, or of an answer we met
+            # The link waits here (out of `run`'s own handler) for the token that brings it
+            # back: anything raised here ended the link task for good, under a heartbeat that
+            # still said healthy, and the device never connected again.
+            report_fault(error, "the link keeps waiting for a working token; please report this")
+            changed = False
         if changed:
             self._auth_attempts.append(time.monotonic())
             event("auth_retry", attempts_last_minute=len(self._auth_attempts))
