@@ -427,6 +427,8 @@ def test_a_load_that_fails_stops_the_host_before_its_new_configuration(
     images.mkdir()
     marker = tmp_path / "config.toml"
     playbook = tmp_path / "image-play.yml"
+    (tmp_path / "files").mkdir()  # where a play outside the role finds the role's loader
+    shutil.copy(LOADER, tmp_path / "files" / LOADER.name)
     playbook.write_text(IMAGE_PLAY.format(tasks=REPO / "ansible/roles/sesame_pi/tasks/image.yml"))
 
     def play(tarball: Path) -> subprocess.CompletedProcess[str]:
