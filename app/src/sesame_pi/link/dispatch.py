@@ -38,15 +38,15 @@ class ChannelState:
         return future
 
     def resolve(self, request_id: str | None, message: p.ServerMessage) -> bool:
+        # An error without request_id answers the oldest request we are waiting on; so does the
+        # server ending a call that has not begun (a refusal while it connects: ignored, it
+        # cost the person the whole handshake timeout and a misleading reason).
+        unaddressed = isinstance(message, p.Error) or (
+            isinstance(message, p.CallDisconnect) and self.call_id is None
+        )
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
-        elif request_id is None and self.pending and (
-            isinstance(message, p.Error)
-            or (isinstance(message, p.CallDisconnect) and self.call_id is None)
-        ):
-            # An error without request_id answers the oldest request we are waiting on; so does
-            # the server ending a call that has not begun (a refusal while it connects: ignored,
-            # it cost the person the whole handshake timeout and a misleading reason).
+        elif request_id is None and unaddressed and self.pending:
             future = self.pending.pop(next(iter(self.pending)))
         else:
             return False
