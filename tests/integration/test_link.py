@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self) -> None:
         self.ups = 0
         self.downs: list[str] = []
+        self.routine: list[bool] = []  # for each down: a planned or idle close, not an outage
         self.audio_bytes = 0
         self.hangups: list[str] = []
         self.token_problems: list[str] = []
@@ -45,6 +46,7 @@ class Recorder:
 
     def link_down(self, down: LinkDown) -> None:
         self.downs.append(down.detail)
+        self.routine.append(down.routine)
         self.up_event.clear()
 
     def server_audio(self, pcm: bytes) -> None:
@@ -533,9 +535,10 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
             if message["type"] != "call_connect":
                 continue
             calls += 1
-            if calls == 1:
+            if calls <= 2:  # numbered as the service numbers its own messages, then not at all
                 ending = {"type": "call_disconnect", "content": {"reason": "preset_not_found"}}
-                await ws.send(json.dumps({"session_id": session_id, **ending}))
+                numbered = {"request_id": str(uuid.uuid4())} if calls == 1 else {}
+                await ws.send(json.dumps({"session_id": session_id, **numbered, **ending}))
             else:
                 error = {"type": "error", "content": {"code": 5000, "message": "busy"}}
                 await ws.send(json.dumps({"session_id": session_id, **error}))
@@ -549,11 +552,12 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
         recorder = Recorder()
         link = Link(cfg, TokenProvider(cfg), recorder)
         await up(link, recorder, running)
-        started = time.monotonic()
-        with pytest.raises(CallFailed, match="ended the call as it began") as failed:
-            await link.start_call()
-        assert "preset_not_found" in str(failed.value)
-        assert time.monotonic() - started < 2.0, "not the handshake timeout"
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(CallFailed, match="ended the call as it began") as failed:
+                await link.start_call()
+            assert "preset_not_found" in str(failed.value)
+            assert time.monotonic() - started < 2.0, "not the handshake timeout"
         with pytest.raises(CallFailed, match="busy"):
             await link.start_call()
         assert connections == 1, "a refusal leaves the socket to the next call"
@@ -600,6 +604,39 @@ async def test_a_socket_ending_its_call_takes_no_new_one(
         assert await link.wait_up(10) and connections == 2
         info = await link.start_call()
         assert info.call_id == 7
+
+
+async def test_a_link_that_dies_while_its_call_ends_is_an_outage(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The socket ending its call takes no new one, but it is not a planned close yet: the
+    connection dropping in the wait for call_disconnect_response is an outage the session hears
+    of (a hang-up in an outage rests offline), not a routine close."""
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        async for raw in ws:
+            message = json.loads(raw)
+            reply = {"session_id": session_id, "request_id": message.get("request_id")}
+            if message["type"] == "call_connect":
+                answer = {**reply, "call_id": 7, "type": "call_connect_response"}
+                await ws.send(json.dumps({**answer, "content": {"sample_rate": 24000}}))
+            elif message["type"] == "call_disconnect":
+                ws.transport.abort()  # the network goes, no close frame
+                return
+
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        await link.start_call()
+        assert not await link.end_call(), "no answer came"
+        for _ in range(50):
+            if recorder.downs:
+                break
+            await asyncio.sleep(0.1)
+        assert recorder.routine == [False], recorder.downs
 
 
 async def test_a_service_that_greets_and_closes_with_an_auth_code_gets_renewals_backed_off(

@@ -33,8 +33,15 @@ class Issuer:
     """Firebase's refresh grant: a known key and a live refresh token give a new ID token and a
     new refresh token (the old one then stops working); anything else is refused."""
 
-    def __init__(self, api_key: str, refresh_token: str, email: str = "maker@example.org") -> None:
+    def __init__(
+        self,
+        api_key: str,
+        refresh_token: str,
+        email: str = "maker@example.org",
+        lifetime_s: int = 3600,
+    ) -> None:
         self.api_key = api_key
+        self.lifetime_s = lifetime_s  # of each ID token (Firebase's: an hour)
         self.live = {refresh_token}
         self.email = email
         self.issued: list[str] = []  # ID tokens handed out, newest last
@@ -50,13 +57,13 @@ class Issuer:
         self.live.discard(form["refresh_token"])
         rotated = f"AMf-rotated-{next(self._serial)}-0123456789abcdefghijklmnop"
         self.live.add(rotated)
-        id_token = make_token(exp_in_s=3600, uid=f"user-{len(self.issued)}")
+        id_token = make_token(exp_in_s=self.lifetime_s, uid=f"user-{len(self.issued)}")
         self.issued.append(id_token)
         return 200, {
             "id_token": id_token,
             "access_token": id_token,
             "refresh_token": rotated,
-            "expires_in": "3600",
+            "expires_in": str(self.lifetime_s),
             "token_type": "Bearer",
             "user_id": "user",
         }

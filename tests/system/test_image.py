@@ -181,6 +181,7 @@ def test_first_boot_without_a_drop_folder_changes_nothing(
 
 API_KEY = "AIzaSyImageTestKey-0123456789abcdefghijk"
 REFRESH = "AMf-vBzImageTestRefreshToken-0123456789abcdefghijklmnop"
+ISSUED_S = 2400  # the issuer's ID tokens: 40 minutes, within refresh_before_s below
 
 
 def auth_record() -> bytes:
@@ -201,7 +202,7 @@ def app_config(etc: Path, endpoint: TokenEndpoint, log: Path) -> Config:
     return Config(
         token_file=etc / "token",
         token_endpoint=endpoint.url,
-        refresh_before_s=3700.0,  # so that a fresh hour-long token is due at once
+        refresh_before_s=3000.0,  # the most it may be: a token of ISSUED_S is due at once
         log_file=log,
     )
 
@@ -223,7 +224,7 @@ async def test_a_boot_partition_with_only_auth_json_gives_an_app_that_refreshes_
     assert sorted(p.name for p in etc.iterdir()) == ["auth.json"]
 
     # What the app does at start (run_appliance): consume the pending record, then refresh alone.
-    issuer = Issuer(API_KEY, REFRESH)
+    issuer = Issuer(API_KEY, REFRESH, lifetime_s=ISSUED_S)
     log = tmp_path / "events.jsonl"
     with TokenEndpoint(issuer) as endpoint:
         endpoint.answers = [(503, {})]  # Wi-Fi not up yet at the first try
@@ -267,7 +268,7 @@ async def test_a_refresh_token_and_key_on_the_boot_partition_need_no_config(
     assert result.returncode == 0, result.stdout + result.stderr
     etc = staged.rootfs / etc_dir.lstrip("/")
     assert (etc / "firebase_api_key").read_text() == API_KEY + "\n"
-    issuer = Issuer(API_KEY, REFRESH)
+    issuer = Issuer(API_KEY, REFRESH, lifetime_s=ISSUED_S)
     with TokenEndpoint(issuer) as endpoint:
         cfg = app_config(etc, endpoint, tmp_path / "events.jsonl")
         setup_logging(cfg)

@@ -71,15 +71,19 @@ def test_the_image_is_loaded_before_the_configuration_is_written() -> None:
     assert tasks[imported]["ansible.builtin.import_tasks"] == "image.yml"
     assert imported < names.index("Write the app's configuration")
     image_tasks = _load(ROLE / "tasks/image.yml")
-    steps = [task["name"] for task in image_tasks]
-    assert steps == [
+    steps = {task["name"]: task for task in image_tasks}
+    assert list(steps) == [
         "Install the image loader",
         "Copy the app image",
+        "Note the restart a new image would bring (--check)",
         "Load the app image into Docker",
     ]
-    loading = image_tasks[2]
+    loading = steps["Load the app image into Docker"]
     assert "changed" not in loading["when"], "it must not wait for this run's copy"
     assert "sesame_pi_offline" in loading["when"]
     assert loading["notify"] == "Restart sesame-pi"
-    assert "notify" not in image_tasks[1], "a copy alone restarts nothing: the load does"
+    assert "notify" not in steps["Copy the app image"], "a copy alone restarts nothing"
+    noting = steps["Note the restart a new image would bring (--check)"]  # (a dry run loads none)
+    assert noting["when"] == "ansible_check_mode and sesame_pi_image_copy is changed"
+    assert noting["notify"] == "Restart sesame-pi"
     assert all(handler["name"] != "Load the sesame-pi image" for handler in _load(HANDLERS))

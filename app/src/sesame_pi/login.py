@@ -28,7 +28,6 @@ from .auth import (
     EndpointUnreachable,
     RefreshFailed,
     RefreshRefused,
-    TokenInvalid,
     anonymous_account,
     api_key_path,
     credentials_lock,
@@ -234,18 +233,14 @@ def login(
             f"could not reach the token service ({exc}); check the network and try again"
         ) from None
     except RefreshFailed as exc:
-        # An answer that is no token service's (a public Wi-Fi's sign-in page, a proxy): not a
-        # verdict on the record, so a pending one is kept and tried again.
+        # An answer that is no token service's (a public Wi-Fi's sign-in page, a proxy, an
+        # `id_token` that is no JWT): not a verdict on the record, so a pending one is kept and
+        # tried again.
         raise LoginUnreachable(
             f"the token service gave an unusable answer ({exc}); check the network (a Wi-Fi "
             "sign-in page?) and try again"
         ) from None
-    try:
-        claims = decode_claims(answer.id_token)
-    except TokenInvalid:
-        raise LoginError(
-            "the token service answered with something that is not an ID token"
-        ) from None
+    claims = decode_claims(answer.id_token)  # (a JWT: the exchange checked it)
     if anonymous_account(claims):
         raise LoginRefused(ANONYMOUS)  # (a bare refresh token says so only here)
     exp = claims.get("exp")

@@ -134,9 +134,10 @@ class Pairings:
 
         A full table refuses rather than dropping its oldest request: someone else on the
         network could otherwise push the owner's request out with a few of their own, spoil
-        those with wrong codes, and be the one request left when the owner presses. Refusing
-        costs the owner a minute at worst (the requests expire), which anyone on the network can
-        cost them anyway by keeping a second request open."""
+        those with wrong codes, and be the one request left when the owner presses. Refused, the
+        owner waits for a place as long as someone keeps taking each one that frees: no worse
+        than anyone on the network keeping a second request open (every press is ambiguous
+        then), and it pairs nobody."""
         self._prune()
         if len(self._pending) >= MAX_PENDING:
             raise PairingRefused(Refusal.BUSY)

@@ -23,7 +23,17 @@ from typing import Protocol
 from .. import protocol as p
 from ..config import Config
 from ..logs import event
-from .dispatch import ChannelState, CloseAsked, Effect, Heard, HungUp, Reply, decode, dispatch
+from .dispatch import (
+    ChannelState,
+    CloseAsked,
+    Effect,
+    Heard,
+    HungUp,
+    Reply,
+    decode,
+    dispatch,
+    log_server_error,
+)
 from .errors import (
     IDLE_CLOSE,
     PLANNED_CLOSE,
@@ -61,7 +71,7 @@ async def _await_initialize(transport: Transport, stats: LinkStats, max_bytes: i
         if isinstance(message, p.Initialize):
             return message.session_id
         if isinstance(message, p.Error):
-            event("server_error", code=message.code, message=message.message)
+            log_server_error(message, stats, time.monotonic())
 
 
 async def handshake(
@@ -107,6 +117,7 @@ class Channel:
         self.listener = listener
         self.opened = time.monotonic()
         self._end: tuple[End, str] | None = None
+        self._retiring = False  # its call is being ended: it takes no new one
         self.ended = asyncio.Event()  # serve() has returned
         self._ping_task: asyncio.Task[None] | None = None
 
@@ -125,7 +136,7 @@ class Channel:
     @property
     def closing(self) -> bool:
         """This socket is on its way out (we or the server began to close it): no new calls."""
-        return self._end is not None or self.ended.is_set()
+        return self._retiring or self._end is not None or self.ended.is_set()
 
     def _ending(self, kind: End, reason: str) -> None:
         """The first reason for the end wins (a close we start, then its echo, is one end)."""
@@ -287,8 +298,9 @@ class Channel:
         await self._stop_pinging()
         # Closing from now on: the answer may take seconds, and a call placed meanwhile (the
         # person pressing again after a device came back) would land on this socket and go
-        # silent when it closes.
-        self._ending(End.PLANNED, PLANNED_CLOSE)
+        # silent when it closes. (Not its end's reason yet: a link that dies in the wait is an
+        # outage, not a planned close.)
+        self._retiring = True
         state = self.state
         request_id = p.new_request_id()
         answer = state.expect(request_id)

@@ -41,12 +41,13 @@ class ChannelState:
         # An error without request_id answers the oldest request we are waiting on; so does the
         # server ending a call that has not begun (a refusal while it connects: ignored, it
         # cost the person the whole handshake timeout and a misleading reason).
-        unaddressed = isinstance(message, p.Error) or (
+        # (The service numbers a call_disconnect of its own: its id is not one of ours.)
+        unaddressed = (request_id is None and isinstance(message, p.Error)) or (
             isinstance(message, p.CallDisconnect) and self.call_id is None
         )
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
-        elif request_id is None and unaddressed and self.pending:
+        elif unaddressed and self.pending:
             future = self.pending.pop(next(iter(self.pending)))
         else:
             return False
@@ -102,6 +103,21 @@ def decode(frame: str | bytes, stats: LinkStats, max_bytes: int) -> p.ServerMess
         return None
 
 
+def log_server_error(message: p.Error, stats: LinkStats, now: float) -> None:
+    """A server `error` as a `server_error` line, within the stats' limit and cut short."""
+    unsaid = stats.server_error(now)
+    if unsaid is not None:
+        event(
+            "server_error",
+            logging.WARNING,
+            code=message.code,
+            message=message.message[:200],
+            detail=message.detail[:200],
+            close_connection=message.close_connection,
+            unlogged_before=unsaid,
+        )
+
+
 def dispatch(
     state: ChannelState, message: p.ServerMessage, stats: LinkStats, now: float
 ) -> list[Effect]:
@@ -127,17 +143,7 @@ def dispatch(
             if not state.resolve(rid, message):
                 stats.bad("unexpected_response", type(message).__name__)
         case p.Error(request_id=rid):
-            unsaid = stats.server_error(now)
-            if unsaid is not None:
-                event(
-                    "server_error",
-                    logging.WARNING,
-                    code=message.code,
-                    message=message.message[:200],
-                    detail=message.detail[:200],
-                    close_connection=message.close_connection,
-                    unlogged_before=unsaid,
-                )
+            log_server_error(message, stats, now)
             state.resolve(rid, message)  # unresolved during a call: a warning; the call goes on
             if message.close_connection:
                 return [CloseAsked(f"server error {message.code}: {message.message}")]

@@ -205,7 +205,11 @@ class Link:
             # The link waits here (out of `run`'s own handler) for the token that brings it
             # back: anything raised here ended the link task for good, under a heartbeat that
             # still said healthy, and the device never connected again.
-            report_fault(error, "the link keeps waiting for a working token; please report this")
+            # Then the longest backoff, as after any fault: one that persists writes a line a
+            # backoff, not one every look.
+            action = "the link keeps waiting for a working token; please report this"
+            report_fault(error, action, retry_in_s=self.cfg.backoff_max_s)
+            await self._sleep(self.cfg.backoff_max_s)
             changed = False
         if changed:
             self._auth_attempts.append(time.monotonic())
