@@ -481,6 +481,20 @@ async def serve_script(pki: TestPKI, script: Script) -> tuple[Server, int]:
     return server, next(iter(server.sockets)).getsockname()[1]
 
 
+@contextlib.asynccontextmanager
+async def scripted_link(
+    tmp_path: Path, pki: TestPKI, token: str, running: list, script: Script, **changes: object
+) -> AsyncIterator[tuple[Link, Recorder]]:
+    """A link up against a server running `script` (see serve_script), for the block."""
+    server, port = await serve_script(pki, script)
+    async with server:
+        cfg = make_config(tmp_path, port, pki, token, **changes)
+        recorder = Recorder()
+        link = Link(cfg, TokenProvider(cfg), recorder)
+        await up(link, recorder, running)
+        yield link, recorder
+
+
 async def answer_calls(
     ws: ServerConnection, session_id: str, skip_pong: Callable[[int], bool] = lambda n: False
 ) -> None:
@@ -507,12 +521,7 @@ async def test_a_number_too_long_for_json_is_a_bad_frame_not_a_dead_link(
         await ws.send('{"type": "chat", "content": {"n": ' + "9" * 5000 + "}}")
         await answer_calls(ws, session_id)
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(tmp_path, pki, token, running, script) as (link, recorder):
         info = await link.start_call()
         assert info.call_id == 7 and link.up and recorder.downs == []
         assert link.stats.bad_frames["not_json"] == 1
@@ -546,12 +555,10 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
                 late = {"type": "call_connect_response", "call_id": 8, "content": content}
                 await ws.send(json.dumps({"session_id": session_id, **late}))
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token, handshake_timeout_s=10.0)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(tmp_path, pki, token, running, script, handshake_timeout_s=10.0) as (
+        link,
+        _recorder,
+    ):
         for _ in range(2):
             started = time.monotonic()
             with pytest.raises(CallFailed, match="ended the call as it began") as failed:
@@ -590,12 +597,7 @@ async def test_a_socket_ending_its_call_takes_no_new_one(
                 await asyncio.sleep(1.0)
                 await ws.send(json.dumps({**reply, "type": "call_disconnect_response"}))
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(tmp_path, pki, token, running, script) as (link, _recorder):
         await link.start_call()
         ending = asyncio.create_task(link.end_call())
         await asyncio.sleep(0.3)
@@ -624,12 +626,7 @@ async def test_a_link_that_dies_while_its_call_ends_is_an_outage(
                 ws.transport.abort()  # the network goes, no close frame
                 return
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(tmp_path, pki, token, running, script) as (link, recorder):
         await link.start_call()
         assert not await link.end_call(), "no answer came"
         for _ in range(50):
@@ -719,12 +716,9 @@ async def test_pongs_the_server_skips_now_and_then_do_not_add_up_to_a_dead_link(
     async def script(ws: ServerConnection, session_id: str) -> None:
         await answer_calls(ws, session_id, skip_pong=lambda n: n % 4 == 0)  # never two in a row
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token, ping_interval_s=0.05, ping_misses_allowed=2)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(
+        tmp_path, pki, token, running, script, ping_interval_s=0.05, ping_misses_allowed=2
+    ) as (link, recorder):
         await link.start_call()
         await asyncio.sleep(2.0)
         assert recorder.downs == [] and link.up
@@ -741,12 +735,7 @@ async def test_a_server_that_greets_and_closes_at_once_gets_the_backoff(
         await asyncio.sleep(1.05)
         await ws.close(1000, "bye")
 
-    server, port = await serve_script(pki, script)
-    async with server:
-        cfg = make_config(tmp_path, port, pki, token)
-        recorder = Recorder()
-        link = Link(cfg, TokenProvider(cfg), recorder)
-        await up(link, recorder, running)
+    async with scripted_link(tmp_path, pki, token, running, script) as (_link, _recorder):
         await asyncio.sleep(4.0)
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     downs = [line for line in lines if line["event"] == "link_down"]
