@@ -203,9 +203,7 @@ class Speaker:
 
     def learnt(self) -> Learnt:
         """For the next speaker on this device (see Learnt)."""
-        now = self._played_s  # (read, not moved: the writer thread owns the clock)
-        if self._playing:
-            now += time.monotonic() - self._played_mark
+        now = self._played_at(time.monotonic())  # (read, not moved: the writer thread's clock)
         relaxed_at = self._relaxed_at
         return Learnt(
             self.rate,
@@ -338,13 +336,15 @@ class Speaker:
         elif calm > MAX_RELAX_AFTER_S:  # the lean target held that long: the busy spell is over
             self.relax_after_s = RELAX_AFTER_S
 
+    def _played_at(self, now: float) -> float:
+        """The calm's clock (s) at monotonic `now`: on by the time since its last move if the
+        device had audio then (a speaker idling with nothing to play stands it still)."""
+        return self._played_s + (now - self._played_mark if self._playing else 0.0)
+
     def _played(self) -> float:
-        """The calm's clock (s), moved on by the time since the last reading if the device had
-        audio then (a speaker idling with nothing to play stands it still)."""
+        """The calm's clock, moved to now (the writer thread's: each turn's state starts here)."""
         now = time.monotonic()
-        if self._playing:
-            self._played_s += now - self._played_mark
-        self._played_mark = now
+        self._played_s, self._played_mark = self._played_at(now), now
         return self._played_s
 
     def _target(self, held: int) -> int:
