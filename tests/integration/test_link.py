@@ -105,7 +105,12 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
 
 
 def refreshing_config(
-    tmp_path: Path, port: int, pki: TestPKI, token: str, endpoint: TokenEndpoint
+    tmp_path: Path,
+    port: int,
+    pki: TestPKI,
+    token: str,
+    endpoint: TokenEndpoint,
+    **changes: object,
 ) -> Config:
     """make_config with a refresh token ("refresh-one") and the key an `Issuer` takes."""
     return make_config(
@@ -116,6 +121,7 @@ def refreshing_config(
         refresh_token_file=write_token(tmp_path / "refresh", "refresh-one"),
         firebase_api_key="test-api-key",
         token_endpoint=endpoint.url,
+        **changes,
     )
 
 
@@ -280,6 +286,37 @@ async def test_a_service_that_refuses_each_renewed_token_is_not_asked_three_time
         assert recorder.ups == 0
     log = (tmp_path / "events.jsonl").read_text()
     assert log.count('"token_renewal_refused"') == 2
+    await standin.stop()
+
+
+async def test_a_token_the_service_idles_out_is_taken_and_refused_renewals_are_forgotten(
+    tmp_path: Path, pki: TestPKI, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service closes a socket with no call after about 15 s, before the link counts it
+    healthy (30 s). That close still says the token was taken: renewals refused before it are
+    forgotten, so a later refusal renews at once (as after a first refusal), where a device
+    that remembered them waited 60 s and more before it tried."""
+    monkeypatch.setattr(supervisor, "TOKEN_WAIT_POLL_S", 0.2)
+    standin = await start_standin(pki, refuse_auth=True)
+    issuer = Issuer("test-api-key", "refresh-one")
+    with TokenEndpoint(issuer) as endpoint:
+        cfg = refreshing_config(
+            tmp_path, standin.port, pki, make_token(), endpoint, healthy_after_s=30.0
+        )
+        skew = [0.0]
+        recorder = Recorder()
+        tokens = skewed_tokens(cfg, skew)
+        running.append(asyncio.create_task(Link(cfg, tokens, recorder).run()))
+        await eventually(lambda: standin.record.auth_refusals == 2)  # one renewal refused
+        standin.options.refuse_auth = False
+        standin.options.idle_close_s = 1.2  # (a close before 1 s is no idle close)
+        skew[0] = 31.0  # the wait is over: the next renewal is taken
+        await eventually(lambda: standin.record.idle_closes >= 1)
+        assert len(issuer.issued) == 2
+        standin.options.refuse_auth = True  # the account loses the service again
+        await eventually(lambda: len(issuer.issued) == 3)  # renewed at once: nothing remembered
+        log = (tmp_path / "events.jsonl").read_text()
+        assert log.count('"token_renewal_refused"') == 1, "the taken token reset the count"
     await standin.stop()
 
 

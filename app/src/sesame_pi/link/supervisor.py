@@ -244,7 +244,10 @@ class Link:
             self._channel = None
             self._up.clear()
         healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
-        if healthy:  # (a socket the service closes with an auth code at once proves nothing)
+        if healthy or kind in (End.PLANNED, End.IDLE):
+            # The service took the token: a socket it kept a while, or one that ended routinely
+            # (its idle close comes after about 15 s, before `healthy_after_s`; an idle device
+            # then never forgot refused renewals). One closed with an auth code proves nothing.
             self.tokens.accepted()
         if kind is End.IDLE and self._too_many_idle_closes():
             kind, reason = End.LOST, f"{reason}, over {IDLE_CLOSES_PER_MINUTE} times a minute"
