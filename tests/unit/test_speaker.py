@@ -361,6 +361,36 @@ def test_a_sound_server_waiting_for_its_prebuffer_is_filled_until_it_plays() -> 
     assert speaker.failure is None
 
 
+class CatchingUpOutput(ServerOutput):
+    """Plays a period a period, but takes nothing from 0.2 s to 0.35 s after its start (a sound
+    server that stalled), then takes all it holds at once as it catches up."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.stalled = False
+
+    def _period(self) -> None:
+        since = self.last - self.t0
+        if 0.2 <= since < 0.35:
+            self.stalled = True
+        elif self.stalled:
+            self.stalled, self.queued = False, 0
+        else:
+            self.queued = max(0, self.queued - PERIOD)
+
+
+def test_a_dry_spell_after_a_stall_counts_the_emptiness_from_the_last_look() -> None:
+    """A device that held its audio through a stall has not been empty since the write before
+    it: the writer saw it full at every look meanwhile. The spell after the catch-up says so
+    (it was taken at once, not played: well below a period), not the stall's 150 ms."""
+    spells: list[DrySpell] = []
+    stream = CatchingUpOutput(capacity=8 * PERIOD)
+    run_speaker(stream, lambda want, held: bytes(want), 0.6, on_dry=spells.append)
+    after_stall = [spell for spell in spells if spell.writer_late]
+    assert after_stall, spells
+    assert after_stall[0].empty_ms < 15.0, spells
+
+
 class ReadAheadOutput(ServerOutput):
     """The server pulls everything queued into its own buffer whenever that holds less than
     `ahead` frames, and plays from there a period per period: the fill ALSA reports reads empty

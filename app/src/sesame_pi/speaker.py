@@ -64,12 +64,13 @@ class Learnt:
 class DrySpell:
     """A device that ran dry mid-stream, with what the writer knows of why (all in ms but the
     flag). `empty_ms`: how long the device had been empty when the writer looked, had it played
-    what it was fed in real time (a device that takes a period at a time reads up to a period
-    early; well below that, it took its audio faster than it plays, as a sound server reading
-    ahead does). Where a late writer's time went: `nap_over_ms`, how much later than asked its
-    last nap ended (the scheduler, or another thread holding the interpreter's lock); `look_ms`,
-    how long its look at the device's fill took, and `write_ms`, how long its write before that
-    took (behind a sound server, waits for the client library's lock or for room)."""
+    what it was fed (or held at the last look) in real time (a device that takes a period at a
+    time reads up to a period early; well below that, it took its audio faster than it plays, as
+    a sound server reading ahead or catching up after a stall does). Where a late writer's time
+    went: `nap_over_ms`, how much later than asked its last nap ended (the scheduler, or another
+    thread holding the interpreter's lock); `look_ms`, how long its look at the device's fill
+    took, and `write_ms`, how long its write before that took (behind a sound server, waits for
+    the client library's lock or for room)."""
 
     writer_late: bool  # audio was waiting: the writer, not the network, was late
     target_ms: float  # what the writer kept in the device then
@@ -245,6 +246,10 @@ class Speaker:
                 looked_at = self.stream_time()  # `held` was true then: the chunk plays after it
                 held = max(0, self.capacity - free)
                 self.held_frames = held
+                # What it holds now lasts at least that long: a device that held its audio
+                # through a stall (or a kick) is not empty since the write before it.
+                if held:
+                    self._fed_until = max(self._fed_until, looked_mono + held / self.rate)
                 self._playing = held > 0
                 self._watch_progress(held)
                 target = self._target(held)
