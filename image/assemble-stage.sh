@@ -20,7 +20,11 @@ mkdir -p "$(dirname "$dest")"
 cp -a "$repo/image/stage-sesame" "$dest"
 files="$dest/00-ansible/files"
 mkdir -p "$files"
-cp -a "$repo/ansible" "$files/ansible"
+# Only what the play needs: ansible/ may also hold a fleet's inventory and vault, or logs fetched
+# by collect-logs.yml (fleet-logs/), and pi-gen copies its whole directory into its Docker image.
+mkdir -p "$files/ansible/group_vars"
+cp -a "$repo/ansible/ansible.cfg" "$repo/ansible/site.yml" "$repo/ansible/roles" "$files/ansible/"
+cp -a "$repo/ansible/group_vars/all.yml" "$files/ansible/group_vars/"
 find "$files/ansible" \( -name '__pycache__' -o -name '*.retry' \) -prune -exec rm -rf {} +
 mkdir -p "$files/app"
 cp "$repo/app/compose.yaml" "$files/app/compose.yaml"

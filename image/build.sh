@@ -4,12 +4,16 @@
 #
 # Needs: internet (GitHub for pi-gen, Docker Hub for its debian:trixie base, the Raspberry Pi and
 # Debian archives, PyPI), a Docker engine that may run --privileged containers with a bridge
-# network, qemu-user-static with binfmt_misc on a non-arm64 host, root (or sudo), about 10 GB of
+# network, qemu-user-static with binfmt_misc on a non-arm64 host, root, about 10 GB of
 # free disk (pi-gen keeps a full root file system per stage) and about an hour on 2 cores (the
 # arm64 packages run under qemu; pi-gen and its apt downloads dominate).
 #
 # Environment:
-#   SESAME_PI_SSH_PUBKEY       authorized_keys line(s) for sesame-admin (required; or ..._FILE)
+#   SESAME_PI_SSH_PUBKEY       authorized_keys line(s) for sesame-admin (or ..._FILE), for a
+#                              fleet's own image. Without one SSH is off in the image: a maker
+#                              turns it on with their own key in Raspberry Pi Imager. Never bake a
+#                              key into an image you publish: its holder would be root on every
+#                              Pi flashed with it.
 #   SESAME_PI_SSH_PUBKEY_FILE  a file holding them, e.g. ~/.ssh/id_ed25519.pub
 #   SESAME_PI_ADMIN_PASSWORD   sesame-admin's password (default: random, kept in
 #                              build/image/admin-password, mode 0600, never printed)
@@ -43,10 +47,20 @@ pubkey="${SESAME_PI_SSH_PUBKEY:-}"
 if [[ -z "$pubkey" && -n "${SESAME_PI_SSH_PUBKEY_FILE:-}" ]]; then
   pubkey="$(cat "$SESAME_PI_SSH_PUBKEY_FILE")"
 fi
-[[ "$pubkey" == ssh-* || "$pubkey" == ecdsa-* || "$pubkey" == sk-* ]] ||
-  die "set SESAME_PI_SSH_PUBKEY (or SESAME_PI_SSH_PUBKEY_FILE) to the admin's SSH public key"
-[[ "$(id -u)" == 0 ]] || command -v sudo >/dev/null || die "pi-gen needs root (or sudo)"
+if [[ -n "$pubkey" ]]; then
+  [[ "$pubkey" == ssh-* || "$pubkey" == ecdsa-* || "$pubkey" == sk-* ]] ||
+    die "SESAME_PI_SSH_PUBKEY (or the file SESAME_PI_SSH_PUBKEY_FILE names) is no SSH public key"
+else
+  say "no SSH key given: SSH is off in this image (Raspberry Pi Imager turns it on with a key)"
+fi
+[[ "$(id -u)" == 0 ]] ||
+  die "run as root (sudo make image): the app image's base is debootstrapped, and pi-gen needs root"
 command -v git >/dev/null || die "git is needed to fetch pi-gen"
+# pi-gen builds and runs its container on Docker's default bridge network. The engine the tests
+# start by themselves has none (--bridge=none), so this one must be the system's, already up.
+docker info >/dev/null 2>&1 || die "no Docker engine answers: start it (systemctl start docker)"
+docker network inspect bridge >/dev/null 2>&1 ||
+  die "this Docker engine has no bridge network, which pi-gen's build needs (one started with --bridge=none, as the tests do): stop it and start the system's (systemctl start docker)"
 mkdir -p "$out"
 start=$SECONDS
 
@@ -86,7 +100,11 @@ config="$out/pi-gen.config"
   umask 077
   cat "$repo/image/config"
   printf '\n# Added by image/build.sh\n'
-  printf 'PUBKEY_SSH_FIRST_USER=%q\n' "$pubkey"
+  if [[ -n "$pubkey" ]]; then
+    printf 'PUBKEY_SSH_FIRST_USER=%q\n' "$pubkey"
+  else
+    printf 'ENABLE_SSH=0\n'
+  fi
   printf 'FIRST_USER_PASS=%q\n' "$password"
   if [[ -n "${SESAME_PI_WIFI_COUNTRY:-}" ]]; then
     printf 'WPA_COUNTRY=%q\n' "$SESAME_PI_WIFI_COUNTRY"

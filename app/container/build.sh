@@ -7,6 +7,11 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 arch="${ARCH:-arm64}"
 lib="$repo/tests/system/lib"
+# The base comes from debootstrap (a mounted chroot) and may need its own Docker engine: root's work.
+if [[ "$(id -u)" != 0 ]]; then
+  echo "container: run as root (sudo make container): the Debian base is made with debootstrap" >&2
+  exit 1
+fi
 
 DOCKER="$(bash "$lib/dockerd.sh")"
 export DOCKER

@@ -5,6 +5,7 @@
 set -euo pipefail
 
 packages=(
+  python3-venv python3-dev gcc                    # .venv itself; PyAudio has no Linux wheel: it compiles
   portaudio19-dev libasound2-plugins alsa-utils   # PyAudio build, ALSA plugins (pulse, file, plug)
   pulseaudio pulseaudio-utils sox                 # virtual audio devices for the demo and benchmarks
   iproute2 iptables                               # network namespaces and netem for fault tests

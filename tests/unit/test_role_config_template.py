@@ -7,13 +7,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
+import ansible.template as templating
 import yaml
 
 from sesame_pi import config as app_config
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible/roles/sesame_pi"
-templating = pytest.importorskip("ansible.template")
 
 
 def render(tmp_path: Path, **overrides: Any) -> Path:
