@@ -387,6 +387,10 @@ def checked_boot(boot: Boot, card: Card) -> tuple[dict, Checks]:
     check("... not privileged, all capabilities dropped",
           r["app"]["privileged"] is False and r["app"]["cap_drop"] == ["ALL"],
           (r["app"]["privileged"], r["app"]["cap_drop"]))  # fmt: skip
+    mounts = r["app"]["mounts_rw"]
+    check("... its settings read-only, its token directory writable",
+          mounts.get("/etc/sesame-pi/config.toml") is False
+          and mounts.get("/etc/sesame-pi") is True, mounts)  # fmt: skip
     token = r["token"]
     check("the token is at /etc/sesame-pi/token, 0600, sesame:sesame",
           (token.get("mode"), token.get("owner"), token.get("uid")) == ("0o600", "sesame:sesame",

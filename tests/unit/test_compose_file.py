@@ -33,3 +33,20 @@ def test_the_container_gets_only_what_the_app_needs() -> None:
     assert "no-new-privileges:true" in app["security_opt"]  # type: ignore[operator]
     assert app["devices"] == ["/dev/snd:/dev/snd", "/dev/gpiochip0:/dev/gpiochip0"]
     assert "user" not in app, "the image's own unprivileged user (10001), not one set here"
+
+
+def test_the_settings_are_read_only_to_the_app_in_its_writable_directory() -> None:
+    """The app writes its token files in /etc/sesame-pi, so the directory is writable; its
+    config.toml, mounted read-only after it, cannot be written or renamed over from inside."""
+    volumes = service()["volumes"]
+    assert isinstance(volumes, list)
+    directory = volumes.index("${SESAME_PI_ETC:-/etc/sesame-pi}:/etc/sesame-pi")
+    (settings,) = [v for v in volumes if isinstance(v, dict)]
+    assert settings == {
+        "type": "bind",
+        "source": "${SESAME_PI_ETC:-/etc/sesame-pi}/config.toml",
+        "target": "/etc/sesame-pi/config.toml",
+        "read_only": True,
+        "bind": {"create_host_path": False},
+    }
+    assert volumes.index(settings) > directory

@@ -108,7 +108,7 @@ class FakePortAudio:
         if blocking_output and self.world.output_busy:
             raise OSError(-9985, "Device unavailable")
         stream = (
-            PlayingOutput(kw["rate"])
+            PlayingOutput(0 if self.world.output_frozen else kw["rate"])
             if blocking_output and self.world.output_plays
             else FakeStream("input" if kw.get("input") else "output", kw.get("stream_callback"))
         )
@@ -126,6 +126,7 @@ class World:
         self.gone = False
         self.mic_alive = True
         self.output_plays = False  # blocking outputs play in real time, as a card does
+        self.output_frozen = False  # and those it opens take nothing (a frozen USB DAC)
         self.output_busy = False  # another program holds the speaker
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
@@ -266,6 +267,7 @@ async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_
     call.engine.stop_call()
     call.engine._close_idle()  # the output's idle close, come early
     assert call.engine._output is None and device.closed
+    assert not device.stopped, "closed without draining (a stalled one held the loop)"
     assert call.engine._learnt_for("another card") is None, "another speaker starts lean"
     call.engine.start_call(24000)
     await asyncio.sleep(0.2)
@@ -299,6 +301,50 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
     assert figures["device_hiccups"] == 1 and figures["device_reopens"] >= 1, figures
     assert broken.closed and call.engine._output is not broken
     assert call.errors == [], "reopened within the grace: the call goes on"
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_a_speaker_that_stays_frozen_after_each_reopen_ends_the_call_after_the_grace(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The microphone works, so each reopen looked like a recovery; the speaker it opened took
+    nothing again, and the next hiccup started a fresh grace: the call went on unheard for ever."""
+    call, broken = await writer_call_on_a_card(tasks)  # grace 3 s
+    broken.rate = 0
+    call.world.output_frozen = True  # and every speaker opened from now on
+    for _ in range(80):  # the agent talks on, 50 ms every 50 ms, for 4 s
+        call.engine.play(b"\x00\x10" * 1200)
+        await asyncio.sleep(0.05)
+        if call.errors:
+            break
+    assert call.errors and "still gone after 3 s" in call.errors[0], call.errors
+    assert call.engine.stats()["device_reopens"] >= 2
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_a_microphone_hiccup_beside_a_playing_speaker_drops_none_of_the_agents_speech(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """The microphone stops and comes back; the speaker played on all along (a card's own
+    clock), while the server sent ahead of real time. The recovery used to drop the whole gap's
+    worth of the agent's audio as late, mid-word; only the reopen's moment was unheard."""
+    call, _ = await writer_call_on_a_card(tasks)
+    jitter = call.engine._jitter
+    assert jitter is not None
+    call.world.mic_alive = False
+    for _ in range(14):  # the agent talks, 100 ms every 50 ms: the server runs ahead
+        call.engine.play(b"\x00\x10" * 2400)
+        await asyncio.sleep(0.05)
+    call.world.mic_alive = True
+    for _ in range(40):
+        if call.engine._grace.hiccups and not call.engine._grace.active:
+            break
+        await asyncio.sleep(0.05)
+    figures = call.engine.stats()
+    assert figures["device_hiccups"] == 1 and figures["device_gap_ms"] >= 400, figures
+    assert jitter.stale_bytes <= 24000 * 2 * 0.1, jitter.stale_bytes  # the reopen: ms, not 400
     call.engine.stop_call()
     call.engine.close()
 
@@ -383,13 +429,23 @@ async def test_echo_stage_is_reset_after_the_reopen(
     call.engine.start_call(24000)
     echo = call.engine._echo
     assert echo is not None
-    resets = threading.Event()
-    monkeypatch.setattr(echo, "reset", resets.set)
+    realigned = threading.Event()
+    realign = echo.realign
+
+    def spy() -> None:
+        realigned.set()
+        realign()
+
+    monkeypatch.setattr(echo, "realign", spy)
     tasks += [asyncio.create_task(call.world.pump()), asyncio.create_task(call.uplink())]
     await asyncio.sleep(0.2)
+    frames_before = echo.stats()["frames"]
+    assert frames_before >= 5
     call.world.mic_alive = False
     await asyncio.sleep(0.5)
-    assert resets.is_set()
+    assert realigned.is_set()
+    # aligned afresh, but the call's figures go on: its summary speaks of the whole call
+    assert echo.stats()["frames"] >= frames_before
     call.engine.close()
 
 
@@ -500,10 +556,35 @@ def test_hiccups_add_up() -> None:
     grace.begin("stall", since=clock.now)
     clock.now += 2.5
     assert grace.end() == pytest.approx(2.5)
+    clock.now += hiccup.RELAPSE_S  # back for good: the next stop is a hiccup of its own
     grace.begin("stall", since=clock.now - 1.0)
     clock.now += 0.5
     assert grace.figures() == {"device_hiccups": 2, "device_gap_ms": 4000, "device_reopens": 0}
     assert not grace.expired()
+
+
+def test_a_device_that_stops_again_soon_after_it_seemed_back_goes_on_using_the_grace() -> None:
+    """A reopened speaker that plays nothing looks alive for a moment: counted afresh at each
+    stop, a frozen DAC beside a working microphone never used up the grace."""
+    clock = Clock()
+    grace = DeviceGrace(10.0, clock)
+    grace.begin("the speaker stopped", since=98.5)
+    clock.now = 102.0
+    assert grace.end() == pytest.approx(3.5)  # "recovered": the reopen made it look alive
+    clock.now = 104.0
+    grace.begin("the speaker stopped", since=103.5)
+    assert grace.since == 98.5 and grace.gone_s() == pytest.approx(5.5)
+    assert grace.figures() == {"device_hiccups": 1, "device_gap_ms": 5500, "device_reopens": 0}
+    clock.now = 108.5
+    assert grace.expired()
+    # one that comes back for good and stops again later is a new hiccup, with a new grace
+    later = DeviceGrace(10.0, clock)
+    later.begin("stall", since=clock.now)
+    clock.now += 1.0
+    later.end()
+    clock.now += hiccup.RELAPSE_S
+    later.begin("stall", since=clock.now - 0.5)
+    assert later.gone_s() == pytest.approx(0.5) and later.hiccups == 2
 
 
 def test_silence_is_paced_and_never_bursts() -> None:

@@ -184,6 +184,11 @@ class AudioEngine:
         self._mic_gone = False
         self._reopening = False
         self._reopened_at = 0.0
+        # The speaker's part of a hiccup (the agent's audio piles up only while none plays):
+        # since when no speaker has played (from the last sign of life of the one a reopen
+        # closes until its successor opens), and the sum of those spells; None: no reopen yet.
+        self._speaker_down_at: float | None = None
+        self._speaker_unheard_s: float | None = None
         self._heard_at = 0.0  # when the loop last got a real microphone frame
         self._call_rate = 0
         self._call_gen = 0
@@ -281,6 +286,7 @@ class AudioEngine:
         self.counters = collections.Counter()  # figures are per call
         self._pauses.reset()
         self._grace = DeviceGrace(effective_grace_s(self.cfg.device_grace_s))
+        self._speaker_unheard_s = self._speaker_down_at = None
         self._mic_gone = False
         self._call_rate = playback_rate
         self._call_gen += 1
@@ -800,7 +806,9 @@ class AudioEngine:
             self._schedule_idle_close()
             return
         with self._lock:
-            self._close_output()
+            # Without draining: it has played its last earcon seconds ago, and draining a
+            # speaker that stalled meanwhile held the loop (the button, the LED) for seconds.
+            self._close_output(abort=True)
 
     # ------------------------------------------------------------ watchdog
 
@@ -888,6 +896,8 @@ class AudioEngine:
                 if stale is not None:
                     self._input = None
                 return None
+            if self._speaker_down_at is None:  # (still set after a reopen that failed)
+                self._speaker_down_at = min(self._output_alive_at(), time.monotonic())
             self._close_stream(self._input, abort=True)
             self._input = None
             self._close_output(abort=True)
@@ -895,6 +905,9 @@ class AudioEngine:
             self._reopened_at = time.monotonic()
             try:
                 self._ensure_output(self._call_rate)
+                unheard = time.monotonic() - self._speaker_down_at
+                self._speaker_unheard_s = (self._speaker_unheard_s or 0.0) + unheard
+                self._speaker_down_at = None
                 self._open_input()
             except (AudioDeviceError, OSError) as exc:
                 return str(exc)
@@ -922,15 +935,22 @@ class AudioEngine:
             )
             return
         if self._echo is not None:
-            self._echo.reset()  # new streams, new time stamps: the canceller aligns afresh
+            self._echo.realign()  # new streams, new time stamps: the canceller aligns afresh
 
     def _recovered(self) -> None:
         gap = self._grace.end()
+        # What arrived while the speaker played nothing is late: not a new delay. Only the
+        # speaker's part of the gap: a microphone that stopped beside a speaker that played on
+        # cost the agent's audio only the reopen (dropping the whole gap cut up to two seconds
+        # of the agent's speech, mid-word, from a server sending ahead).
+        unheard = gap if self._speaker_unheard_s is None else self._speaker_unheard_s
+        self._speaker_unheard_s = self._speaker_down_at = None
         if self._jitter is not None:
-            self._jitter.drop_stale(gap)  # what arrived during the gap is late: not a new delay
+            self._jitter.drop_stale(unheard)
         event(
             "audio_device_recovered",
             gap_ms=round(gap * 1000),
+            speaker_gap_ms=round(unheard * 1000),
             hiccups=self._grace.hiccups,
             reopens=self._grace.reopens,
         )

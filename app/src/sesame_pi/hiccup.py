@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 
 RETRY_S = 1.0  # between reopen attempts while the device stays gone
+# A device that stops again this soon after it seemed back never came back: its hiccup goes on.
+RELAPSE_S = 5.0
 MAX_LAG_FRAMES = 2  # a loop that ran late catches up this many silence frames, not a burst
 
 
@@ -31,17 +33,28 @@ class DeviceGrace:
         self.since: float | None = None  # the device was last seen working then; None: all well
         self.detail = ""
         self._next_try = 0.0
+        self._ended: tuple[float, float, float] | None = None  # the last end: when, since, gap
 
     @property
     def active(self) -> bool:
         return self.since is not None
 
     def begin(self, detail: str, since: float) -> None:
-        """The watchdog saw a device stop; it last showed life at `since` (its clock)."""
-        self.hiccups += 1
-        self.since = min(since, self._clock())
+        """The watchdog saw a device stop; it last showed life at `since` (its clock). A stop
+        within RELAPSE_S of the last recovery is that hiccup's relapse, and its clock goes on:
+        a reopened speaker looks alive for a moment whether it plays or not, and a frozen DAC
+        beside a working microphone, counted afresh each time, never used up the grace (the
+        call went on unheard, a reopen every two seconds)."""
+        now = self._clock()
+        ended, self._ended = self._ended, None
+        if ended is not None and now - ended[0] < RELAPSE_S:
+            _, self.since, gap = ended
+            self.gap_s -= gap  # (counted again, whole, when this one ends)
+        else:
+            self.hiccups += 1
+            self.since = min(since, now)
         self.detail = detail
-        self._next_try = self._clock()
+        self._next_try = now
 
     def should_try(self) -> bool:
         return self.active and self._clock() >= self._next_try
@@ -61,6 +74,8 @@ class DeviceGrace:
         """The device delivers again: the hiccup's length (s), now counted in `gap_s`."""
         gap = self.gone_s()
         self.gap_s += gap
+        if self.since is not None:
+            self._ended = (self._clock(), self.since, gap)
         self.since = None
         return gap
 

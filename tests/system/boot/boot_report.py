@@ -387,6 +387,7 @@ def main() -> None:
         "user": (state.get("Config") or {}).get("User"),
         "privileged": (state.get("HostConfig") or {}).get("Privileged"),
         "cap_drop": (state.get("HostConfig") or {}).get("CapDrop"),
+        "mounts_rw": {m.get("Destination"): m.get("RW") for m in state.get("Mounts") or []},
         "restarts": state.get("RestartCount"),
         "state": {k: (state.get("State") or {}).get(k) for k in APP_STATE},
         "log_tail": sh("docker", "logs", "--tail", "30", APP, with_stderr=True).splitlines(),

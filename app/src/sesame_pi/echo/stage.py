@@ -103,8 +103,24 @@ class Stage:
     # ---------------------------------------------------------------- event loop
 
     def reset(self) -> None:
+        """A new call: aligned afresh, and its figures start at zero."""
+        self.realign()
+        self._store.dropped = 0
+        self._stale_said = False
+        self._frames = 0
+        self._underflows = 0
+        self._stale = 0  # frames whose reference was overwritten long ago: stamps disagree
+        self._ducked_frames = 0
+        self._mic_energy = 0.0
+        self._out_energy = 0.0
+        self._cpu_s = 0.0
+        self._engine_s = 0.0
+
+    def realign(self) -> None:
+        """New streams mid-call (a device reopened): new time stamps, so the canceller aligns
+        afresh; the call's figures go on (reset to zero here, the summary of a call with a
+        hiccup in its last minute spoke of that minute only)."""
         self._store.clear()
-        self._store.dropped = 0  # (a figure of this call's, or this part's after a resume)
         self._timeline.clear()
         self._estimator.reset()
         self._far_levels.clear()
@@ -119,15 +135,6 @@ class Stage:
         if self._ducker is not None:
             self._ducker.reset()
         self._shift = 0  # samples: reference read this far before the stamp-aligned position
-        self._frames = 0
-        self._underflows = 0
-        self._stale = 0  # frames whose reference was overwritten long ago: stamps disagree
-        self._stale_said = False
-        self._ducked_frames = 0
-        self._mic_energy = 0.0
-        self._out_energy = 0.0
-        self._cpu_s = 0.0
-        self._engine_s = 0.0
 
     def _pos(self, t: float) -> int:
         if self._origin is None:
