@@ -49,7 +49,7 @@ bench: install ## Benchmarks: latency, CPU, memory, press-to-live, reconnect, un
 test-faults: install ## Network, protocol, token, device faults and a compressed soak (needs root)
 	$(PYTEST) tests/faults
 
-container: install ## Build the app image (linux/arm64; ARCH=armv7 for 32-bit)
+container: ## Build the app image (linux/arm64; ARCH=armv7 for 32-bit; as root)
 	ARCH=$(ARCH) bash app/container/build.sh
 
 container-test: install ## Build the image under qemu and place a whole call inside it
@@ -58,7 +58,7 @@ container-test: install ## Build the image under qemu and place a whole call ins
 ansible-test: install ## Lint the playbooks and apply them twice to an arm64 root file system
 	$(PYTEST) -s tests/system/test_ansible.py
 
-image: install ## Build the SD card image with pi-gen (needs internet and Docker)
+image: ## Build the SD card image with pi-gen (needs internet and Docker; as root)
 	bash image/build.sh
 
 image-test: install ## Run the image's custom stage and first boot against an arm64 root file system

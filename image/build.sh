@@ -96,20 +96,8 @@ else
   (umask 077 && printf '%s\n' "$password" >"$password_file")
 fi
 config="$out/pi-gen.config"
-(
-  umask 077
-  cat "$repo/image/config"
-  printf '\n# Added by image/build.sh\n'
-  if [[ -n "$pubkey" ]]; then
-    printf 'PUBKEY_SSH_FIRST_USER=%q\n' "$pubkey"
-  else
-    printf 'ENABLE_SSH=0\n'
-  fi
-  printf 'FIRST_USER_PASS=%q\n' "$password"
-  if [[ -n "${SESAME_PI_WIFI_COUNTRY:-}" ]]; then
-    printf 'WPA_COUNTRY=%q\n' "$SESAME_PI_WIFI_COUNTRY"
-  fi
-) >"$config"
+SESAME_PI_FIRST_USER_PASS="$password" SESAME_PI_SSH_PUBKEY="$pubkey" \
+  bash "$repo/image/pi-gen-config.sh" "$config"
 
 # 5. pi-gen, in its Docker container. The result is copied out to $pigen/deploy.
 # On a non-arm64 host its build-docker.sh looks for `qemu-aarch64` on the PATH, which Debian's and

@@ -572,12 +572,21 @@ def test_a_device_that_stops_again_soon_after_it_seemed_back_goes_on_using_the_g
     clock.now = 102.0
     assert grace.end() == pytest.approx(3.5)  # "recovered": the reopen made it look alive
     clock.now = 104.0
-    grace.begin("the speaker stopped", since=103.5)
+    grace.begin("the speaker stopped", since=101.6)  # no life since the reopen made it look alive
     assert grace.since == 98.5 and grace.gone_s() == pytest.approx(5.5)
     assert grace.figures() == {"device_hiccups": 1, "device_gap_ms": 5500, "device_reopens": 0}
     clock.now = 108.5
     assert grace.expired()
-    # one that comes back for good and stops again later is a new hiccup, with a new grace
+    # one that worked after its recovery and stops again soon is a new hiccup, with a new grace
+    # (seeing a stop takes 1.5 s: the time it worked is not charged to the first one's grace)
+    soon = DeviceGrace(3.0, clock)
+    soon.begin("the microphone stopped", since=clock.now)
+    clock.now += 2.5
+    soon.end()
+    clock.now += 4.0
+    soon.begin("the speaker stopped", since=clock.now - 1.5)  # it played until 2.5 s after
+    assert soon.hiccups == 2 and soon.gone_s() == pytest.approx(1.5) and not soon.expired()
+    # and one that comes back for good and stops again later is a new hiccup too
     later = DeviceGrace(10.0, clock)
     later.begin("stall", since=clock.now)
     clock.now += 1.0

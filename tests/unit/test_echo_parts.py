@@ -155,6 +155,24 @@ def test_engines_keep_the_frame_length(engine: str) -> None:
     stage.close()
 
 
+def test_a_realignment_mid_call_keeps_the_calls_figures() -> None:
+    """A device reopened mid-call: the canceller aligns afresh, and the call's summary still
+    counts the whole call (it spoke of the time since the last reopen only)."""
+    stage = EchoStage("off")
+    rng = np.random.default_rng(2)
+    for i in range(20):
+        stage.far_end(rng.integers(-3000, 3000, 480).astype(np.int16).tobytes(), 24000, i * 0.02)
+        stage.process(rng.integers(-3000, 3000, 320).astype(np.int16).tobytes(), i * 0.02)
+    stage._estimator.updates = 3  # as if the delay had been found three times
+    stage.realign()
+    stage._estimator.updates += 2
+    figures = stage.stats()
+    assert figures["frames"] == 20 and figures["delay_updates"] == 5, figures
+    stage.reset()  # a new call starts at zero
+    assert stage.stats()["frames"] == 0 and stage.stats()["delay_updates"] == 0
+    stage.close()
+
+
 class RecordingEngine:
     """An engine that keeps both inputs it was given and halves the microphone."""
 

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 
 RETRY_S = 1.0  # between reopen attempts while the device stays gone
-# A device that stops again this soon after it seemed back never came back: its hiccup goes on.
+# A device seen stopped again this soon after it seemed back, with no sign of life since then,
+# never came back: its hiccup goes on.
 RELAPSE_S = 5.0
 MAX_LAG_FRAMES = 2  # a loop that ran late catches up this many silence frames, not a burst
 
@@ -40,14 +41,15 @@ class DeviceGrace:
         return self.since is not None
 
     def begin(self, detail: str, since: float) -> None:
-        """The watchdog saw a device stop; it last showed life at `since` (its clock). A stop
-        within RELAPSE_S of the last recovery is that hiccup's relapse, and its clock goes on:
-        a reopened speaker looks alive for a moment whether it plays or not, and a frozen DAC
-        beside a working microphone, counted afresh each time, never used up the grace (the
-        call went on unheard, a reopen every two seconds)."""
+        """The watchdog saw a device stop; it last showed life at `since` (its clock). One that
+        showed none after the last recovery, seen within RELAPSE_S of it, is that hiccup's
+        relapse, and its clock goes on: a reopened speaker looks alive for a moment whether it
+        plays or not, and a frozen DAC beside a working microphone, counted afresh each time,
+        never used up the grace (the call went on unheard, a reopen every two seconds). A
+        device that worked after the recovery stops anew, with a grace of its own."""
         now = self._clock()
         ended, self._ended = self._ended, None
-        if ended is not None and now - ended[0] < RELAPSE_S:
+        if ended is not None and now - ended[0] < RELAPSE_S and since <= ended[0]:
             _, self.since, gap = ended
             self.gap_s -= gap  # (counted again, whole, when this one ends)
         else:

@@ -91,6 +91,7 @@ class Stage:
         self._book: list[tuple[int, Samples, Samples]] = []  # (position, mic, cleaned) per frame
         self._origin: float | None = None
         self._last_far: float | None = None
+        self._updates_before = 0  # the delay's updates before this call's last realignment
         self.reset()
 
     # ---------------------------------------------------------------- playback thread
@@ -105,6 +106,7 @@ class Stage:
     def reset(self) -> None:
         """A new call: aligned afresh, and its figures start at zero."""
         self.realign()
+        self._updates_before = 0
         self._store.dropped = 0
         self._stale_said = False
         self._frames = 0
@@ -122,6 +124,7 @@ class Stage:
         hiccup in its last minute spoke of that minute only)."""
         self._store.clear()
         self._timeline.clear()
+        self._updates_before += self._estimator.updates
         self._estimator.reset()
         self._far_levels.clear()
         self._book.clear()
@@ -337,7 +340,7 @@ class Stage:
         return {
             "frames": self._frames,
             "delay_ms": round(delay, 1) if delay is not None else -1,
-            "delay_updates": self._estimator.updates,
+            "delay_updates": self._updates_before + self._estimator.updates,
             "erle_db": round(float(erle), 1),
             "ref_underflows": self._underflows,
             "ref_stale": self._stale,
