@@ -386,9 +386,10 @@ def test_a_dry_spell_after_a_stall_counts_the_emptiness_from_the_last_look() -> 
     spells: list[DrySpell] = []
     stream = CatchingUpOutput(capacity=8 * PERIOD)
     run_speaker(stream, lambda want, held: bytes(want), 0.6, on_dry=spells.append)
-    after_stall = [spell for spell in spells if spell.writer_late]
-    assert after_stall, spells
-    assert after_stall[0].empty_ms < 15.0, spells
+    # (the writer on time: on a busy machine a late nap makes spells of its own, which say so)
+    on_time = [s for s in spells if s.writer_late and s.nap_over_ms < 5 and s.look_ms < 5]
+    assert on_time, spells
+    assert all(spell.empty_ms < 15.0 for spell in on_time), spells
 
 
 class ReadAheadOutput(ServerOutput):
