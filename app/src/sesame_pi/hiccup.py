@@ -34,7 +34,7 @@ class DeviceGrace:
         self.since: float | None = None  # the device was last seen working then; None: all well
         self.detail = ""
         self._next_try = 0.0
-        self._ended: tuple[float, float, float] | None = None  # the last end: when, since, gap
+        self._ended: tuple[float, float] | None = None  # the last hiccup's (since, end)
 
     @property
     def active(self) -> bool:
@@ -49,9 +49,9 @@ class DeviceGrace:
         device that worked after the recovery stops anew, with a grace of its own."""
         now = self._clock()
         ended, self._ended = self._ended, None
-        if ended is not None and now - ended[0] < RELAPSE_S and since <= ended[0]:
-            _, self.since, gap = ended
-            self.gap_s -= gap  # (counted again, whole, when this one ends)
+        if ended is not None and now - ended[1] < RELAPSE_S and since <= ended[1]:
+            self.since, end = ended
+            self.gap_s -= end - self.since  # (counted again, whole, when this one ends)
         else:
             self.hiccups += 1
             self.since = min(since, now)
@@ -77,7 +77,7 @@ class DeviceGrace:
         gap = self.gone_s()
         self.gap_s += gap
         if self.since is not None:
-            self._ended = (self._clock(), self.since, gap)
+            self._ended = (self.since, self.since + gap)
         self.since = None
         return gap
 
