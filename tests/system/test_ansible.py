@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from sesame_pi import config as app_config
-from support.credentials import make_token, write_token
+from support.credentials import make_pki, make_token, write_token
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -286,8 +286,12 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         (firmware / "cmdline.txt").write_text(PI_CMDLINE + "\n")
         token = make_token(exp_in_s=3600, uid="fleet-kitchen")
         token_file = write_token(work / "kitchen.token", token)
+        (work / "pki").mkdir()
+        ca_file = make_pki(work / "pki").ca_file  # a private server's CA, on the controller
         inventory = _inventory(
-            work / "inventory.yml", root, {"sesame_pi_token_file": str(token_file), **python}
+            work / "inventory.yml",
+            root,
+            {"sesame_pi_token_file": str(token_file), "sesame_pi_ca_file": str(ca_file), **python},
         )
         # A token-only run on a Pi never provisioned: refused in words, before anything is written.
         runs = {"token-first": _playbook("token-first", inventory, logs, "--tags", "token")}
@@ -534,15 +538,33 @@ def test_a_hat_under_its_other_drivers_id_is_chosen_at_boot(applied: Applied) ->
         shutil.rmtree(root / "tmp/proc-asound")
 
 
-def test_app_config_has_the_inventory_values(applied: Applied) -> None:
+def test_app_config_has_the_inventory_values(applied: Applied, tmp_path: Path) -> None:
     """The app's own loader accepts config.toml and reads back what the inventory said."""
     path = applied.root / "etc/sesame-pi/config.toml"
     assert oct(path.stat().st_mode & 0o777) == oct(0o640)
     assert path.stat().st_gid == APP_UID
-    loaded = app_config.load(config_file=path, environ={})
+    text = path.read_text()
+    assert 'token_file = "/etc/sesame-pi/token"' in text
+    assert 'ca_file = "/etc/sesame-pi/trust/ca.pem"' in text
+    # The app checks that its CA file holds a certificate: read it where compose mounts it from.
+    mounted = tmp_path / "config.toml"
+    mounted.write_text(text.replace('"/etc/sesame-pi/', f'"{applied.root}/etc/sesame-pi/'))
+    loaded = app_config.load(config_file=mounted, environ={})
     for key, value in SETTINGS.items():
         assert getattr(loaded, key) == value, key
-    assert str(loaded.token_file) == "/etc/sesame-pi/token"
+
+
+def test_the_trusted_certificates_are_roots_beside_the_apps_files(applied: Applied) -> None:
+    """The extra CA goes to trust/, a directory of root's that compose mounts read-only, never
+    into the app's own writable directory (where the app could replace it)."""
+    trust = applied.root / "etc/sesame-pi/trust"
+    ca = trust / "ca.pem"
+    assert (trust.stat().st_uid, oct(trust.stat().st_mode & 0o777)) == (0, oct(0o755))
+    assert (ca.stat().st_uid, ca.stat().st_gid, oct(ca.stat().st_mode & 0o777)) == (
+        0, 0, oct(0o644)
+    )  # fmt: skip
+    assert b"BEGIN CERTIFICATE" in ca.read_bytes()
+    assert not (applied.root / "etc/sesame-pi/ca.pem").exists()
 
 
 def test_compose_project_and_env(applied: Applied) -> None:

@@ -59,7 +59,7 @@ ROOT_SPARE_MB = 1536  # room for the loaded image's layers, the journal and logs
 GUEST_MB = 512  # a Pi Zero 2 W
 BOOT_TIMEOUT_S = 1800
 STANDIN_URL = "wss://127.0.0.1:8443/agent-service-0/v1/connect"
-GUEST_CA = "/etc/sesame-pi/boot-test-ca.pem"
+GUEST_CA = "/etc/sesame-pi/trust/boot-test-ca.pem"  # the read-only mount, root's
 UNITS = ("sesame-pi-boot-report.service", "sesame-pi-boot-standin.service")
 # The same WM8960 HAT under Seeed's driver and under Raspberry Pi OS's own overlay.
 OTHER_DRIVERS_ID = {"seeed2micvoicec": "wm8960soundcard", "wm8960soundcard": "seeed2micvoicec"}
@@ -388,8 +388,9 @@ def checked_boot(boot: Boot, card: Card) -> tuple[dict, Checks]:
           r["app"]["privileged"] is False and r["app"]["cap_drop"] == ["ALL"],
           (r["app"]["privileged"], r["app"]["cap_drop"]))  # fmt: skip
     mounts = r["app"]["mounts_rw"]
-    check("... its settings read-only, its token directory writable",
+    check("... its settings and trusted CAs read-only, its token directory writable",
           mounts.get("/etc/sesame-pi/config.toml") is False
+          and mounts.get("/etc/sesame-pi/trust") is False
           and mounts.get("/etc/sesame-pi") is True, mounts)  # fmt: skip
     token = r["token"]
     check("the token is at /etc/sesame-pi/token, 0600, sesame:sesame",

@@ -50,3 +50,15 @@ def test_the_settings_are_read_only_to_the_app_in_its_writable_directory() -> No
         "bind": {"create_host_path": False},
     }
     assert volumes.index(settings) > directory
+
+
+def test_the_trusted_certificates_are_read_only_to_the_app() -> None:
+    """The extra CAs (`ca_file`, the role's trust/ca.pem) sit in a directory of root's mounted
+    read-only on top of the app's writable one: in the writable directory the app could rename a
+    file of its own over ca.pem, and a compromised app would trust a server of its choosing
+    from the next start on."""
+    volumes = service()["volumes"]
+    assert isinstance(volumes, list)
+    directory = volumes.index("${SESAME_PI_ETC:-/etc/sesame-pi}:/etc/sesame-pi")
+    trust = volumes.index("${SESAME_PI_ETC:-/etc/sesame-pi}/trust:/etc/sesame-pi/trust:ro")
+    assert trust > directory

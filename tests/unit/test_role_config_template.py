@@ -51,7 +51,7 @@ def test_the_paths_are_the_containers_whatever_the_host_directory(tmp_path: Path
     settings = tomllib.loads(path.read_text())
     assert settings["token_file"] == "/etc/sesame-pi/token"
     assert settings["refresh_token_file"] == "/etc/sesame-pi/refresh_token"
-    assert settings["ca_file"] == "/etc/sesame-pi/ca.pem"
+    assert settings["ca_file"] == "/etc/sesame-pi/trust/ca.pem"  # the read-only mount
     assert "/srv/sesame-pi" not in path.read_text()
     known = {item.name for item in app_config.schema()}
     assert set(settings) <= known, "every key is one the app knows"
