@@ -286,6 +286,69 @@ async def test_two_waiting_browsers_spoil_the_press(rig: SetupRig) -> None:
         assert [e["result"] for e in rig.events("pairing_press")] == ["ambiguous"]
 
 
+async def test_a_stranger_who_asks_before_the_owner_finishes_spoils_both(rig: SetupRig) -> None:
+    """The owner's request is confirmed by the press; before the owner sends the code, someone
+    else asks. Pairing the owner would leave the stranger's request waiting for the owner's next
+    press (the device has no working token or was just held: presses pair), so neither pairs."""
+    owner, stranger = Browser(rig), Browser(rig)
+    async with owner.client, stranger.client:
+        code, csrf = await owner.start_pairing()
+        arm_pairing(rig)
+        await press(rig)
+        theirs = await stranger.start_pairing()
+        status, body, _ = await owner.request("POST", "/pair/finish", {"code": code, "csrf": csrf})
+        assert status == 403 and "Another browser asked to pair" in body
+        await press(rig)  # the owner presses again: nothing waits to be confirmed
+        status, _, _ = await stranger.request(
+            "POST", "/pair/finish", {"code": theirs[0], "csrf": theirs[1]}
+        )
+        assert status == 403
+        assert rig.page.pairings.count == 0
+        assert [e["reason"] for e in rig.events("pairing_refused")][:1] == ["contested"]
+
+
+async def test_a_kept_alive_connection_is_not_answered_after_the_window_closes(
+    tmp_path: Path,
+) -> None:
+    """Stopping the site ends only new connections: a paired browser that kept its connection
+    alive was still answered after the window closed, and could sign the device into another
+    account long after the owner's 15 minutes."""
+    rig = SetupRig(tmp_path, token=make_token(), mode="auto")
+    await asyncio.to_thread(rig.__enter__)
+    try:
+        await asyncio.to_thread(rig.wait_state, State.IDLE)
+        await asyncio.to_thread(rig.setup_hold)
+        await asyncio.sleep(1.5)  # the hold's release (as in the test of the hold above)
+        assert rig.page.serving and rig.state is State.IDLE
+        browser = Browser(rig)
+        async with browser.client:
+            await browser.pair()
+            csrf = await browser.csrf()
+            rig.page.window.mode = "off"  # as the window's end would
+            async with asyncio.timeout(10):
+                while rig.page.serving:  # noqa: ASYNC110 - polls the product's state
+                    await asyncio.sleep(0.05)
+            status, body, _ = await browser.request("POST", "/test-sound", {"csrf": csrf})
+            assert status == 404 and "closed" in body
+            assert not rig.events("setup_test_sound")
+            with pytest.raises(aiohttp.ClientConnectionError):  # and the connection is closed
+                await browser.request("GET", "/")
+    finally:
+        await asyncio.to_thread(rig.__exit__)
+
+
+async def test_a_host_header_with_a_bad_port_is_refused_in_words(rig: SetupRig) -> None:
+    """The 421's hint took the port from the Host header: `:abc` or `:99999` raised inside the
+    guard (a 500 and a traceback in the log, for every such request, before the rate limit)."""
+    browser = Browser(rig)
+    async with browser.client:
+        for host in ("evil.example:abc", "evil.example:99999", "evil.example:80:80"):
+            status, body, _ = await browser.request("GET", "/", headers={"Host": host})
+            assert status == 421, host
+            assert f"http://127.0.0.1:{rig.page.port}/" in body
+    assert not [line for line in rig.log_file.read_text().splitlines() if "Traceback" in line]
+
+
 async def test_a_form_that_is_not_text_is_a_clear_400_not_a_crash(rig: SetupRig) -> None:
     """A body that is not text in its charset, or names a charset that does not exist, raised
     from inside aiohttp's form reader: a 500 without the page's headers and a traceback in the

@@ -109,6 +109,33 @@ def test_a_second_press_with_a_new_request_beside_a_confirmed_one_pairs_neither(
             pairings.finish(pending.handle, pending.code, pending.csrf)
 
 
+def test_a_request_made_before_a_confirmed_one_finishes_spoils_both() -> None:
+    """The press confirmed the owner's request; a stranger asks before the owner sends the code.
+    Finishing the owner's would leave the stranger's waiting for the next press: neither pairs."""
+    clock = Clock()
+    pairings = Pairings(clock)
+    owner = pairings.begin()
+    assert pairings.press() is Press.CONFIRMED
+    stranger = pairings.begin()
+    with pytest.raises(PairingRefused) as refused:
+        pairings.finish(owner.handle, owner.code, owner.csrf)
+    assert refused.value.reason is Refusal.CONTESTED
+    assert pairings.waiting == 0 and pairings.count == 0
+    assert pairings.press() is Press.NOT_MINE, "the stranger's request is gone too"
+    with pytest.raises(PairingRefused):
+        pairings.finish(stranger.handle, stranger.code, stranger.csrf)
+
+
+def test_an_expired_request_beside_a_confirmed_one_does_not_spoil_it() -> None:
+    clock = Clock()
+    pairings = Pairings(clock)
+    pairings.begin()
+    clock.now += PENDING_S + 1
+    owner = pairings.begin()
+    assert pairings.press() is Press.CONFIRMED
+    assert pairings.finish(owner.handle, owner.code, owner.csrf).cookie
+
+
 def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
     clock = Clock()
     window = SetupWindow("always", clock)

@@ -87,6 +87,7 @@ class Refusal(StrEnum):
     EXPIRED = "expired"
     NOT_PRESSED = "not_pressed"  # keep waiting: the button has not been pressed yet
     BUSY = "busy"  # MAX_PENDING requests wait already: none is pushed out for a new one
+    CONTESTED = "contested"  # another request came while this confirmed one was unfinished
 
 
 class PairingRefused(Exception):
@@ -205,6 +206,13 @@ class Pairings:
             raise PairingRefused(Refusal.WRONG_CODE)
         if not pending.confirmed:
             raise PairingRefused(Refusal.NOT_PRESSED)
+        others = [p for h, p in self._pending.items() if h != pending.handle]
+        if any(now - p.created <= self._pending_s for p in others):
+            # Someone asked between the owner's press and the owner's code: the press may have
+            # been meant for either, and the stranger's request would be the one waiting at the
+            # owner's next press. Neither is paired; both start again.
+            self._pending.clear()
+            raise PairingRefused(Refusal.CONTESTED)
         del self._pending[pending.handle]
         self._used.append(pending.code)
         paired = Paired(new_secret(), new_secret(), now, now)

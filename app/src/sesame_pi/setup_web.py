@@ -44,6 +44,8 @@ REFUSALS = {
     Refusal.NOT_PRESSED: "The button has not been pressed yet: press it once, then Continue.",
     Refusal.BUSY: "Several browsers are waiting to pair already (someone else on this network "
     "may be trying too). Wait a minute, then start again.",
+    Refusal.CONTESTED: "Another browser asked to pair while this one was finishing (someone else "
+    "on this network may be trying too), so neither is paired. Start again.",
 }
 
 
@@ -70,10 +72,12 @@ LAN_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", ".h
 
 
 def where_to_open(request: web.Request) -> str:
-    """The addresses that reach this page, for a person who typed one that does not."""
-    port = request.url.port or 80
+    """The addresses that reach this page, for a person who typed one that does not. From the
+    socket, never the Host header: a port there such as `:abc` or `:99999` raised from inside
+    the guard (a 500 and a traceback in the log for each request, before the rate limit)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     address = sockname[0] if isinstance(sockname, tuple) and sockname else None
+    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) > 1 else 80
     urls = [f"http://{socket.gethostname().lower()}.local:{port}/"]
     if isinstance(address, str) and address not in ("0.0.0.0", "::"):
         urls.insert(
@@ -149,8 +153,16 @@ class SetupServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         client = request.remote or "?"
-        if not host_allowed(request.host):
+        if not self.listening or not self.page.window.should_serve():
+            # The window closed: stopping the site ends only new connections, and a browser
+            # that kept its connection alive was still answered (a paired one could sign the
+            # device into another account long after the window).
             response: web.StreamResponse = web.Response(
+                status=404, text="The setup page is closed.\n"
+            )
+            response.force_close()
+        elif not host_allowed(request.host):
+            response = web.Response(
                 status=421,
                 text="This page answers only to the device's own name or address: open "
                 f"{where_to_open(request)}\n",
