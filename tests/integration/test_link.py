@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.client
 import json
@@ -610,6 +611,53 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
                 break
             await asyncio.sleep(0.1)
         assert connections == 2
+
+
+async def test_what_comes_with_the_answer_belongs_to_the_call(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The service answers call_connect and speaks at once: the answer and the agent's first
+    words, or its hang-up, arrive in one read. They were dispatched before the waiting
+    start_call resumed, with no call on the socket yet: the words were dropped (the stand-in's
+    greeting never played) and the hang-up was lost (the device went live on an ended call)."""
+    calls = 0
+    words = bytes(range(256)) * 15  # 80 ms at 24 kHz
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        nonlocal calls
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] != "call_connect":
+                continue
+            calls += 1
+            reply = {"session_id": session_id, "call_id": calls}
+            content = {"sample_rate": 24000}
+            frames = [
+                {**reply, "request_id": message["request_id"], "type": "call_connect_response",
+                 "content": content},
+            ]  # fmt: skip
+            if calls == 1:
+                audio = {"audio_data": base64.b64encode(words).decode()}
+                frames += [{**reply, "type": "audio", "content": audio}] * 3
+            else:
+                ending = {"reason": "preset_not_found"}
+                frames.append({**reply, "request_id": str(uuid.uuid4()), "type": "call_disconnect",
+                               "content": ending})  # fmt: skip
+            for frame in frames:
+                await ws.send(json.dumps(frame))
+
+    async with scripted_link(tmp_path, pki, token, running, script) as (link, recorder):
+        info = await link.start_call()
+        assert info.call_id == 1
+        for _ in range(50):
+            if recorder.audio_bytes == 3 * len(words):
+                break
+            await asyncio.sleep(0.02)
+        assert recorder.audio_bytes == 3 * len(words), "the first words were dropped"
+        await link.end_call("user_request")
+        assert await link.wait_up(5)
+        with pytest.raises(CallFailed, match=r"ended the call as it began \(preset_not_found\)"):
+            await link.start_call()
 
 
 async def test_a_socket_ending_its_call_takes_no_new_one(

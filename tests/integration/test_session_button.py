@@ -22,7 +22,7 @@ from sesame_pi.config import Config
 from sesame_pi.link import Link
 from sesame_pi.logs import setup_logging
 from sesame_pi.session import Session
-from sesame_pi.standin import Standin, StandinOptions, server_tls
+from sesame_pi.standin import Standin, StandinOptions, server_tls, tone
 from sesame_pi.states import Earcon, State
 from support.credentials import make_pki, make_token, write_token
 from support.session_doubles import FeedbackLog, PacedMicrophone
@@ -59,10 +59,13 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, button_kind: str, pull: str = "down") -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path, button_kind: str, pull: str = "down", greeting_ms: int = 0
+) -> AsyncIterator[Rig]:
     pki = make_pki(tmp_path)
     token = make_token()
-    standin = Standin(StandinOptions(mode="tone", expect_token=token, greeting_ms=0))
+    options = StandinOptions(mode="tone", expect_token=token, greeting_ms=greeting_ms)
+    standin = Standin(options)
     port = await standin.start(tls=server_tls(str(pki.cert_file), str(pki.key_file)))
     cfg = Config(
         server=f"wss://127.0.0.1:{port}/agent-service-0/v1/connect",
@@ -139,3 +142,18 @@ async def test_stdin_lines_feed_the_same_logic(tmp_path: Path) -> None:
         await r.wait_state(State.IDLE, timeout=3)
         await asyncio.to_thread(line, "release")
         assert r.standin.record.disconnects
+
+
+async def test_the_agent_s_first_words_are_played_whole(tmp_path: Path) -> None:
+    """The stand-in greets in the same breath as its answer to call_connect, as the agent speaks
+    first. Those frames came before the call was live and were dropped: the greeting never
+    played. They now wait the few loop turns until it is, and play first, in order."""
+    async with rig(tmp_path, "stdin", greeting_ms=400) as r:
+        await r.hold(0.2)
+        await r.wait_state(State.LIVE)
+        greeting = tone(523.25, 400)
+        for _ in range(50):
+            if len(r.audio.heard) >= len(greeting):
+                break
+            await asyncio.sleep(0.02)
+        assert bytes(r.audio.heard[: len(greeting)]) == greeting

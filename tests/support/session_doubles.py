@@ -25,6 +25,7 @@ class PacedMicrophone:
     stopped: int = 0
     ending: int = 0
     played: int = 0
+    heard: bytearray = field(default_factory=bytearray)  # the first seconds the agent said
 
     def start_call(self, playback_rate: int) -> None:
         self.started.append(playback_rate)
@@ -41,6 +42,8 @@ class PacedMicrophone:
 
     def play(self, pcm: bytes) -> None:
         self.played += len(pcm)
+        if len(self.heard) < 10 * 48000:
+            self.heard += pcm
 
     def probe(self) -> None:
         return None

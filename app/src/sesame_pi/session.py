@@ -38,6 +38,7 @@ CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier ca
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 USER_REQUEST = "user_request"
+EARLY_AUDIO_MAX_BYTES = 2 * 48000 * 2  # agent audio held for a call about to go live: 2 s at most
 SOUNDS = {
     Do.SOUND_START: Earcon.CALL_START,
     Do.SOUND_LIVE: Earcon.LIVE,
@@ -95,6 +96,8 @@ class Session:
         self.calls_placed = 0
         self.calls_resumed = 0
         self._call_started_at: float | None = None
+        self._early_audio: list[bytes] = []  # agent audio read before the call went live
+        self._early_audio_bytes = 0
         # The setup page's seams: a press it claims (pairing) starts no call; the long hold opens
         # it. It reads the last calls' summaries and the device problem from here.
         self.press_hook: Callable[[], bool] | None = None
@@ -258,9 +261,17 @@ class Session:
         self.happen(Occurrence(Event.LINK_DOWN, down.detail, logged={"reason": down.detail}))
 
     def server_audio(self, pcm: bytes) -> None:
-        """The data path, not an event: agent audio plays only while live."""
+        """The data path, not an event: agent audio plays while live. What comes between the
+        server's answer and the call going live (the agent's first words, often in the same read
+        as the answer) waits for it, a few loop turns."""
         if self.phase is Phase.LIVE:
             self.audio.play(pcm)
+        elif (
+            self.phase in (Phase.CONNECTING, Phase.RECONNECTING)
+            and self._early_audio_bytes + len(pcm) <= EARLY_AUDIO_MAX_BYTES
+        ):
+            self._early_audio.append(pcm)
+            self._early_audio_bytes += len(pcm)
 
     def server_hangup(self, reason: str) -> None:
         self._on(Event.LIMIT if reason == CALL_LIMIT_REASON else Event.HANGUP, reason)
@@ -282,8 +293,13 @@ class Session:
         if self._placing is None or self._placing.done():
             self._placing = self.tasks.spawn(self._place(resume=True), "resume")
 
+    def _take_early_audio(self) -> list[bytes]:
+        early, self._early_audio, self._early_audio_bytes = self._early_audio, [], 0
+        return early
+
     async def _place(self, resume: bool) -> None:
         pressed = time.monotonic()
+        self._take_early_audio()  # a failed placement's, if any
         try:
             if not self.link.up and not await self.link.wait_up(self.cfg.handshake_timeout_s):
                 raise LinkLost("the service cannot be reached")
@@ -325,6 +341,8 @@ class Session:
             connect_ms=occurrence.connect_ms,
         )
         event("call_live", call_id=str(info.call_id), resumed=resumed, server_rate=info.sample_rate)
+        for pcm in self._take_early_audio():
+            self.audio.play(pcm)
         self._uplink = self.tasks.spawn(self._run_uplink(), "uplink")
 
     async def _run_uplink(self) -> None:
@@ -490,6 +508,9 @@ class Session:
 
     def _do_refuse_in_call(self, _: Occurrence) -> None:
         event("press_ignored", reason="call in progress; hold to end it", state=self.state.value)
+
+    def _do_refuse_ending(self, _: Occurrence) -> None:
+        event("press_ignored", reason="the last call is still ending; press again in a moment")
 
     def _do_refuse_token(self, _: Occurrence) -> None:
         if self.state is State.SIGNING_IN:

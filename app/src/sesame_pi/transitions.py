@@ -97,6 +97,7 @@ class Do(StrEnum):
     DEVICE_OK = "device_ok"
     SETUP = "setup"  # the setup page opens (if the press began out of a call)
     REFUSE_IN_CALL = "refuse_in_call"  # press_ignored: hold to end the call
+    REFUSE_ENDING = "refuse_ending"  # press_ignored: the last call is still ending
     REFUSE_TOKEN = "refuse_token"  # press_ignored: a new token first (and the link retries)
     REFUSE_DEVICE = "refuse_device"  # press_ignored: the audio device is gone
     SOUND_START = "sound_start"  # earcons: one per transition, so none cuts another off
@@ -137,6 +138,8 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     # a press: call, or say why not
     **{(p, Event.PRESS): _PLACE for p in QUIET},
     **{(p, Event.PRESS): Step(None, (Do.REFUSE_IN_CALL,)) for p in IN_CALL},
+    # (ending takes up to several seconds on a dying link: a press then was lost without a word)
+    (P.ENDING, Event.PRESS): Step(None, (Do.REFUSE_ENDING, Do.SOUND_ERROR)),
     (P.NEEDS_TOKEN, Event.PRESS): Step(None, (Do.REFUSE_TOKEN, Do.SOUND_ERROR)),
     (P.RESUME_NEEDS_TOKEN, Event.PRESS): Step(None, (Do.REFUSE_TOKEN, Do.SOUND_ERROR)),
     (P.DEVICE_ERROR, Event.PRESS): Step(None, (Do.REFUSE_DEVICE, Do.SOUND_ERROR)),
@@ -165,6 +168,10 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     (P.RECONNECTING, Event.CALL_FAILED): Step(REST, (Do.FAIL, Do.FINISH, Do.SOUND_ERROR)),
     **{(p, Event.HANGUP): _END_BY_SERVER for p in IN_CALL},
     **{(p, Event.LIMIT): _LIMIT for p in IN_CALL},
+    # A call ended as it was being placed: the placement itself fails with the reason
+    # ("the server ended the call as it began"), so the person hears one error, not an end.
+    (P.CONNECTING, Event.HANGUP): Step(None),
+    (P.CONNECTING, Event.LIMIT): Step(None),
     (P.CALL_LIMIT, Event.LIMIT_SHOWN): Step(REST),
     (P.ENDING, Event.ENDED): Step(AFTER_CALL, (Do.FINISH, Do.SOUND_END)),
     (P.NEEDS_TOKEN, Event.ENDED): Step(None, (Do.FINISH,)),  # the token went while ending

@@ -271,7 +271,10 @@ class Channel:
             raise CallFailed(f"the server ended the call as it began ({reason})")
         if not isinstance(message, p.CallConnectResponse):
             raise CallFailed(f"unexpected answer {type(message).__name__}")
-        state.call_id = message.call_id
+        if state.call_id != message.call_id:
+            # The answer set it (dispatch) and a call_disconnect read before we resumed ended
+            # the call again: the person hears why at once, not after a call that is not there.
+            raise CallFailed(f"the server ended the call as it began ({state.hung_up})")
         self._ping_task = asyncio.create_task(self._ping_loop(), name="call-pings")
         return CallInfo(message.call_id, message.sample_rate, message.audio_codec)
 

@@ -26,6 +26,7 @@ class ChannelState:
     call_id: p.CallId | None = None
     pending: dict[str, asyncio.Future[p.ServerMessage]] = field(default_factory=dict)
     pings_out: dict[str, float] = field(default_factory=dict)
+    hung_up: str | None = None  # the reason the server gave when it last ended a call
 
     @property
     def envelope(self) -> p.Envelope:
@@ -53,6 +54,10 @@ class ChannelState:
             return False
         if not future.done():
             future.set_result(message)
+            if isinstance(message, p.CallConnectResponse):
+                # The call is up now, not when its waiter resumes a few loop turns later: the
+                # frames read meanwhile (the agent's first words, a hang-up) belong to it.
+                self.call_id = message.call_id
         return True
 
     def fail_pending(self, reason: str) -> None:
@@ -150,6 +155,7 @@ def dispatch(
         case p.CallDisconnect(reason=reason, request_id=rid):
             if not state.resolve(rid, message) and state.call_id is not None:
                 state.call_id = None
+                state.hung_up = reason or "no reason given"
                 return [HungUp(reason)]
         case p.Initialize():
             stats.bad("unexpected_initialize", "initialize on an open session")
