@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -194,9 +196,39 @@ async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
     with pytest.raises(TokenExpired, match="expired") as info:
         await provider.valid_token()
     assert "INVALID_REFRESH_TOKEN" in str(info.value)
-    with pytest.raises(TokenExpired):
+    # A refusal is no network trouble: the advice was "check the network" (all `check` shows).
+    assert "sign in again" in str(info.value) and "check the network" not in str(info.value)
+    with pytest.raises(TokenExpired) as again:
         await provider.valid_token()  # backing off: no second request
     assert len(token_endpoint.seen) == 1
+    assert "sign in again" in str(again.value)
+
+
+async def test_a_device_that_renews_its_token_raises_no_false_expiry_alarm(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """With the defaults (warn 600 s before expiry, renew 300 s before), every renewing device
+    logged a WARNING `token_expiring` ten minutes before each hour's renewal: 24 false alarms a
+    day. It warns only when it cannot renew, or renewing failed."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=500))
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    token_endpoint.answers = [(503, {"error": {"message": "UNAVAILABLE"}})]
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
+    log = tmp_path / "events.jsonl"
+    for refresh_before_s in (300.0, 590.0):  # not due yet; then due, and the service fails it
+        provider = TokenProvider(
+            dataclasses.replace(cfg, expiry_warn_s=600.0, refresh_before_s=refresh_before_s)
+        )
+        provider.load()
+        watch = asyncio.create_task(provider.watch(0.05))
+        await asyncio.sleep(0.4)
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        if refresh_before_s == 300.0:
+            assert "token_expiring" not in log.read_text(), "renewal is not due yet: no alarm"
+    text = log.read_text()
+    assert "token_refresh_failed" in text and "token_expiring" in text
 
 
 @pytest.mark.parametrize("answer", [503, "closed"])

@@ -330,6 +330,7 @@ class TokenProvider:
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._unreachable = False  # the last refresh attempt found no token service to ask
+        self._refused = False  # the token service refused the last refresh (sign in again)
         self._refreshing: asyncio.Future[None] | None = None  # the refresh under way
         self._warned_expiry_for: float | None = None
         self._unreadable: object = _UNSEEN  # the stamp of a token file the watch could not use
@@ -367,6 +368,7 @@ class TokenProvider:
         if self._credentials_changed():
             self._refresh_failures = 0
             self._next_refresh_at = 0.0
+            self._refused = False
             self._unsaved_refresh = None  # a new login's refresh token is on the card
         return self.ticks() >= self._next_refresh_at
 
@@ -538,7 +540,15 @@ class TokenProvider:
         return TokenInfo(expires, left, self._anonymous, str(self.cfg.token_file))
 
     def _expired_error(self) -> TokenExpired:
-        how = "check the network" if self.can_refresh else "run `sesame-pi login`"
+        if not self.can_refresh:
+            how = "run `sesame-pi login`"
+        elif self._refused:  # the network is fine: the service will not renew this sign-in
+            how = (
+                "the token service refused to renew it: sign in again (`sesame-pi login` or "
+                "the setup page)"
+            )
+        else:
+            how = "check the network"
         return TokenExpired(
             f"the token in {self.cfg.token_file} expired; {how}, or put a fresh ID token there"
         )
@@ -674,6 +684,7 @@ class TokenProvider:
         except RefreshFailed as exc:
             self._refresh_failures += 1
             self._unreachable = isinstance(exc, EndpointUnreachable)
+            self._refused = isinstance(exc, RefreshRefused)
             longest = UNREACHABLE_BACKOFF_MAX_S if self._unreachable else REFRESH_BACKOFF_MAX_S
             wait = min(longest, 5.0 * 2 ** min(self._refresh_failures, 7))
             self._next_refresh_at = self.ticks() + wait
@@ -694,6 +705,7 @@ class TokenProvider:
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._unreachable = False
+        self._refused = False
         register_secret(id_token)
         fresh = True  # the token in use is the one the service just issued (not a login's)
         try:
@@ -798,7 +810,11 @@ class TokenProvider:
                     with contextlib.suppress(RefreshFailed):
                         await self.refresh()
                     continue
-                if left < self.cfg.expiry_warn_s and self._warned_expiry_for != self._exp:
+                # A device that renews its token warns only once renewing has failed: it would
+                # otherwise warn ten minutes before each hour's renewal, 24 false alarms a day.
+                renewing = self.can_refresh and self._refresh_failures == 0
+                expiring = left < self.cfg.expiry_warn_s and not renewing
+                if expiring and self._warned_expiry_for != self._exp:
                     self._warned_expiry_for = self._exp
                     event("token_expiring", logging.WARNING, seconds_left=round(left))
             except TokenError as exc:

@@ -249,7 +249,10 @@ class Config:
         high=3000,
     )
     expiry_warn_s: float = setting(
-        600.0, "auth", "log `token_expiring` this long before `exp`", low=0
+        600.0,
+        "auth",
+        "log `token_expiring` this long before `exp` (without renewal, or after it failed)",
+        low=0,
     )
     # Link timing
     ping_interval_s: float = setting(
