@@ -8,6 +8,7 @@ nothing but the stored files (no key, no refresh_token_file in the configuration
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -887,3 +888,45 @@ async def test_a_record_whose_exchange_a_login_by_hand_overtook_stores_nothing(
     events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
     assert events.count("login_pending_superseded") == 2  # removed by one, noticed by the other
     assert "login_pending_refused" not in events
+
+
+def test_a_paste_at_a_terminal_is_not_shown_not_cut_and_ends_with_enter(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    """`sesame-pi login` at a terminal, as the README says: paste, then Enter. In the terminal's
+    line mode the paste was echoed (the refresh token on the screen), a record longer than 4095
+    characters was cut (a real record carries a long ID token and provider data), and a record
+    copied without a line end needed Ctrl-D twice. Here the record is 6 kB, with no line end."""
+    record = {**auth_record(), "providerData": [{"note": "x" * 5000}]}
+    paste = json.dumps(record).encode()
+    assert len(paste) > 5000
+    master, slave = os.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sesame_pi.cli", "login"],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(etc, endpoint.url),
+    )
+    os.close(slave)
+    try:
+        assert child.stderr is not None
+        prompt = child.stderr.readline().decode()
+        assert "press Enter" in prompt  # line mode and echo are off once this is printed
+        for start in range(0, len(paste), 1000):  # a terminal hands a paste over in pieces
+            os.write(master, paste[start : start + 1000])
+            time.sleep(0.01)
+        os.write(master, b"\r")  # Enter (the terminal turns it into a line end)
+        stdout, stderr = child.communicate(timeout=30)
+        shown = b""
+        with contextlib.suppress(OSError):  # what the terminal would show: nothing of the paste
+            while chunk := os.read(master, 65536):
+                shown += chunk
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, stderr.decode()
+    assert "maker@example.org" in stdout.decode()
+    assert REFRESH.encode() not in shown and b"x" * 100 not in shown
+    assert (etc / "refresh_token").read_text().strip() in issuer.live

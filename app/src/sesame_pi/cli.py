@@ -212,7 +212,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-PASTE_PROMPT = "Paste the auth record (or a refresh token), then Ctrl-D:"
+PASTE_PROMPT = "Paste the auth record (or a refresh token; it is not shown), then press Enter:"
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -224,9 +224,9 @@ def cmd_login(args: argparse.Namespace) -> int:
             if args.from_file:
                 source = args.from_file.read_text(encoding="utf-8")
             else:
-                if sys.stdin.isatty():
-                    print(PASTE_PROMPT, file=sys.stderr)
-                source = sys.stdin.read()
+                from .paste import read_paste
+
+                source = read_paste(PASTE_PROMPT)
         except (OSError, UnicodeDecodeError) as exc:
             return _fail(f"cannot read {args.from_file or 'standard input'}: {exc}", EXIT_TOKEN)
         result = login(source, cfg, api_key=args.api_key)

@@ -1,0 +1,68 @@
+"""Reading a pasted secret (`sesame-pi login`) from a person at a terminal.
+
+A terminal in its usual line mode echoes the paste (the refresh token lands on the screen and
+in the scrollback), keeps at most 4095 characters of a line (the rest of a long record is
+dropped without a word), and ends the read only at a Ctrl-D on an empty line, so a record copied
+without a line end needed two. At a terminal the paste is therefore read with echo and line
+mode off, and ends with Enter once it is whole (a JSON record that parses, or a bare token), or
+with Ctrl-D. Piped input is read to its end, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import termios
+from typing import TextIO
+
+CTRL_D = 0x04
+
+
+def _whole(text: str) -> bool:
+    """Whether a paste that just got a line end is complete: a token (one line), or a JSON
+    record that parses (a record copied with its line breaks ends at its last brace)."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if not stripped.startswith("{"):
+        return True
+    with contextlib.suppress(ValueError):
+        json.loads(stripped)
+        return True
+    return False
+
+
+def read_paste(prompt: str, stream: TextIO | None = None) -> str:
+    """The pasted text; `prompt` goes to stderr when a person is at a terminal."""
+    stream = stream or sys.stdin
+    if not stream.isatty():
+        return stream.read()
+    fd = stream.fileno()
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        return stream.read()
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)  # (ISIG stays: Ctrl-C still cancels)
+    quiet[6] = list(saved[6])
+    quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    received = bytearray()
+    try:
+        print(prompt, file=sys.stderr, flush=True)
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            if CTRL_D in chunk:
+                received += chunk[: chunk.index(CTRL_D)]
+                break
+            received += chunk
+            if chunk.endswith((b"\n", b"\r")) and _whole(received.decode("utf-8", "replace")):
+                break
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    print(f"(received {len(received.strip())} characters)", file=sys.stderr, flush=True)
+    return received.decode("utf-8")
