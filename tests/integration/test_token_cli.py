@@ -185,6 +185,27 @@ async def test_refresh_replaces_the_token_atomically_with_mode_0600(
     assert new not in log and "refresh-token-one" not in log and "refresh-token-two" not in log
 
 
+async def test_a_refresh_token_the_service_returns_unchanged_is_not_written_again(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """Firebase returns the same refresh token on most grants. It was written again each hour
+    (wear on the card), and a refresh_token_file on a read-only mount made every write fail:
+    the new ID token was never stored either."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=100))
+    refresh_file = write_token(tmp_path / "refresh", "refresh-token-one")
+    before = refresh_file.stat()
+    new = make_token(exp_in_s=3600, uid="fresh")
+    token_endpoint.answers = [
+        (200, {"id_token": new, "refresh_token": "refresh-token-one", "expires_in": "3600"})
+    ]
+    provider = TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url, key="k"))
+    provider.load()
+    assert await provider.valid_token() == new
+    assert token_file.read_text().strip() == new
+    after = refresh_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
     tmp_path: Path, token_endpoint: TokenEndpoint
 ) -> None:

@@ -207,6 +207,14 @@ def stored_api_key(cfg: Config) -> str:
         raise
 
 
+def _holds(path: Path, value: str) -> bool:
+    """Whether a credential file already holds `value` (an unreadable one does not)."""
+    try:
+        return read_credential(path) == value.strip()
+    except CredentialsUnusable:
+        return False
+
+
 def read_credential(path: Path) -> str:
     """A refresh token or API key file's text, stripped; "" if there is no such file.
     CredentialsUnusable, naming the file and what to do, if it cannot be read as text."""
@@ -744,8 +752,12 @@ class TokenProvider:
             if now != before and not set_aside:
                 return False
             files = [(self.cfg.token_file, id_token)]
-            if refresh_token:
-                files.insert(0, (refresh_token_path(self.cfg), refresh_token))
+            # Firebase returns the same refresh token on most grants: it is written only when it
+            # changed (no wear on the card each hour, and a refresh_token_file on a read-only
+            # mount no longer takes the ID token's write down with it).
+            path = refresh_token_path(self.cfg)
+            if refresh_token and not _holds(path, refresh_token):
+                files.insert(0, (path, refresh_token))
             write_secret_files(files)
             return True
 
@@ -758,7 +770,8 @@ class TokenProvider:
             self._stamp = None  # no file to renew: the token in memory is the one
         if refresh_token:
             self._unsaved_refresh = refresh_token
-        directory = self.cfg.token_file.parent
+        failed = Path(exc.filename) if isinstance(exc.filename, str) else self.cfg.token_file
+        directory = failed.parent  # (the refresh token's may be another than the token's)
         event(
             "token_write_failed",
             logging.ERROR,
