@@ -178,3 +178,57 @@ async def test_a_new_token_that_meets_a_dead_network_shows_offline_not_signing_i
     await settle()
     assert session.state is State.IDLE
     await session.close()
+
+
+class BrokenEnd(FakeLink):
+    async def end_call(self, reason: str = "user_request") -> bool:
+        await super().end_call(reason)
+        raise RuntimeError("a fault of ours while ending")
+
+
+async def test_a_fault_while_ending_a_call_still_ends_it(caplog: pytest.LogCaptureFixture) -> None:
+    """ENDING leaves only on ENDED: a fault in ending the call kept the device there for good,
+    deaf to every press and hold, with nothing in the log and a heartbeat saying "ending"."""
+    caplog.set_level(logging.INFO)
+    link, feedback = BrokenEnd(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    link.answer()
+    await settle()
+    assert session.state is State.LIVE
+    session.button_held()
+    await settle()
+    assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.END
+    faults = [r for r in caplog.records if getattr(r, "event", None) == "link_error"]
+    assert len(faults) == 1 and "a fault of ours" in str(faults[0].__dict__.get("detail"))
+    session.button_pressed()  # and the next press places a call
+    await settle()
+    assert link.calls.count("start_call") == 2
+    await session.close()
+
+
+async def test_a_task_that_dies_of_a_fault_says_so() -> None:
+    """A spawned task's exception was kept until its owner closed, never logged."""
+    from sesame_pi.tasks import TaskSet
+
+    async def broken() -> None:
+        raise ValueError("nobody heard this")
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("sesame_pi")
+    logger.addHandler(handler)
+    try:
+        tasks = TaskSet()
+        tasks.spawn(broken(), "broken-part")
+        await settle()
+        await tasks.close()
+    finally:
+        logger.removeHandler(handler)
+    failed = [r for r in records if getattr(r, "event", None) == "task_failed"]
+    assert len(failed) == 1
+    assert failed[0].__dict__["task"] == "broken-part"
+    assert "ValueError: nobody heard this" in failed[0].__dict__["detail"]

@@ -25,6 +25,7 @@ from .audio import AudioDeviceError, add_segments
 from .config import Config
 from .heartbeat import Heartbeat
 from .link import CallFailed, CallInfo, LinkDown, LinkLost
+from .link.errors import report_fault
 from .logs import event
 from .ports import AudioPort, FeedbackPort, LinkPort
 from .states import Earcon, State
@@ -373,11 +374,16 @@ class Session:
         """A placement still connecting is cancelled (its socket closes, so no call the server
         places stays up); a call is ended with call_disconnect; then ENDED."""
         placing = self._placing
-        if placing is not None and not placing.done():
-            placing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await placing
-        answered = await self.link.end_call(reason)
+        answered = False
+        try:
+            if placing is not None and not placing.done():
+                placing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await placing
+            answered = await self.link.end_call(reason)
+        except Exception as exc:  # a fault of ours: ENDING has no other way out, and a device
+            # stuck there ignores every press and hold while its heartbeat says "ending"
+            report_fault(exc, "the call was ended here; please report this line")
         self.happen(Occurrence(Event.ENDED, reason, answered=answered))
 
     def _do_cancel_placing(self, _: Occurrence) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from .logs import event
 
 T = TypeVar("T")
 
@@ -21,6 +25,7 @@ class TaskSet:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_say_if_failed)
         return task
 
     def __len__(self) -> int:
@@ -33,3 +38,23 @@ class TaskSet:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _say_if_failed(task: asyncio.Task[Any]) -> None:
+    """A task that died of an exception was kept silently until its owner closed: a fault in
+    ending a call, say, left the device stuck with nothing in the log. Said once, where raised."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        return
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    event(
+        "task_failed",
+        logging.ERROR,
+        task=task.get_name(),
+        detail=f"{type(error).__name__}: {str(error)[:200]}",
+        at=where,
+        action="please report this line",
+    )
