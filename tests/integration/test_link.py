@@ -721,6 +721,42 @@ async def test_a_link_that_dies_while_its_call_ends_is_an_outage(
         assert recorder.routine == [False], recorder.downs
 
 
+async def test_a_call_the_server_ends_leaves_its_socket_to_no_other_call(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """After the server hung up, the socket stayed open and the next call (a press, or the redial
+    after the length limit) went out on the session the server had just ended, with the last
+    call's unanswered pings still counted. Each call gets a fresh socket, as after our own end."""
+    connections = 0
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        nonlocal connections
+        connections += 1
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] != "call_connect":
+                continue
+            reply = {"session_id": session_id, "call_id": 7, "request_id": message["request_id"]}
+            answer = {**reply, "type": "call_connect_response", "content": {"sample_rate": 24000}}
+            await ws.send(json.dumps(answer))
+            await asyncio.sleep(0.2)
+            ending = {"reason": "agent_hangup"}
+            await ws.send(json.dumps({"session_id": session_id, "call_id": 7,
+                                      "type": "call_disconnect", "content": ending}))  # fmt: skip
+
+    async with scripted_link(tmp_path, pki, token, running, script) as (link, recorder):
+        await link.start_call()
+        for _ in range(50):
+            if recorder.downs:
+                break
+            await asyncio.sleep(0.1)
+        assert recorder.hangups == ["agent_hangup"]
+        assert recorder.routine == [True], recorder.downs
+        assert await link.wait_up(5)
+        await link.start_call()
+        assert connections == 2
+
+
 async def test_a_service_that_greets_and_closes_with_an_auth_code_gets_renewals_backed_off(
     tmp_path: Path, pki: TestPKI, running: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:

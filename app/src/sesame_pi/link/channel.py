@@ -189,7 +189,9 @@ class Channel:
             case HungUp(reason=reason):
                 event("server_hangup", reason=reason)
                 await self._stop_pinging()
+                self._retiring = True  # the next call goes on a fresh socket, as after ours
                 self.listener.server_hangup(reason)
+                await self.close(End.PLANNED, PLANNED_CLOSE, "call ended by the server")
             case CloseAsked(reason=reason):
                 self._ending(End.LOST, reason)
                 await self.transport.close("server asked to close")
