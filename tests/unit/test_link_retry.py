@@ -16,6 +16,8 @@ from sesame_pi.link import AuthRefused, End, Ended, LinkLost, Verdict, classify
         (Ended("closed: 1006", End.LOST, healthy=True), Verdict.AGAIN),
         (Ended("closed: 1006", End.LOST, healthy=False), Verdict.RETRY),
         (Ended("auth close 4401", End.AUTH, healthy=False), Verdict.NEED_TOKEN),
+        # an hour-old socket closed for its token: not a fault to redial at once
+        (Ended("auth close 4401", End.AUTH, healthy=True), Verdict.NEED_TOKEN),
         (LinkLost("connect failed: ConnectionRefusedError"), Verdict.RETRY),
         (AuthRefused("auth refused: HTTP 403"), Verdict.NEED_TOKEN),
         (TokenError("token file missing"), Verdict.NEED_TOKEN),

@@ -34,9 +34,11 @@ class Verdict(StrEnum):
 def classify(error: BaseException) -> Verdict:
     """What the supervisor does after `error`."""
     if isinstance(error, Ended):
+        if error.kind is End.AUTH:  # however long the socket lived: the token is refused now
+            return Verdict.NEED_TOKEN
         if error.kind in (End.PLANNED, End.IDLE) or error.healthy:
             return Verdict.AGAIN
-        return Verdict.NEED_TOKEN if error.kind is End.AUTH else Verdict.RETRY
+        return Verdict.RETRY
     if isinstance(error, AuthRefused | TokenError):
         return Verdict.NEED_TOKEN
     if isinstance(error, LinkLost | TokenServiceUnreachable):

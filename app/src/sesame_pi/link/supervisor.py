@@ -244,7 +244,7 @@ class Link:
             self._channel = None
             self._up.clear()
         healthy = time.monotonic() - channel.opened >= self.cfg.healthy_after_s
-        if healthy or kind in (End.PLANNED, End.IDLE):
+        if kind is not End.AUTH and (healthy or kind in (End.PLANNED, End.IDLE)):
             # The service took the token: a socket it kept a while, or one that ended routinely
             # (its idle close comes after about 15 s, before `healthy_after_s`; an idle device
             # then never forgot refused renewals). One closed with an auth code proves nothing.
