@@ -686,9 +686,10 @@ class TokenProvider:
     async def _refresh_once(self) -> None:
         if not self._refresh_allowed():
             raise RefreshFailed("waiting before the next refresh attempt")
-        stored_before = self._stored_stamps()
         try:
-            id_token, refresh_token, expires_in = await asyncio.to_thread(self._exchange)
+            stored_before, id_token, refresh_token, expires_in = await asyncio.to_thread(
+                self._exchange
+            )
         except RefreshFailed as exc:
             self._refresh_failures += 1
             self._unreachable = isinstance(exc, EndpointUnreachable)
@@ -780,18 +781,24 @@ class TokenProvider:
             "then the app uses the new token from memory (a restart loses it)",
         )
 
-    def _exchange(self) -> tuple[str, str | None, str]:
+    def _exchange(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:
+        """The stored files' stamps as read, and the service's answer. The stamps and the
+        refresh token are read together under the login's lock: a login landing between the
+        two (the stamps taken on the loop, the token later in this thread) had its own new
+        refresh token spent here, and this answer then thrown away as the login's change."""
         path = refresh_token_path(self.cfg)
-        refresh = self._unsaved_refresh or read_credential(path)
+        with credentials_lock(self.cfg):
+            stored_before = self._stored_stamps()
+            refresh = self._unsaved_refresh or read_credential(path)
+            key = stored_api_key(self.cfg)
         if not refresh:
             raise CredentialsUnusable(f"{path} is missing or empty", "run `sesame-pi login`")
-        key = stored_api_key(self.cfg)
         if not key:
             raise CredentialsUnusable(
                 "no Firebase API key", "run `sesame-pi login` with the auth record"
             )
         answer = exchange_refresh_token(self.cfg, refresh, key)
-        return answer.id_token, answer.refresh_token, answer.expires_in
+        return stored_before, answer.id_token, answer.refresh_token, answer.expires_in
 
     # ------------------------------------------------------------ background watch
 
