@@ -192,3 +192,17 @@ def test_a_port_in_use_is_one_line_not_a_traceback() -> None:
         )
     assert result.returncode == 2, result.stderr
     assert "the stand-in cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_port_out_of_range_is_one_line_not_a_traceback() -> None:
+    """`--port 99999` reached the socket, which raised OverflowError (not an OSError): exit 1
+    and a traceback."""
+    for port in ("99999", "-1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "sesame_pi.cli", "standin", "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "between 0 and 65535" in result.stderr and "Traceback" not in result.stderr

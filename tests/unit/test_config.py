@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_missing_default_file_is_fine_but_an_explicit_one_is_not(
         ({"SESAME_PI_BUTTON_PULL": "sideways"}, "button_pull 'sideways'"),
         ({"SESAME_PI_EARCON_VOLUME": "3"}, "earcon_volume 3.0 must be between 0 and 1"),
         ({"SESAME_PI_LED_PIN": "17"}, "led_pin and button_pin must be different"),
+        # at the 5 s setup hold or longer, the button could never open the setup page
+        ({"SESAME_PI_HOLD_S": "6"}, "hold_s 6.0 must be between 0.5 and 4.5 seconds"),
         # an hour or more before an hour-long token's end: a refresh on every look, for ever
         ({"SESAME_PI_REFRESH_BEFORE_S": "3600"}, "refresh_before_s 3600.0 must be between 0"),
         ({"SESAME_PI_REFRESH_BEFORE_S": "inf"}, "refresh_before_s inf must be between 0"),
@@ -81,6 +84,46 @@ def test_unknown_setting_in_file_is_an_error(tmp_path: Path) -> None:
 def test_bad_toml_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path / "c.toml", "character = \n"), environ={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # Windows' ANSI and UTF-16: a traceback (exit 1, a container restarting for ever)
+        ('timezone = "Europe/Z\xfcrich"\n'.encode("latin-1"), "is not UTF-8 text"),
+        ("character = 'Maya'\n".encode("utf-16"), "is not UTF-8 text"),
+        # the README's [button] section and a top-level `button =`: one key to TOML
+        (b'button = "stdin"\n[button]\nbutton_pin = 22\n', "move it into [button]"),
+        # set twice, once in a section: the later one won without a word
+        (b"button_pin = 22\n[button]\nbutton_pin = 17\n", "'button_pin' is set twice"),
+        # a list is no device name: it became the text "['USB']"
+        (b'input_device = ["USB"]\n', "input_device must be"),
+        (b"client_name = true\n", "client_name must be"),
+    ],
+)
+def test_a_file_a_maker_could_write_is_refused_in_words(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(path, environ={})
+
+
+def test_a_file_with_notepads_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'\xef\xbb\xbftimezone = "Europe/Berlin"\n')
+    assert load(path, environ={}).timezone == "Europe/Berlin"
+
+
+def test_pins_with_a_leading_zero_and_an_led_on_the_unused_button_pin(tmp_path: Path) -> None:
+    """`int('017', 0)` refuses a leading zero ("must be a whole number", which it is); and with a
+    stdin or no button, button_pin is unused: the LED may sit on 17."""
+    loaded = load(None, environ={"SESAME_PI_CONFIG": "/dev/null", "SESAME_PI_BUTTON_PIN": "04"})
+    assert loaded.button_pin == 4
+    for kind in ("stdin", "none"):
+        environ = {"SESAME_PI_CONFIG": "/dev/null", "SESAME_PI_BUTTON": kind}
+        assert load(None, environ={**environ, "SESAME_PI_LED_PIN": "17"}).led_pin == 17
 
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:

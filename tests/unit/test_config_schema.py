@@ -117,7 +117,7 @@ def test_a_value_just_inside_a_range_is_accepted(name: str, inside: Any, outside
 def test_nan_is_outside_every_range() -> None:
     with pytest.raises(ConfigError) as info:
         Config().replace(hold_s=math.nan)
-    assert info.value.problems == ["hold_s nan must be between 0.5 and 10 seconds"]
+    assert info.value.problems == ["hold_s nan must be between 0.5 and 4.5 seconds"]
 
 
 @pytest.mark.parametrize("item", CHOICE_SETTINGS, ids=lambda item: item.name)
@@ -263,7 +263,7 @@ def test_three_bad_values_make_three_sentences() -> None:
     assert info.value.problems == [
         "echo_cancel 'loud' is not one of auto, webrtc, speex, off",
         "bounce_ms 600 must be between 0 and 500 ms",
-        "hold_s 0.1 must be between 0.5 and 10 seconds",
+        "hold_s 0.1 must be between 0.5 and 4.5 seconds",
     ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from pathlib import Path
+
+import pytest
 
 from sesame_pi.heartbeat import Heartbeat, check
 from sesame_pi.states import State
@@ -65,3 +68,28 @@ def test_a_heartbeat_directory_that_cannot_be_made_is_a_warning_not_a_crash(
     heartbeat.update(State.IDLE)
     healthy, line = check(blocked / "heartbeat.json")
     assert not healthy and "unreadable" in line
+
+
+def test_a_heartbeat_that_cannot_be_written_is_said_once_per_spell(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed write was passed over in silence: the container's health check failed and
+    `status` asked whether the app ran with --heartbeat-file, with nothing in the log."""
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "heartbeat.json"
+    path.mkdir()  # in the way of the file (a read-only disk, as root sees one)
+    heartbeat = Heartbeat(path)
+
+    def said() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", "") == "heartbeat_unavailable"]
+
+    heartbeat.update(State.IDLE)
+    heartbeat.update(State.IDLE)
+    assert len(said()) == 1 and str(path) in str(said()[0].__dict__["detail"])
+    path.rmdir()
+    heartbeat.update(State.IDLE)
+    assert check(path)[0]
+    path.unlink()
+    path.mkdir()
+    heartbeat.update(State.IDLE)
+    assert len(said()) == 2, "a new spell of failures is said again"

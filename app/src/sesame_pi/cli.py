@@ -70,6 +70,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, default=None, **options)
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: 0 (any free one) to 65535, said in words otherwise (a socket
+    refused 99999 with an OverflowError and a traceback)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 0 and 65535")
+    return port
+
+
 def _config_from(args: argparse.Namespace) -> Config:
     flags = {}
     for flag, options in RUN_FLAGS:
@@ -117,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     standin = commands.add_parser("standin", help="run a local Sesame-compatible server")
     standin.add_argument("--host", default="127.0.0.1")
-    standin.add_argument("--port", type=int, default=8765)
+    standin.add_argument("--port", type=_port, default=8765)
     standin.add_argument(
         "--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this cert"
     )

@@ -146,8 +146,8 @@ def _jitter_room(cfg: Config) -> str | None:
 
 
 def _led_not_button(cfg: Config) -> str | None:
-    if cfg.led_pin is None or cfg.led_pin != cfg.button_pin:
-        return None
+    if cfg.led_pin is None or cfg.led_pin != cfg.button_pin or cfg.button != "gpio":
+        return None  # (a stdin or no button leaves button_pin unused: the LED may have it)
     return "led_pin and button_pin must be different pins"
 
 
@@ -448,14 +448,16 @@ class Config:
         choices=PULLS,
     )
     bounce_ms: int = setting(50, "button", "debounce", low=0, high=500)
-    hold_s: float = setting(2.0, "button", "hold time that ends a call", low=0.5, high=10)
+    # (under the 5 s setup hold: a call must end first, as the setup hold opens the page only
+    # out of a call; at 5 s or more the page could never be opened by the button)
+    hold_s: float = setting(2.0, "button", "hold time that ends a call", low=0.5, high=4.5)
     led_pin: int | None = setting(
         None,
         "button",
         "BCM pin of a status LED",
         allowed="not `button_pin`",
         check=_led_not_button,
-        reads=("button_pin",),
+        reads=("button_pin", "button"),
         message=_NOT_A_PIN,
         low=_PIN_LOW,
         high=_PIN_HIGH,
@@ -560,9 +562,17 @@ def _converted(base: str, raw: Any) -> Any:
     if base == "int":
         if isinstance(raw, float) and not raw.is_integer():
             raise ValueError  # 17.9 is no pin number: refused, not cut to 17
-        return int(str(raw).strip(), 0) if isinstance(raw, str) else int(raw)
+        if isinstance(raw, str):
+            text = raw.strip()
+            try:
+                return int(text, 0)  # 0x11, 0o21 and 17 alike
+            except ValueError:
+                return int(text, 10)  # and 017, which base 0 refuses
+        return int(raw)
     if base == "float":
         return float(raw)
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise TypeError  # a TOML list is no device name (['USB']), nor true a client name
     return str(raw)
 
 
@@ -619,19 +629,47 @@ def validate(cfg: Config) -> Config:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read the config file; flatten [sections] so `[audio] frame_ms` and `frame_ms` both work."""
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        # (utf-8-sig: Notepad's byte-order mark is no "invalid statement at line 1")
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (saved as ANSI or UTF-16?); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        hint = ""
+        if "Cannot overwrite a value" in str(exc) and isinstance(_top_level_button(path), str):
+            hint = "; `button = ...` and the [button] section are one key: move it into [button]"
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}{hint}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
+        for name, setting_value in value.items() if isinstance(value, dict) else [(key, value)]:
+            if name in flat:  # `button_pin` at the top and in [button]: which was meant?
+                raise ConfigError(f"config file {path}: {name!r} is set twice; keep one")
+            flat[name] = setting_value
     return flat
+
+
+def _top_level_button(path: Path) -> str | None:
+    """The line setting `button` above every section, if the file has one (for a hint)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
+            stripped = line.strip()
+            if stripped.startswith("["):
+                return None
+            if stripped.replace(" ", "").startswith("button="):
+                return stripped
+    return None
+
+
+def _may_exist(path: Path) -> bool:
+    """Whether to read the default config file: it exists, or it cannot be looked at (Python
+    3.11 raises on a directory it may not enter; reading then says so in words)."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
 
 
 def _known(values: Mapping[str, Any], where: str, found: list[str]) -> Iterable[tuple[str, Any]]:
@@ -673,7 +711,7 @@ def load(
     environ = os.environ if environ is None else environ
     explicit_file = config_file is not None or f"{ENV_PREFIX}CONFIG" in environ
     path = config_file or Path(environ.get(f"{ENV_PREFIX}CONFIG", str(DEFAULT_CONFIG_FILE)))
-    raw, found = _from_sources(path, path.exists() or explicit_file, environ, flags or {})
+    raw, found = _from_sources(path, explicit_file or _may_exist(path), environ, flags or {})
     return _checked(raw, found)
 
 

@@ -4,6 +4,7 @@ can tell a live appliance from a hung one without talking to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ class Heartbeat:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._link_up: bool | None = None
+        self._failing = False  # the last write failed (said once per spell of failures)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # the appliance runs on; `status` will say there is no heartbeat
@@ -50,8 +52,22 @@ class Heartbeat:
         try:
             temp.write_text(json.dumps(body))
             os.replace(temp, self.path)
-        except OSError:
-            pass  # a full or read-only disk must not stop the appliance; status will say stale
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()  # (no half-written beat left beside it)
+            # A full or read-only disk must not stop the appliance; but a health check that
+            # fails with nothing in the log sends its owner looking in the wrong place.
+            if not self._failing:
+                event(
+                    "heartbeat_unavailable",
+                    logging.WARNING,
+                    detail=f"cannot write {self.path}: {exc.strerror or exc}",
+                    action=f"make {self.path.parent} writable for the app, or set "
+                    "heartbeat_file to a writable path (the health check fails until then)",
+                )
+            self._failing = True
+        else:
+            self._failing = False
 
 
 def _task_count() -> int | None:
