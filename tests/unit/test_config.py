@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sesame_pi.config import Config, ConfigError, load
+from sesame_pi.config import Config, ConfigError, load, misspelt_environment
 
 
 def write(path: Path, text: str) -> Path:
@@ -144,3 +144,22 @@ def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "button_pin 41 is not a GPIO pin" in result.stderr
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_nearly_is() -> None:
+    """A misspelt key in the file is an error; a misspelt variable was ignored without a word.
+    The build's and the tests' own SESAME_PI_ variables are no near miss of a setting."""
+    environ = {
+        "SESAME_PI_BUTON_PIN": "22",
+        "SESAME_PI_LEDPIN": "5",
+        "SESAME_PI_BUTTON_PIN": "17",
+        "SESAME_PI_CONFIG": "/dev/null",
+        "SESAME_PI_BOOT_CONFIG": "led_pin = 5",
+        "SESAME_PI_CACHE": "/var/cache/sesame-pi",
+        "SESAME_PI_SSH_PUBKEY_FILE": "key.pub",
+        "SESAME_PI_NO_SKIP": "1",
+    }
+    assert misspelt_environment(environ) == [
+        ("SESAME_PI_BUTON_PIN", "SESAME_PI_BUTTON_PIN"),
+        ("SESAME_PI_LEDPIN", "SESAME_PI_LED_PIN"),
+    ]

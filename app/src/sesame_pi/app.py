@@ -12,7 +12,7 @@ from . import __version__
 from .audio import AudioDeviceError, AudioEngine
 from .auth import TokenError, TokenProvider
 from .button import ButtonUnavailable, make_button
-from .config import Config
+from .config import Config, misspelt_environment
 from .feedback import Feedback
 from .heap import settle_after_start
 from .heartbeat import Heartbeat
@@ -59,6 +59,13 @@ async def run_appliance(cfg: Config) -> int:
         input_device=cfg.input_device,
         output_device=cfg.output_device,
     )
+    for variable, meant in misspelt_environment():
+        event(
+            "config_variable_ignored",
+            logging.WARNING,
+            variable=variable,
+            action=f"no such setting: did you mean {meant}?",
+        )
     # An auth record the SD card's first boot left for us: signed in with in the background (it
     # waits for the network), so the button, LED, earcons and heartbeat are up meanwhile; the
     # link picks the stored token up when it lands.

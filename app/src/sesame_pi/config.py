@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import ipaddress
 import os
@@ -696,6 +697,21 @@ def _from_sources(
     given = {name: value for name, value in flags.items() if value is not None}
     merged.update(_known(given, "", found))
     return merged, found
+
+
+def misspelt_environment(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(variable, the setting's variable it is close to) for each SESAME_PI_ variable that is no
+    setting but nearly one: a file's unknown key is an error, and a misspelt variable was
+    ignored without a word. (Build and test variables share the prefix: only near misses.)"""
+    environ = os.environ if environ is None else environ
+    known = {item.env for item in schema()}
+    found = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known | {f"{ENV_PREFIX}CONFIG"}:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
+            if close:
+                found.append((name, close[0]))
+    return found
 
 
 def load(
