@@ -302,3 +302,28 @@ def test_earcons_are_ready_before_the_first_one() -> None:
     earcons.render.cache_clear()
     Feedback(cfg(earcon_volume=0.42), Player())
     assert earcons.render.cache_info().currsize == len(Earcon)
+
+
+class FallingBackFactory(MockFactory):  # type: ignore[misc]
+    """A pin library that warns on the way, as gpiozero's does when it falls back to another."""
+
+    def pin(self, spec: Any, **kwargs: Any) -> Any:
+        import warnings
+
+        warnings.warn(gpiozero.PinFactoryFallback("Falling back from lgpio: no chip"), stacklevel=1)
+        return super().pin(spec, **kwargs)
+
+
+def test_gpiozero_warnings_at_the_led_become_log_lines(
+    caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    """They went to standard error as bare Python warnings, outside the JSON log (the button's
+    were already log lines)."""
+    caplog.set_level(logging.INFO)
+    feedback = Feedback(Config(led_pin=22), None, pin_factory=FallingBackFactory())
+    try:
+        lines = [r for r in caplog.records if getattr(r, "event", "") == "gpio_factory_fallback"]
+        assert lines and "Falling back from lgpio" in str(lines[0].__dict__["detail"])
+        assert not [w for w in recwarn if issubclass(w.category, gpiozero.PinWarning)]
+    finally:
+        feedback.close()

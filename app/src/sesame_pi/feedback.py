@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,11 +102,18 @@ ONOFF_PATTERNS: dict[State, Pattern] = {
 
 
 def _open_led(pin: int, pin_factory: Any) -> tuple[Any, bool]:
-    """A PWMLED if the pin can do PWM, else a plain LED; returns (device, has_pwm)."""
-    try:
-        return gpiozero.PWMLED(pin, pin_factory=pin_factory), True
-    except gpiozero.PinPWMUnsupported:
-        return gpiozero.LED(pin, pin_factory=pin_factory), False
+    """A PWMLED if the pin can do PWM, else a plain LED; returns (device, has_pwm). gpiozero's
+    warnings on the way (a pin library it could not use) become log lines, as the button's do:
+    they went to standard error as bare Python warnings, outside the JSON log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", gpiozero.PinWarning)
+        try:
+            opened = gpiozero.PWMLED(pin, pin_factory=pin_factory), True
+        except gpiozero.PinPWMUnsupported:
+            opened = gpiozero.LED(pin, pin_factory=pin_factory), False
+    for w in caught:
+        event("gpio_factory_fallback", logging.WARNING, detail=str(w.message))
+    return opened
 
 
 class Feedback:
