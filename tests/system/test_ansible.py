@@ -564,7 +564,7 @@ def test_the_trusted_certificates_are_roots_beside_the_apps_files(applied: Appli
         0, 0, oct(0o644)
     )  # fmt: skip
     assert b"BEGIN CERTIFICATE" in ca.read_bytes()
-    assert not (applied.root / "etc/sesame-pi/ca.pem").exists()
+    assert not (applied.root / "etc/sesame-pi/ca.pem").exists()  # nothing the app could swap
 
 
 def test_compose_project_and_env(applied: Applied) -> None:
