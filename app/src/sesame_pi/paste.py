@@ -21,12 +21,14 @@ CTRL_D = 0x04
 
 
 def _whole(text: str) -> bool:
-    """Whether a paste that just got a line end is complete: a token (one line), or a JSON
-    record that parses (a record copied with its line breaks ends at its last brace)."""
+    """Whether a paste that just got a line end is complete: a token (one line), JSON that
+    parses (a record, or the IndexedDB rows, copied with line breaks ends at its last bracket),
+    or anything at all followed by an empty line (Enter on its own: a damaged paste is then
+    login's to name, not a wait with nothing on the screen)."""
     stripped = text.strip()
     if not stripped:
         return False
-    if not stripped.startswith("{"):
+    if text.endswith("\n\n") or not stripped.startswith(("{", "[", '"')):
         return True
     with contextlib.suppress(ValueError):
         json.loads(stripped)
@@ -60,9 +62,12 @@ def read_paste(prompt: str, stream: TextIO | None = None) -> str:
                 received += chunk[: chunk.index(CTRL_D)]
                 break
             received += chunk
-            if chunk.endswith((b"\n", b"\r")) and _whole(received.decode("utf-8", "replace")):
+            text = received.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+            if chunk.endswith((b"\n", b"\r")) and _whole(text):
                 break
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSAFLUSH: what is left of the paste goes, not to the shell (it would echo the rest
+        # of a refresh token on the screen and into the shell's history).
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
     print(f"(received {len(received.strip())} characters)", file=sys.stderr, flush=True)
     return received.decode("utf-8")
