@@ -20,6 +20,7 @@ import jwt
 import pytest
 
 from sesame_pi.auth import (
+    RefreshFailed,
     TokenExpired,
     TokenInvalid,
     TokenMissing,
@@ -223,6 +224,27 @@ async def test_refresh_failure_on_an_expired_token_says_expired_and_backs_off(
         await provider.valid_token()  # backing off: no second request
     assert len(token_endpoint.seen) == 1
     assert "sign in again" in str(again.value)
+
+
+async def test_a_ca_file_gone_since_start_is_a_failed_refresh_said_in_words(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """The CA file the settings name went away (a fleet moved it): building the TLS context
+    raised FileNotFoundError past the refresh's handler, every look of the watch, with no
+    backoff and no expiry warning."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=100))
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    cfg = dataclasses.replace(
+        refreshing(tmp_path, token_file, token_endpoint.url), ca_file=tmp_path / "gone.pem"
+    )
+    provider = TokenProvider(cfg)
+    provider.load()
+    with pytest.raises(RefreshFailed, match=r"gone\.pem cannot be used"):
+        await provider.refresh()
+    with pytest.raises(RefreshFailed, match="waiting before the next refresh attempt"):
+        await provider.refresh()  # backed off, as after any failed refresh
+    assert "token_refresh_failed" in (tmp_path / "events.jsonl").read_text()
+    assert not token_endpoint.seen
 
 
 async def test_a_device_that_renews_its_token_raises_no_false_expiry_alarm(

@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import os
+import ssl
 import stat
 import threading
 import time
@@ -257,7 +258,12 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         method="POST",
     )
-    context = client_context(cfg.ca_file)
+    try:
+        context = client_context(cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:  # the CA file went, or holds no certificate now
+        raise CredentialsUnusable(
+            f"the ca_file {cfg.ca_file} cannot be used: {exc}", "fix or remove the ca_file setting"
+        ) from None
     try:
         with urllib.request.urlopen(request, timeout=15, context=context) as response:
             answer = json.loads(response.read().decode("utf-8"))
@@ -687,9 +693,7 @@ class TokenProvider:
         if not self._refresh_allowed():
             raise RefreshFailed("waiting before the next refresh attempt")
         try:
-            stored_before, id_token, refresh_token, expires_in = await asyncio.to_thread(
-                self._exchange
-            )
+            stored_before, id_token, refresh_token, expires_in = await self._exchange_off_loop()
         except RefreshFailed as exc:
             self._refresh_failures += 1
             self._unreachable = isinstance(exc, EndpointUnreachable)
@@ -780,6 +784,18 @@ class TokenProvider:
             action=f"free space on the card, or make {directory} writable for the app; until "
             "then the app uses the new token from memory (a restart loses it)",
         )
+
+    async def _exchange_off_loop(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:
+        """`_exchange` in a thread; a file it cannot use (the lock's directory, say) is a failed
+        refresh like any other: backed off and said, never a bare OSError every look."""
+        try:
+            return await asyncio.to_thread(self._exchange)
+        except OSError as exc:
+            directory = self.cfg.token_file.parent
+            raise CredentialsUnusable(
+                f"cannot use {directory}: {exc.strerror or exc}",
+                f"make {directory} readable and writable for the app",
+            ) from None
 
     def _exchange(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:
         """The stored files' stamps as read, and the service's answer. The stamps and the
