@@ -656,8 +656,11 @@ async def test_what_comes_with_the_answer_belongs_to_the_call(
         assert recorder.audio_bytes == 3 * len(words), "the first words were dropped"
         await link.end_call("user_request")
         assert await link.wait_up(5)
+        downs = len(recorder.downs)
         with pytest.raises(CallFailed, match=r"ended the call as it began \(preset_not_found\)"):
             await link.start_call()
+        await asyncio.sleep(0.3)
+        assert link.up and len(recorder.downs) == downs, "a refusal leaves the socket up"
 
 
 async def test_a_socket_ending_its_call_takes_no_new_one(

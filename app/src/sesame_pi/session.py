@@ -39,7 +39,9 @@ CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier ca
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 USER_REQUEST = "user_request"
-EARLY_AUDIO_MAX_BYTES = 2 * 48000 * 2  # agent audio held for a call about to go live: 2 s at most
+# Agent audio held for a call about to go live: 2 s at the service's 24 kHz (1 s at 48), within
+# what the playout buffer takes at once (jitter_max_ms), so none of it is dropped there.
+EARLY_AUDIO_MAX_BYTES = 2 * 24000 * 2
 SOUNDS = {
     Do.SOUND_START: Earcon.CALL_START,
     Do.SOUND_LIVE: Earcon.LIVE,

@@ -118,6 +118,7 @@ class Channel:
         self.opened = time.monotonic()
         self._end: tuple[End, str] | None = None
         self._retiring = False  # its call is being ended: it takes no new one
+        self._placing = False  # a start_call waits for its answer (or has it, not yet resumed)
         self.ended = asyncio.Event()  # serve() has returned
         self._ping_task: asyncio.Task[None] | None = None
 
@@ -189,6 +190,9 @@ class Channel:
             case HungUp(reason=reason):
                 event("server_hangup", reason=reason)
                 await self._stop_pinging()
+                if self._placing:  # ended as it began: start_call fails, the socket stays
+                    self.listener.server_hangup(reason)  # (as for a refusal) and no offline
+                    return
                 self._retiring = True  # the next call goes on a fresh socket, as after ours
                 self.listener.server_hangup(reason)
                 await self.close(End.PLANNED, PLANNED_CLOSE, "call ended by the server")
@@ -250,6 +254,7 @@ class Channel:
         await self._send(p.client_location_state(state.envelope, self.cfg.timezone))
         request_id = p.new_request_id()
         answer = state.expect(request_id)
+        self._placing = True
         try:
             await self._send(p.call_connect(state.envelope, settings, request_id))
             message = await asyncio.wait_for(answer, self.cfg.handshake_timeout_s)
@@ -260,6 +265,7 @@ class Channel:
             await self._abandon_call(request_id, "call abandoned while connecting")
             raise
         finally:
+            self._placing = False
             state.pending.pop(request_id, None)
         if isinstance(message, p.Error):
             if message.request_id is None:

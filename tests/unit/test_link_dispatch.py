@@ -1,0 +1,37 @@
+"""The receive path's rules for one socket (`dispatch`), frame by frame, with no network: what
+belongs to a call once its answer is read."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sesame_pi import protocol as p
+from sesame_pi.link.dispatch import ChannelState, Heard, HungUp, dispatch
+from sesame_pi.link.stats import LinkStats
+
+
+async def test_the_frames_read_with_the_answer_belong_to_the_call() -> None:
+    """The answer to call_connect, the agent's first words and a hang-up can come in one read,
+    all dispatched before the start_call waiting for the answer runs again. The call was up
+    only once it ran: the words were dropped and the hang-up lost."""
+    state, stats = ChannelState("session-1"), LinkStats()
+    answer = state.expect("req-1")
+    answered = p.CallConnectResponse(7, 24000, "none", "req-1")
+    assert dispatch(state, answered, stats, 0.0) == []
+    assert answer.done() and state.call_id == 7, "the call is up as its answer is read"
+    assert dispatch(state, p.Audio(b"\x01\x02" * 480), stats, 0.0) == [Heard(b"\x01\x02" * 480)]
+    assert dispatch(state, p.CallDisconnect("agent_hangup", "theirs-9"), stats, 0.0) == [
+        HungUp("agent_hangup")
+    ]
+    assert state.call_id is None and state.hung_up == "agent_hangup"
+    await asyncio.sleep(0)
+
+
+async def test_a_late_answer_to_a_call_given_up_does_not_raise_a_call() -> None:
+    """An answer whose waiter is gone (the placement timed out or was cancelled) places no call
+    on the socket: nobody would hear it."""
+    state, stats = ChannelState("session-1"), LinkStats()
+    answer = state.expect("req-1")
+    answer.cancel()
+    dispatch(state, p.CallConnectResponse(7, 24000, "none", "req-1"), stats, 0.0)
+    assert state.call_id is None
