@@ -4,8 +4,8 @@ A terminal in its usual line mode echoes the paste (the refresh token lands on t
 in the scrollback), keeps at most 4095 characters of a line (the rest of a long record is
 dropped without a word), and ends the read only at a Ctrl-D on an empty line, so a record copied
 without a line end needed two. At a terminal the paste is therefore read with echo and line
-mode off, and ends with Enter once it is whole (a JSON record that parses, or a bare token), or
-with Ctrl-D. Piped input is read to its end, as before.
+mode off, and ends with Enter once it is whole (JSON that parses, or a bare token), with Enter
+on its own, or with Ctrl-D. Piped input is read to its end, as before.
 """
 
 from __future__ import annotations
