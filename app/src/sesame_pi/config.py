@@ -705,9 +705,10 @@ def misspelt_environment(environ: Mapping[str, str] | None = None) -> list[tuple
     ignored without a word. (Build and test variables share the prefix: only near misses.)"""
     environ = os.environ if environ is None else environ
     known = {item.env for item in schema()}
+    taken = known | {f"{ENV_PREFIX}CONFIG"}
     found = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known | {f"{ENV_PREFIX}CONFIG"}:
+        if name.startswith(ENV_PREFIX) and name not in taken:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
             if close:
                 found.append((name, close[0]))

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -127,6 +128,13 @@ def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
 def event(name: str, level: int = logging.INFO, /, **fields: object) -> None:
     """Log one event line. Field values must be JSON-friendly; anything else is str()-ed."""
     logging.getLogger(LOGGER_NAME).log(level, name, extra={"event": name, **_safe(fields)})
+
+
+def raised_at(error: BaseException) -> str:
+    """`file.py:line` where `error` was raised (for a fault's log line; no traceback, which
+    could carry a token in its locals' reprs)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
 
 
 def _safe(fields: dict[str, object]) -> dict[str, object]:

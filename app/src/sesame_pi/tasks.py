@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .logs import event
+from .logs import event, raised_at
 
 T = TypeVar("T")
 
@@ -48,13 +47,11 @@ def _say_if_failed(task: asyncio.Task[Any]) -> None:
     error = task.exception()
     if error is None:
         return
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
     event(
         "task_failed",
         logging.ERROR,
         task=task.get_name(),
         detail=f"{type(error).__name__}: {str(error)[:200]}",
-        at=where,
+        at=raised_at(error),
         action="please report this line",
     )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..logs import event
+from ..logs import event, raised_at
 
 
 class LinkLost(Exception):
@@ -70,13 +69,11 @@ class Ended(LinkLost):
 def report_fault(error: BaseException, action: str, **fields: object) -> str:
     """Log a fault of ours (not the network's, not the token's) as `link_error`, with the file
     and line it was raised at; return the reason link_down gives for it."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
     event(
         "link_error",
         logging.ERROR,
         detail=f"{type(error).__name__}: {str(error)[:200]}",
-        at=where,
+        at=raised_at(error),
         action=action,
         **fields,
     )
