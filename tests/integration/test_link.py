@@ -533,6 +533,19 @@ async def scripted_link(
         yield link, recorder
 
 
+def call_answer(session_id: str, message: dict[str, object], call_id: int = 7) -> str:
+    """The call_connect_response to `message`: call `call_id`, 24 kHz."""
+    return json.dumps(
+        {
+            "session_id": session_id,
+            "call_id": call_id,
+            "request_id": message.get("request_id"),
+            "type": "call_connect_response",
+            "content": {"sample_rate": 24000},
+        }
+    )
+
+
 async def answer_calls(
     ws: ServerConnection, session_id: str, skip_pong: Callable[[int], bool] = lambda n: False
 ) -> None:
@@ -542,10 +555,7 @@ async def answer_calls(
         message = json.loads(raw)
         reply = {"session_id": session_id, "call_id": 7, "request_id": message.get("request_id")}
         if message["type"] == "call_connect":
-            content = {"sample_rate": 24000}
-            await ws.send(
-                json.dumps({**reply, "type": "call_connect_response", "content": content})
-            )
+            await ws.send(call_answer(session_id, message))
         elif message["type"] == "ping":
             pings += 1
             if not skip_pong(pings):
@@ -678,9 +688,7 @@ async def test_a_socket_ending_its_call_takes_no_new_one(
             message = json.loads(raw)
             reply = {"session_id": session_id, "request_id": message.get("request_id")}
             if message["type"] == "call_connect":
-                content = {"sample_rate": 24000}
-                answer = {**reply, "call_id": 7, "type": "call_connect_response"}
-                await ws.send(json.dumps({**answer, "content": content}))
+                await ws.send(call_answer(session_id, message))
             elif message["type"] == "call_disconnect":
                 await asyncio.sleep(1.0)
                 await ws.send(json.dumps({**reply, "type": "call_disconnect_response"}))
@@ -706,10 +714,8 @@ async def test_a_link_that_dies_while_its_call_ends_is_an_outage(
     async def script(ws: ServerConnection, session_id: str) -> None:
         async for raw in ws:
             message = json.loads(raw)
-            reply = {"session_id": session_id, "request_id": message.get("request_id")}
             if message["type"] == "call_connect":
-                answer = {**reply, "call_id": 7, "type": "call_connect_response"}
-                await ws.send(json.dumps({**answer, "content": {"sample_rate": 24000}}))
+                await ws.send(call_answer(session_id, message))
             elif message["type"] == "call_disconnect":
                 ws.transport.abort()  # the network goes, no close frame
                 return
@@ -739,9 +745,7 @@ async def test_a_call_the_server_ends_leaves_its_socket_to_no_other_call(
             message = json.loads(raw)
             if message["type"] != "call_connect":
                 continue
-            reply = {"session_id": session_id, "call_id": 7, "request_id": message["request_id"]}
-            answer = {**reply, "type": "call_connect_response", "content": {"sample_rate": 24000}}
-            await ws.send(json.dumps(answer))
+            await ws.send(call_answer(session_id, message))
             await asyncio.sleep(0.2)
             ending = {"reason": "agent_hangup"}
             await ws.send(json.dumps({"session_id": session_id, "call_id": 7,

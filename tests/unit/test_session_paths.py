@@ -20,6 +20,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def go_live(session: Session, link: FakeLink) -> None:
+    """The link up, a press, the call answered: live."""
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    link.answer()
+    await settle()
+    assert session.state is State.LIVE
+
+
 async def test_a_hold_while_connecting_abandons_the_placement() -> None:
     link, feedback = FakeLink(), FeedbackLog()
     session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
@@ -41,12 +51,7 @@ async def test_the_resume_window_running_out_while_a_token_is_renewed_does_not_f
     link, feedback = FakeLink(), FeedbackLog()
     cfg = Config(call_resume_window_s=0.05)
     session = Session(cfg, link=link, audio=PacedMicrophone(), feedback=feedback)
-    session.link_up()
-    session.button_pressed()
-    await settle()
-    link.answer()
-    await settle()
-    assert session.state is State.LIVE
+    await go_live(session, link)
     link.up = False
     session.token_needed("auth refused: HTTP 401")
     assert session.state is State.NEEDS_TOKEN
@@ -192,12 +197,7 @@ async def test_a_fault_while_ending_a_call_still_ends_it(caplog: pytest.LogCaptu
     caplog.set_level(logging.INFO)
     link, feedback = BrokenEnd(), FeedbackLog()
     session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
-    session.link_up()
-    session.button_pressed()
-    await settle()
-    link.answer()
-    await settle()
-    assert session.state is State.LIVE
+    await go_live(session, link)
     session.button_held()
     await settle()
     assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.END
