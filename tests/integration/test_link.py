@@ -623,6 +623,41 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
         assert connections == 2
 
 
+async def test_an_unusable_call_answer_fails_the_call_at_once(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """A call_connect_response with a sample rate we cannot play was refused as a bad frame:
+    the person waited the whole handshake timeout, then heard there was no answer. The call
+    fails at once, saying why, and the socket (where the server may count the call as up) is
+    left for a fresh one."""
+    connections = 0
+
+    async def script(ws: ServerConnection, session_id: str) -> None:
+        nonlocal connections
+        connections += 1
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "call_connect":
+                answer = json.loads(call_answer(session_id, message))
+                answer["content"] = {"sample_rate": 1}
+                await ws.send(json.dumps(answer))
+
+    async with scripted_link(tmp_path, pki, token, running, script, handshake_timeout_s=10.0) as (
+        link,
+        _recorder,
+    ):
+        started = time.monotonic()
+        with pytest.raises(CallFailed, match=r"answer to the call was unusable .*sample_rate 1"):
+            await link.start_call()
+        assert time.monotonic() - started < 2.0, "not the handshake timeout"
+        assert link.stats.bad_frames["bad_answer"] == 1
+        for _ in range(50):
+            if connections == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert connections == 2, "the call's socket is closed and a fresh one opened"
+
+
 async def test_what_comes_with_the_answer_belongs_to_the_call(
     tmp_path: Path, pki: TestPKI, token: str, running: list
 ) -> None:

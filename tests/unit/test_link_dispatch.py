@@ -35,3 +35,17 @@ async def test_a_late_answer_to_a_call_given_up_does_not_raise_a_call() -> None:
     answer.cancel()
     dispatch(state, p.CallConnectResponse(7, 24000, "none", "req-1"), stats, 0.0)
     assert state.call_id is None
+
+
+async def test_an_unusable_answer_answers_only_a_call_being_placed() -> None:
+    """Without a request id, an unusable call_connect_response fails the call being placed; in
+    a call it is a counted bad frame, and the call's own hang-up still waits for its answer."""
+    state, stats = ChannelState("session-1"), LinkStats()
+    placing = state.expect("req-1")
+    assert dispatch(state, p.BadAnswer("sample_rate 1", None), stats, 0.0) == []
+    assert placing.result() == p.BadAnswer("sample_rate 1", None)
+    state.call_id = 7
+    ending = state.expect("req-2")
+    dispatch(state, p.BadAnswer("without call_id", None), stats, 0.0)
+    assert not ending.done(), "the call_disconnect's answer is still to come"
+    assert stats.bad_frames["bad_answer"] == 2

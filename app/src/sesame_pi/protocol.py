@@ -61,6 +61,16 @@ class CallConnectResponse:
 
 
 @dataclass(frozen=True)
+class BadAnswer:
+    """An answer to our call_connect that cannot be used (no call id, an impossible rate): the
+    placement fails with it at once, instead of waiting out the handshake for an answer that
+    already came."""
+
+    detail: str
+    request_id: str | None
+
+
+@dataclass(frozen=True)
 class PingResponse:
     request_id: str | None
 
@@ -117,6 +127,7 @@ class Unknown:
 ServerMessage = (
     Initialize
     | CallConnectResponse
+    | BadAnswer
     | PingResponse
     | ServerPing
     | Audio
@@ -180,6 +191,22 @@ def _parse_json(frame: str | bytes) -> Any:
         raise FrameError("not_json", "frame is not JSON") from None
 
 
+def _call_answer(msg: dict[str, Any], request_id: str | None) -> CallConnectResponse:
+    content = _content_dict(msg, "call_connect_response")
+    call_id = _call_id(msg.get("call_id"))
+    if call_id is None:
+        call_id = _call_id(content.get("call_id"))
+    if call_id is None:
+        raise FrameError("missing_field", "call_connect_response without call_id")
+    rate = content.get("sample_rate", DEFAULT_SERVER_RATE)
+    if rate is None:
+        rate = DEFAULT_SERVER_RATE
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 8000 <= rate <= 96000:
+        raise FrameError("bad_field", f"call_connect_response sample_rate {rate!r}")
+    codec = content.get("audio_codec", "none")
+    return CallConnectResponse(call_id, int(rate), str(codec), request_id)
+
+
 def decode(frame: str | bytes, max_audio_bytes: int | None = None) -> ServerMessage:
     """One server frame (text, or JSON in a binary frame) into a message, or FrameError."""
     msg = _parse_json(frame)
@@ -204,19 +231,10 @@ def decode(frame: str | bytes, max_audio_bytes: int | None = None) -> ServerMess
             raise FrameError("missing_field", "initialize without session_id")
         return Initialize(session_id)
     if kind == "call_connect_response":
-        content = _content_dict(msg, kind)
-        call_id = _call_id(msg.get("call_id"))
-        if call_id is None:
-            call_id = _call_id(content.get("call_id"))
-        if call_id is None:
-            raise FrameError("missing_field", "call_connect_response without call_id")
-        rate = content.get("sample_rate", DEFAULT_SERVER_RATE)
-        if rate is None:
-            rate = DEFAULT_SERVER_RATE
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 8000 <= rate <= 96000:
-            raise FrameError("bad_field", f"call_connect_response sample_rate {rate!r}")
-        codec = content.get("audio_codec", "none")
-        return CallConnectResponse(call_id, int(rate), str(codec), request_id)
+        try:
+            return _call_answer(msg, request_id)
+        except FrameError as exc:
+            return BadAnswer(exc.detail, request_id)
     if kind == "error":
         content = _content_dict(msg, kind)
         code = content.get("code")

@@ -274,6 +274,10 @@ class Channel:
                 # up on this socket that nobody hears. A fresh socket for the next one.
                 await self._abandon_call(request_id, "an error without a request_id")
             raise CallFailed(message.message or "call refused", message.code)
+        if isinstance(message, p.BadAnswer):
+            # The server may count the call as up: it ends with this socket, not on it.
+            await self._abandon_call(request_id, "an unusable call_connect_response")
+            raise CallFailed(f"the server's answer to the call was unusable ({message.detail})")
         if isinstance(message, p.CallDisconnect):
             reason = message.reason or "no reason given"
             raise CallFailed(f"the server ended the call as it began ({reason})")

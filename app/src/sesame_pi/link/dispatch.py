@@ -43,8 +43,9 @@ class ChannelState:
         # server ending a call that has not begun (a refusal while it connects: ignored, it
         # cost the person the whole handshake timeout and a misleading reason).
         # (The service numbers a call_disconnect of its own: its id is not one of ours.)
+        # An unusable call answer without one answers the call being placed, if one is.
         unaddressed = (request_id is None and isinstance(message, p.Error)) or (
-            isinstance(message, p.CallDisconnect) and self.call_id is None
+            isinstance(message, p.CallDisconnect | p.BadAnswer) and self.call_id is None
         )
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
@@ -147,6 +148,9 @@ def dispatch(
         case p.CallConnectResponse(request_id=rid) | p.CallDisconnectResponse(request_id=rid):
             if not state.resolve(rid, message):
                 stats.bad("unexpected_response", type(message).__name__)
+        case p.BadAnswer(detail=detail, request_id=rid):
+            stats.bad("bad_answer", detail)
+            state.resolve(rid, message)  # the placement fails with it now, not by timeout
         case p.Error(request_id=rid):
             log_server_error(message, stats, now)
             state.resolve(rid, message)  # unresolved during a call: a warning; the call goes on
