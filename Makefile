@@ -12,13 +12,13 @@ ANSIBLE_ARGS ?=
 INVENTORY_PATH = $(abspath $(or $(wildcard $(INVENTORY)),$(INVENTORY)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo run bench test-faults container container-test \
+.PHONY: help install install-pi test lint demo run bench test-faults container container-test \
         ansible-test image image-test boot-test deploy collect-logs ci clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: app/pyproject.toml
+$(VENV)/.installed: app/pyproject.toml app/scripts/install-system-deps.sh
 	bash app/scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -26,6 +26,16 @@ $(VENV)/.installed: app/pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed ## Install system packages and the app (editable) into .venv
+
+# On the Pi itself, to run the app outside its container: no test or lint tools (a Pi Zero has
+# 512 MB, and hadolint has no armv7 build), lgpio for the GPIO button (PYPI=1: lgpio builds its C
+# library itself; swig makes its binding).
+install-pi: ## On a Pi: only what the app needs to run, with the GPIO pin factory, into .venv
+	bash app/scripts/install-system-deps.sh python3-venv python3-dev gcc swig portaudio19-dev \
+	  libasound2-plugins alsa-utils libspeexdsp1
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	PYPI=1 $(PY) -m pip install -q -e 'app[pi]'
 
 test: install ## Lint, then unit, integration and benchmark-instrument tests (fast; no Docker, no root file systems)
 	$(MAKE) --no-print-directory lint

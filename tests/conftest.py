@@ -24,3 +24,16 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped, and SESAME_PI_NO_SKIP=1 forbids it: {report.longrepr}"
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A whole file skipped as it is collected (`importorskip`, `skip(allow_module_level=True)`)
+    is a collection report, not a test's: the rule above never saw it."""
+    report = yield
+    if NO_SKIP and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and SESAME_PI_NO_SKIP=1 forbids it: {report.longrepr}"
+    return report

@@ -25,6 +25,7 @@ from support.standin_thread import StandinThread
 from support.virtual_audio import VirtualAudio, read_wav, write_wav
 
 QUIET = {"ts", "level", "logger", "event"}
+MIN_SOUND_S = 0.3  # the speaker must play at least this much (the greeting alone is 0.4 s)
 
 
 def show(found: dict[str, object]) -> None:
@@ -112,6 +113,13 @@ def main() -> int:
         print(f"demo: wrote {out / 'speaker.wav'} and {out / 'events.jsonl'}")
         if server.record.violations:
             print(f"demo: protocol violations: {server.record.violations}")
+            return 1
+        # A call that exits cleanly but carried no sound is no demo.
+        if loud_seconds(heard, rate) < MIN_SOUND_S or server.record.audio_frames_in == 0:
+            print(
+                f"demo: FAILED: the speaker must play at least {MIN_SOUND_S} s of sound and the "
+                "stand-in must hear the microphone"
+            )
             return 1
         return code
     finally:

@@ -8,6 +8,13 @@ bin=.venv/bin
 
 listed() { git ls-files --cached --others --exclude-standard -- "$@"; }
 
+# The lists below come through process substitution, which hides git's failure: say it here.
+if ! git ls-files --error-unmatch Makefile > /dev/null; then
+  echo "lint: git cannot list this checkout's files (no git, no .git, or a checkout owned by" \
+    "another user: see git's 'dubious ownership' above); the non-Python lint needs them" >&2
+  exit 1
+fi
+
 mapfile -t scripts < <(listed '*.sh' '.ci/run' 'image/**' 'ansible/roles/*/files/*' \
   | while read -r f; do [[ -f "$f" ]] && head -n1 "$f" | grep -qE '^#!.*(ba)?sh' && echo "$f"; done | sort -u)
 echo "lint: shellcheck ${#scripts[@]} scripts"
