@@ -182,3 +182,23 @@ async def test_a_call_hung_up_while_the_link_is_down_rests_offline() -> None:
     assert session.state is State.OFFLINE, session.state
     assert feedback.earcons[-1] is Earcon.END and feedback.states[-1] is State.OFFLINE
     await session.close()
+
+
+async def test_the_ready_earcon_says_once_a_run_and_after_a_sign_in() -> None:
+    """A device without an LED was silent until a press: nothing said it had come up, or that a
+    sign-in on the setup page had worked. It says ready the first time, however late the
+    network came; not at every Wi-Fi blip after that; and again when a token made it ready."""
+    session, _link, feedback = make()
+    session.link_down(LinkDown(End.LOST, "no route to host"))  # first boot: Wi-Fi comes late
+    assert session.state is State.OFFLINE and feedback.earcons == []
+    session.link_up()
+    assert session.state is State.IDLE and feedback.earcons == [Earcon.READY]
+    session.link_down(LinkDown(End.LOST, "connection reset"))
+    session.link_up()
+    assert feedback.earcons == [Earcon.READY], "a blip of the network is not announced"
+    session.token_needed("auth refused: HTTP 401")
+    assert feedback.earcons == [Earcon.READY, Earcon.ERROR]
+    session.link_up()  # the setup page's sign-in worked
+    assert session.state is State.IDLE
+    assert feedback.earcons == [Earcon.READY, Earcon.ERROR, Earcon.READY]
+    await session.close()

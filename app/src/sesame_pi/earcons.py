@@ -1,7 +1,7 @@
 """Short generated tones (earcons): 16-bit mono PCM made once per (earcon, rate, volume), cached.
 
-Each earcon is a tiny score of sine notes, so the four are told apart by pitch and direction:
-call start rises, end falls, live is one bright note, error is two low notes. Every note fades in
+Each earcon is a tiny score of sine notes, told apart by pitch and direction: call start rises,
+end falls, live is one bright note, error is two low notes, ready climbs three. Every note fades in
 and out over a few milliseconds (a raised-cosine ramp) so the speaker does not click. Generation
 is a one-off Python loop over a few thousand samples; the result is cached and reused.
 """
@@ -38,10 +38,13 @@ SCORES: dict[Earcon, tuple[Note, ...]] = {
     Earcon.END: (Note(880.0, 0.08, 0.02), Note(587.33, 0.12)),
     # Something needs attention: two low notes (B-flat 3), unlike any of the others.
     Earcon.ERROR: (Note(233.08, 0.09, 0.04), Note(233.08, 0.09)),
-    # The setup page opened: two quick high E6 notes and an A6, like a doorbell.
     # The service's call-length limit ended the call: three falling steps (G5 -> E5 -> C5).
     Earcon.LIMIT: (Note(783.99, 0.06, 0.02), Note(659.25, 0.06, 0.02), Note(523.25, 0.1)),
+    # The setup page opened: two quick high E6 notes and an A6, like a doorbell.
     Earcon.SETUP: (Note(1318.51, 0.05, 0.03), Note(1318.51, 0.05, 0.03), Note(1760.0, 0.08)),
+    # Ready for a press (the device without an LED says it so): a rising C major arpeggio, the
+    # limit's steps the other way up (C5 -> E5 -> G5).
+    Earcon.READY: (Note(523.25, 0.05, 0.02), Note(659.25, 0.05, 0.02), Note(783.99, 0.1)),
 }
 
 

@@ -48,6 +48,7 @@ SOUNDS = {
     Do.SOUND_END: Earcon.END,
     Do.SOUND_ERROR: Earcon.ERROR,
     Do.SOUND_LIMIT: Earcon.LIMIT,
+    Do.SOUND_READY: Earcon.READY,
 }
 
 
@@ -114,6 +115,7 @@ class Session:
         # waits for the link to try it): shown as signing in, not as a token a person must give.
         self._sign_in: str | None = None
         self._refused_while_signing_in = False  # a token the link tried was refused meanwhile
+        self._ready_said = False  # the ready earcon, once a run (and after each sign-in)
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
         }
@@ -189,6 +191,12 @@ class Session:
     def _act(self, do: Do, occurrence: Occurrence) -> Event | None:
         sound = SOUNDS.get(do)
         if sound is not None:
+            if do is Do.SOUND_READY:
+                # once a run (a Wi-Fi that comes and goes is not announced every time), and
+                # whenever a sign-in is what made it ready
+                if self._ready_said and self.phase is not Phase.NEEDS_TOKEN:
+                    return None
+                self._ready_said = True
             if not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
                 self.feedback.earcon(sound)  # (no error tone for a token on its way)
             return None

@@ -29,3 +29,4 @@ class Earcon(StrEnum):
     ERROR = "error"  # something needs attention
     LIMIT = "limit"  # the service ended the call at its duration limit
     SETUP = "setup"  # the setup page opened (the 5 s hold)
+    READY = "ready"  # ready for a press: first after start, and again once signed in

@@ -105,6 +105,7 @@ class Do(StrEnum):
     SOUND_END = "sound_end"
     SOUND_ERROR = "sound_error"
     SOUND_LIMIT = "sound_limit"
+    SOUND_READY = "sound_ready"  # once a run, and after a sign-in (the session decides)
 
 
 REST: Final = "rest"
@@ -153,7 +154,12 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
         if p not in (P.CONNECTING, P.LIVE)
     },
     # the link
-    **{(p, Event.LINK_UP): Step(P.IDLE) for p in (P.STARTING, P.OFFLINE, P.NEEDS_TOKEN)},
+    # (a device without an LED is otherwise silent until a press: the first time it is ready,
+    # and when a sign-in made it ready, it says so)
+    **{
+        (p, Event.LINK_UP): Step(P.IDLE, (Do.SOUND_READY,))
+        for p in (P.STARTING, P.OFFLINE, P.NEEDS_TOKEN)
+    },
     (P.RECONNECTING, Event.LINK_UP): Step(None, (Do.RESUME,)),
     (P.RESUME_NEEDS_TOKEN, Event.LINK_UP): Step(P.RECONNECTING, (Do.RESUME,)),
     (P.LIVE, Event.LINK_DOWN): Step(P.RECONNECTING, (Do.LOSE,)),
