@@ -107,7 +107,7 @@ async def test_short_press_calls_hold_1_9_s_does_not_end_2_1_s_does(
         await r.hold(0.2)
         await r.wait_state(State.LIVE)
         assert r.audio.started == [24000]
-        assert r.feedback.earcons[:2] == [Earcon.CALL_START, Earcon.LIVE]
+        assert r.feedback.earcons[:3] == [Earcon.READY, Earcon.CALL_START, Earcon.LIVE]
 
         await r.hold(0.3)  # the safeguard: a short press in a call does nothing
         await r.hold(1.9)  # nearly, but not, a hang-up
