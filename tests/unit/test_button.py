@@ -211,6 +211,41 @@ async def test_pull_down_and_floating_are_active_high(gpio_button: Any) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("pull", "idle_level", "wanted"), [("down", True, "up"), ("up", False, "down")]
+)
+async def test_a_button_wired_against_its_pull_is_said_at_start(
+    pull: str, idle_level: bool, wanted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A HAT's button with its own pull-up under the default pull-down reads pressed at rest:
+    each press then acted as a release (the call started as the finger lifted, and the hold
+    ended it 2 s later), with no word of why."""
+    loop = asyncio.get_running_loop()
+    rec = Recorder(loop)
+    button = make_button(cfg(button_pull=pull), rec, loop, pin_factory=mock_factory())
+    assert isinstance(button, GpioButton)
+    try:
+        button.pin.drive_high() if idle_level else button.pin.drive_low()
+        await asyncio.sleep(0.15)  # past the debounce: the pin's level is settled
+        with caplog.at_level(logging.WARNING):
+            button.start()
+        (said,) = [r for r in caplog.records if getattr(r, "event", "") == "button_reads_pressed"]
+        assert f'button_pull = "{wanted}"' in said.action
+    finally:
+        button.close()
+
+
+@pytest.mark.asyncio
+async def test_a_button_at_rest_says_nothing(
+    gpio_button: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        gpio_button(button_pull="up")
+        gpio_button(button_pull="down", button_pin=27)
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "button_reads_pressed"]
+
+
+@pytest.mark.asyncio
 async def test_callbacks_arrive_on_the_event_loop_thread(gpio_button: Any) -> None:
     button, rec = gpio_button(hold_s=0.5)
     await asyncio.to_thread(_hold, button.pin, True, 0.7)

@@ -242,6 +242,25 @@ class GpioButton:
             bounce_ms=self._cfg.bounce_ms,
             hold_s=self._cfg.hold_s,
         )
+        if self._cfg.button == "gpio" and self.device.is_pressed:
+            self._say_reads_pressed()
+
+    def _say_reads_pressed(self) -> None:
+        """A button that reads pressed as the app starts is nearly always wired the other way
+        from `button_pull`: every press then acts as a release (a call starts when the finger
+        lifts and the hold ends it two seconds later). Said, not guessed: a finger on the button
+        at power-on reads the same."""
+        wanted = "up" if self._cfg.button_pull != "up" else "down"
+        event(
+            "button_reads_pressed",
+            logging.WARNING,
+            pin=self._cfg.button_pin,
+            pull=self._cfg.button_pull,
+            detail=f"the button on GPIO {self._cfg.button_pin} reads pressed as the app starts",
+            action=f'if nobody is pressing it, set button_pull = "{wanted}": a button that '
+            'connects the pin to ground (most HATs, the ReSpeaker 2-Mic) needs "up", one '
+            'wired to 3V3 needs "down"',
+        )
 
     def close(self) -> None:
         """Stop events and release the pin. Safe to call twice."""
