@@ -280,6 +280,17 @@ async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_
     call.engine.close()
 
 
+async def test_the_app_stopping_closes_the_speaker_without_draining_it(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """At shutdown (SIGTERM) the speaker was stopped, which on a stalled device waits about
+    20 s: Docker kills a container 10 s after asking it to stop, and the last log lines went."""
+    call, device = await writer_call_on_a_card(tasks)
+    call.engine.stop_call()
+    call.engine.close()
+    assert device.closed and not device.stopped
+
+
 @pytest.mark.parametrize("failure", ["stops taking audio", "reports an error"])
 async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watchdog(
     tasks: list[asyncio.Task[None]], failure: str

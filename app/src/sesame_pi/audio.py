@@ -1037,7 +1037,9 @@ class AudioEngine:
         with self._lock:
             self._close_stream(self._input, abort=True)
             self._input = None
-            self._close_output()
+            # Without draining: on a stalled speaker a stop waits about 20 s, past the 10 s a
+            # container gets to stop before it is killed (the log's last lines lost with it).
+            self._close_output(abort=True)
             self._drop_pa()
         if self._echo is not None:
             self._echo.close()
