@@ -104,6 +104,8 @@ class FakePortAudio:
     def open(self, **kw: Any) -> FakeStream:
         if self.world.gone:
             raise OSError(-9996, "Invalid device")
+        if kw.get("output") and self.world.speaker_gone:
+            raise OSError(-9996, "Invalid device")
         blocking_output = kw.get("output") and kw.get("stream_callback") is None
         if blocking_output and self.world.output_busy:
             raise OSError(-9985, "Device unavailable")
@@ -128,6 +130,7 @@ class World:
         self.output_plays = False  # blocking outputs play in real time, as a card does
         self.output_frozen = False  # and those it opens take nothing (a frozen USB DAC)
         self.output_busy = False  # another program holds the speaker
+        self.speaker_gone = False  # the speaker alone is unplugged: it cannot be opened
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
         self.time_info: Callable[[], dict[str, float]] = dict  # what each callback is told
@@ -312,6 +315,29 @@ async def test_a_writer_beside_a_speaker_that_fails_quietly_is_seen_by_the_watch
     assert figures["device_hiccups"] == 1 and figures["device_reopens"] >= 1, figures
     assert broken.closed and call.engine._output is not broken
     assert call.errors == [], "reopened within the grace: the call goes on"
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_the_person_is_heard_while_an_unplugged_speaker_is_waited_for(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """A USB speaker pulled out mid-call: each reopen failed at the speaker and returned before
+    the microphone, so the working microphone stayed closed and the agent heard silence for the
+    whole grace while the person talked."""
+    call, broken = await writer_call_on_a_card(tasks)  # grace 3 s
+    broken.get_write_available = lambda: -9999  # type: ignore[method-assign]
+    call.world.speaker_gone = True
+    await asyncio.sleep(0.5)  # the hiccup is seen and the first reopens fail at the speaker
+    heard_from = len(call.frames)
+    await asyncio.sleep(1.5)
+    assert call.engine.stats()["device_reopen_failures"] >= 1
+    spoken = call.frames[heard_from:]
+    real = sum(1 for frame in spoken if any(frame))
+    assert real >= len(spoken) // 2, f"{real} of {len(spoken)} frames carried the microphone"
+    call.world.speaker_gone = False  # plugged back in: the call goes on
+    await asyncio.sleep(0.5)
+    assert call.errors == [] and call.engine._output is not None
     call.engine.stop_call()
     call.engine.close()
 

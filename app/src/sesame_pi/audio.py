@@ -903,18 +903,24 @@ class AudioEngine:
             self._close_output(abort=True)
             self._drop_pa()
             self._reopened_at = time.monotonic()
+            # Each side on its own: a speaker that cannot be opened (a USB DAC pulled out) left
+            # the working microphone closed for the whole grace, the person unheard.
+            failed: list[str] = []
             try:
                 self._ensure_output(self._call_rate)
                 unheard = time.monotonic() - self._speaker_down_at
                 self._speaker_unheard_s = (self._speaker_unheard_s or 0.0) + unheard
                 self._speaker_down_at = None
+            except (AudioDeviceError, OSError) as exc:
+                failed.append(str(exc))
+            try:
                 self._open_input()
             except (AudioDeviceError, OSError) as exc:
-                return str(exc)
+                failed.append(str(exc))
             if gen != self._call_gen:  # it ended while we opened: not its microphone any more
                 self._close_stream(self._input, abort=True)
                 self._input = None
-        return None
+        return "; ".join(failed) or None
 
     def _reopen_done(self, future: asyncio.Future[str | None], gen: int) -> None:
         self._reopening = False
