@@ -1141,3 +1141,20 @@ async def test_hanging_up_during_a_slow_reopen_plays_the_end_tone_without_waitin
     assert not call.world.inputs()[-1].closed
     call.engine.stop_call()
     call.engine.close()
+
+
+@pytest.mark.parametrize("echo", ["auto", "off"])
+async def test_the_probe_at_start_makes_the_echo_canceller_the_first_call_needs(
+    tasks: list[asyncio.Task[None]], echo: str
+) -> None:
+    """The echo stage (numpy and an engine) was made at the first call's start, on the loop:
+    109 ms of the first press on this machine, with the button, the earcons and the link held.
+    The probe, on its worker thread at start, makes it now; with echo control off, nothing."""
+    call = Call(grace_s=3.0, echo=echo)
+    await asyncio.to_thread(call.engine.probe)
+    made = call.engine._echo
+    assert (made is not None) == (echo == "auto")
+    call.engine.start_call(24000)
+    assert call.engine._echo is made, "the call takes the stage the probe made"
+    call.engine.stop_call()
+    call.engine.close()

@@ -140,6 +140,7 @@ class AudioEngine:
         self._factory = portaudio_factory
         self._pa: Any = None
         self._lock = threading.RLock()  # PortAudio open/close is not safe from two threads at once
+        self._echo_lock = threading.Lock()  # the echo stage is made once, by the probe or a call
         self._input: Any = None
         self._output: Any = None
         self._speaker: Speaker | None = None  # the writer thread, in writer mode
@@ -223,6 +224,7 @@ class AudioEngine:
             output=speaker.name,
             output_index=speaker.index,
         )
+        self._make_echo()  # the first call's canceller, made here rather than at its press
 
     @property
     def output_mode(self) -> str:
@@ -315,27 +317,38 @@ class AudioEngine:
         self._arm_watchdog()
 
     def _start_echo(self) -> None:
-        """Make the echo stage once and reset it per call; a missing engine degrades, not fails."""
+        """Reset the echo stage for a call (made now if the probe has not made it yet)."""
+        if self._echo is None:
+            self._make_echo()
         if self._echo is not None:
             self._echo.reset()
-            return
-        duck = self.cfg.mute_mic_while_playing
-        if self._echo_wanted == "off" and not duck:
-            return  # nothing stands between microphone and uplink: no stage, no numpy loaded
-        from .echo import EchoStage, EchoUnavailable  # numpy and an engine: only when used
 
-        try:
-            self._echo = EchoStage(
-                self._echo_wanted,
-                self.cfg.capture_rate,
-                duck=duck,
-                max_delay_ms=self.cfg.echo_max_delay_ms,
-            )
-            freeze_what_lasts()  # made once, kept for the process: out of the collector's way
-        except EchoUnavailable as exc:
-            event("echo_unavailable", logging.WARNING, wanted=self._echo_wanted, detail=str(exc))
-            self._echo_wanted = "off"  # say it once, not once per call
-            self._echo = EchoStage("off", self.cfg.capture_rate, duck=duck) if duck else None
+    def _make_echo(self) -> None:
+        """Make the echo stage once; a missing engine degrades, not fails. The probe makes it at
+        start, on its worker thread: numpy's import and the engine took 109 ms of the first
+        press on this x86 machine (several times that on a Pi Zero), with the loop held."""
+        with self._echo_lock:
+            if self._echo is not None:
+                return
+            duck = self.cfg.mute_mic_while_playing
+            if self._echo_wanted == "off" and not duck:
+                return  # nothing stands between microphone and uplink: no stage, no numpy
+            from .echo import EchoStage, EchoUnavailable  # numpy and an engine: only when used
+
+            try:
+                self._echo = EchoStage(
+                    self._echo_wanted,
+                    self.cfg.capture_rate,
+                    duck=duck,
+                    max_delay_ms=self.cfg.echo_max_delay_ms,
+                )
+                freeze_what_lasts()  # made once, kept for the process: out of the collector's way
+            except EchoUnavailable as exc:
+                event(
+                    "echo_unavailable", logging.WARNING, wanted=self._echo_wanted, detail=str(exc)
+                )
+                self._echo_wanted = "off"  # say it once, not once per call
+                self._echo = EchoStage("off", self.cfg.capture_rate, duck=duck) if duck else None
 
     def _log_opened(self) -> None:
         """What PortAudio really opened: the device's share of the round trip, for the record."""

@@ -7,8 +7,8 @@ Cortex-A53. Meanwhile the speaker's writer, which keeps 25 ms in the device, and
 callback, due every 20 ms, wait for the GIL: a pause that long is a gap the person hears. What
 start-up makes (modules, settings, the parts) lives as long as the process, so after one
 collection it is frozen (`gc.freeze`), and later full collections walk only what came after.
-The echo stage (numpy and an engine) is made at the first call that wants it and kept: it is
-frozen then (`freeze_what_lasts`).
+The echo stage (numpy and an engine) is made by the device probe at start (or by the first
+call, if the probe could not run) and kept: it is frozen then (`freeze_what_lasts`).
 """
 
 from __future__ import annotations
