@@ -42,6 +42,8 @@ VENV_BIN = REPO / ".venv" / "bin"
 APT_CACHE = Path(os.environ.get("SESAME_PI_CACHE", "/var/cache/sesame-pi")) / "apt-archives"
 HOST = "pi-kitchen-test"
 APP_UID = 10001
+REFRESH_TOKEN = "AMf-test-refresh-token-kitchen"  # never printed, as the ID token
+API_KEY = "AIzaSy-test-key-kitchen"
 # What the test inventory sets, and so what the files on the root must say.
 CARD = "wm8960soundcard"
 SETTINGS = {
@@ -317,12 +319,21 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         password.write_text("test-only-vault-password\n")
         vault_inventory = _inventory(work / "inventory-vault.yml", root, python)
         vault_vars = _vault_vars(work / "vault.yml", password, vault_token)
+        # ... and add renewal to a Pi deployed with an ID token alone (a refresh token, the key).
+        renewal = work / "renewal.yml"
+        renewal.write_text(
+            f"sesame_pi_refresh_token: {REFRESH_TOKEN}\nsesame_pi_firebase_api_key: {API_KEY}\n"
+        )
         runs["vault"] = _playbook(
             "vault", vault_inventory, logs, "--tags", "token", "--diff", "-v",
-            "-e", f"@{vault_vars}", "--vault-password-file", str(password),
+            "-e", f"@{vault_vars}", "-e", f"@{renewal}", "--vault-password-file", str(password),
         )  # fmt: skip
         # Neither a vault token nor a file: the token is left alone, and the play says so.
         runs["no-token"] = _playbook("no-token", vault_inventory, logs, "--tags", "token")
+        # A token put there by hand, as root and readable by all: made the app's and private.
+        os.chown(live_token, 0, 0)
+        live_token.chmod(0o644)
+        runs["by-hand"] = _playbook("by-hand", vault_inventory, logs, "--tags", "token")
         # Both: a mistake the play must refuse before touching anything.
         runs["both"] = _playbook(
             "both", inventory, logs, "--tags", "token",
@@ -409,7 +420,7 @@ def test_a_dry_run_on_a_pi_never_provisioned_runs_through(applied: Applied) -> N
 def test_token_never_reaches_the_output(applied: Applied) -> None:
     """no_log holds even with -v and --diff, for the controller-file token and the vault token."""
     for name, run in applied.runs.items():
-        for token in (applied.token, applied.vault_token):
+        for token in (applied.token, applied.vault_token, REFRESH_TOKEN):
             for part in [token, *token.split(".")[1:]]:
                 assert part not in run.output, f"a token part leaked into the {name} run's output"
 
@@ -429,6 +440,26 @@ def test_token_file_belongs_to_the_app_user(applied: Applied) -> None:
     assert etc.st_uid == APP_UID and oct(etc.st_mode & 0o777) == oct(0o750)
     logs = (applied.root / "var/log/sesame-pi").stat()
     assert logs.st_uid == APP_UID
+
+
+def test_renewal_added_with_the_token_tag_reaches_the_app(applied: Applied) -> None:
+    """A fleet deployed with ID tokens alone gets a refresh token and the API key in a
+    `--tags token` run: the key went only into config.toml, which that run does not write, so
+    the app could not renew. Both now lie beside the token, where the app reads them."""
+    etc = applied.root / "etc/sesame-pi"
+    for name, value in (("refresh_token", REFRESH_TOKEN), ("firebase_api_key", API_KEY)):
+        info = (etc / name).stat()
+        assert (etc / name).read_text() == value + "\n", name
+        assert info.st_uid == APP_UID and oct(info.st_mode & 0o777) == oct(0o600), name
+
+
+def test_a_token_put_down_by_hand_is_made_the_apps(applied: Applied) -> None:
+    """As root and readable by all, the app (uid 10001) could not read it, and a token the run
+    did not write kept its owner and mode for good."""
+    run = applied.runs["by-hand"]
+    assert run.returncode == 0 and run.recap["changed"] == 1, run.output[-3000:]
+    info = (applied.root / "etc/sesame-pi/token").stat()
+    assert info.st_uid == APP_UID and oct(info.st_mode & 0o777) == oct(0o600)
 
 
 def test_a_rerun_leaves_what_the_app_renewed_or_consumed(applied: Applied) -> None:
@@ -487,8 +518,10 @@ def test_asound_conf_names_the_card_and_shares_it(applied: Applied) -> None:
     assert re.search(r"bindings\s*\{\s*0 0\s*\}", dsnoop), "capture is one microphone, mono"
     assert f'card "{CARD}"' in body
     assert not re.search(r"hw:\d|card \d", body), "a card chosen by index"
-    mixer = (applied.root / "etc/sesame-pi-mixer.conf").read_text()
-    assert "Speaker=85%" in mixer.splitlines()
+    mixer = (applied.root / "etc/sesame-pi-mixer.conf").read_text().splitlines()
+    # The WM8960's own levels (routing, amplifiers, microphone), then the inventory's, which win.
+    assert "Left Output Mixer PCM=on" in mixer and "Capture=70% cap" in mixer
+    assert mixer.index("Speaker=85%") > mixer.index("Speaker=90%")
 
 
 def test_alsa_resolves_default_to_the_named_card(applied: Applied) -> None:

@@ -12,6 +12,7 @@ import yaml
 ROLE = Path(__file__).resolve().parents[2] / "ansible/roles/audio"
 SCRIPT = ROLE / "files/sesame-pi-mixer"
 DEFAULTS = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+VARS = yaml.safe_load((ROLE / "vars/main.yml").read_text())
 # The WM8960 codec driver's simple controls, as `amixer scontrols` lists them (a subset).
 WM8960_CONTROLS = (
     "Headphone", "Speaker", "Playback", "Capture", "Left Output Mixer PCM",
@@ -61,7 +62,10 @@ def test_a_wm8960_card_gets_levels_that_play_and_hear() -> None:
     """With no mixer levels set (the default), the WM8960's reset state plays nothing (the DAC
     reaches no output mixer, both amplifiers at their lowest) and hears nothing (the PGA
     muted): a maker's HAT was silent both ways."""
-    assert DEFAULTS["audio_mixer_controls"].startswith("{{ audio_wm8960_mixer if")
+    levels_in_use = VARS["audio_mixer_levels"]
+    assert levels_in_use.startswith("{{ (audio_wm8960_mixer if audio_card in audio_wm8960_ids")
+    assert levels_in_use.rstrip("} ").endswith("+ audio_mixer_controls"), "the inventory's win"
+    assert DEFAULTS["audio_card"] in DEFAULTS["audio_wm8960_ids"], "the image's card gets them"
     levels = {c["name"]: c["value"] for c in DEFAULTS["audio_wm8960_mixer"]}
     assert levels["Left Output Mixer PCM"] == levels["Right Output Mixer PCM"] == "on"
     assert levels["Left Input Mixer Boost"] == levels["Right Input Mixer Boost"] == "on"
