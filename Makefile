@@ -77,13 +77,20 @@ image-test: install ## Run the image's custom stage and first boot against an ar
 boot-test: install ## Boot the provisioned card under qemu (Cortex-A53, 512 MB): first boot, a call, a second boot
 	$(PYTEST) -s tests/system/test_boot.py
 
-deploy: install ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group] [ANSIBLE_ARGS='--vault-password-file F']
+# The fleet's controller needs Ansible alone (a Mac too), not the app, its apt packages or the
+# test tools: .venv's ansible-playbook after `make install`, else the one on the PATH.
+ANSIBLE_PLAYBOOK = $(firstword $(abspath $(wildcard $(VENV)/bin/ansible-playbook)) $(shell command -v ansible-playbook))
+define fleet_play
 	@test -e "$(INVENTORY_PATH)" || { echo "make: no inventory at $(INVENTORY_PATH) (INVENTORY=path)" >&2; exit 2; }
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(INVENTORY_PATH) --limit '$(LIMIT)' $(ANSIBLE_ARGS) site.yml
+	@test -n "$(ANSIBLE_PLAYBOOK)" || { echo "make: no ansible-playbook: make install, or pip install 'ansible-core>=2.16'" >&2; exit 2; }
+	cd ansible && $(ANSIBLE_PLAYBOOK) -i $(INVENTORY_PATH) --limit '$(LIMIT)' $(ANSIBLE_ARGS) $(1)
+endef
 
-collect-logs: install ## Fetch the JSON event logs from the fleet into ./fleet-logs
-	@test -e "$(INVENTORY_PATH)" || { echo "make: no inventory at $(INVENTORY_PATH) (INVENTORY=path)" >&2; exit 2; }
-	cd ansible && ../$(VENV)/bin/ansible-playbook -i $(INVENTORY_PATH) --limit '$(LIMIT)' $(ANSIBLE_ARGS) collect-logs.yml
+deploy: ## Provision a fleet: make deploy INVENTORY=path [LIMIT=group] [ANSIBLE_ARGS='--vault-password-file F']
+	$(call fleet_play,site.yml)
+
+collect-logs: ## Fetch the JSON event logs from the fleet into ./fleet-logs
+	$(call fleet_play,collect-logs.yml)
 
 ci: ## What CI runs
 	bash .ci/run
