@@ -123,6 +123,11 @@ shopt -s nullglob
 images=("$pigen"/deploy/*sesame-pi*.img.xz)
 ((${#images[@]})) || die "pi-gen finished without an .img.xz in $pigen/deploy"
 cp "$pigen"/deploy/*sesame-pi* "$out/"
+# Raspberry Pi Imager 2 customises (Wi-Fi, user, SSH) only an image its OS list describes.
+for image in "${images[@]}"; do
+  python3 "$repo/image/imager-manifest.py" "$out/$(basename "$image")" \
+    "$out/$(basename "$image" .img.xz).rpi-imager.json" >&2
+done
 say "built in $(((SECONDS - start) / 60)) min:"
 for image in "${images[@]}"; do
   echo "$out/$(basename "$image")"
