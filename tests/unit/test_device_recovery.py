@@ -861,6 +861,35 @@ async def test_a_speaker_busy_at_start_is_tried_again_at_the_next_probe(
     engine.close()
 
 
+async def test_auto_chooses_once_the_speaker_an_earcon_held_at_the_probe_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A microphone late at boot: the start's probe failed, the error earcon opened the speaker
+    (callback, as "auto" plays until it knows), and the retry's probe found the speaker open, so
+    nothing was chosen, and nothing tried again: every call of the uptime ran in callback mode,
+    some 50 ms behind the writer."""
+    monkeypatch.setattr(audio, "IDLE_OUTPUT_CLOSE_S", 0.1)
+    world = World()
+    world.output_plays = True
+    engine = AudioEngine(Config(), asyncio.get_running_loop(), lambda _reason: None, world.factory)
+    engine.play_earcon(b"\x00\x10" * 240, 24000)  # a short tone opens the speaker
+    engine.probe()  # the device retry's probe: the speaker is open, the choice waits
+    assert engine.output_mode == "callback" and engine._auto_device is None
+    for _ in range(20):  # the tone plays out (its callbacks), and the speaker closes when idle
+        if engine._output is not None and engine._output.callback is not None:
+            engine._output.callback(None, 480, {}, 0)
+        await asyncio.sleep(0.05)
+    for _ in range(40):
+        if engine._auto_device is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert engine.output_mode == "writer", "chosen as soon as the speaker was free"
+    engine.start_call(24000)
+    assert engine._speaker is not None
+    engine.stop_call()
+    engine.close()
+
+
 async def test_the_next_call_keeps_the_links_lateness_and_the_audio_goes_on() -> None:
     """Each call gets a fresh playout buffer, with the lateness the last call learnt."""
     call = Call(grace_s=2.0)

@@ -153,6 +153,7 @@ class AudioEngine:
         self._writers_inside: list[Any] = []  # PortAudio instances a stopped writer still uses
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
+        self._closed = False
         self._output_rate = 0
         self._in_call = False
         self._frames: collections.deque[bytes] = collections.deque()
@@ -822,6 +823,19 @@ class AudioEngine:
             # Without draining: it has played its last earcon seconds ago, and draining a
             # speaker that stalled meanwhile held the loop (the button, the LED) for seconds.
             self._close_output(abort=True)
+        if self.cfg.output_mode == "auto" and self._auto_device is None:
+            # "auto" has not chosen yet: the probe found the speaker open (an earcon at start)
+            # or busy. Chosen now, while it is free; else every call stayed in callback mode.
+            self.loop.run_in_executor(None, self._choose_while_free)
+
+    def _choose_while_free(self) -> None:
+        """Worker thread: the probe once more, for the output mode (a device gone meanwhile is
+        the device retry's to report, at the next call or probe)."""
+        with self._lock:
+            if self._closed or self._output is not None:
+                return
+        with contextlib.suppress(AudioDeviceError, OSError):
+            self.probe()
 
     # ------------------------------------------------------------ watchdog
 
@@ -1049,6 +1063,7 @@ class AudioEngine:
         return figures
 
     def close(self) -> None:
+        self._closed = True
         self._in_call = False
         self._call_gen += 1
         self._disarm_watchdog()
