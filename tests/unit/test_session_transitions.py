@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sesame_pi.audio import AudioBusy
 from sesame_pi.config import Config
 from sesame_pi.link import CallFailed, End, LinkDown
 from sesame_pi.session import CALL_LIMIT_REASON, SOUNDS, Occurrence, Session
@@ -201,4 +202,34 @@ async def test_the_ready_earcon_says_once_a_run_and_after_a_sign_in() -> None:
     session.link_up()  # the setup page's sign-in worked
     assert session.state is State.IDLE
     assert feedback.earcons == [Earcon.READY, Earcon.ERROR, Earcon.READY]
+    await session.close()
+
+
+async def test_a_call_waits_out_a_reopen_of_the_devices_instead_of_failing() -> None:
+    """The link came back while the devices were still being reopened after a hiccup: the call
+    that was resuming was ended as a device failure (error tone, "check the microphone"), where
+    the devices were only a moment away."""
+    session, link, feedback = make()
+    audio = session.audio
+    assert isinstance(audio, PacedMicrophone)
+    busy = [AudioBusy("the microphone and speaker are still being reopened")] * 2
+    started = audio.start_call
+
+    def start_call(rate: int) -> None:
+        if busy:
+            raise busy.pop()
+        started(rate)
+
+    audio.start_call = start_call  # type: ignore[method-assign]
+    session.phase = Phase.LIVE
+    session.link_down(LinkDown(End.LOST, "dead link: 4 pings unanswered"))
+    session.link_up()
+    await settle()
+    link.answer()
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        if session.state is State.LIVE:
+            break
+    assert session.state is State.LIVE and audio.started == [CALL.sample_rate]
+    assert Earcon.ERROR not in feedback.earcons and link.ended == []
     await session.close()

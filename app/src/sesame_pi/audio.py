@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .devices import (
+    AudioBusy,
     AudioDeviceError,
     DeviceInfo,
     configured_devices,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AudioBusy",
     "AudioDeviceError",
     "AudioEngine",
     "DeviceInfo",
@@ -279,7 +281,7 @@ class AudioEngine:
     def start_call(self, playback_rate: int) -> None:
         """Open the microphone and make sure the speaker runs at the server's rate."""
         if self._reopening:  # the last call's reopen still holds the devices: not on the loop
-            raise AudioDeviceError(
+            raise AudioBusy(
                 "the microphone and speaker are still being reopened after the last call's "
                 "failure; the app tries again in a moment"
             )

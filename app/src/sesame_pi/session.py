@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import tenacity
 
-from .audio import AudioDeviceError, add_segments
+from .audio import AudioBusy, AudioDeviceError, add_segments
 from .config import Config
 from .heartbeat import Heartbeat
 from .link import CallFailed, CallInfo, LinkDown, LinkLost
@@ -39,6 +39,7 @@ CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier ca
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
 USER_REQUEST = "user_request"
+AUDIO_BUSY_WAIT_S = 5.0  # a reopen of the devices takes 50-500 ms; a stalled one, longer
 # Agent audio held for a call about to go live: 2 s at the service's 24 kHz (1 s at 48), within
 # what the playout buffer takes at once (jitter_max_ms), so none of it is dropped there.
 EARLY_AUDIO_MAX_BYTES = 2 * 24000 * 2
@@ -326,15 +327,34 @@ class Session:
             await self.link.end_call(USER_REQUEST)  # the person gave up while we were connecting
             return
         try:
-            self.audio.start_call(info.sample_rate)
+            await self._start_audio(info.sample_rate)
         except AudioDeviceError as exc:
             self._on(Event.DEVICE_ERROR, str(exc))  # ends the call on the server too
+            return
+        if not self.takes(Event.PLACED):  # a hold while the devices were still being reopened
+            self.audio.stop_call()
+            await self.link.end_call(USER_REQUEST)
             return
         if not resume:
             self._earlier_audio = {}
         self._audio_banked = False
         connect_ms = round((time.monotonic() - pressed) * 1000, 1)
         self.happen(Occurrence(Event.PLACED, info=info, resumed=resume, connect_ms=connect_ms))
+
+    async def _start_audio(self, rate: int) -> None:
+        """The call's audio, waiting out a reopen of the devices after the last fault (a moment
+        on a worker thread; it was taken for a failure, and a call the service would have
+        resumed after a lost link was ended with an error tone)."""
+        waited = 0.0
+        while True:
+            try:
+                self.audio.start_call(rate)
+                return
+            except AudioBusy:
+                if waited >= AUDIO_BUSY_WAIT_S:
+                    raise
+            await asyncio.sleep(0.1)
+            waited += 0.1
 
     def _do_go_live(self, occurrence: Occurrence) -> None:
         info, resumed = occurrence.info, occurrence.resumed
