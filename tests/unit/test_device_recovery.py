@@ -106,6 +106,8 @@ class FakePortAudio:
             raise OSError(-9996, "Invalid device")
         if kw.get("output") and self.world.speaker_gone:
             raise OSError(-9996, "Invalid device")
+        if kw.get("output") and kw["rate"] not in self.world.output_rates:
+            raise OSError(-9997, "Invalid sample rate")
         blocking_output = kw.get("output") and kw.get("stream_callback") is None
         if blocking_output and self.world.output_busy:
             raise OSError(-9985, "Device unavailable")
@@ -131,6 +133,7 @@ class World:
         self.output_frozen = False  # and those it opens take nothing (a frozen USB DAC)
         self.output_busy = False  # another program holds the speaker
         self.speaker_gone = False  # the speaker alone is unplugged: it cannot be opened
+        self.output_rates: set[int] = {16000, 24000, 44100, 48000}  # what the speaker runs at
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
         self.time_info: Callable[[], dict[str, float]] = dict  # what each callback is told
@@ -888,6 +891,19 @@ async def test_auto_chooses_once_the_speaker_an_earcon_held_at_the_probe_is_free
     assert engine._speaker is not None
     engine.stop_call()
     engine.close()
+
+
+async def test_a_speaker_that_cannot_run_the_servers_rate_says_so() -> None:
+    """A hw: device without rate conversion, and a service that speaks at 22050 Hz: the error
+    asked whether the speaker was plugged in, and the owner looked at cables."""
+    call = Call(grace_s=3.0)
+    call.world.output_rates = {48000}
+    with pytest.raises(AudioDeviceError) as failed:
+        call.engine.start_call(22050)
+    text = str(failed.value)
+    assert "cannot run at 22050 Hz" in text and "plug" in text
+    assert "plugged in" not in text
+    call.engine.close()
 
 
 async def test_the_next_call_keeps_the_links_lateness_and_the_audio_goes_on() -> None:

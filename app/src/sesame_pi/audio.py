@@ -41,6 +41,7 @@ from .devices import (
     device_list,
     format_devices,
     list_devices,
+    open_hint,
     pa_reason,
     portaudio,
     resolve_device,
@@ -418,7 +419,7 @@ class AudioEngine:
         except OSError as exc:
             raise AudioDeviceError(
                 f"cannot open the microphone ({pa_reason(exc)}); "
-                "is it plugged in and not used by another program?"
+                + open_hint(exc, "microphone", self.cfg.capture_rate)
             ) from exc
         self._last_input_cb = time.monotonic()
 
@@ -458,7 +459,7 @@ class AudioEngine:
         except OSError as exc:
             raise AudioDeviceError(
                 f"cannot open the speaker at {rate} Hz ({pa_reason(exc)}); "
-                "is it connected and not used by another program?"
+                + open_hint(exc, "speaker", rate)
             ) from exc
         self._output_rate = rate
         self._last_output_cb = time.monotonic()

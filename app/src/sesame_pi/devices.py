@@ -240,3 +240,20 @@ def pa_reason(exc: OSError) -> str:
     if len(exc.args) >= 2:
         return str(exc.args[1])
     return str(exc)
+
+
+# PortAudio's error codes where the usual "plugged in? used by another program?" misleads.
+PA_INVALID_CHANNEL_COUNT, PA_INVALID_SAMPLE_RATE = -9998, -9997
+
+
+def open_hint(exc: OSError, device: str, rate: int) -> str:
+    """What to do about a device that would not open, by PortAudio's error code."""
+    code = exc.args[0] if exc.args else None
+    if code == PA_INVALID_SAMPLE_RATE:
+        return (
+            f"the {device} cannot run at {rate} Hz itself: choose a device that converts the "
+            "rate (ALSA's `default`, or a `plug:` device such as the image's asound.conf sets up)"
+        )
+    if code == PA_INVALID_CHANNEL_COUNT:
+        return f"the {device} does not take that many channels: check output_channels"
+    return f"is the {device} plugged in and not used by another program?"
