@@ -44,6 +44,7 @@ HOST = "pi-kitchen-test"
 APP_UID = 10001
 REFRESH_TOKEN = "AMf-test-refresh-token-kitchen"  # never printed, as the ID token
 API_KEY = "AIzaSy-test-key-kitchen"
+ROTATED_AT = (1796119200, 1796205600)  # when the Pi last wrote each rotated log (UTC epochs)
 # What the test inventory sets, and so what the files on the root must say.
 CARD = "wm8960soundcard"
 SETTINGS = {
@@ -352,14 +353,19 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         for name, line in (("events.jsonl", '{"event": "call_live"}'),
                            ("events.jsonl.1", '{"event": "app_started"}')):  # fmt: skip
             (log_dir / name).write_text(line + "\n")
+        os.utime(log_dir / "events.jsonl.1", (ROTATED_AT[0], ROTATED_AT[0]))
         fleet_logs = work / "fleet-logs"
+        collect = ("-e", f"fleet_logs_dir={fleet_logs}")
         runs["collect"] = _playbook(
-            "collect",
-            inventory,
-            logs,
-            "-e",
-            f"fleet_logs_dir={fleet_logs}",
-            playbook="collect-logs.yml",
+            "collect", inventory, logs, *collect, playbook="collect-logs.yml"
+        )
+        # The Pi rotates its log: .1 becomes .2, the live one .1, and a new one begins.
+        (log_dir / "events.jsonl.1").rename(log_dir / "events.jsonl.2")
+        (log_dir / "events.jsonl").rename(log_dir / "events.jsonl.1")
+        os.utime(log_dir / "events.jsonl.1", (ROTATED_AT[1], ROTATED_AT[1]))
+        (log_dir / "events.jsonl").write_text('{"event": "call_ended"}\n')
+        runs["collect-again"] = _playbook(
+            "collect-again", inventory, logs, *collect, "-v", playbook="collect-logs.yml"
         )
         yield Applied(
             root, token, vault_token, runs, fleet_logs, renewed, token_after_rerun,
@@ -386,12 +392,21 @@ def _group(root: Path, name: str) -> list[str]:
     raise AssertionError(f"no group {name} in {root}/etc/group")
 
 
-def test_collect_logs_brings_every_event_log_home(applied: Applied) -> None:
-    run = applied.runs["collect"]
-    assert run.returncode == 0 and run.recap["failed"] == 0, run.output[-3000:]
+def test_collect_logs_brings_every_event_log_home_and_keeps_its_history(applied: Applied) -> None:
+    """Rotated copies were fetched under the Pi's names: a rotation replaced the history at home
+    with the Pi's last four files, and every run fetched every file again."""
+    for name in ("collect", "collect-again"):
+        run = applied.runs[name]
+        assert run.returncode == 0 and run.recap["failed"] == 0, run.output[-3000:]
     fetched = applied.fleet_logs / HOST
-    assert sorted(p.name for p in fetched.iterdir()) == ["events.jsonl", "events.jsonl.1"]
-    assert (fetched / "events.jsonl").read_text() == '{"event": "call_live"}\n'
+    first, second = (f"events-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t))}.jsonl"
+                     for t in ROTATED_AT)  # fmt: skip
+    assert sorted(p.name for p in fetched.iterdir()) == [first, second, "events.jsonl"]
+    assert (fetched / first).read_text() == '{"event": "app_started"}\n'
+    assert (fetched / second).read_text() == '{"event": "call_live"}\n'
+    assert (fetched / "events.jsonl").read_text() == '{"event": "call_ended"}\n'
+    again = applied.runs["collect-again"].output
+    assert "skipping: [" in again and "events.jsonl.2" in again, "the one fetched before is not"
 
 
 def test_runs_succeed_and_converge(applied: Applied) -> None:
