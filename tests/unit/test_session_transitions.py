@@ -233,3 +233,19 @@ async def test_a_call_waits_out_a_reopen_of_the_devices_instead_of_failing() -> 
     assert session.state is State.LIVE and audio.started == [CALL.sample_rate]
     assert Earcon.ERROR not in feedback.earcons and link.ended == []
     await session.close()
+
+
+async def test_a_device_on_no_network_shows_offline_not_needs_token() -> None:
+    """No Wi-Fi joined and no token: the LED asked for the setup page, which no browser could
+    reach. The Wi-Fi is the thing to fix: shown as offline while there is no network."""
+    session, _link, feedback = make()
+    session.token_needed("no token file")
+    assert session.state is State.NEEDS_TOKEN
+    session.network_changed(False)
+    assert session.state is State.OFFLINE and feedback.states[-1] is State.OFFLINE
+    session.network_changed(True)
+    assert session.state is State.NEEDS_TOKEN and feedback.states[-1] is State.NEEDS_TOKEN
+    session.network_changed(False)
+    session.link_up()  # a token came after all (a cable): ready, whatever the tables said
+    assert session.state is State.IDLE
+    await session.close()

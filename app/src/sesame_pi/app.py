@@ -8,7 +8,7 @@ import signal
 import sys
 import urllib.parse
 
-from . import __version__
+from . import __version__, netcheck
 from .audio import AudioDeviceError, AudioEngine
 from .auth import TokenError, TokenProvider
 from .button import ButtonUnavailable, make_button
@@ -125,6 +125,7 @@ async def run_appliance(cfg: Config) -> int:
     guard = LoopStallGuard(loop, exit_after_s=cfg.loop_stall_exit_s)
     guard.start()
     background.spawn(tokens.watch(), "token-watch")
+    background.spawn(netcheck.watch(session.network_changed), "network-watch")
     if signing_in:
         background.spawn(_sign_in_pending(cfg, session), "pending-login")
     if setup is not None:

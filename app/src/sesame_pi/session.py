@@ -117,6 +117,7 @@ class Session:
         self._sign_in: str | None = None
         self._refused_while_signing_in = False  # a token the link tried was refused meanwhile
         self._ready_said = False  # the ready earcon, once a run (and after each sign-in)
+        self._on_a_network = True  # until netcheck says otherwise
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
         }
@@ -129,11 +130,21 @@ class Session:
 
     def _shown(self, phase: Phase) -> State:
         """A missing token while the setup's sign-in waits for the network is no call for a
-        person to act yet: shown as signing in, not as needing a token."""
+        person to act yet: shown as signing in, not as needing a token. Nor is one on a device
+        that is on no network at all: the setup page cannot be reached, the Wi-Fi is the
+        thing to fix, and it is shown as offline."""
         shown = phase.shown
         if shown is State.NEEDS_TOKEN and self._sign_in is not None:
             return State.SIGNING_IN
+        if shown is State.NEEDS_TOKEN and not self._on_a_network:
+            return State.OFFLINE
         return shown
+
+    def network_changed(self, up: bool) -> None:
+        """The device joined or left a network (netcheck)."""
+        before = self.state
+        self._on_a_network = up
+        self._show(before, {"network": "up" if up else "none"})
 
     def signing_in(self) -> None:
         """The sign-in with the auth record the setup left has begun."""
