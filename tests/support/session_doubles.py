@@ -22,6 +22,7 @@ class PacedMicrophone:
     """An AudioPort double: 20 ms frames at real-time pace while a call runs."""
 
     started: list[int] = field(default_factory=list)
+    reopening: bool = False
     stopped: int = 0
     ending: int = 0
     played: int = 0

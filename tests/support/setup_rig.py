@@ -45,6 +45,8 @@ def auth_record(refresh: str = REFRESH, api_key: str = API_KEY) -> str:
 class Silence:
     """An AudioPort double: 20 ms frames of silence while a call runs."""
 
+    reopening = False
+
     def start_call(self, playback_rate: int) -> None:
         pass
 

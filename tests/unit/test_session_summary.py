@@ -20,6 +20,8 @@ from support.session_doubles import FakeLink, FeedbackLog
 class JitterAudio:
     """An AudioPort whose jitter figures exist only while a call runs, as in AudioEngine."""
 
+    reopening = False
+
     def __init__(self) -> None:
         self.running = True
         self.counters: dict[str, int | float] = {}

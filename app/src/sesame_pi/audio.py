@@ -279,6 +279,10 @@ class AudioEngine:
 
     # ------------------------------------------------------------ call lifetime
 
+    @property
+    def reopening(self) -> bool:
+        return self._reopening
+
     def start_call(self, playback_rate: int) -> None:
         """Open the microphone and make sure the speaker runs at the server's rate."""
         if self._reopening:  # the last call's reopen still holds the devices: not on the loop

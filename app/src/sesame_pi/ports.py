@@ -15,6 +15,10 @@ from .states import Earcon, State
 class AudioPort(Protocol):
     """What the session needs from the audio engine (see audio.AudioEngine)."""
 
+    @property
+    def reopening(self) -> bool:
+        """The devices are being reopened after a fault: a call waits for them (AudioBusy)."""
+
     def start_call(self, playback_rate: int) -> None: ...
     def stop_call(self) -> None: ...
     def call_ending(self) -> None: ...

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import tenacity
 
-from .audio import AudioBusy, AudioDeviceError, add_segments
+from .audio import AudioDeviceError, add_segments
 from .config import Config
 from .heartbeat import Heartbeat
 from .link import CallFailed, CallInfo, LinkDown, LinkLost
@@ -116,7 +116,10 @@ class Session:
         # waits for the link to try it): shown as signing in, not as a token a person must give.
         self._sign_in: str | None = None
         self._refused_while_signing_in = False  # a token the link tried was refused meanwhile
-        self._ready_said = False  # the ready earcon, once a run (and after each sign-in)
+        # The ready earcon is owed at start, after a token was needed and after a device error;
+        # paid the first time the device lands in idle after that (not at every Wi-Fi blip).
+        self._ready_owed = True
+        self._landing: object = None  # where the transition being run goes (its Step.to)
         self._on_a_network = True  # until netcheck says otherwise
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
@@ -193,6 +196,7 @@ class Session:
             return False
         before = self.state
         self._sign_in_heard(occurrence.event)
+        self._landing = step.to
         follow_ups = [self._act(do, occurrence) for do in step.does]
         self._move(self._target(step), occurrence.logged, before)
         for follow_up in follow_ups:
@@ -204,11 +208,10 @@ class Session:
         sound = SOUNDS.get(do)
         if sound is not None:
             if do is Do.SOUND_READY:
-                # once a run (a Wi-Fi that comes and goes is not announced every time), and
-                # whenever a sign-in is what made it ready
-                if self._ready_said and self.phase is not Phase.NEEDS_TOKEN:
+                to = self._landing
+                if not self._ready_owed or not (to is Phase.IDLE or (to == REST and self.link.up)):
                     return None
-                self._ready_said = True
+                self._ready_owed = False
             if not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
                 self.feedback.earcon(sound)  # (no error tone for a token on its way)
             return None
@@ -323,6 +326,7 @@ class Session:
     async def _place(self, resume: bool) -> None:
         pressed = time.monotonic()
         self._take_early_audio()  # a failed placement's, if any
+        await self._audio_free()
         try:
             if not self.link.up and not await self.link.wait_up(self.cfg.handshake_timeout_s):
                 raise LinkLost("the service cannot be reached")
@@ -338,13 +342,11 @@ class Session:
             await self.link.end_call(USER_REQUEST)  # the person gave up while we were connecting
             return
         try:
-            await self._start_audio(info.sample_rate)
+            # (no wait here: between the answer and going live the session must hear all the
+            # link says, and a hang-up or a lost link in a wait here went unheard)
+            self.audio.start_call(info.sample_rate)
         except AudioDeviceError as exc:
             self._on(Event.DEVICE_ERROR, str(exc))  # ends the call on the server too
-            return
-        if not self.takes(Event.PLACED):  # a hold while the devices were still being reopened
-            self.audio.stop_call()
-            await self.link.end_call(USER_REQUEST)
             return
         if not resume:
             self._earlier_audio = {}
@@ -352,18 +354,13 @@ class Session:
         connect_ms = round((time.monotonic() - pressed) * 1000, 1)
         self.happen(Occurrence(Event.PLACED, info=info, resumed=resume, connect_ms=connect_ms))
 
-    async def _start_audio(self, rate: int) -> None:
-        """The call's audio, waiting out a reopen of the devices after the last fault (a moment
-        on a worker thread; it was taken for a failure, and a call the service would have
-        resumed after a lost link was ended with an error tone)."""
+    async def _audio_free(self) -> None:
+        """Before the call is placed: wait out a reopen of the devices after the last fault (a
+        moment, on a worker thread). Its AudioBusy was taken for a failure, and a call the
+        service would have resumed after a lost link was ended with an error tone. Still busy
+        after AUDIO_BUSY_WAIT_S: the call goes on and the device error says so."""
         waited = 0.0
-        while True:
-            try:
-                self.audio.start_call(rate)
-                return
-            except AudioBusy:
-                if waited >= AUDIO_BUSY_WAIT_S:
-                    raise
+        while self.audio.reopening and waited < AUDIO_BUSY_WAIT_S:
             await asyncio.sleep(0.1)
             waited += 0.1
 
@@ -530,6 +527,7 @@ class Session:
     # ------------------------------------------------------------ actions: token, presses
 
     def _do_token_alert(self, occurrence: Occurrence) -> None:
+        self._ready_owed = True  # said again once a token makes it ready
         if self._sign_in == "waiting":  # nothing for a person to do yet
             event(
                 "token_needed",
@@ -582,6 +580,7 @@ class Session:
 
     def _do_device_failed(self, occurrence: Occurrence) -> None:
         message = occurrence.reason
+        self._ready_owed = True  # said again once the devices are back and it is ready
         event(
             "audio_device_error",
             logging.ERROR,

@@ -105,7 +105,7 @@ class Do(StrEnum):
     SOUND_END = "sound_end"
     SOUND_ERROR = "sound_error"
     SOUND_LIMIT = "sound_limit"
-    SOUND_READY = "sound_ready"  # once a run, and after a sign-in (the session decides)
+    SOUND_READY = "sound_ready"  # when owed and landing in idle (the session decides)
 
 
 REST: Final = "rest"
@@ -214,7 +214,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Step] = {
     (P.CONNECTING, Event.DEVICE_ERROR): Step(
         P.DEVICE_ERROR, (Do.CANCEL_PLACING, *_DEVICE_IN_CALL.does)
     ),
-    (P.DEVICE_ERROR, Event.DEVICE_BACK): Step(REST, (Do.DEVICE_OK,)),
+    (P.DEVICE_ERROR, Event.DEVICE_BACK): Step(REST, (Do.DEVICE_OK, Do.SOUND_READY)),
     **{
         (p, Event.DEVICE_BACK): Step(None, (Do.DEVICE_OK,))
         for p in Phase
