@@ -25,7 +25,9 @@ from support.standin_thread import StandinThread
 from support.virtual_audio import VirtualAudio, read_wav, write_wav
 
 QUIET = {"ts", "level", "logger", "event"}
-MIN_SOUND_S = 0.3  # the speaker must play at least this much (the greeting alone is 0.4 s)
+# The speaker must play at least this much: the earcons (ready, start, live, end) are about
+# 0.7 s of it, the agent's greeting and the echoed melody several seconds.
+MIN_SOUND_S = 2.0
 
 
 def show(found: dict[str, object]) -> None:

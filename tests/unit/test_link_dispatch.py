@@ -49,3 +49,10 @@ async def test_an_unusable_answer_answers_only_a_call_being_placed() -> None:
     dispatch(state, p.BadAnswer("without call_id", None), stats, 0.0)
     assert not ending.done(), "the call_disconnect's answer is still to come"
     assert stats.bad_frames["bad_answer"] == 2
+
+
+async def test_an_unusable_answer_to_another_request_leaves_the_placement_waiting() -> None:
+    state, stats = ChannelState("session-1"), LinkStats()
+    placing = state.expect("req-1")
+    dispatch(state, p.BadAnswer("sample_rate 1", "someone-else"), stats, 0.0)
+    assert not placing.done() and stats.bad_frames["bad_answer"] == 1

@@ -33,7 +33,9 @@ echo "$name=$*" >> "$SET_LOG"
 """
 
 
-def run_mixer(tmp_path: Path, levels: list[dict[str, str]]) -> subprocess.CompletedProcess[str]:
+def run_mixer(
+    tmp_path: Path, levels: list[dict[str, str]], *flags: str
+) -> subprocess.CompletedProcess[str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     amixer = bin_dir / "amixer"
@@ -44,7 +46,7 @@ def run_mixer(tmp_path: Path, levels: list[dict[str, str]]) -> subprocess.Comple
     config = tmp_path / "mixer.conf"
     config.write_text("".join(f"{c['name']}={c['value']}\n" for c in levels))
     return subprocess.run(
-        ["sh", str(SCRIPT), "wm8960soundcard", str(config)],
+        ["sh", str(SCRIPT), *flags, "wm8960soundcard", str(config)],
         env={
             **os.environ,
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -89,3 +91,12 @@ def test_the_script_sets_the_levels_and_skips_a_control_the_card_lacks(tmp_path:
         "Capture=70% cap",
     ], "the level after the missing control still applies"
     assert run.stdout.strip() == "changed"
+
+
+def test_strict_fails_on_a_control_the_card_lacks_after_applying_the_rest(tmp_path: Path) -> None:
+    """Ansible runs it --strict: a misspelt level in the inventory fails the deploy instead of
+    a green run that never set it (at boot it is said and skipped)."""
+    levels = [{"name": "Speakr", "value": "80%"}, {"name": "Capture", "value": "60% cap"}]
+    run = run_mixer(tmp_path, levels, "--strict")
+    assert run.returncode == 1 and "no control 'Speakr'" in run.stderr
+    assert (tmp_path / "set.log").read_text().splitlines() == ["Capture=60% cap"]

@@ -157,6 +157,7 @@ class AudioEngine:
         self._auto_mode: str | None = None  # what "auto" chose for the speaker probed last
         self._auto_device: str | None = None
         self._closed = False
+        self._choose_when_free = False  # "auto" found the speaker open: choose once it closes
         self._output_rate = 0
         self._in_call = False
         self._frames: collections.deque[bytes] = collections.deque()
@@ -217,8 +218,9 @@ class AudioEngine:
                 self._drop_pa()
             pa = self._ensure_pa()
             mic, speaker = configured_devices(pa, self.cfg)
-            # (with the speaker still open for an earcon, the choice waits for the next probe)
+            # (with the speaker still open for an earcon, the choice waits until it closes)
             unknown = self.cfg.output_mode == "auto" and self._auto_device != speaker.name
+            self._choose_when_free = unknown and self._output is not None
             if unknown and self._output is None:
                 self._choose_output_mode(pa, speaker.index, speaker.name)
         event(
@@ -336,7 +338,7 @@ class AudioEngine:
         start, on its worker thread: numpy's import and the engine took 109 ms of the first
         press on this x86 machine (several times that on a Pi Zero), with the loop held."""
         with self._echo_lock:
-            if self._echo is not None:
+            if self._echo is not None or self._closed:
                 return
             duck = self.cfg.mute_mic_while_playing
             if self._echo_wanted == "off" and not duck:
@@ -830,19 +832,28 @@ class AudioEngine:
             # Without draining: it has played its last earcon seconds ago, and draining a
             # speaker that stalled meanwhile held the loop (the button, the LED) for seconds.
             self._close_output(abort=True)
-        if self.cfg.output_mode == "auto" and self._auto_device is None:
-            # "auto" has not chosen yet: the probe found the speaker open (an earcon at start)
-            # or busy. Chosen now, while it is free; else every call stayed in callback mode.
+        if self._choose_when_free:
+            # The probe found the speaker open (an earcon at start) and could not choose the
+            # output mode: it does now, while the speaker is free; else every call of the
+            # uptime stayed in callback mode. (Once: a speaker busy with another program is
+            # the next probe's, as before.)
+            self._choose_when_free = False
             self.loop.run_in_executor(None, self._choose_while_free)
 
     def _choose_while_free(self) -> None:
-        """Worker thread: the probe once more, for the output mode (a device gone meanwhile is
-        the device retry's to report, at the next call or probe)."""
+        """Worker thread: the probe once more, for the output mode. Under the lock throughout,
+        so a close meanwhile waits and then terminates what it made (a press meanwhile waits
+        too: once, for a fraction of a second). A device gone meanwhile is the device retry's
+        to report; anything else is logged, not lost in an unread future."""
         with self._lock:
             if self._closed or self._output is not None:
                 return
-        with contextlib.suppress(AudioDeviceError, OSError):
-            self.probe()
+            try:
+                self.probe()
+            except (AudioDeviceError, OSError):
+                pass
+            except Exception as exc:  # a fault of ours, on a thread nobody waits for
+                event("output_mode_probe_failed", logging.ERROR, detail=repr(exc)[:300])
 
     # ------------------------------------------------------------ watchdog
 

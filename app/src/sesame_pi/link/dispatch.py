@@ -44,9 +44,11 @@ class ChannelState:
         # cost the person the whole handshake timeout and a misleading reason).
         # (The service numbers a call_disconnect of its own: its id is not one of ours.)
         # An unusable call answer without one answers the call being placed, if one is.
-        unaddressed = (request_id is None and isinstance(message, p.Error)) or (
-            isinstance(message, p.CallDisconnect | p.BadAnswer) and self.call_id is None
-        )
+        placing = self.call_id is None
+        unaddressed = (
+            request_id is None
+            and (isinstance(message, p.Error) or (isinstance(message, p.BadAnswer) and placing))
+        ) or (isinstance(message, p.CallDisconnect) and placing)
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
         elif unaddressed and self.pending:
