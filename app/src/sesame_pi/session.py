@@ -30,7 +30,7 @@ from .logs import event
 from .ports import AudioPort, FeedbackPort, LinkPort
 from .states import Earcon, State
 from .tasks import TaskSet
-from .transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase, Step
+from .transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase, Step, Target
 
 __all__ = ["AudioPort", "FeedbackPort", "LinkPort", "Session"]
 
@@ -119,7 +119,7 @@ class Session:
         # The ready earcon is owed at start, after a token was needed and after a device error;
         # paid the first time the device lands in idle after that (not at every Wi-Fi blip).
         self._ready_owed = True
-        self._landing: object = None  # where the transition being run goes (its Step.to)
+        self._landing: Target = None  # where the transition being run goes (its Step.to)
         self._on_a_network = True  # until netcheck says otherwise
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
