@@ -533,15 +533,17 @@ async def scripted_link(
         yield link, recorder
 
 
-def call_answer(session_id: str, message: dict[str, object], call_id: int = 7) -> str:
-    """The call_connect_response to `message`: call `call_id`, 24 kHz."""
+def call_answer(
+    session_id: str, message: dict[str, object], call_id: int = 7, sample_rate: int = 24000
+) -> str:
+    """The call_connect_response to `message`: call `call_id`, at `sample_rate`."""
     return json.dumps(
         {
             "session_id": session_id,
             "call_id": call_id,
             "request_id": message.get("request_id"),
             "type": "call_connect_response",
-            "content": {"sample_rate": 24000},
+            "content": {"sample_rate": sample_rate},
         }
     )
 
@@ -638,9 +640,7 @@ async def test_an_unusable_call_answer_fails_the_call_at_once(
         async for raw in ws:
             message = json.loads(raw)
             if message["type"] == "call_connect":
-                answer = json.loads(call_answer(session_id, message))
-                answer["content"] = {"sample_rate": 1}
-                await ws.send(json.dumps(answer))
+                await ws.send(call_answer(session_id, message, sample_rate=1))
 
     async with scripted_link(tmp_path, pki, token, running, script, handshake_timeout_s=10.0) as (
         link,
