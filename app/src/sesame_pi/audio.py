@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .devices import (
-    AudioBusy,
     AudioDeviceError,
     DeviceInfo,
     configured_devices,
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AudioBusy",
     "AudioDeviceError",
     "AudioEngine",
     "DeviceInfo",
@@ -288,7 +286,7 @@ class AudioEngine:
     def start_call(self, playback_rate: int) -> None:
         """Open the microphone and make sure the speaker runs at the server's rate."""
         if self._reopening:  # the last call's reopen still holds the devices: not on the loop
-            raise AudioBusy(
+            raise AudioDeviceError(
                 "the microphone and speaker are still being reopened after the last call's "
                 "failure; the app tries again in a moment"
             )

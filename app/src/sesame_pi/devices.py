@@ -23,11 +23,6 @@ class AudioDeviceError(RuntimeError):
     """A device is missing, busy or stopped working. The text says what to do."""
 
 
-class AudioBusy(AudioDeviceError):
-    """The devices are being reopened after a fault (on a worker thread): a moment, not a
-    failure. The caller waits and tries again."""
-
-
 @dataclass(frozen=True)
 class DeviceInfo:
     index: int

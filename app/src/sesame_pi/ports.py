@@ -17,7 +17,7 @@ class AudioPort(Protocol):
 
     @property
     def reopening(self) -> bool:
-        """The devices are being reopened after a fault: a call waits for them (AudioBusy)."""
+        """The devices are being reopened after a fault: a call waits for them first."""
 
     def start_call(self, playback_rate: int) -> None: ...
     def stop_call(self) -> None: ...

@@ -119,7 +119,6 @@ class Session:
         # The ready earcon is owed at start, after a token was needed and after a device error;
         # paid the first time the device lands in idle after that (not at every Wi-Fi blip).
         self._ready_owed = True
-        self._landing: Target = None  # where the transition being run goes (its Step.to)
         self._on_a_network = True  # until netcheck says otherwise
         self._actions: dict[Do, Callable[[Occurrence], Event | None]] = {
             do: getattr(self, f"_do_{do.value}") for do in Do if do not in SOUNDS
@@ -196,19 +195,18 @@ class Session:
             return False
         before = self.state
         self._sign_in_heard(occurrence.event)
-        self._landing = step.to
-        follow_ups = [self._act(do, occurrence) for do in step.does]
+        follow_ups = [self._act(do, occurrence, step.to) for do in step.does]
         self._move(self._target(step), occurrence.logged, before)
         for follow_up in follow_ups:
             if follow_up is not None:
                 self._on(follow_up)
         return True
 
-    def _act(self, do: Do, occurrence: Occurrence) -> Event | None:
+    def _act(self, do: Do, occurrence: Occurrence, to: Target) -> Event | None:
+        """One action of a transition landing at `to` (the ready earcon plays only in idle)."""
         sound = SOUNDS.get(do)
         if sound is not None:
             if do is Do.SOUND_READY:
-                to = self._landing
                 if not self._ready_owed or not (to is Phase.IDLE or (to == REST and self.link.up)):
                     return None
                 self._ready_owed = False
@@ -356,7 +354,7 @@ class Session:
 
     async def _audio_free(self) -> None:
         """Before the call is placed: wait out a reopen of the devices after the last fault (a
-        moment, on a worker thread). Its AudioBusy was taken for a failure, and a call the
+        moment, on a worker thread). start_call refused it as a failure, and a call the
         service would have resumed after a lost link was ended with an error tone. Still busy
         after AUDIO_BUSY_WAIT_S: the call goes on and the device error says so."""
         waited = 0.0
