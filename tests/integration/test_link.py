@@ -618,10 +618,8 @@ async def test_a_call_the_server_ends_as_it_connects_fails_at_once(
         with pytest.raises(CallFailed, match="busy"):
             await link.start_call()
         assert connections == 1, "a refusal leaves the socket to the next call"
-        for _ in range(50):  # the socket the stray answer came on is closed; a fresh one opens
-            if connections == 2:
-                break
-            await asyncio.sleep(0.1)
+        # the socket the stray answer came on is closed; a fresh one opens
+        await eventually(lambda: connections == 2, within_s=5.0)
         assert connections == 2
 
 
@@ -651,10 +649,7 @@ async def test_an_unusable_call_answer_fails_the_call_at_once(
             await link.start_call()
         assert time.monotonic() - started < 2.0, "not the handshake timeout"
         assert link.stats.bad_frames["bad_answer"] == 1
-        for _ in range(50):
-            if connections == 2:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: connections == 2, within_s=5.0)
         assert connections == 2, "the call's socket is closed and a fresh one opened"
 
 
