@@ -22,7 +22,7 @@ from sesame_pi.audio import (
     resolve_device,
     widen,
 )
-from sesame_pi.devices import check_format
+from sesame_pi.devices import check_format, sound_nodes
 
 
 def device(
@@ -150,3 +150,20 @@ def test_the_speaker_is_checked_as_it_will_be_opened_and_the_setting_is_named() 
         check_format(OneChannelSpeaker(), mic, speaker, 16000, output_channels=2)
     assert "cannot play 24000 Hz 16-bit on 2 channels" in str(info.value)
     assert "set output_channels to what it has" in str(info.value)
+
+
+def test_the_kernels_sound_nodes_change_when_a_card_comes_and_none_where_unreadable(
+    tmp_path: Path,
+) -> None:
+    """What tells a reopen a fresh PortAudio could see more: the nodes by name and device
+    number (a card replugged into another port comes back as new nodes)."""
+    snd = tmp_path / "snd"
+    snd.mkdir()
+    (snd / "controlC0").write_bytes(b"")
+    before = sound_nodes(str(snd))
+    assert before is not None and {name for name, _ in before} == {"controlC0"}
+    assert sound_nodes(str(snd)) == before, "nothing changed: the same nodes"
+    (snd / "pcmC1D0c").write_bytes(b"")
+    after = sound_nodes(str(snd))
+    assert after is not None and after != before
+    assert sound_nodes(str(tmp_path / "no-such-dir")) is None

@@ -102,7 +102,8 @@ class FakePortAudio:
         return True
 
     def open(self, **kw: Any) -> FakeStream:
-        if self.world.gone:
+        self.world.before_open()
+        if self.world.gone or (kw.get("input") and self.world.microphone_gone):
             raise OSError(-9996, "Invalid device")
         if kw.get("output") and self.world.speaker_gone:
             raise OSError(-9996, "Invalid device")
@@ -133,6 +134,8 @@ class World:
         self.output_frozen = False  # and those it opens take nothing (a frozen USB DAC)
         self.output_busy = False  # another program holds the speaker
         self.speaker_gone = False  # the speaker alone is unplugged: it cannot be opened
+        self.microphone_gone = False  # the microphone alone is unplugged: it cannot be opened
+        self.before_open: Callable[[], None] = lambda: None  # (where a stalled device hangs)
         self.output_rates: set[int] = {16000, 24000, 44100, 48000}  # what the speaker runs at
         self.instances: list[FakePortAudio] = []
         self.streams: list[FakeStream] = []
@@ -166,6 +169,24 @@ def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audio, "WATCHDOG_PERIOD_S", 0.05)
     monkeypatch.setattr(audio, "STALL_AFTER_S", 0.15)
     monkeypatch.setattr(hiccup, "RETRY_S", 0.1)
+
+
+class Kernel:
+    """The kernel's sound device nodes as the engine reads them: a card plugged in or pulled out
+    changes them; None where they cannot be read (this machine has no /dev/snd)."""
+
+    def __init__(self) -> None:
+        self.nodes: frozenset[tuple[str, int]] | None = frozenset({("controlC0", 0x7400)})
+
+    def read(self) -> frozenset[tuple[str, int]] | None:
+        return self.nodes
+
+
+@pytest.fixture(autouse=True)
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Kernel:
+    nodes = Kernel()
+    monkeypatch.setattr(audio, "sound_nodes", nodes.read)
+    return nodes
 
 
 class Call:
@@ -221,7 +242,7 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
     call.world.mic_alive = False  # the device stalls
     await asyncio.sleep(0.8)
     assert call.errors == [], "a hiccup within the grace is no device error"
-    assert len(call.world.instances) >= 2, "a fresh PortAudio was taken to reopen"
+    assert len(call.world.instances) == 1, "no card came or went: the same PortAudio reopens"
     old = call.world.inputs()[0]
     assert old.closed and not old.stopped, "a stalled stream is closed without draining"
     silent = call.silence()
@@ -255,6 +276,69 @@ async def writer_call_on_a_card(tasks: list[asyncio.Task[None]]) -> tuple[Call, 
     device = call.engine._output
     assert isinstance(device, PlayingOutput)
     return call, device
+
+
+async def test_a_microphone_pulled_out_alone_leaves_the_speaker_playing(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """A USB microphone beside a speaker on another card, pulled out mid-call: each reopen used
+    to close the working speaker too and take a fresh PortAudio (a rescan), once a second for the
+    whole grace, so the agent's voice broke up while the person found the plug. Only the
+    microphone is tried again now, on the running PortAudio (its card keeps its name when it
+    comes back in the same port)."""
+    call, device = await writer_call_on_a_card(tasks)  # grace 3 s
+    call.world.mic_alive = False
+    call.world.microphone_gone = True
+    for _ in range(30):  # the agent talks on for 1.5 s, 50 ms every 50 ms
+        call.engine.play(b"\x00\x10" * 1200)
+        await asyncio.sleep(0.05)
+    figures = call.engine.stats()
+    assert figures["device_reopens"] >= 2 and figures["device_reopen_failures"] >= 2, figures
+    assert call.engine._output is device and not device.closed, "the speaker played on"
+    assert len(call.world.instances) == 1 and figures.get("device_rescans", 0) == 0, figures
+    call.world.microphone_gone = False  # plugged back in
+    call.world.mic_alive = True
+    for _ in range(40):
+        if not call.engine._grace.active:
+            break
+        await asyncio.sleep(0.05)
+    assert call.errors == [] and call.engine._grace.hiccups == 1
+    await asyncio.sleep(0.2)  # (a frame of silence may still go out before the first real one)
+    assert all(any(frame) for frame in call.frames[-5:]), "the microphone is heard again"
+    assert call.engine._output is device and not device.closed
+    call.engine.stop_call()
+    call.engine.close()
+
+
+@pytest.mark.parametrize("seen", ["a card came or went", "nodes unreadable, a reopen failed"])
+async def test_a_reopen_takes_a_fresh_portaudio_when_only_a_rescan_can_help(
+    tasks: list[asyncio.Task[None]], kernel: Kernel, seen: str
+) -> None:
+    """PortAudio lists the devices once, as it starts: a card that came back under another
+    name is seen only by a fresh one, and that means closing both sides. The engine rescans
+    when the kernel's sound nodes changed, or, where it cannot read them, after a reopen on the
+    running PortAudio failed."""
+    call, device = await writer_call_on_a_card(tasks)
+    if seen == "a card came or went":
+        kernel.nodes = frozenset({("controlC0", 0x7400), ("controlC1", 0x7420)})
+    else:
+        kernel.nodes = None
+        call.world.microphone_gone = True  # the first reopen, on the same PortAudio, fails
+    call.world.mic_alive = False
+    for _ in range(30):
+        await asyncio.sleep(0.05)
+        if call.engine.stats().get("device_rescans"):
+            break
+    call.world.microphone_gone = False
+    call.world.mic_alive = True
+    await asyncio.sleep(0.3)
+    figures = call.engine.stats()
+    assert figures.get("device_rescans", 0) >= 1, figures
+    assert len(call.world.instances) >= 2 and call.world.instances[0].terminated
+    assert device.closed and call.engine._output is not device, "both sides were reopened"
+    assert call.errors == []
+    call.engine.stop_call()
+    call.engine.close()
 
 
 async def test_a_call_after_the_speaker_closed_keeps_the_device_target_the_last_one_earned(
@@ -542,18 +626,10 @@ async def test_a_hang_up_during_a_reopen_neither_waits_for_it_nor_leaves_a_strea
     call.engine.start_call(24000)
     tasks += [asyncio.create_task(call.world.pump())]
     await asyncio.sleep(0.1)
-    entered, release = threading.Event(), threading.Event()
-    plain = call.world.factory
-
-    def slow_factory() -> FakePortAudio:
-        entered.set()  # the worker is inside the reopen, holding the PortAudio lock
-        release.wait(5)
-        return plain()
-
-    call.engine._factory = slow_factory
+    slow = SlowReopen(call, hang_s=5.0)
     call.world.mic_alive = False
-    assert await asyncio.to_thread(entered.wait, 5)
-    threading.Timer(held_s, release.set).start()
+    await slow.started()  # the worker is inside the reopen, holding the PortAudio lock
+    threading.Timer(held_s, slow.released.set).start()
     began = time.monotonic()
     call.engine.stop_call()  # the person hangs up while the devices are being reopened
     assert time.monotonic() - began < 1.0, "the loop waited for the reopen worker"
@@ -1042,31 +1118,35 @@ async def test_the_writer_s_reference_lines_up_with_the_microphone_s_stamps(
 
 
 class SlowReopen:
-    """The reopen's fresh PortAudio hangs inside the device (a stalled USB card) until released."""
+    """The reopen's next open hangs inside the device (a stalled USB card) until released."""
 
     def __init__(self, call: Call, hang_s: float) -> None:
         self.entered, self.released = threading.Event(), threading.Event()
-        plain, self.hang_s = call.world.factory, hang_s
 
-        def slow_factory() -> FakePortAudio:
+        def hang() -> None:
             self.entered.set()
-            self.released.wait(self.hang_s)
-            return plain()
+            self.released.wait(hang_s)
 
-        call.engine._factory = slow_factory
+        call.world.before_open = hang
 
     async def started(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 5), "no reopen began"
 
 
 async def stalled_into_a_slow_reopen(
-    tasks: list[asyncio.Task[None]], grace_s: float, hang_s: float
+    tasks: list[asyncio.Task[None]],
+    grace_s: float,
+    hang_s: float,
+    card_changes: Kernel | None = None,
 ) -> tuple[Call, SlowReopen]:
-    """A call whose device stalls, and whose reopen then hangs inside PortAudio for `hang_s`."""
+    """A call whose device stalls, and whose reopen then hangs inside PortAudio for `hang_s`
+    (after closing both sides, for a rescan, when `card_changes`)."""
     call = Call(grace_s=grace_s)
     call.engine.start_call(24000)
     tasks.append(asyncio.create_task(call.world.pump()))
     await asyncio.sleep(0.1)
+    if card_changes is not None:
+        card_changes.nodes = frozenset({("controlC1", 0x7420)})
     slow = SlowReopen(call, hang_s=hang_s)
     call.world.mic_alive = False
     await slow.started()
@@ -1099,14 +1179,16 @@ async def test_the_grace_running_out_during_a_slow_reopen_does_not_freeze_the_lo
 
 
 async def test_a_speaker_a_reopen_opens_after_the_call_ended_is_closed_as_after_any_call(
-    tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+    tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch, kernel: Kernel
 ) -> None:
     """The grace ran out while the reopen worker was between closing the old speaker and
     opening a new one: the call's end found no speaker to close later. The one the worker then
     opened is closed after the usual idle time (it stayed open for good, and the next probe kept
     the PortAudio that could not see a replugged card)."""
     monkeypatch.setattr(audio, "IDLE_OUTPUT_CLOSE_S", 0.3)
-    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=0.5, hang_s=3.0)
+    call, slow = await stalled_into_a_slow_reopen(
+        tasks, grace_s=0.5, hang_s=3.0, card_changes=kernel
+    )
     engine = call.engine
 
     def ends_the_call(detail: str) -> None:  # what the session does with a lost device

@@ -10,9 +10,10 @@ where the speaker's fill level can be trusted, see `output_probe`). Rate
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
 stopped calling back or failed (a USB hiccup, a stalled sound server, a card pulled out); the engine
-reopens both streams on a worker thread and the uplink gets paced silence meanwhile, so the call
-goes on; only a device still gone after `device_grace_s` is reported, and the session ends the
-call (see `hiccup`). Device listing and choice live in `devices`.
+reopens the stream in trouble on a worker thread (both, on a fresh PortAudio, when a card came or
+went) and the uplink gets paced silence meanwhile, so the call goes on; only a device still gone
+after `device_grace_s` is reported, and the session ends the call (see `hiccup`). Device listing
+and choice live in `devices`.
 
 Echo: the playback callback hands the echo stage exactly what it gave the device (after the earcon
 mix) with PortAudio's DAC time, and every capture frame reaches the stage with its ADC time, so the
@@ -30,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
@@ -44,6 +46,7 @@ from .devices import (
     pa_reason,
     portaudio,
     resolve_device,
+    sound_nodes,
 )
 from .heap import freeze_what_lasts, pause_meter
 from .hiccup import DeviceGrace, SilencePacer
@@ -86,6 +89,15 @@ CAPTURE_BACKLOG_FRAMES = 25
 
 
 # --------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class Sides:
+    """What a reopen closes and opens again; `rescan` takes a fresh PortAudio (both sides)."""
+
+    microphone: bool
+    speaker: bool
+    rescan: bool = False
 
 
 # A call's figures that say how things stand, not how often something happened: a resumed
@@ -188,6 +200,8 @@ class AudioEngine:
         self._mic_gone = False
         self._reopening = False
         self._reopened_at = 0.0
+        self._reopen_failed = False  # the last reopen attempt left a device unopened
+        self._pa_nodes: frozenset[tuple[str, int]] | None = None  # see `_needs_rescan`
         # The speaker's part of a hiccup (the agent's audio piles up only while none plays):
         # since when no speaker has played (from the last sign of life of the one a reopen
         # closes until its successor opens), and the sum of those spells; None: no reopen yet.
@@ -203,8 +217,20 @@ class AudioEngine:
 
     def _ensure_pa(self) -> Any:
         if self._pa is None:
+            self._pa_nodes = sound_nodes()  # what this PortAudio's device list was taken from
             self._pa = self._factory()
         return self._pa
+
+    def _needs_rescan(self) -> bool:
+        """Whether a reopen must take a fresh PortAudio: a card came or went since this one
+        listed the devices (or, where the kernel's nodes cannot be read, the last reopen on it
+        failed). A rescan closes both streams, so a reopen of one side avoids it when it can."""
+        if self._pa is None:
+            return True
+        nodes = sound_nodes()
+        if nodes is None:
+            return self._reopen_failed
+        return nodes != self._pa_nodes
 
     def probe(self) -> None:
         """Check both configured devices can do our formats; rescans, so a replugged card is seen.
@@ -866,7 +892,7 @@ class AudioEngine:
 
     def _check_streams(self) -> None:
         """A stream whose callbacks stopped, or that PortAudio stopped, means a device in
-        trouble: reopen both and go on with the call; only one still gone after the grace is
+        trouble: reopen it and go on with the call; only one still gone after the grace is
         reported as lost (the session then ends the call)."""
         self._watchdog = None
         if not self._in_call:
@@ -890,22 +916,28 @@ class AudioEngine:
 
     def _stream_problem(self, now: float) -> tuple[str, float] | None:
         """What is wrong, and when that device last showed life; None when both run."""
-        if (
-            self._input is None
-            or not _active(self._input)
-            or now - self._last_input_cb > STALL_AFTER_S
-        ):
+        if self._microphone_in_trouble(now):
             return (
                 "the microphone stopped delivering audio (unplugged or failed)",
                 self._last_input_cb,
             )
-        if (
+        if self._speaker_in_trouble(now):
+            return "the speaker stopped playing (unplugged or failed)", self._output_alive_at()
+        return None
+
+    def _microphone_in_trouble(self, now: float) -> bool:
+        return (
+            self._input is None
+            or not _active(self._input)
+            or now - self._last_input_cb > STALL_AFTER_S
+        )
+
+    def _speaker_in_trouble(self, now: float) -> bool:
+        return (
             self._output is None
             or not self._output_running()
             or now - self._output_alive_at() > STALL_AFTER_S
-        ):
-            return "the speaker stopped playing (unplugged or failed)", self._output_alive_at()
-        return None
+        )
 
     def _begin_hiccup(self, problem: str, since: float) -> None:
         self._grace.begin(problem, since)
@@ -918,20 +950,30 @@ class AudioEngine:
         )
 
     def _start_reopen(self) -> None:
-        """Reopen on a worker thread (a fresh PortAudio takes 50-500 ms); silence meanwhile."""
+        """Reopen on a worker thread (a fresh PortAudio takes 50-500 ms); silence meanwhile.
+
+        Only the side in trouble, on the running PortAudio, unless a card came or went: a USB
+        microphone pulled out used to close the working speaker at every try, once a second for
+        the whole grace, and the agent's voice broke up while the person waited."""
         self._grace.tried()
         if not self._mic_gone:
             self._silence.start(self.loop.time())
             self._mic_gone = True
             self._wake_reader()
+        now = time.monotonic()
+        if self._needs_rescan():
+            sides = Sides(microphone=True, speaker=True, rescan=True)
+            self.counters["device_rescans"] += 1
+        else:
+            sides = Sides(self._microphone_in_trouble(now), self._speaker_in_trouble(now))
         self._reopening = True
         gen = self._call_gen
-        done = self.loop.run_in_executor(None, self._reopen, gen, self._input)
+        done = self.loop.run_in_executor(None, self._reopen, gen, self._input, sides)
         done.add_done_callback(lambda future: self._reopen_done(future, gen))
 
-    def _reopen(self, gen: int, microphone: Any) -> str | None:
-        """Worker thread: close both streams without draining, take a fresh PortAudio (only a
-        new one sees a card that came back), open both again. None, or why it could not."""
+    def _reopen(self, gen: int, microphone: Any, sides: Sides) -> str | None:
+        """Worker thread: close the sides in trouble without draining (and, for a rescan, take
+        a fresh PortAudio), open them again. None, or why it could not."""
         with self._lock:
             stale = self._input if self._input is microphone else None
             if gen != self._call_gen:  # the call ended meanwhile: its microphone is ours to close
@@ -939,27 +981,35 @@ class AudioEngine:
                 if stale is not None:
                     self._input = None
                 return None
-            if self._speaker_down_at is None:  # (still set after a reopen that failed)
-                self._speaker_down_at = min(self._output_alive_at(), time.monotonic())
-            self._close_stream(self._input, abort=True)
-            self._input = None
-            self._close_output(abort=True)
-            self._drop_pa()
+            down_at = self._speaker_down_at  # (still set after a reopen that failed)
+            if sides.speaker and down_at is None:
+                down_at = self._speaker_down_at = min(self._output_alive_at(), time.monotonic())
+            if sides.microphone:
+                self._close_stream(self._input, abort=True)
+                self._input = None
+            if sides.speaker:
+                self._close_output(abort=True)
+            if sides.rescan:
+                self._drop_pa()
             self._reopened_at = time.monotonic()
             # Each side on its own: a speaker that cannot be opened (a USB DAC pulled out) left
             # the working microphone closed for the whole grace, the person unheard.
             failed: list[str] = []
-            try:
-                self._ensure_output(self._call_rate)
-                unheard = time.monotonic() - self._speaker_down_at
-                self._speaker_unheard_s = (self._speaker_unheard_s or 0.0) + unheard
-                self._speaker_down_at = None
-            except (AudioDeviceError, OSError) as exc:
-                failed.append(str(exc))
-            try:
-                self._open_input()
-            except (AudioDeviceError, OSError) as exc:
-                failed.append(str(exc))
+            if not sides.speaker or down_at is None:  # it played on: no audio waited for it
+                self._speaker_unheard_s = self._speaker_unheard_s or 0.0
+            else:
+                try:
+                    self._ensure_output(self._call_rate)
+                    unheard = time.monotonic() - down_at
+                    self._speaker_unheard_s = (self._speaker_unheard_s or 0.0) + unheard
+                    self._speaker_down_at = None
+                except (AudioDeviceError, OSError) as exc:
+                    failed.append(str(exc))
+            if sides.microphone:
+                try:
+                    self._open_input()
+                except (AudioDeviceError, OSError) as exc:
+                    failed.append(str(exc))
             if gen != self._call_gen:  # it ended while we opened: not its microphone any more
                 self._close_stream(self._input, abort=True)
                 self._input = None
@@ -977,6 +1027,7 @@ class AudioEngine:
             return
         error = future.exception()
         reason = str(error) if error is not None else future.result()
+        self._reopen_failed = bool(reason)
         if reason:
             self.counters["device_reopen_failures"] += 1
             event(

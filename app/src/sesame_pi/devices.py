@@ -1,8 +1,9 @@
 """The sound devices PortAudio sees: listing, choosing one by name or index, and a fresh PortAudio.
 
-Kept apart from the engine (see `audio`): `sesame-pi devices` and the engine's probe share it, and
-a new PortAudio instance is the only way to see a card that was replugged or a sound server that
-restarted, so the engine asks for one whenever it reopens its streams.
+Kept apart from the engine (see `audio`): `sesame-pi devices` and the engine's probe share it. A
+PortAudio instance lists the devices once, as it starts: only a new one sees a card that was
+plugged in since, so the engine takes a new one when it probes with no stream open, and during a
+call's reopen when the kernel's sound devices changed (`sound_nodes`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ class DeviceInfo:
 
 
 # --------------------------------------------------------------------------- PortAudio set-up
+
+
+SOUND_NODES_DIR = "/dev/snd"
+
+
+def sound_nodes(directory: str = SOUND_NODES_DIR) -> frozenset[tuple[str, int]] | None:
+    """The kernel's sound device nodes, by name and device number: they change when a card comes
+    or goes, the one time a fresh PortAudio would see what the running one does not. None where
+    they cannot be read (no sound hardware, a container without /dev/snd)."""
+    try:
+        with os.scandir(directory) as entries:
+            return frozenset((entry.name, entry.stat().st_rdev) for entry in entries)
+    except OSError:
+        return None
 
 
 _ALSA_QUIET: list[Any] = []  # keeps the ctypes callback alive
