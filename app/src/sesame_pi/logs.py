@@ -31,23 +31,31 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
 }
 
-_secrets: set[str] = set()
+# The secrets registered last, oldest first. Bounded: a token is registered at every hourly
+# refresh, and every log line scanned the whole set, sorted anew (8,760 after a year up). One
+# replaced long ago is held nowhere any more, and any JWT is caught by its shape besides.
+SECRETS_KEPT = 32
+_secrets: dict[str, None] = {}
+_secrets_longest_first: tuple[str, ...] = ()  # what `redact` scans (a longer one may hold another)
 _secrets_lock = threading.Lock()
 
 
 def register_secret(secret: str) -> None:
     """Never print this value; auth registers every token it reads."""
+    global _secrets_longest_first
     value = secret.strip()
     if len(value) >= 8:
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets.pop(value, None)
+            _secrets[value] = None
+            while len(_secrets) > SECRETS_KEPT:
+                del _secrets[next(iter(_secrets))]
+            _secrets_longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Remove registered secrets, JWT-shaped strings and secret query values."""
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = JWT_PATTERN.sub(REDACTED, text)
