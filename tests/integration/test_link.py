@@ -928,3 +928,95 @@ async def test_a_fault_before_the_connect_is_logged_and_tried_again(
     assert error["at"].startswith("test_link.py:") and error["retry_in_s"] == 1.0
     assert recorder.downs == ["internal error (RuntimeError)"]
     await standin.stop()
+
+
+class FaultyAsItComesUp(Recorder):
+    """A listener with a fault of ours in its first `link_up`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.faults = 1
+
+    def link_up(self) -> None:
+        if self.faults:
+            self.faults -= 1
+            raise RuntimeError("a bug as the link came up")
+        super().link_up()
+
+
+async def test_a_fault_as_the_link_comes_up_closes_its_socket_and_the_link_comes_back(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The listener was told before the socket was served: a fault there left the socket open
+    and unread, and the link "up", through the fault's whole sleep (`backoff_max_s`)."""
+    standin = await start_standin(pki)
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = FaultyAsItComesUp()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    running.append(asyncio.create_task(link.run()))
+    await eventually(lambda: standin.record.connections == 1 and recorder.faults == 0)
+    server = standin._server
+    assert server is not None
+    await eventually(lambda: not link.up and not server.connections, within_s=1.0)
+    await asyncio.wait_for(recorder.up_event.wait(), 10)  # after the fault's sleep: back
+    assert link.up and recorder.ups == 1 and standin.record.connections == 2
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    faults = [line for line in lines if line["event"] == "link_error"]
+    assert [f["detail"] for f in faults] == ["RuntimeError: a bug as the link came up"]
+    await standin.stop()
+
+
+async def test_a_press_while_a_connect_attempt_fails_skips_the_backoff_after_it(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The backoff sleep cleared the wake flag as it began: a press (or the network coming
+    back) during the connect attempt before it was lost, and the person waited the sleep."""
+    standin = await start_standin(pki)
+    port = standin.port
+    await standin.stop()  # nothing listens: each attempt fails at once
+    cfg = make_config(tmp_path, port, pki, token, backoff_initial_s=30.0, backoff_max_s=30.0)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    slept: list[float] = []
+    plain_sleep = link._sleep
+
+    async def sleep_after_a_press(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:
+            link.wake()  # as if pressed while the attempt before this sleep was under way
+        await plain_sleep(seconds)
+
+    link._sleep = sleep_after_a_press  # type: ignore[method-assign]
+    running.append(asyncio.create_task(link.run()))
+    await eventually(lambda: len(slept) >= 2, within_s=5.0)
+    assert slept[0] >= 15.0, "a long backoff was due"
+
+
+async def test_a_fault_in_the_calls_pings_is_said_at_once_and_the_call_still_ends(
+    tmp_path: Path, pki: TestPKI, token: str, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ping task's fault was kept until the call ended, then raised inside the socket's
+    clean-up: the waiters were never released and the link sat out the longest backoff."""
+    from sesame_pi import protocol
+
+    def broken_ping(*_args: object) -> str:
+        raise RuntimeError("a bug in the ping")
+
+    monkeypatch.setattr(protocol, "ping", broken_ping)
+    standin = await start_standin(pki)
+    cfg = make_config(tmp_path, standin.port, pki, token, backoff_max_s=30.0)
+    recorder = Recorder()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    await up(link, recorder, running)
+    await link.start_call()
+
+    def faults() -> list[dict[str, object]]:
+        lines = (tmp_path / "events.jsonl").read_text().splitlines()
+        return [line for line in map(json.loads, lines) if line["event"] == "link_error"]
+
+    await eventually(lambda: len(faults()) == 1, within_s=2.0)
+    assert faults()[0]["detail"] == "RuntimeError: a bug in the ping"
+    assert await asyncio.wait_for(link.end_call(), 5), "the call's end was answered"
+    await eventually(lambda: recorder.ups == 2, within_s=5.0)  # a fresh socket, not a backoff
+    assert len(faults()) == 1
+    await standin.stop()

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from sesame_pi.config import Config
-from sesame_pi.link import End, LinkDown
+from sesame_pi.link import CallInfo, End, LinkDown
 from sesame_pi.session import Session
 from sesame_pi.states import Earcon, State
 from support.session_doubles import FakeLink, FeedbackLog, PacedMicrophone
@@ -232,3 +232,110 @@ async def test_a_task_that_dies_of_a_fault_says_so() -> None:
     assert len(failed) == 1
     assert failed[0].__dict__["task"] == "broken-part"
     assert "ValueError: nobody heard this" in failed[0].__dict__["detail"]
+
+
+class SlowAbandon(FakeLink):
+    """A placement cancelled takes a moment to end, as the real link's does (it closes the
+    socket the call was placed on: up to 2 s)."""
+
+    async def start_call(self, reconnect: bool = False) -> CallInfo:
+        try:
+            return await super().start_call(reconnect)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+
+async def test_a_press_while_a_given_up_resume_still_closes_places_the_call() -> None:
+    """The resume window ran out while a resume waited for its answer; the person heard the
+    error and pressed again before the cancelled resume's socket had closed. The press found a
+    placement still running and started none: CONNECTING for good, every press refused."""
+    link = SlowAbandon()
+    session = Session(
+        Config(call_resume_window_s=0.1), link=link, audio=PacedMicrophone(), feedback=FeedbackLog()
+    )
+    await go_live(session, link)
+    session.link_down(LinkDown(End.LOST, "dead link: 4 pings unanswered"))
+    session.link_up()  # the resume is placed and waits for its answer
+    await settle()
+    assert session.state is State.RECONNECTING and link.calls[-1] == "resume"
+    await asyncio.sleep(0.15)  # the window runs out: the resume is cancelled, slowly
+    assert session.state is State.IDLE
+    session.button_pressed()
+    await asyncio.sleep(0.3)  # the cancelled resume is over by now
+    assert link.calls[-1] == "start_call" and link.connecting, link.calls
+    link.answer()
+    await settle()
+    assert session.state is State.LIVE
+    await session.close()
+
+
+class BrokenStart(FakeLink):
+    async def start_call(self, reconnect: bool = False) -> CallInfo:
+        self.calls.append("start_call")
+        raise RuntimeError("a fault of ours while placing")
+
+
+async def test_a_fault_while_placing_a_call_fails_it_instead_of_connecting_for_ever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    link, feedback = BrokenStart(), FeedbackLog()
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=feedback)
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.ERROR
+    faults = logged(caplog, "link_error")
+    assert len(faults) == 1 and "while placing" in str(faults[0].__dict__.get("detail"))
+    assert len(logged(caplog, "call_failed")) == 1
+    await session.close()
+
+
+async def test_a_call_dropped_seconds_after_each_resume_gives_up_when_its_window_ends() -> None:
+    """Each loss opened a fresh resume window: a service that dropped the call a moment after
+    every resume had the device place it again for ever, a "live" tone every few seconds."""
+    link, feedback = FakeLink(), FeedbackLog()
+    cfg = Config(call_resume_window_s=0.4, healthy_after_s=5.0)
+    session = Session(cfg, link=link, audio=PacedMicrophone(), feedback=feedback)
+    await go_live(session, link)
+    began = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - began < 1.0 and session.state is not State.IDLE:
+        session.link_down(LinkDown(End.LOST, "closed 1011"))
+        session.link_up()
+        await settle()
+        if link.connecting:
+            link.answer()  # resumed, live for a moment
+        await asyncio.sleep(0.05)
+    assert session.state is State.IDLE, session.state
+    assert link.calls.count("resume") <= 0.4 / 0.05 + 1, link.calls.count("resume")
+    await session.close()
+
+
+async def test_a_resumed_part_that_lasted_earns_a_whole_window_again() -> None:
+    link = FakeLink()
+    cfg = Config(call_resume_window_s=0.5, healthy_after_s=0.3)
+    session = Session(cfg, link=link, audio=PacedMicrophone(), feedback=FeedbackLog())
+    await go_live(session, link)
+    session.link_down(LinkDown(End.LOST, "dead link"))
+    session.link_up()
+    await settle()
+    link.answer()  # resumed at once
+    await asyncio.sleep(0.35)  # and it lasted
+    session.link_down(LinkDown(End.LOST, "dead link"))
+    await asyncio.sleep(0.3)  # past the first loss's window, inside the second's
+    assert session.state is State.RECONNECTING
+    await session.close()
+
+
+async def test_joining_a_network_wakes_the_link_from_its_backoff() -> None:
+    """After an outage the LED said offline for up to the rest of a 30 s backoff sleep."""
+    link = FakeLink(up=False)
+    session = Session(Config(), link=link, audio=PacedMicrophone(), feedback=FeedbackLog())
+    session.network_changed(False)
+    assert "wake" not in link.calls
+    session.network_changed(True)
+    assert link.calls.count("wake") == 1
+    session.network_changed(True)  # (netcheck's next look: nothing new)
+    assert link.calls.count("wake") == 1
+    await session.close()

@@ -92,6 +92,10 @@ class Session:
         self._device_retry: asyncio.Task[None] | None = None
         self._uplink: asyncio.Task[None] | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
+        # When the lost call's resume window closes (loop time), and when its last part went
+        # live: a part shorter than `healthy_after_s` does not earn a fresh window.
+        self._resume_deadline: float | None = None
+        self._live_at = 0.0
         # The call's audio figures from its parts before a resume, and whether they already hold
         # the audio's present figures (a lost link banked them; a resume starts it afresh).
         self._earlier_audio: dict[str, int | float] = {}
@@ -145,8 +149,11 @@ class Session:
     def network_changed(self, up: bool) -> None:
         """The device joined or left a network (netcheck)."""
         before = self.state
+        joined = up and not self._on_a_network
         self._on_a_network = up
         self._show(before, {"network": "up" if up else "none"})
+        if joined and not self.link.up:
+            self.link.wake()  # not the rest of a backoff sleep (30 s at most) after the outage
 
     def signing_in(self) -> None:
         """The sign-in with the auth record the setup left has begun."""
@@ -310,19 +317,37 @@ class Session:
     # ------------------------------------------------------------ actions: calls
 
     def _do_place(self, _: Occurrence) -> None:
-        if self._placing is None or self._placing.done():
-            self._placing = self.tasks.spawn(self._place(resume=False), "place-call")
+        self._start_placing(resume=False)
 
     def _do_resume(self, _: Occurrence) -> None:
-        if self._placing is None or self._placing.done():
-            self._placing = self.tasks.spawn(self._place(resume=True), "resume")
+        self._start_placing(resume=True)
+
+    def _start_placing(self, resume: bool) -> None:
+        """One placement at a time. One cancelled but not yet over (its socket takes up to 2 s
+        to close) is waited for, not taken for a live one: a press in that moment, after a
+        resume gave up, left CONNECTING with nothing placing and every press refused."""
+        previous = self._placing
+        if previous is not None and not previous.done() and not previous.cancelling():
+            return  # (a resume already under way when the link came up again)
+        name = "resume" if resume else "place-call"
+        self._placing = self.tasks.spawn(self._place(resume, after=previous), name)
 
     def _take_early_audio(self) -> list[bytes]:
         early, self._early_audio, self._early_audio_bytes = self._early_audio, [], 0
         return early
 
-    async def _place(self, resume: bool) -> None:
+    async def _place(self, resume: bool, after: asyncio.Task[None] | None = None) -> None:
         pressed = time.monotonic()
+        if after is not None and not after.done():
+            await asyncio.wait([after])  # (its outcome was the cancelled placement's to report)
+        try:
+            await self._try_placing(resume, pressed)
+        except Exception as exc:  # a fault of ours: CONNECTING has no other way out, and a
+            # device stuck there refuses every press under a connecting LED
+            reason = report_fault(exc, "the call was not placed; please report this line")
+            self._on(Event.CALL_FAILED, reason)
+
+    async def _try_placing(self, resume: bool, pressed: float) -> None:
         self._take_early_audio()  # a failed placement's, if any
         await self._audio_free()
         try:
@@ -366,9 +391,11 @@ class Session:
         info, resumed = occurrence.info, occurrence.resumed
         assert info is not None
         self._close_resume_window()
+        self._live_at = asyncio.get_running_loop().time()
         if resumed:
             self.calls_resumed += 1
         else:
+            self._resume_deadline = None  # a new call: its first loss opens a whole window
             self._call_started_at = time.monotonic()
             self.calls_placed += 1
         occurrence.logged.update(
@@ -433,10 +460,14 @@ class Session:
         self._bank_audio_figures()  # a resume starts the audio's counters afresh
         self._stop_audio()
         if self._resume_timer is None:
-            window = self.cfg.call_resume_window_s
-            self._resume_timer = asyncio.get_running_loop().call_later(
-                window, self._on, Event.RESUME_EXPIRED
-            )
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            lasted = now - self._live_at
+            if self._resume_deadline is None or lasted >= self.cfg.healthy_after_s:
+                self._resume_deadline = now + self.cfg.call_resume_window_s
+            # else the window the first loss opened goes on: a call the service drops seconds
+            # after each resume was resumed for ever, a "live" tone every few seconds
+            self._resume_timer = loop.call_at(self._resume_deadline, self._on, Event.RESUME_EXPIRED)
 
     def _do_finish(self, occurrence: Occurrence) -> None:
         self._close_resume_window()

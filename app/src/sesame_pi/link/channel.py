@@ -288,6 +288,7 @@ class Channel:
             # the call again: the person hears why at once, not after a call that is not there.
             raise CallFailed(f"the server ended the call as it began ({state.hung_up})")
         self._ping_task = asyncio.create_task(self._ping_loop(), name="call-pings")
+        self._ping_task.add_done_callback(_say_if_pings_failed)
         return CallInfo(message.call_id, message.sample_rate, message.audio_codec)
 
     async def _abandon_call(self, request_id: str, why: str) -> None:
@@ -334,7 +335,9 @@ class Channel:
         task, self._ping_task = self._ping_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # (a fault that ended it was said as it happened: raised again here, inside the
+            # socket's clean-up, it skipped the waiters' release and the call's end hung)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def _ping_loop(self) -> None:
@@ -359,3 +362,10 @@ class Channel:
                 return
             self.stats.pings_sent += 1
             await asyncio.sleep(max(0.0, beat + interval - time.monotonic()))
+
+
+def _say_if_pings_failed(task: asyncio.Task[None]) -> None:
+    """A fault of ours ended the call's pings: said at once (the socket's own keepalive still
+    watches the link), not kept in the task until the call ends."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        report_fault(error, "the call's pings stopped; the call goes on; please report this line")

@@ -163,9 +163,11 @@ class Link:
         await self._sleep(self.cfg.backoff_max_s)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        """A backoff sleep that a wake cuts short, also one that came during the connect
+        attempt before it (cleared on entry, that wake was lost)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -234,11 +236,17 @@ class Link:
         channel = Channel(self.cfg, transport, session_id, self.stats, self.listener)
         self._channel = channel
         self._up.set()
+        self._wake.clear()  # a wake from before this link is owed nothing (the next outage sleeps)
         self.stats.connects += 1
         event("link_up", session_id=session_id, connects=self.stats.connects)
         self._down_reported = False
-        self.listener.link_up()
         try:
+            try:
+                self.listener.link_up()
+            except Exception:  # a fault of ours (reported by `run`): the socket is not left
+                # open and unread, nor the link "up" through the fault's whole sleep
+                await channel.close(End.LOST, "a fault of ours as the link came up", "client fault")
+                raise
             kind, reason = await channel.serve()
         finally:
             self._channel = None
