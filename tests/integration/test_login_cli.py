@@ -8,6 +8,7 @@ nothing but the stored files (no key, no refresh_token_file in the configuration
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
 import json
@@ -231,6 +232,7 @@ def test_the_refresh_token_file_setting_is_honoured(
             "whole auth record (it carries apiKey), or give the key with --api-key",
         ),
         ("unreachable", "could not reach the token service"),
+        ("cut-short-503", "could not reach the token service (token endpoint answered HTTP 503)"),
         ("anonymous-record", "anonymous visitor"),
         ("anonymous-token", "anonymous visitor"),
     ],
@@ -260,6 +262,8 @@ def test_refused_malformed_or_unreachable_leaves_every_file_as_it_was(
         stdin = REFRESH
     elif case == "unreachable":
         url = closed_port_url()
+    elif case == "cut-short-503":  # (a raw IncompleteRead traceback, exit 1)
+        endpoint.answers.append((503, CUT_SHORT[1]))
     elif case == "anonymous-record":  # the web app's visitor, before signing in
         stdin = json.dumps({**auth_record(), "isAnonymous": True, "email": None})
     elif case == "anonymous-token":  # a bare refresh token: only its new ID token tells
@@ -364,6 +368,54 @@ def test_a_refused_pending_record_is_set_aside_with_a_clear_line(
     line = [json.loads(x) for x in (tmp_path / "l").read_text().splitlines()][-1]
     assert line["event"] == "login_pending_refused" and "sign in" in line["detail"]
     assert consume_pending(cfg) is None  # nothing pending any more
+
+
+RECORD_FROM_WINDOWS = json.dumps(auth_record(), indent=2).replace("\n", "\r\n")
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        codecs.BOM_UTF16_LE + RECORD_FROM_WINDOWS.encode("utf-16-le"),  # Notepad's "Unicode"
+        codecs.BOM_UTF16_BE + RECORD_FROM_WINDOWS.encode("utf-16-be"),  # "Unicode big endian"
+        RECORD_FROM_WINDOWS.encode("utf-8-sig"),  # Notepad's "UTF-8 with BOM"
+    ],
+    ids=["utf-16-le", "utf-16-be", "utf-8-bom"],
+)
+def test_a_record_saved_as_unicode_is_used_not_refused(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path, saved: bytes
+) -> None:
+    """Read as UTF-8 with replacement, a UTF-16 record was garbage: refused as neither a
+    record nor a refresh token and renamed `.refused`, though nothing was wrong with it. It
+    is read as the token file is (a BOM says which), and used."""
+    pending = etc / "auth.json"
+    pending.write_bytes(saved)
+    pending.chmod(0o600)
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    result = consume_pending(cfg)
+    assert result is not None and result.email == "maker@example.org"
+    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
+
+
+def test_a_record_that_is_no_text_says_to_save_it_as_utf8(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """UTF-16 without its byte order mark cannot be told from other bytes: the owner is told
+    to save it as UTF-8 (it said "neither an auth record nor a refresh token"), and the token
+    service is not asked."""
+    pending = etc / "auth.json"
+    pending.write_bytes(RECORD_FROM_WINDOWS.encode("utf-16-le"))
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(LoginError, match="is not UTF-8 text") as refused:
+        consume_pending(cfg)
+    assert "save it as UTF-8" in str(refused.value)
+    assert endpoint.seen == [] and (etc / "auth.json.refused").exists()
+    line = json.loads((tmp_path / "l").read_text().splitlines()[-1])
+    assert line["event"] == "login_pending_refused" and "save it as UTF-8" in line["detail"]
+    assert_no_secret(issuer, str(refused.value), (tmp_path / "l").read_text())
 
 
 def test_a_used_record_that_cannot_be_deleted_is_named_and_the_login_kept(
@@ -516,6 +568,33 @@ def test_an_answer_cut_short_is_the_network_and_the_pending_record_is_kept(
         consume_pending(cfg)
     assert pending.exists() and not (etc / "auth.json.refused").exists()
     assert consume_pending(cfg) is not None and not pending.exists()
+
+
+async def test_a_first_boot_sign_in_facing_an_unavailable_answer_cut_short_waits_and_retries(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """A 503 cut short mid-body: reading its error code raised IncompleteRead past every
+    handler, and the first boot's sign-in task ended with it, leaving the device on "needs a
+    token" until a restart with auth.json still there. It is the network: kept and retried."""
+    pending = etc / "auth.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [(503, CUT_SHORT[1])]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    kept_while_waiting: list[bool] = []
+
+    async def sleep(seconds: float) -> None:
+        kept_while_waiting.append(pending.exists() and not (etc / "auth.json.refused").exists())
+
+    result = await settle_pending(cfg, sleep=sleep)
+    assert kept_while_waiting and all(kept_while_waiting)
+    assert result is not None and result.email == "maker@example.org"
+    assert len(endpoint.seen) == 2 and not pending.exists()
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
+    lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
+    retry = next(line for line in lines if line["event"] == "login_pending_retry")
+    assert "HTTP 503" in retry["detail"]
+    assert_no_secret(issuer, (tmp_path / "l").read_text())
 
 
 async def test_a_refresh_answer_that_is_no_jwt_leaves_the_working_token_alone(

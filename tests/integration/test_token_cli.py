@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.server
 import json
 import logging
 import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import jwt
 import pytest
 
 from sesame_pi.auth import (
+    EndpointUnreachable,
     RefreshFailed,
     TokenExpired,
     TokenInvalid,
@@ -31,7 +34,7 @@ from sesame_pi.cli import EXIT_CHECK
 from sesame_pi.config import Config
 from sesame_pi.logs import event, setup_logging
 from support.credentials import make_token, write_token
-from support.token_endpoint import TokenEndpoint
+from support.token_endpoint import CUT_SHORT, TokenEndpoint
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -315,6 +318,95 @@ async def test_an_expired_token_whose_refresh_finds_no_service_is_an_outage_retr
         assert await provider.valid_token() == fresh
     log = (tmp_path / "events.jsonl").read_text()
     assert "check the network" in log and "refresh-token-one" not in log
+
+
+def refresh_failures(log: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    return [line for line in lines if line["event"] == "token_refresh_failed"]
+
+
+async def test_an_unavailable_answer_cut_short_is_an_outage_backed_off_not_a_crash(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """A 503 whose body the connection cut short (Wi-Fi lost mid-answer): reading Firebase's
+    error code from it raised IncompleteRead inside the HTTP error's handler, past the one for
+    a lost connection beside it. No backoff (the watch logged `token_watch_error` at every
+    look), and a connect ended with that fault instead of an outage retried."""
+    token_file = write_token(tmp_path / "token", make_token(exp_in_s=-600))
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    token_endpoint.answers = [(503, CUT_SHORT[1])]
+    ticks = [0.0]
+    cfg = refreshing(tmp_path, token_file, token_endpoint.url)
+    provider = TokenProvider(cfg, ticks=lambda: ticks[0])
+    provider.load()
+    with pytest.raises(EndpointUnreachable, match="HTTP 503"):
+        await provider.refresh()  # (what the watch runs: a RefreshFailed, which it takes)
+    with pytest.raises(TokenServiceUnreachable, match="cannot be reached"):
+        await provider.valid_token()  # backing off: offline, and no second request
+    assert len(token_endpoint.seen) == 1
+    [failed] = refresh_failures(tmp_path / "events.jsonl")
+    assert failed["retry_in_s"] == 10.0 and "check the network" in failed["action"]
+    ticks[0] += 10.0
+    fresh = make_token(exp_in_s=3600, uid="back")
+    token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
+    assert await provider.valid_token() == fresh
+    assert "refresh-token-one" not in (tmp_path / "events.jsonl").read_text()
+
+
+@contextlib.contextmanager
+def a_sign_in_page() -> Iterator[str]:
+    """A Wi-Fi's sign-in page (or a TLS-inspecting proxy's block page) where the token service
+    should be: every POST is answered 200 with HTML. Yields its URL."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = b"<html><body>Accept the terms to use this Wi-Fi</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("answer", ["sign-in page", "no id_token", "id_token no JWT"])
+async def test_an_answer_that_is_no_token_services_is_an_outage_not_a_sign_in_to_redo(
+    tmp_path: Path, token_endpoint: TokenEndpoint, answer: str
+) -> None:
+    """A token about to run out, and something else answers in the token service's place:
+    that is no refusal of the sign-in. It raised TokenExpired (the device asked for a new
+    token: error tone, setup page open) and backed off up to ten minutes, where `login` calls
+    the same answer unreachable. It is an outage: offline, tried again within a minute."""
+    old = make_token(exp_in_s=30)  # under a minute left: only a refresh keeps the device on
+    token_file = write_token(tmp_path / "token", old)
+    write_token(tmp_path / "refresh", "refresh-token-one")
+    body = {"portal": "accept the terms"} if answer == "no id_token" else {"id_token": "not.a-jwt"}
+    token_endpoint.answers = [(200, body)] * 5
+    ticks = [0.0]
+    with a_sign_in_page() as page:
+        url = page if answer == "sign-in page" else token_endpoint.url
+        provider = TokenProvider(refreshing(tmp_path, token_file, url), ticks=lambda: ticks[0])
+        provider.load()
+        for _ in range(5):
+            with pytest.raises(TokenServiceUnreachable, match="cannot be reached"):
+                await provider.valid_token()
+            ticks[0] += 3600.0  # long past any backoff: each look tries again
+    assert token_file.read_text().strip() == old
+    failed = refresh_failures(tmp_path / "events.jsonl")
+    assert [line["retry_in_s"] for line in failed] == [10.0, 20.0, 40.0, 60.0, 60.0]
+    assert all("check the network" in line["action"] for line in failed)
+    assert "refresh-token-one" not in (tmp_path / "events.jsonl").read_text()
 
 
 async def test_a_token_file_the_watch_cannot_use_is_said_once_per_change_with_what_it_holds(

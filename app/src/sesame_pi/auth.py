@@ -83,6 +83,13 @@ class EndpointUnreachable(RefreshFailed):
     """No answer, or "not now" (network down, DNS, timeout, HTTP 5xx, 408, 429): retry later."""
 
 
+class AnswerUnusable(EndpointUnreachable):
+    """Something answered in the token service's place (a Wi-Fi sign-in page, a TLS-inspecting
+    proxy's block page: not JSON, no `id_token`, an `id_token` that is no JWT). No verdict on the
+    credentials and no token service reached: an outage, tried again soon (shown offline, not
+    as a request to sign in again)."""
+
+
 class TokenServiceUnreachable(Exception):
     """The token ran out (or there is none yet) and the token service cannot be reached to
     refresh it. Not a token problem a person must fix: a network outage, which the link retries
@@ -246,7 +253,8 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
     """One refresh-token grant at `token_endpoint` (blocking; call it off the event loop).
 
     Raises RefreshRefused (the endpoint said no), EndpointUnreachable (no answer, HTTP 5xx, or
-    "too many attempts") or RefreshFailed (an answer we cannot use). No message holds a token.
+    "too many attempts"; AnswerUnusable: an answer that is no token service's) or
+    CredentialsUnusable (the ca_file). No message holds a token.
     """
     register_secret(refresh_token)
     query = urllib.parse.urlencode({"key": api_key})
@@ -286,15 +294,15 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
             f"token endpoint unreachable: {getattr(exc, 'reason', exc)}"
         ) from None
     except (ValueError, RecursionError):  # not JSON, not UTF-8, over 4300 digits, too nested
-        raise RefreshFailed("token endpoint answered something that is not JSON") from None
+        raise AnswerUnusable("token endpoint answered something that is not JSON") from None
     id_token = answer.get("id_token") if isinstance(answer, dict) else None
     if not isinstance(id_token, str) or not id_token:
-        raise RefreshFailed("token endpoint answer has no id_token")
+        raise AnswerUnusable("token endpoint answer has no id_token")
     register_secret(id_token)
     try:  # checked before anything is stored: a bad answer must not replace a working token
         decode_claims(id_token)
     except TokenInvalid:
-        raise RefreshFailed("token endpoint answered an id_token that is not a JWT") from None
+        raise AnswerUnusable("token endpoint answered an id_token that is not a JWT") from None
     new_refresh = answer.get("refresh_token")
     if isinstance(new_refresh, str) and new_refresh:
         register_secret(new_refresh)
@@ -705,6 +713,11 @@ class TokenProvider:
                 action = "sign in again: `sesame-pi login`, or the setup page"
             elif isinstance(exc, CredentialsUnusable):
                 action = "fix the file named in the detail; the app tries it again by itself"
+            elif isinstance(exc, AnswerUnusable):
+                action = (
+                    "check the network (a Wi-Fi sign-in page, or a proxy that blocks the token "
+                    "service?); the app retries by itself"
+                )
             else:
                 action = "check the network; the app retries by itself"
             event(
@@ -787,14 +800,24 @@ class TokenProvider:
 
     async def _exchange_off_loop(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:
         """`_exchange` in a thread; a file it cannot use (the lock's directory, say) is a failed
-        refresh like any other: backed off and said, never a bare OSError every look."""
+        refresh like any other: backed off and said, never a bare OSError every look. Anything
+        else it raises (an answer that broke a parser, a fault of ours) is an outage: backed off
+        and retried within a minute, where it escaped every handler, was retried at each look
+        of the watch and ended a first connect's caller. Only its kind is said: the text of an
+        error we did not expect may hold what the request carried."""
         try:
             return await asyncio.to_thread(self._exchange)
+        except RefreshFailed:
+            raise
         except OSError as exc:
             directory = self.cfg.token_file.parent
             raise CredentialsUnusable(
                 f"cannot use {directory}: {exc.strerror or exc}",
                 f"make {directory} readable and writable for the app",
+            ) from None
+        except Exception as exc:
+            raise EndpointUnreachable(
+                f"token endpoint exchange failed ({type(exc).__name__})"
             ) from None
 
     def _exchange(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:
@@ -894,8 +917,12 @@ def _what_it_holds(text: str) -> str:
 
 
 def _firebase_error(exc: urllib.error.HTTPError) -> str:
+    """Firebase's error code in an HTTP error's body; "" if it holds none or cannot be read. It
+    never raises: this runs inside the HTTPError handler, so a body cut short (IncompleteRead)
+    or nested too deep (RecursionError) escaped the handler for a lost connection beside it,
+    and a 503 was no outage but a crash."""
     try:
         body = json.loads(exc.read().decode("utf-8"))
         return str(body.get("error", {}).get("message", ""))
-    except (ValueError, AttributeError, OSError):
+    except Exception:  # any body at all: it only adds detail to the status
         return ""

@@ -14,6 +14,7 @@ consumes it at start (`settle_pending`), retrying while the network is down.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import (
+    AnswerUnusable,
     CredentialsUnusable,
     EndpointUnreachable,
     RefreshFailed,
@@ -228,17 +230,28 @@ def login(
             f"sign-in refused: {exc}; sign in at the Sesame web app again and copy a fresh "
             f"record ({GUIDE})"
         ) from None
-    except EndpointUnreachable as exc:
-        raise LoginUnreachable(
-            f"could not reach the token service ({exc}); check the network and try again"
-        ) from None
-    except RefreshFailed as exc:
+    except AnswerUnusable as exc:
         # An answer that is no token service's (a public Wi-Fi's sign-in page, a proxy, an
         # `id_token` that is no JWT): not a verdict on the record, so a pending one is kept and
         # tried again.
         raise LoginUnreachable(
             f"the token service gave an unusable answer ({exc}); check the network (a Wi-Fi "
             "sign-in page?) and try again"
+        ) from None
+    except EndpointUnreachable as exc:
+        raise LoginUnreachable(
+            f"could not reach the token service ({exc}); check the network and try again"
+        ) from None
+    except RefreshFailed as exc:  # (the ca_file)
+        raise LoginUnreachable(f"{exc}; then try again") from None
+    except Exception as exc:
+        # An answer that broke a parser, or a fault of ours: no verdict on the record either.
+        # It ended a first boot's sign-in task (the device then asked for a token until a
+        # restart) and printed a traceback at `sesame-pi login`. Only its kind is said: its
+        # text may hold what the request carried.
+        raise LoginUnreachable(
+            f"the token service's answer could not be used ({type(exc).__name__}); check the "
+            "network and try again"
         ) from None
     claims = decode_claims(answer.id_token)  # (a JWT: the exchange checked it)
     if anonymous_account(claims):
@@ -308,24 +321,48 @@ def pending_auth_path(cfg: Config) -> Path:
     return cfg.token_file.with_name(PENDING_NAME)
 
 
+def _record_text(path: Path, data: bytes) -> str:
+    """An auth record file's text: UTF-8 (with a BOM or not, as the token file is read), or
+    UTF-16 with its BOM (Notepad's and PowerShell's "Unicode"), which decoding with replacement
+    turned into garbage refused for good. An 8-bit code page (old Notepad's "ANSI") is read with
+    replacement as before: only names suffer, never the refresh token or the key. No text at
+    all (NULs: UTF-16 without a BOM) is a LoginError that says to save it as UTF-8."""
+    text: str | None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:  # (cut off inside a letter)
+            text = None
+    else:
+        text = data.decode("utf-8-sig", errors="replace")
+    # (UTF-16 without a BOM reads as UTF-8 with a NUL beside each ASCII letter; UTF-32 as
+    # UTF-16 with NULs between the letters)
+    if text is None or "\x00" in text:
+        raise LoginError(
+            f"{path} is not UTF-8 text (saved as Unicode/UTF-16 without a byte order mark?); "
+            f"save it as UTF-8 ({GUIDE})"
+        )
+    return text
+
+
 def consume_pending(cfg: Config) -> LoginResult | None:
     """Log in with a pending auth record, if there is one.
 
     Done: the record is deleted (one that cannot be is named in a `login_pending_not_removed`
-    line: it would sign in again at the next start). Refused or malformed: renamed
+    line: it would sign in again at the next start). Refused, malformed or not text: renamed
     `auth.json.refused` (it will never work) and the LoginError raised. Unreachable, or not
     stored (a full or read-only card): the record is kept for the next start, and the
     LoginError raised.
     """
     path = pending_auth_path(cfg)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise LoginError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        result = login(text, cfg, pending=path)
+        result = login(_record_text(path, data), cfg, pending=path)
     except LoginSuperseded as exc:
         event("login_pending_superseded", file=str(path), detail=str(exc))
         raise
