@@ -1,9 +1,11 @@
 """The setup page in Debian's headless chromium (selenium, the system chromedriver; nothing is
-downloaded): an unpaired browser is refused, a press of the stdin button pairs it, pasting the
-auth record makes the app refresh and the status shows the time left; a form without its CSRF
-token and a replayed pairing code are refused; no page holds a token. Screenshots of the
-pairing page and the paired status page go to the test's directory, or to the folder named by
-SESAME_PI_SCREENSHOTS (`SESAME_PI_SCREENSHOTS=app/docs` renews the README's pictures).
+downloaded): an unpaired browser is refused, a press of the stdin button alone does not pair it
+(the device needs a token: a press is still a person's try at a call), the 5 s hold and then a
+press do; pasting the auth record makes the app refresh and the status shows the time left; a
+form without its CSRF token and a replayed pairing code are refused; no page holds a token.
+Screenshots of the pairing page and the paired status page go to the test's directory, or to the
+folder named by SESAME_PI_SCREENSHOTS (`SESAME_PI_SCREENSHOTS=app/docs` renews the README's
+pictures).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def post_form(driver: webdriver.Chrome, action: str, fields: dict[str, str]) -> 
     WebDriverWait(driver, 10).until(lambda _driver: replaced(page))
 
 
-def test_pair_by_press_hand_over_the_record_and_see_the_time_left(
+def test_pair_by_the_hold_and_a_press_hand_over_the_record_and_see_the_time_left(
     tmp_path: Path, browser: webdriver.Chrome
 ) -> None:
     pages: list[str] = []
@@ -122,8 +124,17 @@ def test_pair_by_press_hand_over_the_record_and_see_the_time_left(
         shoot(browser, "setup-pairing.png", tmp_path)
         click(browser, "finish-pairing")
         assert "has not been pressed yet" in text(browser, "notice")
+        step = text(browser, "pairing-step")
+        assert "Hold the device's button for 5 seconds" in step and "press it once" in step
 
-        rig.press()  # the owner presses the device's button
+        rig.press()  # a press alone (someone tries a call) confirms nothing
+        time.sleep(0.2)
+        click(browser, "finish-pairing")
+        assert "has not been pressed yet" in text(browser, "notice")
+
+        rig.setup_hold()  # the owner holds the device's button, then presses it
+        time.sleep(1.5)
+        rig.press()
         time.sleep(0.2)
         click(browser, "finish-pairing")
         assert text(browser, "state") == "needs_token"

@@ -1,6 +1,6 @@
 """The setup page over real HTTP (aiohttp on 127.0.0.1), with the app's real session, stdin button
-and login code: pairing by a press, cookies, CSRF and Origin checks, rate limits, the setup
-window, and that no response ever carries a token.
+and login code: pairing by the 5 s hold and a press, cookies, CSRF and Origin checks, rate
+limits, the setup window, and that no response ever carries a token.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def hidden(body: str, name: str) -> str:
 
 
 def arm_pairing(rig: SetupRig) -> None:
-    """What the 5 s hold does for pairing while the device can place calls (the hold itself is
-    driven in test_auto_mode_listens_only_after_the_setup_hold): the next presses may pair."""
+    """What the 5 s hold does for pairing, in every state: the next presses may pair. (The hold
+    itself is driven where it matters: with a token in auto mode, and while one is needed.)"""
     rig.page.window.open_for_a_while(for_pairing=True)
 
 
@@ -453,6 +453,94 @@ async def test_pasting_the_record_logs_in_and_the_app_uses_the_new_token(tmp_pat
             assert rig.page.serving, "the page stays up a while after the token works"
             assert rig.page.window.open_s_left() > 14 * 60
         assert_no_secret(rig, browser)
+    finally:
+        await asyncio.to_thread(rig.__exit__)
+
+
+async def finish(browser: Browser, request: tuple[str, str]) -> tuple[int, str]:
+    """Send a pairing request's code back: (HTTP status, page)."""
+    code, csrf = request
+    status, body, _ = await browser.request("POST", "/pair/finish", {"code": code, "csrf": csrf})
+    return status, body
+
+
+@pytest.fixture
+async def needs_token(tmp_path: Path) -> AsyncIterator[SetupRig]:
+    """A device without a token: its page open by itself (auto), its presses refused."""
+    built = SetupRig(tmp_path, token=None, mode="auto")
+    await asyncio.to_thread(built.__enter__)
+    try:
+        await asyncio.to_thread(built.wait_state, State.NEEDS_TOKEN)
+        yield built
+    finally:
+        await asyncio.to_thread(built.__exit__)
+
+
+async def test_a_press_while_a_token_is_needed_pairs_nobody_without_the_hold(
+    needs_token: SetupRig,
+) -> None:
+    """The device needs a token and beeps; someone on the network keeps a pairing request open.
+    A press from the household (to try a call, or at the beeps) confirmed it: the stranger was
+    paired and could hand the device their own account, and the household's calls went to it."""
+    rig, stranger = needs_token, Browser(needs_token)
+    async with stranger.client:
+        theirs = await stranger.start_pairing()
+        await press(rig)  # someone tries a call
+        status, body = await finish(stranger, theirs)
+        assert status == 409 and "not been pressed" in body, "the press confirmed nothing"
+        assert "Hold the device's button for 5 seconds" in body, "the page says: hold first"
+        assert (await stranger.request("GET", "/"))[0] == 403
+    assert rig.events("pairing_press") == [] and rig.page.pairings.count == 0
+    assert rig.events("press_ignored"), "the press was the session's: refused, no token"
+
+
+async def test_while_a_token_is_needed_the_hold_then_a_press_pairs_once(
+    needs_token: SetupRig,
+) -> None:
+    """Without a token the owner pairs as at any other time: the real 5 s hold, then a press.
+    The hold is for that one pairing: the next press, at the device's beeps, confirms nobody."""
+    rig, owner, stranger = needs_token, Browser(needs_token), Browser(needs_token)
+    async with owner.client, stranger.client:
+        await asyncio.to_thread(rig.setup_hold)
+        await asyncio.sleep(1.5)  # the hold's release reaches the loop (as in the tests below)
+        assert rig.feedback.announced == 1 and rig.page.window.pairing_armed
+        mine = await owner.start_pairing()
+        status, body, _ = await owner.request("GET", "/pair")
+        assert "Press the device's button once" in body and "Hold the" not in body
+        await press(rig)
+        assert (await finish(owner, mine))[0] == 303
+        assert (await owner.request("GET", "/"))[0] == 200
+
+        theirs = await stranger.start_pairing()
+        await press(rig)  # the hold is used up: this press is the session's
+        status, body = await finish(stranger, theirs)
+        assert status == 409 and "Hold the device's button for 5 seconds" in body
+        assert (await stranger.request("GET", "/"))[0] == 403
+    assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
+    assert rig.page.pairings.count == 1 and rig.state is State.NEEDS_TOKEN
+
+
+async def test_a_pairing_left_unused_is_forgotten_and_the_page_says_so(tmp_path: Path) -> None:
+    """A browser paired once kept the device (its account, its sign-in) until a restart. Unused
+    for a quarter of an hour, it is refused like any unpaired browser, and told why."""
+    now = [time.monotonic()]
+    rig = SetupRig(tmp_path, token=make_token(), clock=lambda: now[0])
+    await asyncio.to_thread(rig.__enter__)
+    try:
+        await asyncio.to_thread(rig.wait_state, State.IDLE)
+        browser = Browser(rig)
+        async with browser.client:
+            await browser.pair()
+            now[0] += 14 * 60
+            assert (await browser.request("GET", "/"))[0] == 200, "used in time: kept"
+            now[0] += 14 * 60
+            csrf = await browser.csrf()
+            now[0] += 15 * 60 + 1
+            status, body, _ = await browser.request("POST", "/test-sound", {"csrf": csrf})
+            assert status == 403 and Earcon.LIVE not in rig.feedback.earcons
+            status, body, _ = await browser.request("GET", "/")
+            assert status == 403 and "pairing was forgotten" in body and "id=state" not in body
+            assert rig.page.pairings.count == 0
     finally:
         await asyncio.to_thread(rig.__exit__)
 

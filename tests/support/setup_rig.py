@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +91,19 @@ class FeedbackLog:
 class SetupRig:
     """`with SetupRig(tmp, token=...) as rig:` then `rig.url`, `rig.press()`, `rig.state`."""
 
-    def __init__(self, tmp: Path, token: str | None, mode: str = "always") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        token: str | None,
+        mode: str = "always",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` is the page's (pairings, window, rate limits): a test moves it to see what
+        a quarter of an hour does without waiting for one."""
         self.tmp = tmp
         self.token = token
         self.mode = mode
+        self.clock = clock
         self.issuer = Issuer(API_KEY, REFRESH, EMAIL)
         self.endpoint = TokenEndpoint(self.issuer)
         self.feedback = FeedbackLog()
@@ -136,7 +147,7 @@ class SetupRig:
         self.session = Session(
             self.cfg, link=Link(self.cfg, self.tokens), audio=Silence(), feedback=self.feedback
         )
-        self.page = SetupPage(self.cfg, self.session, self.tokens, self.feedback)
+        self.page = SetupPage(self.cfg, self.session, self.tokens, self.feedback, self.clock)
         button = make_button(self.cfg, self.session, asyncio.get_running_loop())
         assert isinstance(button, StdinButton)
         self.button = button

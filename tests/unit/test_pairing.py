@@ -136,7 +136,7 @@ def test_an_expired_request_beside_a_confirmed_one_does_not_spoil_it() -> None:
     assert pairings.finish(owner.handle, owner.code, owner.csrf).cookie
 
 
-def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
+def test_presses_pair_only_after_the_long_hold() -> None:
     clock = Clock()
     window = SetupWindow("always", clock)
     assert not window.pairing_armed, "with a working token a press is a call"
@@ -152,7 +152,63 @@ def test_presses_pair_only_without_a_token_or_after_the_long_hold() -> None:
     clock.now += HOLD_OPEN_S + 1
     assert not window.pairing_armed, "the hold's sign lasts as long as its window"
     window.token_needed(True)
-    assert window.pairing_armed, "without a token a press cannot place a call: it pairs"
+    assert not window.pairing_armed, "without a token a press is still a person's, not a sign"
+
+
+def test_a_press_while_a_token_is_needed_confirms_nothing_without_the_hold() -> None:
+    """The device needs a token and beeps; someone on the network keeps one pairing request open,
+    renewing it every PENDING_S. A press from the household (to try a call, or at the beeps) is
+    no sign that anyone means to pair: it used to confirm the stranger's request, and the stranger
+    could then hand the device their own account (and so receive the household's calls)."""
+    clock = Clock()
+    window, pairings = SetupWindow("auto", clock), Pairings(clock)
+    window.token_needed(True)
+    assert window.should_serve(), "the page is open by itself while a token is needed"
+    for _ in range(30):  # half an hour of the stranger's renewed requests
+        stranger = pairings.begin()
+        clock.now += PENDING_S / 2  # a press at any moment in between
+        assert not window.pairing_armed, "the press is the session's: the request stays open"
+        with pytest.raises(PairingRefused) as refused:
+            pairings.finish(stranger.handle, stranger.code, stranger.csrf)
+        assert refused.value.reason is Refusal.NOT_PRESSED
+        clock.now += PENDING_S / 2 + 1
+    assert pairings.count == 0
+
+
+def test_the_hold_then_a_press_pairs_while_a_token_is_needed_once() -> None:
+    """Without a token the owner pairs as at any other time: the 5 s hold, then one press. The
+    hold is good for that one pairing: the next press (at the device's beeps, say) confirms
+    nobody, whoever asked meanwhile."""
+    clock = Clock()
+    window, pairings = SetupWindow("auto", clock), Pairings(clock)
+    window.token_needed(True)
+    window.open_for_a_while(for_pairing=True)  # the owner's 5 s hold
+    clock.now += 3
+    owner = pairings.begin()
+    clock.now += 10
+    assert window.pairing_armed and pairings.press() is Press.CONFIRMED
+    assert pairings.finish(owner.handle, owner.code, owner.csrf).cookie
+    window.disarm_pairing()  # as the page does once a pairing is made
+    pairings.begin()  # someone else asks
+    assert not window.pairing_armed, "one hold, one pairing, with a token or without"
+
+
+def test_a_pairing_unused_for_a_quarter_of_an_hour_is_forgotten() -> None:
+    """A browser left paired (a guest's phone, a shared laptop) held the device until a restart:
+    the pairing's last use was kept and never looked at. Each use gives it another HOLD_OPEN_S."""
+    clock = Clock()
+    pairings = Pairings(clock)
+    pending = pairings.begin()
+    pairings.press()
+    paired = pairings.finish(pending.handle, pending.code, pending.csrf)
+    for _ in range(4):  # used every 14 minutes for an hour: kept
+        clock.now += HOLD_OPEN_S - 60
+        assert pairings.paired(paired.cookie) is paired
+    clock.now += HOLD_OPEN_S + 1
+    assert pairings.count == 0, "forgotten, and no longer counted as paired"
+    assert pairings.paired(paired.cookie) is None
+    clock.now += 1
+    assert pairings.paired(paired.cookie) is None, "for good: a later use does not bring it back"
 
 
 def test_a_full_table_refuses_a_new_request_and_never_pushes_one_out() -> None:

@@ -1,19 +1,23 @@
 """Who may use the setup page, and when it is served: pure rules with an injected clock.
 
 Pairing ties a browser to physical presence. A browser asks to pair and is shown a short code;
-the next press of the device's button (within PENDING_S) confirms that one pending request; the
-browser then sends the code back with the request's CSRF token and receives a random cookie. If
-two browsers wait at the moment of the press, neither is confirmed (someone else on the network
-could be racing the owner), and both must start again. A code is good once: sent again, it is
-refused as replayed. Each pairing carries its own CSRF token for every form it posts.
+after the owner's 5 s hold, the next press of the device's button (within PENDING_S) confirms
+that one pending request; the browser then sends the code back with the request's CSRF token and
+receives a random cookie. The code proves nothing (the asking browser shows it and sends it back):
+the hold is what says the owner means to pair. If two browsers wait at the moment of the press,
+neither is confirmed (someone else on the network could be racing the owner), and both must start
+again. A code is good once: sent again, it is refused as replayed. Each pairing carries its own
+CSRF token for every form it posts, and is forgotten once unused for PAIRED_UNUSED_S.
 
 Rate limits are token buckets per client address. The setup window says when the page listens
 at all: "always", "off", or "auto" (while a token is needed, and for HOLD_OPEN_S after the
 long hold or after the token works again, so the owner sees the result of a login). It also
-says when a press may confirm a pairing at all (`pairing_armed`): while the device has no working
-token, and after the long hold until a press places a call. Otherwise the same short press is
-the owner's way to start a call, and a request someone else on the network keeps open would
-take that press as its confirmation.
+says when a press may confirm a pairing at all (`pairing_armed`): only after the long hold, until
+one pairing is made or a press finds none waiting, and so also while the device has no working
+token. Otherwise the short press is a person's way to start a call (or, with no token, to try
+one, or to answer the device's beeps), and a request someone else on the network keeps open
+would take that press as its confirmation: the stranger, paired, could hand the device their own
+account, and the household's calls would then be theirs to read.
 
 Nothing here does I/O: the web layer (setup_page) moves requests in and answers out.
 """
@@ -39,6 +43,9 @@ MAX_WRONG_CODES = 3  # then the pending request is dropped
 MAX_PAIRED = 8  # oldest-used pairing is forgotten beyond this
 USED_CODES_KEPT = 64
 HOLD_OPEN_S = 15 * 60.0
+# A pairing unused this long is forgotten: a browser left paired (a guest's phone, a shared
+# laptop) does not keep the device's account in its hands until the next restart.
+PAIRED_UNUSED_S = HOLD_OPEN_S
 
 
 def new_secret() -> str:
@@ -113,10 +120,12 @@ class Pairings:
         pending_s: float = PENDING_S,
         max_paired: int = MAX_PAIRED,
         code: Callable[[], str] | None = None,
+        unused_s: float = PAIRED_UNUSED_S,
     ) -> None:
         self._clock = clock
         self._pending_s = pending_s
         self._max_paired = max_paired
+        self._unused_s = unused_s
         self._code = code or new_code
         self._pending: dict[str, Pending] = {}
         self._paired: collections.OrderedDict[str, Paired] = collections.OrderedDict()
@@ -223,8 +232,16 @@ class Pairings:
 
     # ------------------------------------------------------------ paired browsers
 
+    def _forget_unused(self) -> None:
+        now = self._clock()
+        for cookie, paired in list(self._paired.items()):
+            if now - paired.last_seen > self._unused_s:
+                del self._paired[cookie]
+
     def paired(self, cookie: str | None) -> Paired | None:
-        """The pairing behind a session cookie (marks it used), or None."""
+        """The pairing behind a session cookie (marks it used), or None: also once it went
+        unused for longer than unused_s, when it is forgotten (pair again after the hold)."""
+        self._forget_unused()
         if not cookie:
             return None
         found = self._paired.get(cookie)
@@ -243,6 +260,7 @@ class Pairings:
 
     @property
     def count(self) -> int:
+        self._forget_unused()
         return len(self._paired)
 
 
@@ -295,14 +313,15 @@ class SetupWindow:
 
     @property
     def pairing_armed(self) -> bool:
-        """Whether a press out of a call may confirm a pairing: while no working token (a press
-        cannot place a call then), or after the long hold until a press places a call."""
-        return self._token_needed or self._clock() < self._pairing_until
+        """Whether a press out of a call may confirm a pairing: only after the long hold, and
+        so also while no working token. A press then is still a person's (to try a call, or at
+        the device's beeps), not a sign that they mean to pair whoever waits on the network."""
+        return self._clock() < self._pairing_until
 
     def disarm_pairing(self) -> None:
-        """Presses are calls again until the next hold: a press found no pairing to confirm and
-        went to the call, or a pairing finished (one hold, one pairing: otherwise the owner's
-        next press, for a call, would confirm whatever request someone else opened meanwhile)."""
+        """Presses are the session's again until the next hold: a press found no pairing to
+        confirm, or a pairing finished (one hold, one pairing: otherwise the owner's next press,
+        for a call, would confirm whatever request someone else opened meanwhile)."""
         self._pairing_until = 0.0
 
     def token_needed(self, needed: bool) -> None:

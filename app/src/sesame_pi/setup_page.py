@@ -86,13 +86,12 @@ class SetupPage:
     # ------------------------------------------------------------ the button's side
 
     def on_press(self) -> bool:
-        """A press out of a call: True if it confirmed (or spoiled) a pending pairing."""
+        """A press out of a call: True if it confirmed (or spoiled) a pending pairing. Only after
+        the 5 s hold, also while a token is needed: a press is otherwise the session's (a call,
+        or its refusal), whoever waits on the network (see SetupWindow.pairing_armed)."""
         self.last_press_at = time.time()
-        if not self.serving:
+        if not self.serving or not self.window.pairing_armed:
             return False
-        self.window.token_needed(self._token_needed())
-        if not self.window.pairing_armed:
-            return False  # a press for a call (see SetupWindow.pairing_armed)
         result = self.pairings.press()
         if result is Press.NOT_MINE:
             self.window.disarm_pairing()

@@ -81,7 +81,8 @@ def unpaired(message: str | None = None, bad: bool = False) -> str:
     body = notice(message, bad) + (
         "<section id=unpaired><h2>This browser is not paired</h2>"
         "<p>To see and change this device, pair this browser first. You will be shown a short "
-        "code; then press the device's button once, within a minute.</p>"
+        "code; then hold the device's button for 5 seconds (not during a call) until the "
+        "doorbell sounds, and press it once while the code shows, within a minute.</p>"
         '<form method=post action="/pair/start"><button id=start-pairing type=submit>'
         "Pair this browser</button></form></section>"
     )
@@ -89,13 +90,15 @@ def unpaired(message: str | None = None, bad: bool = False) -> str:
 
 
 def pairing(
-    code: str, csrf: str, seconds_left: float, message: str | None = None, hold_first: bool = False
+    code: str, csrf: str, seconds_left: float, message: str | None = None, hold_first: bool = True
 ) -> str:
-    """The code, and the one step: press the button, then continue. While the device can place
-    calls, a press is a call unless the long hold came first (see pairing.SetupWindow)."""
+    """The code, and the steps: the 5 s hold unless it came already, one press, then continue.
+    Only a press after the hold pairs, also while a token is needed: any other is a person's
+    (a call, or a try at one) and must not confirm whoever waits (see pairing.SetupWindow)."""
     hold = (
-        "<strong>Hold the device's button for 5 seconds</strong> until the doorbell sounds (a "
-        "call starts and ends), then <strong>press it once</strong>"
+        "<strong>Hold the device's button for 5 seconds</strong> (not during a call) until "
+        "the doorbell sounds (keep holding through what may come before it: a call that starts "
+        "and ends, or two low notes), then <strong>press it once</strong>"
         if hold_first
         else "<strong>Press the device's button once</strong>"
     )

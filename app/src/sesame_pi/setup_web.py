@@ -24,13 +24,14 @@ from aiohttp import web
 from . import setup_views as views
 from .login import LoginError
 from .logs import event, redact
-from .pairing import PairingRefused, Refusal
+from .pairing import PAIRED_UNUSED_S, PairingRefused, Refusal
 from .setup_page import SetupPage
 from .states import Earcon
 
 PAIR_COOKIE = "sesame_pairing"
 SESSION_COOKIE = "sesame_session"
-PAIRED_COOKIE_S = 365 * 24 * 3600  # the browser keeps it; the device forgets at restart anyway
+# The browser keeps it; the device forgets it at a restart, or unused for PAIRED_UNUSED_S.
+PAIRED_COOKIE_S = 365 * 24 * 3600
 MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,12 +42,18 @@ REFUSALS = {
     Refusal.WRONG_CODE: "That is not the code shown for this request.",
     Refusal.CSRF: "The form was not this page's own. Start again.",
     Refusal.EXPIRED: "The minute to press the button is over. Start again.",
-    Refusal.NOT_PRESSED: "The button has not been pressed yet: press it once, then Continue.",
+    Refusal.NOT_PRESSED: "The button has not been pressed yet after the 5-second hold: do as "
+    "the step below says, then Continue.",
     Refusal.BUSY: "Several browsers are waiting to pair already (someone else on this network "
     "may be trying too). Wait a minute, then start again.",
     Refusal.CONTESTED: "Another browser asked to pair while this one was finishing (someone else "
     "on this network may be trying too), so neither is paired. Start again.",
 }
+
+FORGOTTEN = (
+    f"This browser's pairing was forgotten (unused for {PAIRED_UNUSED_S / 60:.0f} minutes, or "
+    "the device restarted): pair it again."
+)
 
 
 def host_allowed(host: str) -> bool:
@@ -253,7 +260,9 @@ class SetupServer:
     async def index(self, request: web.Request) -> web.Response:
         paired = self._paired(request)
         if paired is None:
-            return self._html(views.unpaired(), 403)
+            # A cookie the device no longer knows: say why, or the owner wonders what broke.
+            forgotten = FORGOTTEN if request.cookies.get(SESSION_COOKIE) else None
+            return self._html(views.unpaired(forgotten), 403)
         if not self.page.pairings.waiting:
             # A paired owner who held the button to open this page is not pairing a browser:
             # their next press is for a call, not for a request someone else opens meanwhile.
