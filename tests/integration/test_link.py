@@ -1020,3 +1020,36 @@ async def test_a_fault_in_the_calls_pings_is_said_at_once_and_the_call_still_end
     await eventually(lambda: recorder.ups == 2, within_s=5.0)  # a fresh socket, not a backoff
     assert len(faults()) == 1
     await standin.stop()
+
+
+class FaultyAtTokenNews(Recorder):
+    """A listener with a fault of ours where it hears a new token is needed."""
+
+    def token_needed(self, detail: str) -> None:
+        super().token_needed(detail)
+        raise RuntimeError("a bug where the token news lands")
+
+
+async def test_a_listener_fault_at_the_token_news_leaves_the_link_waiting_for_a_token(
+    tmp_path: Path, pki: TestPKI, token: str, running: list
+) -> None:
+    """The news is told from inside the link's own fault handler: a fault there ended the link
+    task for good, and a new token never brought the device back."""
+    standin = await start_standin(pki, expect_token="the-right-one" + token[-5:])
+    cfg = make_config(tmp_path, standin.port, pki, token)
+    recorder = FaultyAtTokenNews()
+    link = Link(cfg, TokenProvider(cfg), recorder)
+    task = asyncio.create_task(link.run())
+    running.append(task)
+    await eventually(lambda: bool(recorder.token_problems))
+    await asyncio.sleep(0.2)
+    assert not task.done(), "the link task lives on"
+    await standin.stop()
+    good = make_token(uid="another-user")
+    standin = await start_standin(pki, port=standin.port, expect_token=good)
+    write_token(cfg.token_file, good)
+    await asyncio.wait_for(recorder.up_event.wait(), 15)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    faults = [line for line in lines if line["event"] == "link_error"]
+    assert faults and faults[0]["told"] == "token_needed", faults
+    await standin.stop()

@@ -11,8 +11,8 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 import tenacity
 
@@ -25,6 +25,8 @@ from .errors import CallFailed, End, Ended, LinkDown, LinkLost, report_fault
 from .retry import Verdict, backoff_s, classify, is_retry
 from .stats import LinkStats
 from .transport import CLOSE_WAIT_S, make_ssl_context
+
+_Told = TypeVar("_Told")  # what the listener is told: a LinkDown, a detail
 
 TOKEN_WAIT_POLL_S = 5.0
 # The service closes a call-less socket after about 15 s (four a minute); more idle closes than
@@ -186,7 +188,7 @@ class Link:
         refusal that stands is theirs to hear."""
         if await self._new_token_available():
             return
-        self.listener.token_needed(detail)
+        self._tell("token_needed", self.listener.token_needed, detail)
         self._down_reported = False  # the listener has moved on: a dead network is news again
         while not self._stopping:
             if await self._new_token_available():
@@ -277,7 +279,17 @@ class Link:
         if self._down_reported:
             return
         self._down_reported = not down.routine  # a routine close reconnects at once
-        self.listener.link_down(down)
+        self._tell("link_down", self.listener.link_down, down)
+
+    @staticmethod
+    def _tell(what: str, call: Callable[[_Told], None], news: _Told) -> None:
+        """Tell the listener; a fault of its is ours to report, not the link's end. Raised here,
+        often inside `run`'s own handler, it ended the link task for good under a heartbeat
+        that still said healthy, and the device never connected again."""
+        try:
+            call(news)
+        except Exception as error:
+            report_fault(error, "the link goes on; please report this line", told=what)
 
     # ------------------------------------------------------------ calls
 
