@@ -212,6 +212,13 @@ def test_a_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/v1/token", "http://[::1]:8080/v1/token", "http://localhost/t"]
+)
+def test_a_plain_http_token_endpoint_is_taken_on_this_machine_only(url: str) -> None:
+    assert Config().replace(token_endpoint=url).token_endpoint == url
+
+
+@pytest.mark.parametrize(
     ("text", "sentence"),
     [
         ("button_pin = 17.9\n", "button_pin must be a whole number, got 17.9"),
@@ -220,6 +227,11 @@ def test_a_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
         (
             'token_endpoint = "securetoken.googleapis.com/v1/token"\n',
             "token_endpoint 'securetoken.googleapis.com/v1/token' is not an https://",
+        ),
+        (  # a refresh token in clear over the network: refused, not sent
+            'token_endpoint = "http://securetoken.googleapis.com/v1/token"\n',
+            "token_endpoint 'http://securetoken.googleapis.com/v1/token' would send the refresh "
+            "token unencrypted: use https://",
         ),
     ],
 )

@@ -124,8 +124,28 @@ def _whole_blocks(cfg: Config) -> str | None:
 
 
 def _token_endpoint_url(cfg: Config) -> str | None:
+    """https://, or http:// to this machine only: a refresh token is lasting access to the
+    account, and a typo'd or hand-edited http:// setting sent it in clear, without a word."""
     problem = f"token_endpoint {cfg.token_endpoint!r} is not an https:// (or http://) URL"
-    return _url_problem(problem, cfg.token_endpoint, ("https", "http"))
+    found = _url_problem(problem, cfg.token_endpoint, ("https", "http"))
+    if found is not None:
+        return found
+    url = urllib.parse.urlsplit(cfg.token_endpoint)
+    if url.scheme == "http" and not _loopback(url.hostname or ""):
+        return (
+            f"token_endpoint {cfg.token_endpoint!r} would send the refresh token unencrypted: "
+            "use https:// (http:// is for a test server on this machine: 127.0.0.1, ::1, localhost)"
+        )
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _backoff_order(cfg: Config) -> str | None:
@@ -239,7 +259,7 @@ class Config:
         "https://securetoken.googleapis.com/v1/token",
         "auth",
         "where refreshes go (Firebase's secure-token endpoint)",
-        allowed="an `https://` URL (`http://` for local tests)",
+        allowed="an `https://` URL (`http://` only to this machine, for tests)",
         check=_token_endpoint_url,
     )
     refresh_before_s: float = setting(
