@@ -320,7 +320,11 @@ class Config:
         high=10,
     )
     call_resume_window_s: float = setting(
-        120.0, "link", "how long a dropped call keeps trying to resume", low=0
+        120.0,
+        "link",
+        "how long a dropped call keeps trying to resume (from its first drop, while each resumed "
+        "part lasts less than `healthy_after_s`)",
+        low=0,
     )
     redial_on_limit: bool = setting(
         False,
