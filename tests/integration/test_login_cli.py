@@ -399,6 +399,19 @@ def test_a_record_saved_as_unicode_is_used_not_refused(
     assert (etc / "token").read_text().strip() == issuer.issued[-1]
 
 
+def test_login_from_a_file_saved_as_utf16_reads_it_as_the_sd_card_s_record_is_read(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    """`sesame-pi login --from FILE` read only UTF-8: the record a Windows editor saved as
+    "Unicode", which works dropped on the SD card, failed here with a decoding error."""
+    source = etc.parent / "auth.json"
+    source.write_bytes(codecs.BOM_UTF16_LE + RECORD_FROM_WINDOWS.encode("utf-16-le"))
+    result = cli("login", "--from", str(source), etc=etc, endpoint_url=endpoint.url)
+    assert result.returncode == 0, result.stderr
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
+    assert_no_secret(issuer, result.stdout, result.stderr)
+
+
 def test_a_record_that_is_no_text_says_to_save_it_as_utf8(
     etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
 ) -> None:

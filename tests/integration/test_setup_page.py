@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sesame_pi.pairing import PAIRED_UNUSED_S
 from sesame_pi.states import Earcon, State
 from support.credentials import make_token
 from support.setup_rig import EMAIL, SetupRig, auth_record
@@ -522,7 +523,7 @@ async def test_while_a_token_is_needed_the_hold_then_a_press_pairs_once(
 
 async def test_a_pairing_left_unused_is_forgotten_and_the_page_says_so(tmp_path: Path) -> None:
     """A browser paired once kept the device (its account, its sign-in) until a restart. Unused
-    for a quarter of an hour, it is refused like any unpaired browser, and told why."""
+    for an hour, it is refused like any unpaired browser, and told why, also when it posts."""
     now = [time.monotonic()]
     rig = SetupRig(tmp_path, token=make_token(), clock=lambda: now[0])
     await asyncio.to_thread(rig.__enter__)
@@ -531,13 +532,14 @@ async def test_a_pairing_left_unused_is_forgotten_and_the_page_says_so(tmp_path:
         browser = Browser(rig)
         async with browser.client:
             await browser.pair()
-            now[0] += 14 * 60
+            now[0] += PAIRED_UNUSED_S - 60
             assert (await browser.request("GET", "/"))[0] == 200, "used in time: kept"
-            now[0] += 14 * 60
+            now[0] += PAIRED_UNUSED_S - 60
             csrf = await browser.csrf()
-            now[0] += 15 * 60 + 1
+            now[0] += PAIRED_UNUSED_S + 1
             status, body, _ = await browser.request("POST", "/test-sound", {"csrf": csrf})
             assert status == 403 and Earcon.LIVE not in rig.feedback.earcons
+            assert "pairing was forgotten" in body, "a post is told why too"
             status, body, _ = await browser.request("GET", "/")
             assert status == 403 and "pairing was forgotten" in body and "id=state" not in body
             assert rig.page.pairings.count == 0

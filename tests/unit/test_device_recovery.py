@@ -242,7 +242,10 @@ async def test_a_stalled_device_is_reopened_and_the_call_goes_on(
     call.world.mic_alive = False  # the device stalls
     await asyncio.sleep(0.8)
     assert call.errors == [], "a hiccup within the grace is no device error"
-    assert len(call.world.instances) == 1, "no card came or went: the same PortAudio reopens"
+    if output_mode == "writer":  # the writer plays on: the microphone alone is reopened
+        assert len(call.world.instances) == 1, "no card came or went: the same PortAudio"
+    else:  # both stalled (callback mode): a rescan closes nothing that worked
+        assert len(call.world.instances) >= 2, "a fresh PortAudio was taken to reopen"
     old = call.world.inputs()[0]
     assert old.closed and not old.stopped, "a stalled stream is closed without draining"
     silent = call.silence()
@@ -423,6 +426,25 @@ async def test_the_person_is_heard_while_an_unplugged_speaker_is_waited_for(
     real = sum(1 for frame in spoken if any(frame))
     assert real >= len(spoken) // 2, f"{real} of {len(spoken)} frames carried the microphone"
     call.world.speaker_gone = False  # plugged back in: the call goes on
+    await asyncio.sleep(0.5)
+    assert call.errors == [] and call.engine._output is not None
+    call.engine.stop_call()
+    call.engine.close()
+
+
+async def test_a_speaker_reopened_alone_leaves_the_microphone_s_audio_unmixed_with_silence(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """While the speaker alone was reopened, the uplink's silence pacer ran too: its frames went
+    up between the working microphone's, the person's speech cut up by silence."""
+    call, broken = await writer_call_on_a_card(tasks)  # grace 3 s
+    broken.get_write_available = lambda: -9999  # type: ignore[method-assign]
+    call.world.speaker_gone = True
+    await asyncio.sleep(1.5)  # reopens of the speaker come and fail
+    figures = call.engine.stats()
+    assert figures["device_reopens"] >= 2 and figures["device_reopen_failures"] >= 1, figures
+    assert call.silence() == 0 and figures.get("silence_frames", 0) == 0, call.silence()
+    call.world.speaker_gone = False
     await asyncio.sleep(0.5)
     assert call.errors == [] and call.engine._output is not None
     call.engine.stop_call()

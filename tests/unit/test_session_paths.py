@@ -339,3 +339,23 @@ async def test_joining_a_network_wakes_the_link_from_its_backoff() -> None:
     session.network_changed(True)  # (netcheck's next look: nothing new)
     assert link.calls.count("wake") == 1
     await session.close()
+
+
+class BrokenAudioStart(PacedMicrophone):
+    def start_call(self, playback_rate: int) -> None:
+        raise RuntimeError("a fault of ours as the audio starts")
+
+
+async def test_a_fault_after_the_server_placed_the_call_ends_it_there_too() -> None:
+    """The catch-all failed the call here, but the server had placed it: it ran on there, the
+    service waiting for audio that never came."""
+    link, feedback = FakeLink(), FeedbackLog()
+    session = Session(Config(), link=link, audio=BrokenAudioStart(), feedback=feedback)
+    session.link_up()
+    session.button_pressed()
+    await settle()
+    link.answer()
+    await settle()
+    assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.ERROR
+    assert link.ended == ["error"], link.ended
+    await session.close()

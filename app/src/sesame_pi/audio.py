@@ -324,6 +324,7 @@ class AudioEngine:
         self._grace = DeviceGrace(effective_grace_s(self.cfg.device_grace_s))
         self._speaker_unheard_s = self._speaker_down_at = None
         self._mic_gone = False
+        self._reopen_failed = False
         self._call_rate = playback_rate
         self._call_gen += 1
         self._jitter = JitterBuffer(
@@ -956,16 +957,19 @@ class AudioEngine:
         microphone pulled out used to close the working speaker at every try, once a second for
         the whole grace, and the agent's voice broke up while the person waited."""
         self._grace.tried()
-        if not self._mic_gone:
-            self._silence.start(self.loop.time())
-            self._mic_gone = True
-            self._wake_reader()
         now = time.monotonic()
-        if self._needs_rescan():
+        microphone, speaker = self._microphone_in_trouble(now), self._speaker_in_trouble(now)
+        # Both in trouble: a rescan closes nothing that works (and a container's /dev/snd,
+        # made once as it starts, may never show a card that came back).
+        if (microphone and speaker) or self._needs_rescan():
             sides = Sides(microphone=True, speaker=True, rescan=True)
             self.counters["device_rescans"] += 1
         else:
-            sides = Sides(self._microphone_in_trouble(now), self._speaker_in_trouble(now))
+            sides = Sides(microphone, speaker)
+        if sides.microphone and not self._mic_gone:  # (the speaker alone: the person is heard)
+            self._silence.start(self.loop.time())
+            self._mic_gone = True
+            self._wake_reader()
         self._reopening = True
         gen = self._call_gen
         done = self.loop.run_in_executor(None, self._reopen, gen, self._input, sides)

@@ -30,7 +30,7 @@ from typing import Any
 import jwt
 
 from .config import Config
-from .logs import event, register_secret
+from .logs import event, raised_at, register_secret
 from .tls import client_context
 
 MIN_VALID_S = 60.0
@@ -815,9 +815,9 @@ class TokenProvider:
                 f"cannot use {directory}: {exc.strerror or exc}",
                 f"make {directory} readable and writable for the app",
             ) from None
-        except Exception as exc:
+        except Exception as exc:  # (where it was raised, for the report: never its text)
             raise EndpointUnreachable(
-                f"token endpoint exchange failed ({type(exc).__name__})"
+                f"token endpoint exchange failed ({type(exc).__name__} at {raised_at(exc)})"
             ) from None
 
     def _exchange(self) -> tuple[tuple[FileStamp | None, ...], str, str | None, str]:

@@ -228,13 +228,13 @@ PASTE_PROMPT = "Paste the auth record (or a refresh token; it is not shown), the
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from .login import LoginError, NoApiKey, login
+    from .login import LoginError, NoApiKey, login, record_text
 
     cfg = _config_from(args)
     try:
         try:
-            if args.from_file:
-                source = args.from_file.read_text(encoding="utf-8")
+            if args.from_file:  # (saved as UTF-16 by a Windows editor too, as on the SD card)
+                source = record_text(args.from_file, args.from_file.read_bytes())
             else:
                 from .paste import read_paste
 

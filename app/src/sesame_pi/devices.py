@@ -45,11 +45,15 @@ def sound_nodes(directory: str = SOUND_NODES_DIR) -> frozenset[tuple[str, int]] 
     """The kernel's sound device nodes, by name and device number: they change when a card comes
     or goes, the one time a fresh PortAudio would see what the running one does not. None where
     they cannot be read (no sound hardware, a container without /dev/snd)."""
+    nodes = set()
     try:
         with os.scandir(directory) as entries:
-            return frozenset((entry.name, entry.stat().st_rdev) for entry in entries)
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):  # (udev removing it just now)
+                    nodes.add((entry.name, entry.stat().st_rdev))
     except OSError:
         return None
+    return frozenset(nodes)
 
 
 _ALSA_QUIET: list[Any] = []  # keeps the ctypes callback alive

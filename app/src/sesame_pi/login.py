@@ -321,7 +321,7 @@ def pending_auth_path(cfg: Config) -> Path:
     return cfg.token_file.with_name(PENDING_NAME)
 
 
-def _record_text(path: Path, data: bytes) -> str:
+def record_text(path: Path, data: bytes) -> str:
     """An auth record file's text: UTF-8 (with a BOM or not, as the token file is read), or
     UTF-16 with its BOM (Notepad's and PowerShell's "Unicode"), which decoding with replacement
     turned into garbage refused for good. An 8-bit code page (old Notepad's "ANSI") is read with
@@ -362,7 +362,7 @@ def consume_pending(cfg: Config) -> LoginResult | None:
     except OSError as exc:
         raise LoginError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        result = login(_record_text(path, data), cfg, pending=path)
+        result = login(record_text(path, data), cfg, pending=path)
     except LoginSuperseded as exc:
         event("login_pending_superseded", file=str(path), detail=str(exc))
         raise

@@ -345,6 +345,10 @@ class Session:
         except Exception as exc:  # a fault of ours: CONNECTING has no other way out, and a
             # device stuck there refuses every press under a connecting LED
             reason = report_fault(exc, "the call was not placed; please report this line")
+            # (the fault may have come after the server placed it, or the audio started)
+            self._stop_audio()
+            with contextlib.suppress(Exception):
+                await self.link.end_call("error")
             self._on(Event.CALL_FAILED, reason)
 
     async def _try_placing(self, resume: bool, pressed: float) -> None:

@@ -235,7 +235,9 @@ class SetupServer:
         """(pairing, form) for a POST from a paired browser with its CSRF token, else a refusal."""
         paired = self._paired(request)
         if paired is None:
-            return self._html(views.unpaired("Pair this browser first.", bad=True), 403)
+            forgotten = request.cookies.get(SESSION_COOKIE)  # (say why, as the index does)
+            message = FORGOTTEN if forgotten else "Pair this browser first."
+            return self._html(views.unpaired(message, bad=True), 403)
         form = await read_form(request)
         token = form.get("csrf")
         if not self.page.pairings.csrf_ok(paired, token if isinstance(token, str) else None):

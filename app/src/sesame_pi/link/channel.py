@@ -335,10 +335,10 @@ class Channel:
         task, self._ping_task = self._ping_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            # (a fault that ended it was said as it happened: raised again here, inside the
-            # socket's clean-up, it skipped the waiters' release and the call's end hung)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # (waited for, not awaited: a fault that ended it was said as it happened, and
+            # raised again here, inside the socket's clean-up, it skipped the waiters' release
+            # and the call's end hung; a cancellation of our own still reaches us)
+            await asyncio.wait([task])
 
     async def _ping_loop(self) -> None:
         """JSON pings during a call, as the web app sends them; silence means a dead link.
