@@ -10,10 +10,10 @@ where the speaker's fill level can be trusted, see `output_probe`). Rate
 and format conversion is left to ALSA (`default` goes through plug), so the card may run at 48 kHz
 while we capture 16 kHz and play the server's 24 kHz. A watchdog on the loop notices a stream that
 stopped calling back or failed (a USB hiccup, a stalled sound server, a card pulled out); the engine
-reopens the stream in trouble on a worker thread (both, on a fresh PortAudio, when a card came or
-went) and the uplink gets paced silence meanwhile, so the call goes on; only a device still gone
-after `device_grace_s` is reported, and the session ends the call (see `hiccup`). Device listing
-and choice live in `devices`.
+reopens the stream in trouble on a worker thread (both, on a fresh PortAudio, when both are in
+trouble or a card came or went) and the uplink gets paced silence while the microphone is gone,
+so the call goes on; only a device still gone after `device_grace_s` is reported, and the session
+ends the call (see `hiccup`). Device listing and choice live in `devices`.
 
 Echo: the playback callback hands the echo stage exactly what it gave the device (after the earcon
 mix) with PortAudio's DAC time, and every capture frame reaches the stage with its ADC time, so the
@@ -953,9 +953,9 @@ class AudioEngine:
     def _start_reopen(self) -> None:
         """Reopen on a worker thread (a fresh PortAudio takes 50-500 ms); silence meanwhile.
 
-        Only the side in trouble, on the running PortAudio, unless a card came or went: a USB
-        microphone pulled out used to close the working speaker at every try, once a second for
-        the whole grace, and the agent's voice broke up while the person waited."""
+        Only the side in trouble, on the running PortAudio, unless both are or a card came or
+        went: a USB microphone pulled out used to close the working speaker at every try, once a
+        second for the whole grace, and the agent's voice broke up while the person waited."""
         self._grace.tried()
         now = time.monotonic()
         microphone, speaker = self._microphone_in_trouble(now), self._speaker_in_trouble(now)

@@ -3,7 +3,8 @@
 Kept apart from the engine (see `audio`): `sesame-pi devices` and the engine's probe share it. A
 PortAudio instance lists the devices once, as it starts: only a new one sees a card that was
 plugged in since, so the engine takes a new one when it probes with no stream open, and during a
-call's reopen when the kernel's sound devices changed (`sound_nodes`).
+call's reopen when both streams are in trouble or the kernel's sound devices changed
+(`sound_nodes`).
 """
 
 from __future__ import annotations
