@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -395,6 +396,24 @@ async def test_new_token_file_ends_the_auth_wait(
     await standin.stop()
 
 
+async def back_with_a_new_token(
+    standin: Standin, pki: TestPKI, cfg: Config, recorder: Recorder
+) -> Standin:
+    """The service back, taking only a new token the owner writes: the link must come up with
+    it (a link task that died would not). The new stand-in, to stop."""
+    await standin.stop()
+    good = make_token(uid="another-user")
+    standin = await start_standin(pki, port=standin.port, expect_token=good)
+    write_token(cfg.token_file, good)
+    await asyncio.wait_for(recorder.up_event.wait(), 15)
+    return standin
+
+
+def link_errors(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["event"] == "link_error"]
+
+
 class FaultyRefusalTokens(TokenProvider):
     """A provider whose look for a new token after a refusal fails once with something that is
     not a TokenError (a token endpoint's answer cut short raised http.client's own error)."""
@@ -421,13 +440,8 @@ async def test_a_fault_while_waiting_for_a_token_leaves_the_link_waiting(
     running.append(task)
     await asyncio.sleep(1.5)
     assert not task.done(), task.exception() if task.done() else None
-    await standin.stop()
-    good = make_token(uid="another-user")
-    standin = await start_standin(pki, port=standin.port, expect_token=good)
-    write_token(cfg.token_file, good)
-    await asyncio.wait_for(recorder.up_event.wait(), 15)
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    (error,) = [line for line in lines if line["event"] == "link_error"]
+    standin = await back_with_a_new_token(standin, pki, cfg, recorder)
+    (error,) = link_errors(tmp_path)
     assert error["detail"].startswith("IncompleteRead")
     await standin.stop()
 
@@ -960,8 +974,7 @@ async def test_a_fault_as_the_link_comes_up_closes_its_socket_and_the_link_comes
     await eventually(lambda: not link.up and not server.connections, within_s=1.0)
     await asyncio.wait_for(recorder.up_event.wait(), 10)  # after the fault's sleep: back
     assert link.up and recorder.ups == 1 and standin.record.connections == 2
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    faults = [line for line in lines if line["event"] == "link_error"]
+    faults = link_errors(tmp_path)
     assert [f["detail"] for f in faults] == ["RuntimeError: a bug as the link came up"]
     await standin.stop()
 
@@ -1010,15 +1023,11 @@ async def test_a_fault_in_the_calls_pings_is_said_at_once_and_the_call_still_end
     await up(link, recorder, running)
     await link.start_call()
 
-    def faults() -> list[dict[str, object]]:
-        lines = (tmp_path / "events.jsonl").read_text().splitlines()
-        return [line for line in map(json.loads, lines) if line["event"] == "link_error"]
-
-    await eventually(lambda: len(faults()) == 1, within_s=2.0)
-    assert faults()[0]["detail"] == "RuntimeError: a bug in the ping"
+    await eventually(lambda: len(link_errors(tmp_path)) == 1, within_s=2.0)
+    assert link_errors(tmp_path)[0]["detail"] == "RuntimeError: a bug in the ping"
     assert await asyncio.wait_for(link.end_call(), 5), "the call's end was answered"
     await eventually(lambda: recorder.ups == 2, within_s=5.0)  # a fresh socket, not a backoff
-    assert len(faults()) == 1
+    assert len(link_errors(tmp_path)) == 1
     await standin.stop()
 
 
@@ -1044,12 +1053,7 @@ async def test_a_listener_fault_at_the_token_news_leaves_the_link_waiting_for_a_
     await eventually(lambda: bool(recorder.token_problems))
     await asyncio.sleep(0.2)
     assert not task.done(), "the link task lives on"
-    await standin.stop()
-    good = make_token(uid="another-user")
-    standin = await start_standin(pki, port=standin.port, expect_token=good)
-    write_token(cfg.token_file, good)
-    await asyncio.wait_for(recorder.up_event.wait(), 15)
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    faults = [line for line in lines if line["event"] == "link_error"]
+    standin = await back_with_a_new_token(standin, pki, cfg, recorder)
+    faults = link_errors(tmp_path)
     assert faults and faults[0]["told"] == "token_needed", faults
     await standin.stop()
