@@ -409,9 +409,10 @@ async def back_with_a_new_token(
     return standin
 
 
-def link_errors(tmp_path: Path) -> list[dict[str, Any]]:
+def logged(tmp_path: Path, name: str = "link_error") -> list[dict[str, Any]]:
+    """The log's lines of one event (a fault of ours, by default)."""
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    return [line for line in lines if line["event"] == "link_error"]
+    return [line for line in lines if line["event"] == name]
 
 
 class FaultyRefusalTokens(TokenProvider):
@@ -441,7 +442,7 @@ async def test_a_fault_while_waiting_for_a_token_leaves_the_link_waiting(
     await asyncio.sleep(1.5)
     assert not task.done(), task.exception() if task.done() else None
     standin = await back_with_a_new_token(standin, pki, cfg, recorder)
-    (error,) = link_errors(tmp_path)
+    (error,) = logged(tmp_path)
     assert error["detail"].startswith("IncompleteRead")
     await standin.stop()
 
@@ -974,7 +975,7 @@ async def test_a_fault_as_the_link_comes_up_closes_its_socket_and_the_link_comes
     await eventually(lambda: not link.up and not server.connections, within_s=1.0)
     await asyncio.wait_for(recorder.up_event.wait(), 10)  # after the fault's sleep: back
     assert link.up and recorder.ups == 1 and standin.record.connections == 2
-    faults = link_errors(tmp_path)
+    faults = logged(tmp_path)
     assert [f["detail"] for f in faults] == ["RuntimeError: a bug as the link came up"]
     await standin.stop()
 
@@ -1023,11 +1024,12 @@ async def test_a_fault_in_the_calls_pings_is_said_at_once_and_the_call_still_end
     await up(link, recorder, running)
     await link.start_call()
 
-    await eventually(lambda: len(link_errors(tmp_path)) == 1, within_s=2.0)
-    assert link_errors(tmp_path)[0]["detail"] == "RuntimeError: a bug in the ping"
+    await eventually(lambda: len(logged(tmp_path, "task_failed")) == 1, within_s=2.0)
+    [fault] = logged(tmp_path, "task_failed")
+    assert fault["detail"] == "RuntimeError: a bug in the ping" and fault["task"] == "call-pings"
     assert await asyncio.wait_for(link.end_call(), 5), "the call's end was answered"
     await eventually(lambda: recorder.ups == 2, within_s=5.0)  # a fresh socket, not a backoff
-    assert len(link_errors(tmp_path)) == 1
+    assert len(logged(tmp_path, "task_failed")) == 1 and not logged(tmp_path)
     await standin.stop()
 
 
@@ -1054,6 +1056,6 @@ async def test_a_listener_fault_at_the_token_news_leaves_the_link_waiting_for_a_
     await asyncio.sleep(0.2)
     assert not task.done(), "the link task lives on"
     standin = await back_with_a_new_token(standin, pki, cfg, recorder)
-    faults = link_errors(tmp_path)
+    faults = logged(tmp_path)
     assert faults and faults[0]["told"] == "token_needed", faults
     await standin.stop()

@@ -24,7 +24,7 @@ class TaskSet:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_say_if_failed)
+        task.add_done_callback(say_if_failed)
         return task
 
     def __len__(self) -> int:
@@ -39,7 +39,7 @@ class TaskSet:
                 await task
 
 
-def _say_if_failed(task: asyncio.Task[Any]) -> None:
+def say_if_failed(task: asyncio.Task[Any]) -> None:
     """A task that died of an exception was kept silently until its owner closed: a fault in
     ending a call, say, left the device stuck with nothing in the log. Said once, where raised."""
     if task.cancelled():

@@ -23,6 +23,7 @@ from typing import Protocol
 from .. import protocol as p
 from ..config import Config
 from ..logs import event
+from ..tasks import say_if_failed
 from .dispatch import (
     ChannelState,
     CloseAsked,
@@ -288,7 +289,7 @@ class Channel:
             # the call again: the person hears why at once, not after a call that is not there.
             raise CallFailed(f"the server ended the call as it began ({state.hung_up})")
         self._ping_task = asyncio.create_task(self._ping_loop(), name="call-pings")
-        self._ping_task.add_done_callback(_say_if_pings_failed)
+        self._ping_task.add_done_callback(say_if_failed)  # at once, not when the call ends
         return CallInfo(message.call_id, message.sample_rate, message.audio_codec)
 
     async def _abandon_call(self, request_id: str, why: str) -> None:
@@ -362,10 +363,3 @@ class Channel:
                 return
             self.stats.pings_sent += 1
             await asyncio.sleep(max(0.0, beat + interval - time.monotonic()))
-
-
-def _say_if_pings_failed(task: asyncio.Task[None]) -> None:
-    """A fault of ours ended the call's pings: said at once (the socket's own keepalive still
-    watches the link), not kept in the task until the call ends."""
-    if not task.cancelled() and (error := task.exception()) is not None:
-        report_fault(error, "the call's pings stopped; the call goes on; please report this line")
