@@ -90,15 +90,20 @@ async def press(rig: SetupRig) -> None:
     await asyncio.sleep(0.2)  # the press reaches the loop after the debounce
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[SetupRig]:
-    built = SetupRig(tmp_path, token=make_token())
+async def started(built: SetupRig, state: State) -> AsyncIterator[SetupRig]:
+    """The rig's device running and in `state`; stopped after the test."""
     await asyncio.to_thread(built.__enter__)
     try:
-        await asyncio.to_thread(built.wait_state, State.IDLE)
+        await asyncio.to_thread(built.wait_state, state)
         yield built
     finally:
         await asyncio.to_thread(built.__exit__)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[SetupRig]:
+    async for built in started(SetupRig(tmp_path, token=make_token()), State.IDLE):
+        yield built
 
 
 def assert_no_secret(rig: SetupRig, *browsers: Browser) -> None:
@@ -468,13 +473,8 @@ async def finish(browser: Browser, request: tuple[str, str]) -> tuple[int, str]:
 @pytest.fixture
 async def needs_token(tmp_path: Path) -> AsyncIterator[SetupRig]:
     """A device without a token: its page open by itself (auto), its presses refused."""
-    built = SetupRig(tmp_path, token=None, mode="auto")
-    await asyncio.to_thread(built.__enter__)
-    try:
-        await asyncio.to_thread(built.wait_state, State.NEEDS_TOKEN)
+    async for built in started(SetupRig(tmp_path, token=None, mode="auto"), State.NEEDS_TOKEN):
         yield built
-    finally:
-        await asyncio.to_thread(built.__exit__)
 
 
 async def test_a_press_while_a_token_is_needed_pairs_nobody_without_the_hold(
