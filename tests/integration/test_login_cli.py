@@ -665,12 +665,13 @@ async def test_refreshes_use_the_key_the_login_worked_with(
 async def test_credential_files_that_are_not_text_are_named_not_a_crash(
     etc: Path, endpoint: TokenEndpoint, tmp_path: Path
 ) -> None:
-    """The API key saved from Notepad as "Unicode" (UTF-16): `sesame-pi token` and the app's
-    refresh name the file and what to do, where both ended in a UnicodeDecodeError traceback;
-    the token service is not asked, and the refresh does not blame the network."""
+    """The API key saved as UTF-16 without its byte order mark (no text this app can tell):
+    `sesame-pi token` and the app's refresh name the file and what to do, where both ended in a
+    UnicodeDecodeError traceback; the token service is not asked, and the refresh does not blame
+    the network."""
     write_token(etc / "token", make_token(exp_in_s=100))
     write_token(etc / "refresh_token", REFRESH)
-    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16"))
+    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16-le"))
     os.chmod(etc / "firebase_api_key", 0o600)
     shown = cli("token", etc=etc, endpoint_url=endpoint.url)
     assert "Traceback" not in shown.stderr and shown.returncode == 0, shown.stderr
@@ -680,6 +681,22 @@ async def test_credential_files_that_are_not_text_are_named_not_a_crash(
     failed = next(line for line in lines if line["event"] == "token_refresh_failed")
     assert "firebase_api_key" in failed["detail"] and "network" not in failed["action"]
     assert endpoint.seen == []
+
+
+async def test_credential_files_saved_as_unicode_are_read_as_the_auth_record_is(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
+) -> None:
+    """The refresh token and the API key saved by Notepad as "Unicode" (UTF-16 with its byte
+    order mark): refused as "not UTF-8 text" while the auth record beside them, saved the same
+    way, was read. One decoder reads all three now, and the refresh goes through."""
+    write_token(etc / "token", make_token(exp_in_s=100))
+    for name, value in (("refresh_token", REFRESH), ("firebase_api_key", KEY)):
+        (etc / name).write_bytes(value.encode("utf-16"))
+        os.chmod(etc / name, 0o600)
+    await provider_for(etc, endpoint, tmp_path).refresh()
+    assert endpoint.seen[-1]["path"].endswith(f"key={KEY}")
+    assert len(issuer.issued) == 1
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
 
 
 def test_the_setup_page_is_not_told_to_use_a_flag(etc: Path, tmp_path: Path) -> None:
@@ -695,12 +712,13 @@ def test_the_setup_page_is_not_told_to_use_a_flag(etc: Path, tmp_path: Path) -> 
 async def test_a_stored_key_that_cannot_be_read_gives_way_to_a_configured_one(
     etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
 ) -> None:
-    """A UTF-16 stored key beside a configured one that works: the refresh uses the configured
-    key. With none configured, a login with a bare refresh token says what is wrong with the
-    file and what to do, without sending the person to `sesame-pi login`, which they ran."""
+    """A stored key that is no text beside a configured one that works: the refresh uses the
+    configured key. With none configured, a login with a bare refresh token says what is wrong
+    with the file and what to do, without sending the person to `sesame-pi login`, which they
+    ran."""
     write_token(etc / "token", make_token(exp_in_s=100))
     write_token(etc / "refresh_token", REFRESH)
-    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16"))
+    (etc / "firebase_api_key").write_bytes(KEY.encode("utf-16-le"))
     os.chmod(etc / "firebase_api_key", 0o600)
     await provider_for(etc, endpoint, tmp_path, firebase_api_key=KEY).refresh()
     assert len(issuer.issued) == 1

@@ -561,12 +561,13 @@ async def test_an_emptied_token_file_leaves_the_held_token_in_use(tmp_path: Path
 
 
 @pytest.mark.parametrize("renews", [True, False])
-async def test_a_token_saved_as_utf16_is_said_so_or_set_aside_not_a_crash(
+async def test_a_token_saved_as_utf16_is_read_and_one_without_its_mark_is_named(
     tmp_path: Path, token_endpoint: TokenEndpoint, renews: bool
 ) -> None:
-    """Notepad's "Unicode" is UTF-16: the app used to die at start on the decoding error. Now
-    a device that renews its own token sets it aside and renews; one that cannot says what the
-    file is. A UTF-8 byte order mark before a good token is no problem at all."""
+    """Notepad's "Unicode" is UTF-16 with a byte order mark: that token is read as it is (it was
+    set aside, or refused, while the auth record beside it was read). UTF-16 without its mark
+    cannot be told from other bytes: a device that renews its own token sets it aside and
+    renews; one that cannot says what the file is. A UTF-8 mark before a token is no problem."""
     token = make_token(exp_in_s=3600)
     token_file = tmp_path / "token"
     token_file.write_bytes(token.encode("utf-16"))
@@ -576,13 +577,19 @@ async def test_a_token_saved_as_utf16_is_said_so_or_set_aside_not_a_crash(
     fresh = make_token(exp_in_s=3600, uid="fresh")
     token_endpoint.answers = [(200, {"id_token": fresh, "expires_in": "3600"})]
     provider = TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url))
+    provider.load()
+    assert await provider.valid_token() == token
+    assert not (tmp_path / "token.set-aside").exists()
+
+    token_file.write_bytes(token.encode("utf-16-le"))
+    provider = TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url))
     if renews:
         provider.load()
         assert await provider.valid_token() == fresh
-        assert (tmp_path / "token.set-aside").read_bytes() == token.encode("utf-16")
-        assert "UTF-16" in (tmp_path / "events.jsonl").read_text()
+        assert (tmp_path / "token.set-aside").read_bytes() == token.encode("utf-16-le")
+        assert "UTF-16 without a byte order mark" in (tmp_path / "events.jsonl").read_text()
     else:
-        with pytest.raises(TokenInvalid, match="not UTF-8 text"):
+        with pytest.raises(TokenInvalid, match="not UTF-8 text .*without a byte order mark"):
             provider.load()
     token_file.write_bytes(b"\xef\xbb\xbf" + token.encode())
     assert TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url)).load().expires_at

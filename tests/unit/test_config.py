@@ -91,7 +91,7 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
     [
         # Windows' ANSI and UTF-16: a traceback (exit 1, a container restarting for ever)
         ('timezone = "Europe/Z\xfcrich"\n'.encode("latin-1"), "is not UTF-8 text"),
-        ("character = 'Maya'\n".encode("utf-16"), "is not UTF-8 text"),
+        ("character = 'Maya'\n".encode("utf-16-le"), "without a byte order mark"),
         # the README's [button] section and a top-level `button =`: one key to TOML
         (b'button = "stdin"\n[button]\nbutton_pin = 22\n', "move it into [button]"),
         # set twice, once in a section: the later one won without a word
@@ -108,6 +108,16 @@ def test_a_file_a_maker_could_write_is_refused_in_words(
     path.write_bytes(raw)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(path, environ={})
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_a_config_saved_by_notepad_is_read(tmp_path: Path, encoding: str) -> None:
+    """Notepad's "Unicode" (UTF-16 with its byte order mark) and "UTF-8 with BOM": the same
+    settings as plain UTF-8 (UTF-16 was refused, though it says which it is)."""
+    path = tmp_path / "c.toml"
+    path.write_bytes("character = 'Maya'\n[button]\nbutton_pin = 22\n".encode(encoding))
+    cfg = load(path, environ={})
+    assert (cfg.character, cfg.button_pin) == ("Maya", 22)
 
 
 def test_a_file_with_notepads_byte_order_mark_is_read(tmp_path: Path) -> None:

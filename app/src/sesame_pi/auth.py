@@ -29,6 +29,7 @@ from typing import Any
 
 import jwt
 
+from . import textfile
 from .config import Config
 from .logs import event, raised_at, register_secret
 from .tls import client_context
@@ -227,13 +228,11 @@ def read_credential(path: Path) -> str:
     """A refresh token or API key file's text, stripped; "" if there is no such file.
     CredentialsUnusable, naming the file and what to do, if it cannot be read as text."""
     try:
-        return path.read_text(encoding="utf-8-sig").strip()
+        return textfile.read(path).strip()
     except FileNotFoundError:
         return ""
-    except UnicodeDecodeError:
-        raise CredentialsUnusable(
-            f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save it as plain text"
-        ) from None
+    except textfile.NotText as exc:
+        raise CredentialsUnusable(f"{path} {exc}; {textfile.SAVE_AS}") from None
     except OSError as exc:
         raise CredentialsUnusable(
             f"cannot read {path} ({exc.strerror or exc}); make it readable by the app's user"
@@ -415,10 +414,10 @@ class TokenProvider:
             return
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
             try:
-                text = path.read_text(encoding="utf-8-sig").strip()
+                text = textfile.read(path).strip()
                 what = _what_it_holds(text) or "the token file held no ID token"
-            except UnicodeDecodeError:  # (Notepad's "Unicode" is UTF-16)
-                text, what = "?", "the token file held no UTF-8 text (saved as Unicode/UTF-16?)"
+            except textfile.NotText as exc:
+                text, what = "?", f"the token file {exc}"
             except OSError:
                 return  # gone, or unreadable: `_read_file` says so
             if not text or _holds_a_jwt(text):
@@ -454,12 +453,9 @@ class TokenProvider:
     def _read_file(self) -> None:
         path = self.cfg.token_file
         try:
-            text = path.read_text(encoding="utf-8-sig").strip()  # (Notepad may add a BOM)
-        except UnicodeDecodeError:
-            raise TokenInvalid(
-                f"{path} is not UTF-8 text (saved as Unicode/UTF-16?); save the ID token as "
-                "plain text"
-            ) from None
+            text = textfile.read(path).strip()
+        except textfile.NotText as exc:
+            raise TokenInvalid(f"{path} {exc}; {textfile.SAVE_AS}") from None
         except FileNotFoundError:
             raise TokenMissing(
                 f"no token file at {path}; put your ID token there (mode 0600)"

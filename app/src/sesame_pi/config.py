@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 
+from . import textfile
 from .settings_schema import Setting, by_section, setting
 
 DEFAULT_CONFIG_FILE = Path("/etc/sesame-pi/config.toml")
@@ -654,12 +655,10 @@ def validate(cfg: Config) -> Config:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read the config file; flatten [sections] so `[audio] frame_ms` and `frame_ms` both work."""
     try:
-        # (utf-8-sig: Notepad's byte-order mark is no "invalid statement at line 1")
-        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (saved as ANSI or UTF-16?); save it as UTF-8"
-        ) from None
+        # (Notepad's byte order mark is no "invalid statement at line 1")
+        data = tomllib.loads(textfile.read(path))
+    except textfile.NotText as exc:
+        raise ConfigError(f"config file {path} {exc}; {textfile.SAVE_AS}") from None
     except tomllib.TOMLDecodeError as exc:
         hint = ""
         if "Cannot overwrite a value" in str(exc) and isinstance(_top_level_button(path), str):
@@ -678,8 +677,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def _top_level_button(path: Path) -> str | None:
     """The line setting `button` above every section, if the file has one (for a hint)."""
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+    with contextlib.suppress(OSError, textfile.NotText):
+        for line in textfile.read(path).splitlines():
             stripped = line.strip()
             if stripped.startswith("["):
                 return None

@@ -14,7 +14,6 @@ consumes it at start (`settle_pending`), retrying while the network is down.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
 import logging
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import textfile
 from .auth import (
     AnswerUnusable,
     CredentialsUnusable,
@@ -322,27 +322,13 @@ def pending_auth_path(cfg: Config) -> Path:
 
 
 def record_text(path: Path, data: bytes) -> str:
-    """An auth record file's text: UTF-8 (with a BOM or not, as the token file is read), or
-    UTF-16 with its BOM (Notepad's and PowerShell's "Unicode"), which decoding with replacement
-    turned into garbage refused for good. An 8-bit code page (old Notepad's "ANSI") is read with
-    replacement as before: only names suffer, never the refresh token or the key. No text at
-    all (NULs: UTF-16 without a BOM) is a LoginError that says to save it as UTF-8."""
-    text: str | None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError:  # (cut off inside a letter)
-            text = None
-    else:
-        text = data.decode("utf-8-sig", errors="replace")
-    # (UTF-16 without a BOM reads as UTF-8 with a NUL beside each ASCII letter; UTF-32 as
-    # UTF-16 with NULs between the letters)
-    if text is None or "\x00" in text:
-        raise LoginError(
-            f"{path} is not UTF-8 text (saved as Unicode/UTF-16 without a byte order mark?); "
-            f"save it as UTF-8 ({GUIDE})"
-        )
-    return text
+    """An auth record file's text, decoded as every hand-written file is (`textfile`). An 8-bit
+    code page (old Notepad's "ANSI") is read with replacement: only names suffer, never the
+    refresh token or the key. No text at all is a LoginError that says how to save it."""
+    try:
+        return textfile.decode(data, lenient=True)
+    except textfile.NotText as exc:
+        raise LoginError(f"{path} {exc}; {textfile.SAVE_AS} ({GUIDE})") from None
 
 
 def consume_pending(cfg: Config) -> LoginResult | None:
