@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from sesame_pi import session as session_module
 from sesame_pi.auth import TokenProvider
 from sesame_pi.config import Config, ConfigError, load
 from sesame_pi.link import IDLE_CLOSE_MIN_S, Link, LinkDown
@@ -100,6 +101,39 @@ async def test_redial_on_limit_places_a_new_call_by_itself(tmp_path: Path) -> No
         r.session.button_held()  # before the second call reaches its limit
         await r.wait_state(State.IDLE)
     assert r.standin.record.disconnects == ["user_request"]
+    assert r.standin.record.violations == []
+
+
+async def test_redials_stop_after_their_share_of_a_press_and_a_press_gives_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each limit redialled, for ever: a device nobody was talking to any more kept its
+    microphone streaming to the service. Redials stop after their share of a press (one here,
+    three in the app), the LED says the limit ended it, and the next press earns a new share."""
+    monkeypatch.setattr(session_module, "REDIALS_PER_PRESS", 1)
+    options = StandinOptions(greeting_ms=0, call_limit_s=2.5)
+    async with session_rig(tmp_path, options, redial_on_limit=True) as r:
+        r.session.button_pressed()
+        await r.wait_state(State.LIVE)
+        async with asyncio.timeout(10):
+            while len(r.events("call_limit_reached")) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        first, second = r.events("call_limit_reached")
+        assert (first["redial"], first["redials"]) == (True, 0)
+        assert (second["redial"], second["redials"]) == (False, 1)
+        assert "redialled 1 times since the last press" in second["action"]
+        await asyncio.sleep(1.0)
+        assert r.standin.record.calls == 2, "no third call without a press"
+        assert r.session.state is State.CALL_LIMIT
+
+        r.session.button_pressed()
+        await r.wait_state(State.LIVE)
+        async with asyncio.timeout(8):
+            while r.standin.record.calls < 4 or r.session.state is not State.LIVE:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert r.events("call_limit_reached")[-1]["redial"] is True
+        r.session.button_held()
+        await r.wait_state(State.IDLE)
     assert r.standin.record.violations == []
 
 

@@ -330,7 +330,8 @@ class Config:
     redial_on_limit: bool = setting(
         False,
         "link",
-        "when the service ends a call at its length limit, place a new call by itself",
+        "when the service ends a call at its length limit, place a new call by itself (three "
+        "times after a press at most)",
     )
     max_frame_bytes: int = setting(1_048_576, "link", "larger server frames are refused", low=4096)
     # Audio

@@ -38,6 +38,9 @@ RECENT_CALLS_KEPT = 5
 CALL_LIMIT_REASON = "call_duration_limit_exceeded"  # the service's free-tier call length
 LIMIT_SHOW_S = 60.0  # how long the LED says "the limit ended it" before it shows idle again
 REDIAL_MIN_CALL_S = 2.0  # a call the limit ended sooner is not redialled (no tight loop)
+# Redials after one press, at most: a device left talking (a person who walked away, a TV in the
+# room) hangs up after four limits, not never, its microphone streaming to the service for good.
+REDIALS_PER_PRESS = 3
 USER_REQUEST = "user_request"
 AUDIO_BUSY_WAIT_S = 5.0  # a reopen of the devices takes 50-500 ms; a stalled one, longer
 # Agent audio held for a call about to go live: 2 s at the service's 24 kHz (1 s at 48), within
@@ -101,6 +104,7 @@ class Session:
         self._earlier_audio: dict[str, int | float] = {}
         self._audio_banked = False
         self._limit_timer: asyncio.TimerHandle | None = None
+        self._redials = 0  # since the last press (REDIALS_PER_PRESS)
         self._stopped = asyncio.Event()
         self.calls_placed = 0
         self.calls_resumed = 0
@@ -264,6 +268,7 @@ class Session:
             self._press_began_out_of_call = False  # the press was the setup page's
             return
         self._press_began_out_of_call = out_of_call
+        self._redials = 0  # someone is there
         self._on(Event.PRESS)
 
     def button_held(self) -> None:
@@ -496,15 +501,21 @@ class Session:
         """The service ended the call at its length limit: say so plainly; redial if asked to."""
         started = self._call_started_at
         lasted = time.monotonic() - started if started is not None else 0.0
-        redial = self.cfg.redial_on_limit and lasted >= REDIAL_MIN_CALL_S
+        wanted = self.cfg.redial_on_limit and lasted >= REDIAL_MIN_CALL_S
+        redial = wanted and self._redials < REDIALS_PER_PRESS
+        action = "a new call starts by itself" if redial else "press to start a new call"
+        if wanted and not redial:
+            action += f" (redialled {self._redials} times since the last press)"
         event(
             "call_limit_reached",
             logging.WARNING,
             lasted_s=round(lasted, 1),
             redial=redial,
-            action="a new call starts by itself" if redial else "press to start a new call",
+            redials=self._redials,
+            action=action,
         )
         if redial:
+            self._redials += 1
             return Event.REDIAL
         if self._limit_timer is not None:
             self._limit_timer.cancel()
