@@ -589,7 +589,7 @@ async def test_a_token_saved_as_utf16_is_read_and_one_without_its_mark_is_named(
         assert (tmp_path / "token.set-aside").read_bytes() == token.encode("utf-16-le")
         assert "UTF-16 without a byte order mark" in (tmp_path / "events.jsonl").read_text()
     else:
-        with pytest.raises(TokenInvalid, match="not UTF-8 text .*without a byte order mark"):
+        with pytest.raises(TokenInvalid, match=r"not UTF-8 text .*without a byte order mark"):
             provider.load()
     token_file.write_bytes(b"\xef\xbb\xbf" + token.encode())
     assert TokenProvider(refreshing(tmp_path, token_file, token_endpoint.url)).load().expires_at
