@@ -1056,6 +1056,77 @@ async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
     assert output.closed and pa.terminated, "closed and terminated by the writer as it left"
 
 
+async def test_the_loop_does_not_wait_seconds_for_a_writer_stuck_in_a_write(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The idle close after a call (and a failure, and a call at a new rate) stopped the writer
+    on the event loop and waited up to 2 s for it to leave a write on a stalled device: the
+    button and the LED froze, with no line saying why. The loop waits a moment and leaves the
+    stream to the writer, as a worker's longer wait does."""
+    call = Call(grace_s=2.0)
+    call.world.output_plays = True
+    call.engine.start_call(24000)
+    call.engine.play(bytes(24000 * 2))
+    output = next(s for s in call.world.streams if s.kind == "output")
+    inside, release = threading.Event(), threading.Event()
+    real_write = output.write
+
+    def stuck_write(pcm: bytes, exception_on_underflow: bool = False) -> None:
+        inside.set()
+        release.wait(5.0)
+        real_write(pcm)
+
+    output.write = stuck_write  # type: ignore[method-assign]
+    assert await asyncio.to_thread(inside.wait, 2.0)
+    writer = call.engine._speaker
+    assert writer is not None
+    call.engine.stop_call()
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="sesame_pi"):
+        call.engine._close_idle()
+    held_s = time.monotonic() - began
+    assert held_s < audio.STOP_WAIT_S / 2, f"the loop waited {held_s:.2f} s"
+    (slow,) = [r for r in caplog.records if r.getMessage() == "speaker_slow_to_stop"]
+    assert slow.__dict__["waited_s"] == audio.LOOP_STOP_WAIT_S
+    assert not output.closed, "nothing freed under the write"
+    release.set()
+    await asyncio.to_thread(writer._thread.join, 2.0)
+    assert output.closed, "closed by the writer as it left"
+    call.engine.close()
+
+
+@pytest.mark.parametrize("output_mode", ["writer", "callback"])
+async def test_a_failed_speaker_reopened_for_an_earcon_is_not_drained_first(
+    output_mode: str,
+) -> None:
+    """An earcon (or a call) reopening a speaker that had failed first stopped the old stream,
+    which drains it: on a stalled device that waits about 20 s, on the event loop. It is closed
+    without draining, as every other close of a speaker in trouble is."""
+    call = Call(grace_s=2.0, output_mode=output_mode)
+    engine = call.engine
+    engine.play_earcon(b"\x00\x10" * 2400, 24000)
+    failed = next(s for s in call.world.streams if s.kind == "output")
+    if output_mode == "writer":
+
+        def broken_write(pcm: bytes, exception_on_underflow: bool = False) -> None:
+            raise OSError(-9999, "Unanticipated host error")
+
+        failed.write = broken_write  # type: ignore[method-assign]
+        speaker = engine._speaker
+        assert speaker is not None
+        speaker.notify()
+        async with asyncio.timeout(2):
+            while speaker.failure is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    else:
+        failed.active = False  # PortAudio stopped the stream after an error
+    engine.play_earcon(b"\x00\x10" * 2400, 24000)
+    reopened = [s for s in call.world.streams if s.kind == "output"]
+    assert len(reopened) == 2, "a new stream for the earcon"
+    assert failed.closed and not failed.stopped, "closed without draining"
+    engine.close()
+
+
 async def _lateness_after(pattern: str, output_mode: str) -> float:
     """The call summary's lateness target after 2 s of 20 ms agent frames, sent in real time
     (`steady`) or held back and sent five at a time every 100 ms (`bursty`: up to 80 ms late)."""

@@ -77,6 +77,10 @@ WATCHDOG_PERIOD_S = 0.5
 STALL_AFTER_S = 1.5  # no callback for this long while running: the device is gone
 EARCON_LOCK_WAIT_S = 0.05  # a tone waits this long at most for a worker holding the devices
 IDLE_OUTPUT_CLOSE_S = 3.0  # keep the speaker open briefly after the last earcon
+# How long the event loop waits for a writer to leave PortAudio (a worker waits STOP_WAIT_S): a
+# healthy writer leaves within a period; one stuck in a write on a stalled device is left to
+# close its stream itself, and the loop (the button, the LED) does not freeze for seconds.
+LOOP_STOP_WAIT_S = 0.2
 SPEAKER_PROBE_RATE = 24000  # the service's rate: "auto" tries the speaker as a call opens it
 AUTO_CALLBACK_PERIOD_MS = 20  # callback mode behind a sound server: at least this period
 PLAYOUT_NOTES_PER_CALL = 20  # underrun, dry and stall lines a call; the summary counts them all
@@ -474,7 +478,9 @@ class AudioEngine:
     def _ensure_output(self, rate: int) -> None:
         if self._output is not None and self._output_rate == rate and self._output_running():
             return
-        self._close_output()
+        # Without draining: the speaker here has failed or stopped (a drain on a stalled device
+        # waits about 20 s, on the loop when an earcon or a call reopens it), or takes a new rate.
+        self._close_output(abort=True)
         pa = self._ensure_pa()
         chosen = self._device(pa, self.cfg.output_device, "output")
         index, self._output_name = chosen.index, chosen.name
@@ -535,7 +541,8 @@ class AudioEngine:
         speaker, self._speaker = self._speaker, None
         stream, self._output = self._output, None
         if speaker is not None:
-            stopped = speaker.stop(STOP_WAIT_S)
+            waits_s = LOOP_STOP_WAIT_S if self._on_loop() else STOP_WAIT_S
+            stopped = speaker.stop(waits_s)
             self._device_learnt = (self._output_name, speaker.learnt())
             self.counters["output_underflows"] += self._this_calls(speaker)[0]
             pa = self._pa
@@ -546,11 +553,17 @@ class AudioEngine:
                 event(
                     "speaker_slow_to_stop",
                     logging.WARNING,
-                    waited_s=STOP_WAIT_S,
+                    waited_s=waits_s,
                     action="the writer closes the speaker when its write returns",
                 )
                 return
         self._close_stream(stream, abort)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:  # a worker thread
+            return False
 
     def _writer_left(self, stream: Any, pa: Any) -> None:
         """Writer thread, after a stop that timed out: close the stream it was inside, and its
