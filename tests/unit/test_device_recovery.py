@@ -1127,6 +1127,31 @@ async def test_a_failed_speaker_reopened_for_an_earcon_is_not_drained_first(
     engine.close()
 
 
+@pytest.mark.parametrize("output_mode", ["writer", "callback"])
+async def test_a_tone_a_frozen_speaker_never_plays_does_not_keep_it_open(
+    output_mode: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error tone after a frozen speaker ended a call reopens the same frozen device, which
+    takes none of it: the idle close was put off every 3 s for as long as the tone waited, for
+    good, and the device retry never took a fresh PortAudio while a speaker stayed open. The
+    tone is dropped (said once) and the speaker closed; the next look rescans."""
+    monkeypatch.setattr(audio, "IDLE_OUTPUT_CLOSE_S", 0.2)
+    call = Call(grace_s=2.0, output_mode=output_mode)
+    call.world.output_plays = call.world.output_frozen = True  # a card that takes nothing
+    engine = call.engine
+    engine.play_earcon(b"\x00\x10" * 12000, 24000)  # half a second
+    with caplog.at_level(logging.WARNING, logger="sesame_pi"):
+        async with asyncio.timeout(3):
+            while engine._output is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    assert not engine._earcon
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said.count("earcon_unplayable") == 1
+    engine.probe()
+    assert len(call.world.instances) == 2, "the device retry's look took a fresh PortAudio"
+    engine.close()
+
+
 async def _lateness_after(pattern: str, output_mode: str) -> float:
     """The call summary's lateness target after 2 s of 20 ms agent frames, sent in real time
     (`steady`) or held back and sent five at a time every 100 ms (`bursty`: up to 80 ms late)."""

@@ -851,6 +851,22 @@ class AudioEngine:
         if not self._in_call:
             self._schedule_idle_close(len(pcm) / SAMPLE_BYTES / (self._output_rate or rate))
 
+    def _drop_earcon_if_unplayed(self) -> None:
+        """A speaker that took none of its tone since the idle close was due is frozen: the
+        tone is dropped so the speaker closes. Kept, it put the close off for good, its writer
+        looked at the dead device twenty times a second, and the device retry never took a
+        fresh PortAudio (the card replugged under a new number stayed unseen)."""
+        quiet_s = time.monotonic() - self._output_alive_at()
+        if quiet_s < IDLE_OUTPUT_CLOSE_S:
+            return
+        with self._earcon_lock:
+            self._earcon.clear()
+        event(
+            "earcon_unplayable",
+            logging.WARNING,
+            detail=f"the speaker took none of the tone for {quiet_s:.0f} s; it is closed",
+        )
+
     def _schedule_idle_close(self, after_s: float = 0.0) -> None:
         self._cancel_idle_close()
         if self._output is not None:
@@ -863,6 +879,8 @@ class AudioEngine:
 
     def _close_idle(self) -> None:
         self._idle_close = None
+        if self._earcon and not (self._in_call or self._reopening):
+            self._drop_earcon_if_unplayed()
         if self._in_call or self._earcon or self._reopening:
             self._schedule_idle_close()
             return
