@@ -49,7 +49,14 @@ if [[ "${SAVE:-0}" == "1" ]]; then
     tags+=(sesame-pi:latest)
   fi
   mkdir -p "$repo/build"
-  "$DOCKER" save -o "$repo/build/sesame-pi-$arch.tar" "${tags[@]}"
-  echo "container: saved $repo/build/sesame-pi-$arch.tar" >&2
+  tarball="$repo/build/sesame-pi-$arch.tar"
+  "$DOCKER" save -o "$tarball" "${tags[@]}"
+  # docker writes it 0600 for whoever ran it (root, under `sudo SAVE=1 make container`): the
+  # deploy, run as the owner with their own SSH keys, could not read it and failed on every Pi.
+  chmod 0644 "$tarball"
+  if [[ -n "${SUDO_UID:-}" ]]; then
+    chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$tarball"
+  fi
+  echo "container: saved $tarball" >&2
 fi
 echo "$image"

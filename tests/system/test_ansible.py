@@ -134,6 +134,7 @@ class Applied:
     token_after_rerun: str  # the token file after the second and the --check run
     auth_after_rerun: bool  # auth.json back after the app consumed it and the play ran again
     written_early: bool  # anything of ours on the root after the token-only run on a fresh Pi
+    link_target_after: tuple[int, int]  # owner and mode of what a planted token link points at
 
 
 def _mount(*args: str) -> None:
@@ -340,6 +341,21 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
             "both", inventory, logs, "--tags", "token",
             "-e", f"@{vault_vars}", "--vault-password-file", str(password),
         )  # fmt: skip
+        # The app (uid 10001 owns the directory) replaces a token with a link to a system file:
+        # the root run must not hand the file over (it followed the link to chown and chmod).
+        refresh = root / "etc/sesame-pi/refresh_token"
+        kept = refresh.read_bytes()
+        (root / "not-the-apps").write_text("a system file\n")
+        (root / "not-the-apps").chmod(0o644)
+        refresh.unlink()
+        refresh.symlink_to("/not-the-apps")
+        runs["linked"] = _playbook("linked", inventory, logs, "--tags", "token")
+        target = (root / "not-the-apps").stat()
+        link_target_after = (target.st_uid, target.st_mode & 0o7777)
+        refresh.unlink()
+        refresh.write_bytes(kept)
+        refresh.chmod(0o600)
+        os.chown(refresh, APP_UID, APP_UID)
         # An auth record: placed once as a pending login; the app consumes (deletes) it, and a
         # re-run does not put it back.
         record = write_token(work / "kitchen-auth.json", '{"stsTokenManager": {}}')
@@ -369,7 +385,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         )
         yield Applied(
             root, token, vault_token, runs, fleet_logs, renewed, token_after_rerun,
-            auth_after_rerun, written_early,
+            auth_after_rerun, written_early, link_target_after,
         )  # fmt: skip
     finally:
         _unmount_all(root)
@@ -475,6 +491,14 @@ def test_a_token_put_down_by_hand_is_made_the_apps(applied: Applied) -> None:
     assert run.returncode == 0 and run.recap["changed"] == 1, run.output[-3000:]
     info = (applied.root / "etc/sesame-pi/token").stat()
     assert info.st_uid == APP_UID and oct(info.st_mode & 0o777) == oct(0o600)
+
+
+def test_a_token_link_the_app_planted_does_not_hand_a_system_file_over(applied: Applied) -> None:
+    """`/etc/sesame-pi` is the app's to write: a link there named like a token (`refresh_token
+    -> /usr/bin/sudo`, say) had the root run chown the target to the app and make it 0600."""
+    run = applied.runs["linked"]
+    assert run.returncode == 0, run.output[-3000:]
+    assert applied.link_target_after == (0, 0o644)
 
 
 def test_a_rerun_leaves_what_the_app_renewed_or_consumed(applied: Applied) -> None:
