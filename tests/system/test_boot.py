@@ -104,6 +104,9 @@ def app_image_tarball() -> Path:
         manifest = json.load(saved.extractfile("manifest.json"))  # type: ignore[arg-type]
     tags = [tag for entry in manifest for tag in entry["RepoTags"]]
     assert "sesame-pi:latest" in tags, f"the card's compose runs sesame-pi:latest; saved {tags}"
+    # saved as root (`sudo SAVE=1 make container`), docker wrote it 0600: `make deploy`, run as
+    # the owner, could not read it
+    assert tarball.stat().st_mode & 0o044 == 0o044, oct(tarball.stat().st_mode)
     size = tarball.stat().st_size / 2**20
     print(f"\nboot: app image {size:.0f} MB saved in {time.monotonic() - started:.0f} s")
     return tarball
