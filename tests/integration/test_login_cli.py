@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import errno
 import json
+import logging
 import os
 import resource
 import signal
@@ -697,6 +698,9 @@ async def test_credential_files_saved_as_unicode_are_read_as_the_auth_record_is(
     assert endpoint.seen[-1]["path"].endswith(f"key={KEY}")
     assert len(issuer.issued) == 1
     assert (etc / "token").read_text().strip() == issuer.issued[-1]
+    # the key is the account's: once used, no log line shows it, wherever it turns up
+    logging.getLogger("sesame_pi").error("an error naming %s", KEY)
+    assert KEY not in (tmp_path / "l").read_text()
 
 
 def test_the_setup_page_is_not_told_to_use_a_flag(etc: Path, tmp_path: Path) -> None:

@@ -173,3 +173,25 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_nearly_is() -> None:
         ("SESAME_PI_BUTON_PIN", "SESAME_PI_BUTTON_PIN"),
         ("SESAME_PI_LEDPIN", "SESAME_PI_LED_PIN"),
     ]
+
+
+def test_an_empty_path_is_refused_by_name_not_taken_for_the_working_directory() -> None:
+    """`SESAME_PI_TOKEN_FILE=` (a blank line in a compose .env): Path("") is ".", and the app
+    said "cannot read token file .: Is a directory", naming neither the setting nor the cause."""
+    with pytest.raises(ConfigError, match="token_file must be a path, got ''"):
+        load(Path("/dev/null"), environ={"SESAME_PI_TOKEN_FILE": ""})
+
+
+def test_log_backups_has_a_ceiling() -> None:
+    """Each rotation looks at every backup name, on the event loop: a billion backups took an
+    hour a rotation, past the stall guard's minute, and the app restarted for ever."""
+    with pytest.raises(ConfigError, match="log_backups"):
+        load(Path("/dev/null"), environ={"SESAME_PI_LOG_BACKUPS": "1000000000"})
+    assert load(Path("/dev/null"), environ={"SESAME_PI_LOG_BACKUPS": "100"}).log_backups == 100
+
+
+def test_the_api_key_stays_out_of_the_configs_repr() -> None:
+    """A Config in a traceback's locals or a debug line printed the account's API key."""
+    cfg = Config(firebase_api_key="AIzaSyTHISKEYISNOTTOBESHOWN")
+    assert "AIzaSyTHISKEYISNOTTOBESHOWN" not in repr(cfg)
+    assert "button_pin=17" in repr(cfg)

@@ -154,6 +154,17 @@ def test_log_level_is_taken_in_any_case_and_kept_in_capitals() -> None:
             {"server": "wss://[::1/x"},
             "server 'wss://[::1/x' is not a ws:// or wss:// URL (Invalid IPv6 URL)",
         ),
+        # a space or a fragment passed, and the app stayed "offline" (healthy) for good
+        (
+            {"server": "wss://h/v1/con nect"},
+            "server 'wss://h/v1/con nect' is not a ws:// or wss:// URL "
+            "(it holds a space or a control character)",
+        ),
+        (
+            {"server": "wss://h/connect#frag"},
+            "server 'wss://h/connect#frag' is not a ws:// or wss:// URL "
+            "(a #fragment is never sent to a server)",
+        ),
         (
             {"user_agent": "Mozilla\r\nX-Evil: 1"},
             "user_agent must be one line of text without control characters",

@@ -59,6 +59,18 @@ def test_stale_missing_and_garbled_heartbeats_are_unhealthy(tmp_path: Path) -> N
     assert not healthy and "unreadable" in line
 
 
+def test_a_heartbeat_dated_ahead_of_a_clock_that_stepped_back_is_stale(tmp_path: Path) -> None:
+    """NTP steps a Pi's clock back an hour: a beat written before that is an hour "ahead", and
+    its negative age passed the age check for the whole hour, however hung the app. A live app
+    rewrites it within seconds, so one dated ahead by more than the allowed age is stale."""
+    path = tmp_path / "heartbeat.json"
+    path.write_text(json.dumps({"ts": time.time() + 3600, "state": "idle", "link_up": True}))
+    healthy, line = check(path, max_age_s=30)
+    assert not healthy and "ahead of the clock" in line
+    path.write_text(json.dumps({"ts": time.time() + 5, "state": "idle", "link_up": True}))
+    assert check(path, max_age_s=30)[0], "a few seconds of clock skew is no fault"
+
+
 def test_a_heartbeat_directory_that_cannot_be_made_is_a_warning_not_a_crash(
     tmp_path: Path,
 ) -> None:

@@ -256,6 +256,7 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
     CredentialsUnusable (the ca_file). No message holds a token.
     """
     register_secret(refresh_token)
+    register_secret(api_key)  # (public in the web app, but this account's: kept out of logs)
     query = urllib.parse.urlencode({"key": api_key})
     url = f"{cfg.token_endpoint}?{query}"
     body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token})

@@ -69,6 +69,11 @@ def _url_problem(problem: str, value: str, schemes: tuple[str, ...]) -> str | No
         _ = url.port  # a port out of range or not a number raises only when asked for
     except ValueError as exc:
         return f"{problem} ({exc})"
+    # (a space or a fragment passed, and every connect or refresh then failed as "offline")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return f"{problem} (it holds a space or a control character)"
+    if url.fragment or value.endswith("#"):
+        return f"{problem} (a #fragment is never sent to a server)"
     if url.scheme in schemes and url.hostname:
         return None
     return problem
@@ -255,6 +260,7 @@ class Config:
         "the web app's public Firebase API key, for a refresh token provided without a login "
         "(the key `sesame-pi login` stores beside `token_file` comes first; never in this repo)",
         shown_default="empty",
+        shown=False,
     )
     token_endpoint: str = setting(
         "https://securetoken.googleapis.com/v1/token",
@@ -503,7 +509,7 @@ class Config:
     log_max_bytes: int = setting(
         5_000_000, "logging", "the event log's size that starts a new file", low=10_000
     )
-    log_backups: int = setting(3, "logging", "rotated event logs kept", low=1)
+    log_backups: int = setting(3, "logging", "rotated event logs kept", low=1, high=100)
     heartbeat_file: Path | None = setting(None, "logging", "status file read by `sesame-pi status`")
     loop_stall_exit_s: float = setting(
         60.0,
@@ -574,6 +580,8 @@ def _converted(base: str, raw: Any) -> Any:
     if base == "Path":
         if not isinstance(raw, str | PurePath):  # (TOML's false would become a file "False")
             raise TypeError
+        if not str(raw).strip():  # (`SESAME_PI_TOKEN_FILE=` in a .env: Path("") is ".")
+            raise ValueError
         return Path(str(raw)).expanduser()
     if base == "bool":
         if isinstance(raw, bool):

@@ -89,6 +89,11 @@ def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:
         return False, f"heartbeat at {path} is unreadable: {exc}"
     if age > max_age_s:
         return False, f"heartbeat is {age:.0f} s old (state {state.value}): the app looks hung"
+    if age < -max_age_s:  # written before the clock stepped back (NTP): a live app rewrites it
+        return False, (
+            f"heartbeat is dated {-age:.0f} s ahead of the clock (state {state.value}): the "
+            "clock stepped back and the app has not written it since: it looks hung"
+        )
     link = body.get("link_up")
     link_text = "up" if link else "down" if link is False else "unknown"
     line = f"state {state.value}, link {link_text}, {age:.0f} s ago"

@@ -12,9 +12,11 @@ peak resident memory, whose goal is 57 MB).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import stat
+import sys
 from pathlib import Path
 
 
@@ -36,6 +38,7 @@ class SizeRotatedFile(logging.FileHandler):
         self.rotations = 0
         self._size, self._rotates = self._measure()
         self._retry_at = 0  # after a failed rotation: the size at which to try again
+        self._failing = False  # said so on stderr, until a line is written again
 
     def _measure(self) -> tuple[int, bool]:
         """The open file's size, and whether it is a file rotation applies to."""
@@ -51,16 +54,50 @@ class SizeRotatedFile(logging.FileHandler):
             if self.stream is None:
                 self.stream = self._open()
                 self._size, self._rotates = self._measure()
+                if self._ends_torn():  # a line cut off by a full card: this one starts afresh
+                    line = b"\n" + line
             self.stream.buffer.write(line)  # (already encoded: the text layer has nothing to add)
             self.stream.buffer.flush()
             self._size += len(line)
+            self._failing = False
         except RecursionError:
             raise
-        except Exception:
+        except Exception as exc:
             # (A full card, say.) The next line opens the file afresh and measures it again:
             # what this one left in the buffer may or may not have reached the disk.
             self._drop_stream()
-            self.handleError(record)
+            self._say_failing(exc)
+
+    def _ends_torn(self) -> bool:
+        """Whether the file's last line lacks its end (written in part before the card filled)."""
+        if self._size == 0 or not self._rotates:
+            return False
+        try:  # (the handler's own descriptor is write-only)
+            fd = os.open(self.baseFilename, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            return os.pread(fd, 1, self._size - 1) != b"\n"
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _say_failing(self, exc: Exception) -> None:
+        """One JSON line on stderr while the file cannot be written, not logging's plain-text
+        report for every line (23 lines each, with the record's arguments unredacted)."""
+        if self._failing:
+            return
+        self._failing = True
+        said = {
+            "event": "log_file_unavailable",
+            "level": "ERROR",
+            "file": self.baseFilename,
+            "detail": f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or 'write failed'}",
+            "action": "free space on the card or fix the log directory (stdout has every line)",
+        }
+        with contextlib.suppress(Exception):
+            sys.stderr.write(json.dumps(said) + "\n")
 
     def _due(self, line_bytes: int) -> bool:
         size = self._size

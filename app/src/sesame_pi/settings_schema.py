@@ -59,9 +59,10 @@ class Spec:
             raise ValueError("every setting needs a help sentence")
 
 
-def setting(default: Any, section: str, help_text: str, **rule: Any) -> Any:
-    """A Config field with its Spec: `name: int = setting(50, "button", "debounce", low=0)`."""
-    return field(default=default, metadata={SPEC: Spec(section, help_text, **rule)})
+def setting(default: Any, section: str, help_text: str, *, shown: bool = True, **rule: Any) -> Any:
+    """A Config field with its Spec: `name: int = setting(50, "button", "debounce", low=0)`.
+    `shown=False` keeps the value out of the Config's repr (a key in a traceback's locals)."""
+    return field(default=default, repr=shown, metadata={SPEC: Spec(section, help_text, **rule)})
 
 
 def number(value: float) -> str:
