@@ -181,6 +181,21 @@ def test_the_indexeddb_wrapper_forms_from_a_windows_file(
     assert_no_secret(issuer, result.stdout, result.stderr)
 
 
+def test_a_makers_own_auth_json_beside_the_token_file_is_read_not_deleted(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    """The README's laptop steps in one folder: `login --from auth.json --token-file ./token`.
+    The first boot's pending record was `auth.json` beside the token file, so the maker's own
+    file was taken for it: deleted, with "replaced: the first boot's auth.json" printed."""
+    source = etc / "auth.json"
+    source.write_text(json.dumps(auth_record()))
+    result = cli("login", "--from", str(source), etc=etc, endpoint_url=endpoint.url)
+    assert result.returncode == 0, result.stderr
+    assert source.exists(), "the maker's file is theirs"
+    assert "replaced" not in result.stdout
+    assert (etc / "refresh_token").read_text().strip() in issuer.live
+
+
 def test_a_bare_refresh_token_with_the_key_from_a_flag_or_the_environment(
     etc: Path, endpoint: TokenEndpoint, issuer: Issuer
 ) -> None:
@@ -331,7 +346,7 @@ async def test_a_login_while_the_app_waits_for_a_token_is_picked_up(
 async def test_a_pending_record_is_consumed_at_start_after_the_network_comes_up(
     etc: Path, issuer: Issuer, tmp_path: Path
 ) -> None:
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()).replace("\n", "\r\n"))
     with TokenEndpoint(issuer) as endpoint:
         endpoint.answers = [(503, {}), (503, {})]  # the network is not there yet
@@ -358,13 +373,13 @@ async def test_a_pending_record_is_consumed_at_start_after_the_network_comes_up(
 def test_a_refused_pending_record_is_set_aside_with_a_clear_line(
     etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
 ) -> None:
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record(refresh="AMf-not-live-0123456789abcdefghijklmno")))
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     with pytest.raises(Exception, match="INVALID_REFRESH_TOKEN"):
         consume_pending(cfg)
-    assert not pending.exists() and (etc / "auth.json.refused").exists()
+    assert not pending.exists() and (etc / "auth.pending.json.refused").exists()
     assert not (etc / "token").exists()
     line = [json.loads(x) for x in (tmp_path / "l").read_text().splitlines()][-1]
     assert line["event"] == "login_pending_refused" and "sign in" in line["detail"]
@@ -389,14 +404,14 @@ def test_a_record_saved_as_unicode_is_used_not_refused(
     """Read as UTF-8 with replacement, a UTF-16 record was garbage: refused as neither a
     record nor a refresh token and renamed `.refused`, though nothing was wrong with it. It
     is read as the token file is (a BOM says which), and used."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     pending.write_bytes(saved)
     pending.chmod(0o600)
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     result = consume_pending(cfg)
     assert result is not None and result.email == "maker@example.org"
-    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    assert not pending.exists() and not (etc / "auth.pending.json.refused").exists()
     assert (etc / "token").read_text().strip() == issuer.issued[-1]
 
 
@@ -419,14 +434,14 @@ def test_a_record_that_is_no_text_says_to_save_it_as_utf8(
     """UTF-16 without its byte order mark cannot be told from other bytes: the owner is told
     to save it as UTF-8 (it said "neither an auth record nor a refresh token"), and the token
     service is not asked."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     pending.write_bytes(RECORD_FROM_WINDOWS.encode("utf-16-le"))
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     with pytest.raises(LoginError, match="is not UTF-8 text") as refused:
         consume_pending(cfg)
     assert "save it as UTF-8" in str(refused.value)
-    assert endpoint.seen == [] and (etc / "auth.json.refused").exists()
+    assert endpoint.seen == [] and (etc / "auth.pending.json.refused").exists()
     line = json.loads((tmp_path / "l").read_text().splitlines()[-1])
     assert line["event"] == "login_pending_refused" and "save it as UTF-8" in line["detail"]
     assert_no_secret(issuer, str(refused.value), (tmp_path / "l").read_text())
@@ -442,7 +457,7 @@ def test_a_used_record_that_cannot_be_deleted_is_named_and_the_login_kept(
     """The sign-in is stored although the used record stays (a file the app's user may not
     delete): the owner is told to delete it, and nothing raises. (A second delete after the
     login's own raised an OSError out of consume_pending here.)"""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
@@ -527,14 +542,14 @@ def test_ctrl_c_at_the_paste_cancels_with_130_and_changes_nothing(
 def test_a_busy_token_service_is_no_refusal_the_pending_record_is_kept(
     etc: Path, endpoint: TokenEndpoint, tmp_path: Path
 ) -> None:
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     endpoint.answers = [(429, {"error": {"code": 429, "message": "TOO_MANY_ATTEMPTS_TRY_LATER"}})]
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     with pytest.raises(LoginUnreachable, match="429"):
         consume_pending(cfg)
-    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert pending.exists() and not (etc / "auth.pending.json.refused").exists()
     assert consume_pending(cfg) is not None, "the same record works once the service lets it"
 
 
@@ -556,14 +571,14 @@ def test_an_answer_that_is_no_token_services_keeps_the_pending_record(
 ) -> None:
     """A public Wi-Fi's sign-in page (or a proxy) answers 200 with something that is no token:
     that says nothing about the record, so it is kept for the next try, not refused for good."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     endpoint.answers = [(200, {"portal": "accept the terms to use this Wi-Fi"})]
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     with pytest.raises(LoginUnreachable, match="unusable answer"):
         consume_pending(cfg)
-    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert pending.exists() and not (etc / "auth.pending.json.refused").exists()
     assert consume_pending(cfg) is not None and not pending.exists()
 
 
@@ -573,14 +588,14 @@ def test_an_answer_cut_short_is_the_network_and_the_pending_record_is_kept(
     """The connection closed mid-answer (http.client's IncompleteRead, no OSError): it got past
     every handler, and a first boot's sign-in task ended with it, leaving the device on "needs
     a token" until a restart. It is the network's fault: the record is kept and tried again."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     endpoint.answers = [CUT_SHORT]
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
     setup_logging(cfg)
     with pytest.raises(LoginUnreachable, match="unreachable"):
         consume_pending(cfg)
-    assert pending.exists() and not (etc / "auth.json.refused").exists()
+    assert pending.exists() and not (etc / "auth.pending.json.refused").exists()
     assert consume_pending(cfg) is not None and not pending.exists()
 
 
@@ -590,7 +605,7 @@ async def test_a_first_boot_sign_in_facing_an_unavailable_answer_cut_short_waits
     """A 503 cut short mid-body: reading its error code raised IncompleteRead past every
     handler, and the first boot's sign-in task ended with it, leaving the device on "needs a
     token" until a restart with auth.json still there. It is the network: kept and retried."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     endpoint.answers = [(503, CUT_SHORT[1])]
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
@@ -598,7 +613,7 @@ async def test_a_first_boot_sign_in_facing_an_unavailable_answer_cut_short_waits
     kept_while_waiting: list[bool] = []
 
     async def sleep(seconds: float) -> None:
-        kept_while_waiting.append(pending.exists() and not (etc / "auth.json.refused").exists())
+        kept_while_waiting.append(pending.exists() and not (etc / "auth.pending.json.refused").exists())
 
     result = await settle_pending(cfg, sleep=sleep)
     assert kept_while_waiting and all(kept_while_waiting)
@@ -844,7 +859,7 @@ async def test_a_pending_login_waiting_for_the_network_leaves_the_appliance_awak
     shows that it is signing in, not that a person must give it a token."""
     from support.app_process import AppProcess
 
-    write_token(etc / "auth.json", json.dumps(auth_record()))
+    write_token(etc / "auth.pending.json", json.dumps(auth_record()))
     with TokenEndpoint(issuer) as endpoint:
         endpoint.answers = [(503, {}), (503, {})]  # the network is not there yet: 2 s, 4 s
         app = AppProcess(
@@ -913,7 +928,7 @@ async def test_a_login_by_hand_removes_the_first_boots_waiting_record(
     login is the newer: the record is removed, so its retry cannot store older credentials
     over it (it did, whenever the network came back)."""
     issuer.live.add(HAND_REFRESH)
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     endpoint.answers = [(503, {})]  # the record's first try: no network yet
     cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
@@ -933,8 +948,8 @@ async def test_a_login_by_hand_removes_the_first_boots_waiting_record(
     assert slept == [RECHECK_S]  # noticed within a second, not at the next try
     [done] = by_hand
     assert done.returncode == 0, done.stderr
-    assert "replaced:   the first boot's auth.json" in done.stdout
-    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    assert "replaced:   the first boot's auth record" in done.stdout
+    assert not pending.exists() and not (etc / "auth.pending.json.refused").exists()
     assert [seen["refresh_token"] for seen in endpoint.seen] == [REFRESH, HAND_REFRESH]
     assert (etc / "token").read_text().strip() == issuer.issued[-1]  # the login by hand's
     lines = [json.loads(line) for line in (tmp_path / "l").read_text().splitlines()]
@@ -949,7 +964,7 @@ async def test_a_waiting_record_deleted_by_hand_leaves_a_device_that_needs_a_tok
     """The owner deletes the waiting record (no login): the wait ends within a second, and the
     sign-in is over with nothing stored (the LED then asks for a token), not signed in. The
     app's own refresh rewriting the token meanwhile is no login by hand."""
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     write_token(etc / "token", make_token(exp_in_s=-5))  # signed in once, long ago
     write_token(etc / "firebase_api_key", KEY)
@@ -976,7 +991,7 @@ async def test_a_record_whose_exchange_a_login_by_hand_overtook_stores_nothing(
     """The race the lock settles: the record's exchange is under way when the login by hand
     stores its credentials; the record's result arrives second and is not stored over them."""
     issuer.live.add(HAND_REFRESH)
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     write_token(pending, json.dumps(auth_record()))
     hand_results: list[LoginResult] = []
 
@@ -998,7 +1013,7 @@ async def test_a_record_whose_exchange_a_login_by_hand_overtook_stores_nothing(
     # The login by hand was exchanged first (inside the record's request): its tokens stay.
     assert (etc / "token").read_text().strip() == issuer.issued[0]
     assert (etc / "refresh_token").read_text().strip().startswith("AMf-rotated-1-")
-    assert not pending.exists() and not (etc / "auth.json.refused").exists()
+    assert not pending.exists() and not (etc / "auth.pending.json.refused").exists()
     events = [json.loads(line)["event"] for line in (tmp_path / "l").read_text().splitlines()]
     assert events.count("login_pending_superseded") == 2  # removed by one, noticed by the other
     assert "login_pending_refused" not in events

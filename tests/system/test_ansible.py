@@ -361,9 +361,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         record = write_token(work / "kitchen-auth.json", '{"stsTokenManager": {}}')
         given = ("--tags", "token", "-e", f"sesame_pi_auth_record_file={record}")
         runs["record"] = _playbook("record", vault_inventory, logs, *given)
-        (root / "etc/sesame-pi/auth.json").unlink()  # as the app does after signing in
+        (root / "etc/sesame-pi/auth.pending.json").unlink()  # as the app does after signing in
         runs["record-again"] = _playbook("record-again", vault_inventory, logs, *given)
-        auth_after_rerun = (root / "etc/sesame-pi/auth.json").exists()
+        auth_after_rerun = (root / "etc/sesame-pi/auth.pending.json").exists()
         # Two rotated event logs on the "Pi", then the fleet's log collection brings them home.
         log_dir = root / "var/log/sesame-pi"
         for name, line in (("events.jsonl", '{"event": "call_live"}'),

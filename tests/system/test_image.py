@@ -88,7 +88,7 @@ def test_the_stage_provisions_the_root_and_starts_nothing(staged: StagedRoot) ->
     assert staged.left_running == [], "offline provisioning must start nothing"
     # A fleet's token in group_vars beside site.yml (planted by the harness) stays off the card.
     etc = root / "etc/sesame-pi"
-    assert not (etc / "token").exists() and not (etc / "auth.json").exists()
+    assert not (etc / "token").exists() and not (etc / "auth.pending.json").exists()
     hits = run("grep", "-rl", PLANTED_TOKEN, root / "etc", root / "var/lib", check=False)
     assert hits.stdout == "", hits.stdout
 
@@ -218,10 +218,10 @@ async def test_a_boot_partition_with_only_auth_json_gives_an_app_that_refreshes_
     assert REFRESH not in result.stdout + result.stderr
     assert fat.listing("/sesame-pi") is None
     etc = staged.rootfs / etc_dir.lstrip("/")
-    pending = etc / "auth.json"
+    pending = etc / "auth.pending.json"
     info = pending.stat()
     assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, APP_UID, APP_UID)
-    assert sorted(p.name for p in etc.iterdir()) == ["auth.json"]
+    assert sorted(p.name for p in etc.iterdir()) == ["auth.pending.json"]
 
     # What the app does at start (run_appliance): consume the pending record, then refresh alone.
     issuer = Issuer(API_KEY, REFRESH, lifetime_s=ISSUED_S)

@@ -68,7 +68,7 @@ def test_of_two_copies_the_newer_is_moved_and_the_older_deleted(card: tuple[Path
     past = time.time() - 600
     os.utime(older, (past, past))
     log = first_boot(boot, etc)
-    assert (etc / "auth.json").read_text() == '{"new": true}\n'
+    assert (etc / "auth.pending.json").read_text() == '{"new": true}\n'
     assert not older.exists() and not newer.exists() and not (boot / "sesame-pi").exists()
     assert "deleted auth.json from" in log and '"new"' not in log
 

@@ -252,7 +252,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     print(f"time left:  {result.seconds_left / 60:.1f} min (renewed by itself from now on)")
     print(f"stored in:  {result.token_file}, {result.refresh_token_file} (mode 0600)")
     if result.superseded_pending:
-        print("replaced:   the first boot's auth.json, still waiting for the network (removed)")
+        print("replaced:   the first boot's auth record, still waiting for the network (removed)")
     return 0
 
 

@@ -7,8 +7,10 @@ running app refreshes with, and store the ID token, the rotated refresh token an
 `run` finds them. Nothing is written until the exchange succeeded, so a refused, malformed or
 unreachable login leaves every file as it was. No message here ever holds a token.
 
-The SD image's first boot leaves the record as a pending `auth.json` beside the token file; the app
-consumes it at start (`settle_pending`), retrying while the network is down.
+The SD image's first boot (and a fleet's play) leaves the record as a pending `auth.pending.json`
+beside the token file; the app consumes it at start (`settle_pending`), retrying while the network
+is down. (Not `auth.json`: a maker's own record of that name beside a `--token-file ./token` was
+taken for a pending one, and deleted.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .auth import (
 from .config import Config
 from .logs import event, register_secret
 
-PENDING_NAME = "auth.json"
+PENDING_NAME = "auth.pending.json"
 RECHECK_S = 1.0  # how often a record waiting for the network looks whether it is still wanted
 REFUSED_SUFFIX = ".refused"
 GUIDE = 'see "Get your token" in the README'
@@ -317,7 +319,8 @@ def _remove_waiting_record(cfg: Config) -> bool:
 
 
 def pending_auth_path(cfg: Config) -> Path:
-    """Where the image's first boot leaves the boot partition's `sesame-pi/auth.json`."""
+    """Where the image's first boot leaves the boot partition's `sesame-pi/auth.json`, and the
+    fleet's play an auth record it was given."""
     return cfg.token_file.with_name(PENDING_NAME)
 
 
@@ -336,7 +339,7 @@ def consume_pending(cfg: Config) -> LoginResult | None:
 
     Done: the record is deleted (one that cannot be is named in a `login_pending_not_removed`
     line: it would sign in again at the next start). Refused, malformed or not text: renamed
-    `auth.json.refused` (it will never work) and the LoginError raised. Unreachable, or not
+    `auth.pending.json.refused` (it will never work) and the LoginError raised. Unreachable, or not
     stored (a full or read-only card): the record is kept for the next start, and the
     LoginError raised.
     """

@@ -6,9 +6,10 @@
 # or refresh_token (with firebase_api_key, unless config.toml gives the key), or an hour-long ID
 # token (or token.txt, as Notepad saves it), and optionally config.toml. FAT has no owners or modes
 # and anyone holding the card can read it, so this script moves each file into /etc/sesame-pi with
-# the right owner and mode, then deletes the copy on FAT. auth.json stays there as a pending login:
-# the app exchanges it at start with the same code as `sesame-pi login` (retrying until the network
-# is up) and deletes it, or renames it auth.json.refused with a log line saying why. It runs at every boot where <boot>/sesame-pi exists (the unit's condition), so a
+# the right owner and mode, then deletes the copy on FAT. auth.json goes there as a pending login,
+# auth.pending.json: the app exchanges it at start with the same code as `sesame-pi login`
+# (retrying until the network is up) and deletes it, or renames it auth.pending.json.refused with
+# a log line saying why. It runs at every boot where <boot>/sesame-pi exists (the unit's condition), so a
 # new token can be dropped at any time. The token's contents never reach the journal.
 #
 # Environment (for tests): BOOT_DIR (default /boot/firmware), ETC_DIR (default /etc/sesame-pi),
@@ -139,7 +140,7 @@ if src="$(found "${names[@]}")"; then
 fi
 names=(auth.json auth.json.txt auth.txt)
 if src="$(found "${names[@]}")"; then
-  move_record "$src" "$etc_dir/auth.json" && forget_older "$src" "${names[@]}"
+  move_record "$src" "$etc_dir/auth.pending.json" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
 fi
 names=(firebase_api_key firebase_api_key.txt)
