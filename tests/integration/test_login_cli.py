@@ -613,7 +613,8 @@ async def test_a_first_boot_sign_in_facing_an_unavailable_answer_cut_short_waits
     kept_while_waiting: list[bool] = []
 
     async def sleep(seconds: float) -> None:
-        kept_while_waiting.append(pending.exists() and not (etc / "auth.pending.json.refused").exists())
+        refused = etc / "auth.pending.json.refused"
+        kept_while_waiting.append(pending.exists() and not refused.exists())
 
     result = await settle_pending(cfg, sleep=sleep)
     assert kept_while_waiting and all(kept_while_waiting)
