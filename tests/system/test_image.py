@@ -89,6 +89,8 @@ def test_the_stage_provisions_the_root_and_starts_nothing(staged: StagedRoot) ->
     # A fleet's token in group_vars beside site.yml (planted by the harness) stays off the card.
     etc = root / "etc/sesame-pi"
     assert not (etc / "token").exists() and not (etc / "auth.pending.json").exists()
+    # made for the ReSpeaker HAT, whose button pulls the pin to ground
+    assert 'button_pull = "up"' in (etc / "config.toml").read_text()
     hits = run("grep", "-rl", PLANTED_TOKEN, root / "etc", root / "var/lib", check=False)
     assert hits.stdout == "", hits.stdout
 

@@ -66,6 +66,10 @@ sesame_pi:
       ansible_python_interpreter: /usr/bin/python3
       # Root already; sudo inside the chroot would only cost time under qemu (about 1 s a task).
       ansible_become: false
+      # The image is made for the ReSpeaker 2-Mic HAT (the audio role's card), whose button pulls
+      # GPIO 17 to ground: against the app's default pull every press acted as a release. The
+      # build's image-vars.yml or a card's config.toml says otherwise.
+      sesame_pi_button_pull: up
 EOF
 # JSON keeps true a boolean (a key=value pair would hand the roles the string "true"). Every
 # secret is emptied here, as extra vars (which win over everything): ansible/group_vars and
