@@ -560,6 +560,28 @@ async def test_an_emptied_token_file_leaves_the_held_token_in_use(tmp_path: Path
     assert '"token_problem"' not in (tmp_path / "events.jsonl").read_text()
 
 
+def test_a_refresh_token_without_its_key_is_named_not_ignored(tmp_path: Path) -> None:
+    """A card with a refresh token and no API key: the device said only "no token file", and
+    the refresh token beside it was ignored without a word."""
+    write_token(tmp_path / "refresh_token", "refresh-token-one")
+    cfg = Config(token_file=tmp_path / "token", log_file=tmp_path / "events.jsonl")
+    with pytest.raises(TokenMissing) as missing:
+        TokenProvider(cfg).load()
+    said = str(missing.value)
+    assert "no token file" in said and "needs the web app's API key" in said
+    assert "firebase_api_key" in said and "refresh-token-one" not in said
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_token_pasted_with_its_quotes_is_read(tmp_path: Path, quote: str) -> None:
+    """Copied from a JSON value or a shell line, the token keeps its quotes: it was refused as
+    "does not hold a JWT (an ID token has three dot-separated parts)", which it has."""
+    token = make_token(exp_in_s=3600)
+    token_file = write_token(tmp_path / "token", f"{quote}{token}{quote}")
+    cfg = Config(token_file=token_file, log_file=tmp_path / "events.jsonl")
+    assert TokenProvider(cfg).load().expires_at
+
+
 @pytest.mark.parametrize("renews", [True, False])
 async def test_a_token_saved_as_utf16_is_read_and_one_without_its_mark_is_named(
     tmp_path: Path, token_endpoint: TokenEndpoint, renews: bool

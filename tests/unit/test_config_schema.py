@@ -270,7 +270,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(config_file, environ=env)
     expected = {
-        f"config file {config_file}: unknown setting 'buton_pin'",
+        f"config file {config_file}: unknown setting 'buton_pin' (did you mean 'button_pin'?)",
         "frame_ms must be a whole number, got 'ten'",
         "character 'Bob' is not one of Maya, Miles",
         "capture_rate 12000 is not one of 8000, 16000, 24000, 48000",
@@ -311,7 +311,7 @@ def test_unknown_flags_are_gathered_with_the_rest() -> None:
     with pytest.raises(ConfigError) as info:
         load(DEV_NULL, environ={}, flags={"buton": 3, "bounce_ms": "-1"})
     assert info.value.problems == [
-        "unknown setting 'buton'",
+        "unknown setting 'buton' (did you mean 'button'?)",
         "bounce_ms -1 must be between 0 and 500 ms",
     ]
 

@@ -378,6 +378,17 @@ class TokenProvider:
         except CredentialsUnusable:
             return True  # there, but unreadable: the refresh says what is wrong with it
 
+    def _no_key_hint(self) -> str:
+        """Why a refresh token beside a missing token does not help: no API key to use it with
+        (the refresh token was ignored without a word)."""
+        if self.can_refresh or not refresh_token_path(self.cfg).is_file():
+            return ""
+        return (
+            f"; the refresh token in {refresh_token_path(self.cfg)} needs the web app's API key: "
+            f"put it in {api_key_path(self.cfg)} or set firebase_api_key, or give the whole auth "
+            "record to `sesame-pi login`"
+        )
+
     def _credentials_changed(self) -> bool:
         """True once after the refresh token or stored key file changed (a new login)."""
         stamp = (file_stamp(refresh_token_path(self.cfg)), file_stamp(api_key_path(self.cfg)))
@@ -415,7 +426,7 @@ class TokenProvider:
             return
         with credentials_lock(self.cfg):  # (a login may be storing a token right now)
             try:
-                text = textfile.read(path).strip()
+                text = _token_text(path)
                 what = _what_it_holds(text) or "the token file held no ID token"
             except textfile.NotText as exc:
                 text, what = "?", f"the token file {exc}"
@@ -454,15 +465,18 @@ class TokenProvider:
     def _read_file(self) -> None:
         path = self.cfg.token_file
         try:
-            text = textfile.read(path).strip()
+            text = _token_text(path)
         except textfile.NotText as exc:
             raise TokenInvalid(f"{path} {exc}; {textfile.SAVE_AS}") from None
         except FileNotFoundError:
             raise TokenMissing(
-                f"no token file at {path}; put your ID token there (mode 0600)"
+                f"no token file at {path}; put your ID token there (mode 0600){self._no_key_hint()}"
             ) from None
         except OSError as exc:
-            raise TokenMissing(f"cannot read token file {path}: {exc.strerror}") from None
+            raise TokenMissing(
+                f"cannot read token file {path}: {exc.strerror}; it must belong to the user the "
+                "app runs as (uid 10001 in the container), mode 0600"
+            ) from None
         if not text:
             also = "; or remove it: this device renews its own token" if self.can_refresh else ""
             raise TokenMissing(f"token file {path} is empty; put your ID token there{also}")
@@ -887,6 +901,15 @@ def _free_name(path: Path) -> Path:
         number += 1
         candidate = path.with_name(f"{path.name}.{number}")
     return candidate
+
+
+def _token_text(path: Path) -> str:
+    """The token file's text, without the quotes a token copied from a JSON value or a shell
+    line keeps: `"eyJ..."` was refused as "not three dot-separated parts", which it has."""
+    text = textfile.read(path).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
 
 
 def _holds_a_jwt(text: str) -> bool:

@@ -712,7 +712,9 @@ def _known(values: Mapping[str, Any], where: str, found: list[str]) -> Iterable[
         if name in known:
             yield name, value
         else:
-            found.append(f"{where}unknown setting {name!r}")
+            close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            found.append(f"{where}unknown setting {name!r}{hint}")
 
 
 def _from_sources(
