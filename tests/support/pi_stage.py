@@ -227,8 +227,9 @@ def stage_key(base: Path) -> str:
     """What a staged root depends on: the base root, this shim, and the stage's and playbook's
     tracked files (documentation aside; caches that tools leave in the tree never count)."""
     digest = hashlib.sha256(f"{base.name}\n{PI_GEN_SHIM}".encode())
-    tracked = run("git", "-C", REPO, "ls-files", "--", "image/stage-sesame", "image/config",
-                  "image/assemble-stage.sh", "ansible").stdout.split()  # fmt: skip
+    inputs = ("image/stage-sesame", "image/config", "image/assemble-stage.sh", "ansible",
+              "app/compose.yaml")  # (the stage copies compose.yaml onto the card)  # fmt: skip
+    tracked = run("git", "-C", REPO, "ls-files", "--", *inputs).stdout.split()
     for name in sorted(tracked):
         path = REPO / name
         if path.is_file() and path.suffix != ".md":

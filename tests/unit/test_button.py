@@ -159,8 +159,9 @@ async def test_hold_of_2_1_s_is_held(gpio_button: Any) -> None:
     await rec.wait_for(3)
     assert rec.names() == ["pressed", "held", "released(held=True)"]
     # The press is reported once the 50 ms debounce settles; held hold_s later (gpiozero's timing).
-    assert 0.04 <= rec.at("pressed") - started < 0.2
-    assert 1.95 <= rec.at("held") - rec.at("pressed") < 2.1
+    # (Never early; late by a busy machine's scheduling at most: the loop stamps each callback.)
+    assert 0.04 <= rec.at("pressed") - started < 0.4
+    assert 1.95 <= rec.at("held") - rec.at("pressed") < 2.3
 
 
 @pytest.mark.asyncio
@@ -425,7 +426,7 @@ async def test_stdin_hold_1_9_s_is_not_held_and_2_1_s_is() -> None:
         await asyncio.to_thread(_script, write, [("press", 2.1), ("release", 0.1)])
         await rec.wait_for(5)
         assert rec.names()[2:] == ["pressed", "held", "released(held=True)"]
-        assert 1.95 <= rec.events[3][1] - rec.events[2][1] < 2.1
+        assert 1.95 <= rec.events[3][1] - rec.events[2][1] < 2.3  # never early; late if busy
 
 
 @pytest.mark.asyncio

@@ -34,7 +34,10 @@ case "$variant" in
   *) echo "debian-rootfs.sh: unknown variant '$variant' (minbase or pi)" >&2; exit 2 ;;
 esac
 
-key="$(printf '%s|%s|%s' "$suite" "$variant" "$include" | sha256sum | cut -c1-12)"
+# This script's own text is in the key: a change to how the root is made (its debootstrap
+# arguments, the mirror) makes a new one rather than reusing the old.
+key="$( (printf '%s|%s|%s|' "$suite" "$variant" "$include"; cat "${BASH_SOURCE[0]}") |
+  sha256sum | cut -c1-12)"
 tarball="$cache/debian-$suite-$arch-$variant-$key.tar"
 if [[ -s "$tarball" ]]; then
   echo "$tarball"

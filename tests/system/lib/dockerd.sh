@@ -20,8 +20,27 @@ client=/usr/bin/docker
 [[ -x "$client" ]] || client="$(command -v docker)"
 
 if "$client" info >/dev/null 2>&1; then
-  echo "$client"
-  exit 0
+  # Ours (started below, by an earlier run) has no bridge network. Another (Debian's
+  # docker.service, started as the package installed) has docker0 on a private range and NAT
+  # rules, and keeps its data away from the cache: stopped, and ours started instead.
+  if ! "$client" network ls --format '{{.Name}}' | grep -qx bridge; then
+    echo "$client"
+    exit 0
+  fi
+  echo "dockerd.sh: an engine with a bridge network answers (the system's docker.service?);" \
+    "stopping it for one with --bridge=none" >&2
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop docker.socket docker.service >&2 2>/dev/null || true
+  fi
+  pkill -x dockerd || true
+  for _ in $(seq 1 30); do
+    "$client" info >/dev/null 2>&1 || break
+    sleep 1
+  done
+  if "$client" info >/dev/null 2>&1; then
+    echo "dockerd.sh: the engine with a bridge network did not stop; stop it and run again" >&2
+    exit 1
+  fi
 fi
 
 mkdir -p "$cache/docker"
