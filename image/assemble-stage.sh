@@ -28,6 +28,11 @@ cp -a "$repo/ansible/group_vars/all.yml" "$files/ansible/group_vars/"
 find "$files/ansible" \( -name '__pycache__' -o -name '*.retry' \) -prune -exec rm -rf {} +
 mkdir -p "$files/app"
 cp "$repo/app/compose.yaml" "$files/app/compose.yaml"
+# The app's settings check, for the first boot's look at a config.toml on the card: the same
+# modules the app loads its config with (the standard library is all they import).
+check="$dest/01-firstboot/files/config-check/sesame_pi"
+mkdir -p "$check"
+cp "$repo"/app/src/sesame_pi/{__init__,config,settings_schema,textfile}.py "$check/"
 if [[ -n "${SESAME_PI_IMAGE_VARS:-}" ]]; then
   cp "$SESAME_PI_IMAGE_VARS" "$files/image-vars.yml"
 fi

@@ -223,12 +223,17 @@ def root_tarball() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
+CONFIG_CHECK_MODULES = ("__init__", "config", "settings_schema", "textfile")  # assemble-stage.sh
+
+
 def stage_key(base: Path) -> str:
     """What a staged root depends on: the base root, this shim, and the stage's and playbook's
     tracked files (documentation aside; caches that tools leave in the tree never count)."""
     digest = hashlib.sha256(f"{base.name}\n{PI_GEN_SHIM}".encode())
+    # (the stage also copies compose.yaml and the app's settings check onto the card)
+    check = [f"app/src/sesame_pi/{name}.py" for name in CONFIG_CHECK_MODULES]
     inputs = ("image/stage-sesame", "image/config", "image/assemble-stage.sh", "ansible",
-              "app/compose.yaml")  # (the stage copies compose.yaml onto the card)  # fmt: skip
+              "app/compose.yaml", *check)  # fmt: skip
     tracked = run("git", "-C", REPO, "ls-files", "--", *inputs).stdout.split()
     for name in sorted(tracked):
         path = REPO / name

@@ -29,6 +29,7 @@ from sesame_pi.login import settle_pending
 from sesame_pi.logs import setup_logging
 from support.credentials import make_token
 from support.pi_stage import (
+    CONFIG_CHECK_MODULES,
     PI_GEN_SHIM,
     PLANTED_TOKEN,
     FatPartition,
@@ -91,6 +92,18 @@ def test_the_stage_provisions_the_root_and_starts_nothing(staged: StagedRoot) ->
     assert not (etc / "token").exists() and not (etc / "auth.pending.json").exists()
     # made for the ReSpeaker HAT, whose button pulls the pin to ground
     assert 'button_pull = "up"' in (etc / "config.toml").read_text()
+    # the app's settings check for a config.toml on the card, runnable by the image's Python
+    check = root / "usr/local/lib/sesame-pi"
+    assert sorted(p.stem for p in (check / "sesame_pi").glob("*.py")) == sorted(
+        CONFIG_CHECK_MODULES
+    )
+    loads = staged.chroot(
+        "python3", "-c",
+        "from pathlib import Path; from sesame_pi.config import load;"
+        " print(load(Path('/etc/sesame-pi/config.toml'), environ={}).button_pull)",
+        check=False, env={"PYTHONPATH": "/usr/local/lib/sesame-pi"},
+    )  # fmt: skip
+    assert loads.stdout.strip() == "up", loads.stdout + loads.stderr
     hits = run("grep", "-rl", PLANTED_TOKEN, root / "etc", root / "var/lib", check=False)
     assert hits.stdout == "", hits.stdout
 

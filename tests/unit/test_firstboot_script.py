@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / (
-    "image/stage-sesame/01-firstboot/files/sesame-pi-firstboot.sh"
-)
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "image/stage-sesame/01-firstboot/files/sesame-pi-firstboot.sh"
 BOM = b"\xef\xbb\xbf"
 
 
@@ -31,6 +30,7 @@ def first_boot(boot: Path, etc: Path) -> str:
         "ETC_DIR": str(etc),
         "SESAME_PI_UID": str(os.getuid()),
         "SESAME_PI_GID": str(os.getgid()),
+        "CONFIG_CHECK_DIR": str(REPO / "app/src"),  # the app's config module, as on the image
     }
     done = subprocess.run(
         ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=True
@@ -58,6 +58,37 @@ def test_a_config_toml_cannot_read_stays_on_the_card_and_the_old_one_is_kept(
     assert (etc / "config.toml").read_text() == 'character = "Maya"\n'
     assert (boot / "sesame-pi/config.toml").exists()
     assert "is not valid TOML" in log
+    assert "not valid TOML" in (boot / "sesame-pi/config-error.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ('buton_pull = "up"\n', "unknown setting 'buton_pull' (did you mean 'button_pull'?)"),
+        ("button_pin = 41\n", "button_pin 41 is not a GPIO pin (0-27)"),
+    ],
+)
+def test_a_config_the_app_would_refuse_stays_on_the_card_with_a_note(
+    card: tuple[Path, Path], written: str, said: str
+) -> None:
+    """Valid TOML with a misspelt key or a value out of range was installed, and the app then
+    refused it at every start: restarted for ever, with no LED, earcon or setup page to say
+    why. The app's own check runs first now: the file stays on the card, and a note beside it
+    says what is wrong, where the maker looks next."""
+    boot, etc = card
+    (etc / "config.toml").write_text('character = "Maya"\n')
+    (boot / "sesame-pi/config.toml").write_text(written)
+    log = first_boot(boot, etc)
+    assert (etc / "config.toml").read_text() == 'character = "Maya"\n'
+    assert (boot / "sesame-pi/config.toml").read_text() == written
+    note = (boot / "sesame-pi/config-error.txt").read_text()
+    assert said in note and said in log
+    assert ".XXXX" not in note and str(etc) not in note, note
+
+    (boot / "sesame-pi/config.toml").write_text('button_pull = "up"\n')  # fixed
+    first_boot(boot, etc)
+    assert (etc / "config.toml").read_text() == 'button_pull = "up"\n'
+    assert not (boot / "sesame-pi").exists(), "the note went with the file it was about"
 
 
 def test_of_two_copies_the_newer_is_moved_and_the_older_deleted(card: tuple[Path, Path]) -> None:

@@ -13,7 +13,8 @@
 # new token can be dropped at any time. The token's contents never reach the journal.
 #
 # Environment (for tests): BOOT_DIR (default /boot/firmware), ETC_DIR (default /etc/sesame-pi),
-# SESAME_PI_UID / SESAME_PI_GID (default 10001, the app container's user).
+# SESAME_PI_UID / SESAME_PI_GID (default 10001, the app container's user), CONFIG_CHECK_DIR
+# (default /usr/local/lib/sesame-pi: the app's settings check, copied onto the image at build).
 set -euo pipefail
 umask 077
 
@@ -21,6 +22,7 @@ boot_dir="${BOOT_DIR:-/boot/firmware}"
 etc_dir="${ETC_DIR:-/etc/sesame-pi}"
 app_uid="${SESAME_PI_UID:-10001}"
 app_gid="${SESAME_PI_GID:-10001}"
+check_dir="${CONFIG_CHECK_DIR:-/usr/local/lib/sesame-pi}"
 drop="$boot_dir/sesame-pi"
 
 log() { echo "sesame-pi-firstboot: $*"; }
@@ -97,19 +99,61 @@ move_record() {
   log "moved $(basename "$src") to $dest (mode 0600, owner $app_uid), a pending login for the app; deleted it from $drop"
 }
 
+# The app's own check of a config file (its config module, run by the image's Python): exit 3
+# and the problems, one a line, when the app would refuse it.
+app_refuses() {
+  PYTHONPATH="$check_dir" python3 - "$1" <<'PY'
+import sys
+from pathlib import Path
+
+from sesame_pi.config import ConfigError, load
+
+try:
+    load(Path(sys.argv[1]), environ={})
+except ConfigError as exc:
+    print("\n".join(p.replace(sys.argv[1], "config.toml") for p in exc.problems))
+    sys.exit(3)
+PY
+}
+
+# Said where the maker looks: the card, opened on their computer again.
+refuse_config() {
+  local src="$1" why="$2"
+  log "$src: $why; left it there and kept the current config.toml"
+  {
+    echo "The Pi did not take config.toml from this folder: the app would refuse it."
+    echo "Fix it and put the card back; this note goes once the Pi takes it."
+    echo
+    echo "$why"
+  } >"$drop/config-error.txt" 2>/dev/null || true
+}
+
 # config.toml holds no secret the token files do not; the app's group reads it, root owns it.
-# A byte order mark (Notepad) is removed; a file TOML cannot read stays on FAT and the current
-# config is kept: the app would refuse it and never start, with no LED or earcon to say why.
+# A byte order mark (Notepad) is removed; a file TOML cannot read, or one the app would refuse
+# (a misspelt setting, a value out of range), stays on FAT with config-error.txt beside it, and
+# the current config is kept: the app would never start, with no LED or earcon to say why.
 move_config() {
-  local src="$1" dest="$2" tmp
+  local src="$1" dest="$2" tmp problems rc
   tmp="$(mktemp "$dest.XXXXXX")"
   LC_ALL=C sed '1s/^\xEF\xBB\xBF//' "$src" >"$tmp"
   if command -v python3 >/dev/null &&
     ! python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp" 2>/dev/null; then
     rm -f "$tmp"
-    log "$src is not valid TOML; left it there and kept the current config.toml"
+    refuse_config "$src" "it is not valid TOML (a missing quote? curly quotes from a word processor?)"
     return 1
   fi
+  if [[ -f "$check_dir/sesame_pi/config.py" ]] && command -v python3 >/dev/null; then
+    rc=0
+    problems="$(app_refuses "$tmp" 2>&1)" || rc=$?
+    if ((rc == 3)); then
+      rm -f "$tmp"
+      refuse_config "$src" "$problems"
+      return 1
+    elif ((rc != 0)); then
+      log "could not check $src with the app's settings ($problems); moving it all the same"
+    fi
+  fi
+  rm -f "$drop/config-error.txt"
   chown "0:$app_gid" "$tmp"
   chmod 0640 "$tmp"
   mv -f "$tmp" "$dest"
@@ -152,6 +196,8 @@ names=(config.toml config.toml.txt)
 if src="$(found "${names[@]}")"; then
   move_config "$src" "$etc_dir/config.toml" && forget_older "$src" "${names[@]}"
   moved=$((moved + 1))
+else
+  rm -f "$drop/config-error.txt"  # (about a file no longer there)
 fi
 ((moved > 0)) || log "$drop holds no auth.json, token, refresh_token or config.toml"
 
