@@ -20,7 +20,7 @@ from sesame_pi import audio, hiccup
 from sesame_pi.audio import AudioDeviceError, AudioEngine
 from sesame_pi.config import Config
 from sesame_pi.hiccup import DeviceGrace, SilencePacer
-from sesame_pi.speaker import DrySpell
+from sesame_pi.speaker import DrySpell, Speaker
 
 FRAME = 320 * 2  # 20 ms at 16 kHz, s16le
 
@@ -1021,12 +1021,9 @@ async def test_the_next_call_keeps_the_links_lateness_and_the_audio_goes_on() ->
     call.engine.close()
 
 
-async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Closing a stream (or terminating its PortAudio) while the writer is inside a write on a
-    stalled device would free what the write still uses: the engine leaves both to the writer."""
-    monkeypatch.setattr(audio, "STOP_WAIT_S", 0.1)
+async def writer_stuck_in_a_write() -> tuple[Call, FakeStream, Speaker, threading.Event]:
+    """A call whose writer is inside a write that does not return (a stalled device) until the
+    event is set, then ended: the call, its output, the writer and that event."""
     call = Call(grace_s=2.0)
     call.world.output_plays = True
     call.engine.start_call(24000)
@@ -1045,6 +1042,16 @@ async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
     writer = call.engine._speaker
     assert writer is not None
     call.engine.stop_call()
+    return call, output, writer, release
+
+
+async def test_a_writer_stuck_in_a_write_closes_its_own_stream_and_portaudio(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a stream (or terminating its PortAudio) while the writer is inside a write on a
+    stalled device would free what the write still uses: the engine leaves both to the writer."""
+    monkeypatch.setattr(audio, "STOP_WAIT_S", 0.1)
+    call, output, writer, release = await writer_stuck_in_a_write()
     with caplog.at_level(logging.WARNING, logger="sesame_pi"):
         call.engine.close()
     pa = call.world.instances[0]
@@ -1063,24 +1070,7 @@ async def test_the_loop_does_not_wait_seconds_for_a_writer_stuck_in_a_write(
     on the event loop and waited up to 2 s for it to leave a write on a stalled device: the
     button and the LED froze, with no line saying why. The loop waits a moment and leaves the
     stream to the writer, as a worker's longer wait does."""
-    call = Call(grace_s=2.0)
-    call.world.output_plays = True
-    call.engine.start_call(24000)
-    call.engine.play(bytes(24000 * 2))
-    output = next(s for s in call.world.streams if s.kind == "output")
-    inside, release = threading.Event(), threading.Event()
-    real_write = output.write
-
-    def stuck_write(pcm: bytes, exception_on_underflow: bool = False) -> None:
-        inside.set()
-        release.wait(5.0)
-        real_write(pcm)
-
-    output.write = stuck_write  # type: ignore[method-assign]
-    assert await asyncio.to_thread(inside.wait, 2.0)
-    writer = call.engine._speaker
-    assert writer is not None
-    call.engine.stop_call()
+    call, output, writer, release = await writer_stuck_in_a_write()
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="sesame_pi"):
         call.engine._close_idle()
