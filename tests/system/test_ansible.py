@@ -349,7 +349,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         (root / "not-the-apps").chmod(0o644)
         refresh.unlink()
         refresh.symlink_to("/not-the-apps")
-        runs["linked"] = _playbook("linked", inventory, logs, "--tags", "token")
+        runs["linked"] = _playbook("linked", vault_inventory, logs, "--tags", "token")
         target = (root / "not-the-apps").stat()
         link_target_after = (target.st_uid, target.st_mode & 0o7777)
         refresh.unlink()
