@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,46 @@ def test_a_heartbeat_that_cannot_be_written_is_said_once_per_spell(
     path.mkdir()
     heartbeat.update(State.IDLE)
     assert len(said()) == 2, "a new spell of failures is said again"
+
+
+@pytest.fixture
+def stale_beat_with_no_room(tmp_path: Path) -> Iterator[Path]:
+    """A two-minute-old beat in a directory no new beat fits in: a 64 KB tmpfs filled up, as
+    root (root writes through file modes); a read-only directory for anyone else."""
+    directory = tmp_path / "run"
+    directory.mkdir()
+    path = directory / "heartbeat.json"
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", directory], check=True)
+    try:
+        path.write_text(json.dumps({"ts": time.time() - 120, "state": "idle"}))
+        if as_root:
+            filler = (directory / "filler").open("wb", buffering=0)
+            with filler, contextlib.suppress(OSError):  # (unbuffered: its close cannot fail)
+                while True:
+                    filler.write(bytes(4096))
+        else:
+            directory.chmod(0o555)
+        yield path
+    finally:
+        if as_root:
+            subprocess.run(["umount", directory], check=True)
+        else:
+            directory.chmod(0o755)
+
+
+def test_a_stale_beat_that_cannot_be_rewritten_says_so_rather_than_hung(
+    tmp_path: Path, stale_beat_with_no_room: Path
+) -> None:
+    """A full card stops the beat as surely as a hung app; `status` said "hung" and sent its
+    owner to the app instead of the disk. It still fails the health check."""
+    writable = tmp_path / "heartbeat.json"
+    writable.write_text(json.dumps({"ts": time.time() - 120, "state": "idle"}))
+    assert "the app looks hung" in check(writable, max_age_s=30)[1]
+    directory = stale_beat_with_no_room.parent
+    before = sorted(directory.iterdir())
+    healthy, line = check(stale_beat_with_no_room, max_age_s=30)
+    assert not healthy
+    assert "cannot be written" in line and str(directory) in line and "hung" not in line
+    assert sorted(directory.iterdir()) == before, "the probe leaves nothing behind"

@@ -44,3 +44,34 @@ def test_a_secret_inside_a_longer_one_leaves_no_part_of_the_longer_one() -> None
     logs.register_secret(short)
     logs.register_secret(long)
     assert logs.redact(f"got {long}") == f"got {logs.REDACTED}"
+
+
+def test_a_library_warning_is_a_json_line_in_the_log_not_bare_text_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What a library says through `warnings.warn` reaches the log an owner collects, as one
+    JSON line like every other, and is redacted like them."""
+    import io
+    import json
+    import logging
+    import warnings
+
+    from sesame_pi.config import Config
+
+    token = opaque()
+    logs.register_secret(token)
+    out = io.StringIO()
+    try:
+        logs.setup_logging(Config().replace(log_file=None), stdout=out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn(f"pin library fell back (key {token})", RuntimeWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        logs._without_our_handlers()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    found = [line for line in lines if line["event"] == logs.PYTHON_WARNING]
+    assert len(found) == 1, lines
+    assert "RuntimeWarning: pin library fell back" in found[0]["msg"]
+    assert token not in out.getvalue() and logs.REDACTED in found[0]["msg"]
+    assert "pin library" not in capsys.readouterr().err

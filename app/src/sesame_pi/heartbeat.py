@@ -88,11 +88,11 @@ def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"heartbeat at {path} is unreadable: {exc}"
     if age > max_age_s:
-        return False, f"heartbeat is {age:.0f} s old (state {state.value}): the app looks hung"
+        return False, f"heartbeat is {age:.0f} s old (state {state.value}): {_not_rewritten(path)}"
     if age < -max_age_s:  # written before the clock stepped back (NTP): a live app rewrites it
         return False, (
             f"heartbeat is dated {-age:.0f} s ahead of the clock (state {state.value}): the "
-            "clock stepped back and the app has not written it since: it looks hung"
+            f"clock stepped back and it was not rewritten since: {_not_rewritten(path)}"
         )
     link = body.get("link_up")
     link_text = "up" if link else "down" if link is False else "unknown"
@@ -100,3 +100,21 @@ def check(path: Path, max_age_s: float = 30.0) -> tuple[bool, str]:
     if state in UNHEALTHY:
         return False, line
     return True, line
+
+
+def _not_rewritten(path: Path) -> str:
+    """Why a heartbeat went stale, as far as the file's directory can tell: an app that cannot
+    write it (a full card, a read-only mount) looks exactly like a hung one by the file's age,
+    and the two send a person to different places."""
+    probe = path.with_name(f".{path.name}.status-probe.{os.getpid()}")
+    try:
+        probe.write_bytes(bytes(256))  # about a beat's size: a full disk refuses the data
+    except OSError as exc:
+        return (
+            f"it cannot be written here ({exc.strerror or exc}): the app may be running; free "
+            f"space on or make {path.parent} writable (its log says heartbeat_unavailable)"
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return "the app looks hung"

@@ -22,6 +22,7 @@ from .config import Config
 from .logfile import SizeRotatedFile
 
 LOGGER_NAME = "sesame_pi"
+PYTHON_WARNING = "python_warning"  # the event of a line a `warnings.warn` became
 REDACTED = "[REDACTED]"
 # A JWT: three base64url segments, the header starting with eyJ ('{"').
 JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
@@ -75,7 +76,7 @@ class RedactingJsonFormatter(JsonFormatter):
         log_data["level"] = record.levelname
         log_data["logger"] = record.name
         if not log_data.get("event"):
-            log_data["event"] = "log"
+            log_data["event"] = PYTHON_WARNING if record.name == "py.warnings" else "log"
             log_data["msg"] = record.getMessage()
         log_data.pop("message", None)
 
@@ -108,6 +109,7 @@ def command_logging(stderr: TextIO | None = None) -> None:
     handler.setLevel(logging.WARNING)
     handler._sesame_pi = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    logging.captureWarnings(True)
 
 
 def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
@@ -126,6 +128,9 @@ def setup_logging(cfg: Config, stdout: TextIO | None = None) -> None:
         handler._sesame_pi = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    # A library's `warnings.warn` (a deprecation, a pin it could not use) went to stderr as bare
+    # text, outside the JSON log an owner collects: it is a `python_warning` line now.
+    logging.captureWarnings(True)
     logging.getLogger(LOGGER_NAME).setLevel(cfg.log_level)
     # websockets logs every connection failure with a traceback at ERROR: our link says it better.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
