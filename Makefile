@@ -35,7 +35,7 @@ install-pi: ## On a Pi: only what the app needs to run, with the GPIO pin factor
 	  libasound2-plugins alsa-utils libspeexdsp1
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	PYPI=1 $(PY) -m pip install -q -e 'app[pi]'
+	PYPI=1 $(PY) -m pip install -q -c app/requirements.lock -e 'app[pi]'
 
 test: install ## Lint, then unit, integration and benchmark-instrument tests (fast; no Docker, no root file systems)
 	$(MAKE) --no-print-directory lint

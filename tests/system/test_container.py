@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from sesame_pi.standin import StandinOptions
 from support.app_process import AppProcess
 from support.credentials import make_token, write_token
+from support.requirements_lock import locked_versions
 from support.signals import loud_seconds, sine, tone_power
 from support.standin_thread import StandinThread
 from support.virtual_audio import VirtualAudio, read_wav, write_wav
@@ -132,6 +134,24 @@ def test_the_app_starts_from_bytecode_compiled_at_build(docker: str, image: str)
     from_source = [path for path in loaded if not path.endswith(".pyc")]
     assert any("/sesame_pi/__pycache__/app." in path for path in loaded), imported[-2000:]
     assert from_source == [], from_source
+
+
+def test_the_image_holds_exactly_the_locked_libraries(docker: str, image: str) -> None:
+    """app/requirements.lock is what ships: a cold build and a warm cache install the same."""
+    listed = run(
+        docker, "run", "--rm", "--network", "host", "--read-only", "--entrypoint", "python",
+        image, "-c", "import importlib.metadata as m\n"
+        "for d in m.distributions(): print(d.metadata['Name'], d.version)",
+    ).stdout  # fmt: skip
+    installed = {
+        canonicalize_name(name): version
+        for name, version in (line.split() for line in listed.splitlines())
+        if canonicalize_name(name) not in {"sesame-pi", "pip", "setuptools", "wheel"}
+    }
+    locked = locked_versions()
+    if ARCH != "arm64":  # (AEC3's wheels are for 64-bit only)
+        locked.pop("pywebrtc-audio")
+    assert installed == locked
 
 
 @pytest.fixture

@@ -1393,3 +1393,46 @@ async def test_the_probe_at_start_makes_the_echo_canceller_the_first_call_needs(
     assert call.engine._echo is made, "the call takes the stage the probe made"
     call.engine.stop_call()
     call.engine.close()
+
+
+async def test_a_reopen_that_never_returns_asks_for_a_restart_once_and_says_where(
+    tasks: list[asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A USB card that never answers keeps the worker inside PortAudio: every later press said
+    the devices were still being reopened, until someone restarted the app by hand. Past
+    REOPEN_WEDGED_S the engine names where the worker is stuck and asks for a restart."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(audio, "REOPEN_WEDGED_S", 0.6)
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=0.3, hang_s=5.0)
+    restarts: list[str] = []
+    call.engine.on_wedged = restarts.append
+    await asyncio.sleep(0.2)
+    assert restarts == [], "a reopen a few hundred milliseconds long is no wedge"
+    with pytest.raises(AudioDeviceError, match="still being reopened"):
+        call.engine.start_call(24000)
+    await asyncio.sleep(0.6)
+    assert len(restarts) == 1 and "stuck" in restarts[0], restarts
+    wedged = [r for r in caplog.records if getattr(r, "event", "") == "audio_device_wedged"]
+    assert len(wedged) == 1 and wedged[0].levelno == logging.CRITICAL
+    assert any(" hang" in frame for frame in wedged[0].where), wedged[0].where
+    slow.released.set()
+    await asyncio.sleep(0.3)
+    assert len(restarts) == 1
+    call.engine.close()
+
+
+async def test_a_reopen_that_returns_in_time_asks_for_no_restart(
+    tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audio, "REOPEN_WEDGED_S", 0.6)
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=2.0, hang_s=5.0)
+    restarts: list[str] = []
+    call.engine.on_wedged = restarts.append
+    slow.released.set()  # the device answers after a moment, as a slow one does
+    call.world.mic_alive = True
+    await asyncio.sleep(1.0)
+    assert restarts == [] and not call.engine.reopening
+    call.engine.stop_call()
+    call.engine.close()

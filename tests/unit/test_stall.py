@@ -123,3 +123,19 @@ def test_a_stall_that_holds_the_gil_is_ended_by_faulthandler() -> None:
     assert "Timeout" in done.stderr
     assert "spin_holding_the_gil" in done.stderr
     assert "loop_hung" not in done.stdout, "our own thread could not run: the backstop acted"
+
+
+async def test_a_part_beyond_repair_restarts_the_app_unless_exits_are_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sound driver that never returned asks the guard for a restart: the same exit code as a
+    hung loop, so Docker or systemd starts a fresh process; `loop_stall_exit_s = 0` never exits."""
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    exits: list[int] = []
+    LoopStallGuard(loop, exit_after_s=60, exit_process=exits.append).restart("driver stuck")
+    assert exits == [EXIT_HUNG]
+    said = [r for r in caplog.records if getattr(r, "event", "") == "app_restarting"]
+    assert len(said) == 1 and said[0].reason == "driver stuck"
+    LoopStallGuard(loop, exit_after_s=0, exit_process=exits.append).restart("driver stuck")
+    assert exits == [EXIT_HUNG], "exits are off: the app stays up"

@@ -94,8 +94,11 @@ async def run_appliance(cfg: Config) -> int:
     def device_error(message: str) -> None:
         session.audio_device_error(message)  # bound below; the engine reports only once running
 
+    def device_wedged(reason: str) -> None:
+        guard.restart(reason)  # bound below, before any call can reopen a device
+
     # The parts first, then the session they report to.
-    audio = AudioEngine(cfg, loop, on_device_error=device_error)
+    audio = AudioEngine(cfg, loop, on_device_error=device_error, on_wedged=device_wedged)
     feedback = Feedback(cfg, play_earcon=audio.play_earcon)
     heartbeat = Heartbeat(cfg.heartbeat_file) if cfg.heartbeat_file else None
     link = Link(cfg, tokens)

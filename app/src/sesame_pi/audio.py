@@ -55,6 +55,7 @@ from .logs import event
 from .output_probe import reads_ahead
 from .pcm import mix, resample, widen
 from .speaker import STOP_WAIT_S, DrySpell, Learnt, Speaker
+from .stall import stack_of
 
 if TYPE_CHECKING:
     from .echo import EchoStage
@@ -90,6 +91,10 @@ CAPTURE_QUEUE_FRAMES = 25  # half a second at 20 ms: the uplink never lags furth
 # 20 ms) or it stalled for half a second; without a bound every frame's work queued ahead of the
 # session's own, and the loop fell further behind every second (tests/unit/test_device_recovery).
 CAPTURE_BACKLOG_FRAMES = 25
+# A reopen takes 50-500 ms, a few seconds behind a stalled device; one still inside PortAudio
+# after this is wedged in the driver (a USB device that never answers), and only a fresh process
+# gets a working PortAudio: the engine says so and asks for a restart (`on_wedged`).
+REOPEN_WEDGED_S = 30.0
 
 
 # --------------------------------------------------------------------------- the engine
@@ -150,10 +155,12 @@ class AudioEngine:
         loop: asyncio.AbstractEventLoop,
         on_device_error: Callable[[str], None],
         portaudio_factory: Callable[[], Any] = portaudio,
+        on_wedged: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.loop = loop
         self.on_device_error = on_device_error
+        self.on_wedged = on_wedged  # a reopen stuck in the driver: only a restart helps
         self._factory = portaudio_factory
         self._pa: Any = None
         self._lock = threading.RLock()  # PortAudio open/close is not safe from two threads at once
@@ -205,6 +212,8 @@ class AudioEngine:
         self._reopening = False
         self._reopened_at = 0.0
         self._reopen_failed = False  # the last reopen attempt left a device unopened
+        self._reopen_thread: int | None = None  # the worker inside a reopen (for its stack)
+        self._reopen_overdue: asyncio.TimerHandle | None = None
         self._pa_nodes: frozenset[tuple[str, int]] | None = None  # see `_needs_rescan`
         # The speaker's part of a hiccup (the agent's audio piles up only while none plays):
         # since when no speaker has played (from the last sign of life of the one a reopen
@@ -1003,12 +1012,32 @@ class AudioEngine:
             self._wake_reader()
         self._reopening = True
         gen = self._call_gen
+        self._reopen_overdue = self.loop.call_later(REOPEN_WEDGED_S, self._reopen_wedged)
         done = self.loop.run_in_executor(None, self._reopen, gen, self._input, sides)
         done.add_done_callback(lambda future: self._reopen_done(future, gen))
+
+    def _reopen_wedged(self) -> None:
+        """The reopen worker has been inside PortAudio for REOPEN_WEDGED_S: the devices stay
+        unusable (every call says they are still being reopened) until the process restarts."""
+        if not self._reopening:
+            return
+        where = stack_of(self._reopen_thread)
+        event(
+            "audio_device_wedged",
+            logging.CRITICAL,
+            stuck_s=REOPEN_WEDGED_S,
+            where=where,
+            action="the sound driver never returned: restarting the app for a fresh PortAudio"
+            if self.on_wedged
+            else "restart the app (unplug and replug a USB sound device first)",
+        )
+        if self.on_wedged is not None:
+            self.on_wedged(f"a sound device reopen stuck for {REOPEN_WEDGED_S:.0f} s")
 
     def _reopen(self, gen: int, microphone: Any, sides: Sides) -> str | None:
         """Worker thread: close the sides in trouble without draining (and, for a rescan, take
         a fresh PortAudio), open them again. None, or why it could not."""
+        self._reopen_thread = threading.get_ident()
         with self._lock:
             stale = self._input if self._input is microphone else None
             if gen != self._call_gen:  # the call ended meanwhile: its microphone is ours to close
@@ -1052,6 +1081,9 @@ class AudioEngine:
 
     def _reopen_done(self, future: asyncio.Future[str | None], gen: int) -> None:
         self._reopening = False
+        if self._reopen_overdue is not None:
+            self._reopen_overdue.cancel()
+            self._reopen_overdue = None
         if gen != self._call_gen or future.cancelled():
             if not self._in_call:  # it ended after the worker's last look: close what it opened
                 with self._lock:  # (free now: the worker is done)
@@ -1170,6 +1202,8 @@ class AudioEngine:
         self._call_gen += 1
         self._disarm_watchdog()
         self._cancel_idle_close()
+        if self._reopen_overdue is not None:
+            self._reopen_overdue.cancel()
         with self._lock:
             self._close_stream(self._input, abort=True)
             self._input = None

@@ -118,3 +118,17 @@ class LoopStallGuard:
         )
         faulthandler.dump_traceback(sys.stderr, all_threads=True)
         self._exit_process(EXIT_HUNG)
+
+    def restart(self, reason: str) -> None:
+        """End the process for its supervisor to start a fresh one, when a part of the app knows
+        itself beyond repair in this one (a sound driver that never returned). With
+        `exit_after_s` 0 the app never exits by itself: the part's own line has said what to do."""
+        if not self.exit_after_s:
+            return
+        event(
+            "app_restarting",
+            logging.CRITICAL,
+            reason=reason,
+            action=f"exiting with {EXIT_HUNG} so Docker or systemd starts the app again",
+        )
+        self._exit_process(EXIT_HUNG)
