@@ -1436,3 +1436,30 @@ async def test_a_reopen_that_returns_in_time_asks_for_no_restart(
     assert restarts == [] and not call.engine.reopening
     call.engine.stop_call()
     call.engine.close()
+
+
+@pytest.mark.parametrize("returns", [False, True])
+async def test_a_writer_that_never_leaves_its_write_asks_for_a_restart(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, returns: bool
+) -> None:
+    """A writer stuck for good keeps its PortAudio alive, and PortAudio's set-up is process-wide:
+    no later rescan saw the card again until someone restarted the app. One whose write comes
+    back in time (a slow device) closes its stream and asks for nothing."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(audio, "REOPEN_WEDGED_S", 0.5)
+    call, _output, writer, release = await writer_stuck_in_a_write()
+    restarts: list[str] = []
+    call.engine.on_wedged = restarts.append
+    call.engine._close_idle()  # the speaker's idle close finds the writer inside its write
+    if returns:
+        release.set()
+    await asyncio.sleep(0.8)
+    wedged = [r for r in caplog.records if getattr(r, "event", "") == "audio_device_wedged"]
+    if returns:
+        assert restarts == [] and wedged == []
+    else:
+        assert len(restarts) == 1 and "speaker's last write" in restarts[0], restarts
+        assert any("stuck_write" in frame for frame in wedged[0].where), wedged[0].where
+    release.set()
+    await asyncio.to_thread(writer._thread.join, 2.0)
+    call.engine.close()

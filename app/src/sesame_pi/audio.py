@@ -565,6 +565,10 @@ class AudioEngine:
                     waited_s=waits_s,
                     action="the writer closes the speaker when its write returns",
                 )
+                # (this may run on a reopen worker: the timer is set from the loop)
+                self.loop.call_soon_threadsafe(
+                    self.loop.call_later, REOPEN_WEDGED_S, self._writer_wedged, speaker
+                )
                 return
         self._close_stream(stream, abort)
 
@@ -1019,20 +1023,28 @@ class AudioEngine:
     def _reopen_wedged(self) -> None:
         """The reopen worker has been inside PortAudio for REOPEN_WEDGED_S: the devices stay
         unusable (every call says they are still being reopened) until the process restarts."""
-        if not self._reopening:
-            return
-        where = stack_of(self._reopen_thread)
+        if self._reopening:
+            self._wedged("a sound device's reopen", self._reopen_thread)
+
+    def _writer_wedged(self, speaker: Speaker) -> None:
+        """A stopped writer still inside a write REOPEN_WEDGED_S later holds its PortAudio
+        instance, and PortAudio's set-up is process-wide: no rescan sees a replugged card."""
+        if not (speaker.has_left or self._closed):
+            self._wedged("the speaker's last write", speaker.thread_id)
+
+    def _wedged(self, what: str, thread_id: int | None) -> None:
         event(
             "audio_device_wedged",
             logging.CRITICAL,
+            stuck=what,
             stuck_s=REOPEN_WEDGED_S,
-            where=where,
+            where=stack_of(thread_id),
             action="the sound driver never returned: restarting the app for a fresh PortAudio"
             if self.on_wedged
             else "restart the app (unplug and replug a USB sound device first)",
         )
         if self.on_wedged is not None:
-            self.on_wedged(f"a sound device reopen stuck for {REOPEN_WEDGED_S:.0f} s")
+            self.on_wedged(f"{what} stuck in the sound driver for {REOPEN_WEDGED_S:.0f} s")
 
     def _reopen(self, gen: int, microphone: Any, sides: Sides) -> str | None:
         """Worker thread: close the sides in trouble without draining (and, for a rescan, take

@@ -186,6 +186,16 @@ class Speaker:
             return True
 
     @property
+    def has_left(self) -> bool:
+        """Whether the writer thread is out of PortAudio for good (run its last `finish`)."""
+        with self._exit_lock:
+            return self._exited
+
+    @property
+    def thread_id(self) -> int | None:
+        return self._thread.ident
+
+    @property
     def alive_at(self) -> float:
         """For the watchdog: when the writer last saw the device empty or taking audio, or had
         nothing to give it (a sound server keeps a short tail unplayed until its prebuffer fills:
