@@ -246,14 +246,20 @@ async def test_a_paired_owner_who_holds_to_see_the_page_keeps_the_next_press_for
     """The 5 s hold is an owner's way to open the page at all. One already paired, who held only
     to look at it, armed pairing for a quarter of an hour: a request someone opened meanwhile
     took the owner's next press (meant for a call) as its confirmation. Looking at the page from
-    a paired browser, with no request waiting, gives presses back to calls."""
-    owner, intruder = Browser(rig), Browser(rig)
-    async with owner.client, intruder.client:
+    a paired browser gives presses back to calls, whether the stranger asked before the owner
+    looked (it used to stay armed then) or after."""
+    owner, intruder, early = Browser(rig), Browser(rig), Browser(rig)
+    async with owner.client, intruder.client, early.client:
         await owner.pair()
         arm_pairing(rig)  # the hold, to open the page
+        early_code, early_csrf = await early.start_pairing()  # a stranger, quick off the mark
         assert (await owner.request("GET", "/"))[0] == 200
         assert not rig.page.window.pairing_armed
         await a_press_places_a_call_and_pairs_nobody(rig, intruder)
+        status, body, _ = await early.request(
+            "POST", "/pair/finish", {"code": early_code, "csrf": early_csrf}
+        )
+        assert status == 409 and "not been pressed" in body
     assert [e["result"] for e in rig.events("pairing_press")] == ["confirmed"]
     assert rig.standin.record.calls == 1
 

@@ -9,6 +9,7 @@ from sesame_pi.pairing import (
     MAX_PENDING,
     MAX_WRONG_CODES,
     PAIRED_UNUSED_S,
+    PAIRING_ARMED_S,
     PENDING_S,
     PairingRefused,
     Pairings,
@@ -150,8 +151,9 @@ def test_presses_pair_only_after_the_long_hold() -> None:
     window.disarm_pairing()
     assert not window.pairing_armed
     window.open_for_a_while(for_pairing=True)
-    clock.now += HOLD_OPEN_S + 1
-    assert not window.pairing_armed, "the hold's sign lasts as long as its window"
+    clock.now += PAIRING_ARMED_S + 1
+    assert not window.pairing_armed, "the hold's sign lasts minutes, not the whole window"
+    assert window.should_serve() and PAIRING_ARMED_S < HOLD_OPEN_S, "the page stays open"
     window.token_needed(True)
     assert not window.pairing_armed, "without a token a press is still a person's, not a sign"
 
@@ -239,3 +241,35 @@ def test_a_full_table_refuses_a_new_request_and_never_pushes_one_out() -> None:
         with pytest.raises(PairingRefused):
             book.finish(pending.handle, pending.code, pending.csrf)
     assert book.seconds_until_room() == 0.0
+
+
+def test_a_request_that_lapses_after_the_hold_leaves_presses_to_calls() -> None:
+    """The owner holds and asks, but takes more than a minute to press: their request lapses.
+    A stranger's request opened after that was then the only one waiting, and the owner's press
+    (for their own, they thought) confirmed the stranger's. A lapse disarms pairing: the owner
+    holds again."""
+    clock = Clock()
+    window = SetupWindow("always", clock)
+    pairings = Pairings(clock, on_lapse=window.disarm_pairing)
+    window.open_for_a_while(for_pairing=True)
+    pairings.begin()  # the owner's
+    clock.now += PENDING_S + 1
+    stranger = pairings.begin()  # (the owner's lapses as this one is made)
+    assert not window.pairing_armed
+    with pytest.raises(PairingRefused) as refused:
+        pairings.finish(stranger.handle, stranger.code, stranger.csrf)
+    assert refused.value.reason is Refusal.NOT_PRESSED
+    window.open_for_a_while(for_pairing=True)  # the owner's next hold arms it again
+    assert window.pairing_armed
+
+
+def test_a_request_refused_as_expired_is_a_lapse_too() -> None:
+    clock = Clock()
+    lapses: list[None] = []
+    pairings = Pairings(clock, on_lapse=lambda: lapses.append(None))
+    owner = pairings.begin()
+    assert pairings.press() is Press.CONFIRMED
+    clock.now += PENDING_S + 1
+    with pytest.raises(PairingRefused) as refused:
+        pairings.finish(owner.handle, owner.code, owner.csrf)
+    assert refused.value.reason is Refusal.EXPIRED and len(lapses) == 1

@@ -13,11 +13,12 @@ Rate limits are token buckets per client address. The setup window says when the
 at all: "always", "off", or "auto" (while a token is needed, and for HOLD_OPEN_S after the
 long hold or after the token works again, so the owner sees the result of a login). It also
 says when a press may confirm a pairing at all (`pairing_armed`): only after the long hold, until
-one pairing is made or a press finds none waiting, and so also while the device has no working
-token. Otherwise the short press is a person's way to start a call (or, with no token, to try
-one, or to answer the device's beeps), and a request someone else on the network keeps open
-would take that press as its confirmation: the stranger, paired, could hand the device their own
-account, and the household's calls would then be theirs to read.
+one pairing is made, a press finds none waiting, a request lapses unfinished, a paired browser
+looks at the page, or PAIRING_ARMED_S pass; so also while the device has no working token.
+Otherwise the short press is a person's way to start a call (or, with no token, to try one, or
+to answer the device's beeps), and a request someone else on the network keeps open would take
+that press as its confirmation: the stranger, paired, could hand the device their own account,
+and the household's calls would then be theirs to read.
 
 Nothing here does I/O: the web layer (setup_page) moves requests in and answers out.
 """
@@ -43,6 +44,10 @@ MAX_WRONG_CODES = 3  # then the pending request is dropped
 MAX_PAIRED = 8  # oldest-used pairing is forgotten beyond this
 USED_CODES_KEPT = 64
 HOLD_OPEN_S = 15 * 60.0
+# How long after the 5 s hold a press may confirm a pairing (the page stays open HOLD_OPEN_S):
+# time for the owner to open the page and ask, and no more. A quarter of an hour let a request
+# someone opened meanwhile take the owner's next press, meant for a call, as its confirmation.
+PAIRING_ARMED_S = 3 * 60.0
 # A pairing unused this long is forgotten: a browser left paired (a guest's phone, a shared
 # laptop) does not keep the device's account in its hands until the next restart. An hour, not
 # the window's 15 minutes: an owner fetching the auth record from the Sesame web app between two
@@ -123,8 +128,12 @@ class Pairings:
         max_paired: int = MAX_PAIRED,
         code: Callable[[], str] | None = None,
         unused_s: float = PAIRED_UNUSED_S,
+        on_lapse: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
+        # Told when a request lapses unfinished (the page disarms pairing: the owner's request
+        # gone, a stranger's newer one would be the only one waiting at the owner's next press).
+        self._on_lapse = on_lapse
         self._pending_s = pending_s
         self._max_paired = max_paired
         self._unused_s = unused_s
@@ -137,9 +146,15 @@ class Pairings:
 
     def _prune(self) -> None:
         now = self._clock()
-        for handle, pending in list(self._pending.items()):
-            if now - pending.created > self._pending_s:
-                del self._pending[handle]
+        lapsed = [h for h, p in self._pending.items() if now - p.created > self._pending_s]
+        for handle in lapsed:
+            del self._pending[handle]
+        if lapsed:
+            self._lapsed()
+
+    def _lapsed(self) -> None:
+        if self._on_lapse is not None:
+            self._on_lapse()
 
     def begin(self) -> Pending:
         """A new pending request with a fresh code; PairingRefused(BUSY) while MAX_PENDING wait.
@@ -209,6 +224,7 @@ class Pairings:
             raise PairingRefused(Refusal.CSRF)
         if now - pending.created > self._pending_s:
             del self._pending[pending.handle]
+            self._lapsed()
             raise PairingRefused(Refusal.EXPIRED)
         if not _same(code, pending.code):
             pending.wrong_codes += 1
@@ -307,11 +323,11 @@ class SetupWindow:
 
     def open_for_a_while(self, *, for_pairing: bool = False) -> None:
         """Keep serving for hold_open_s from now: after a login, or (for_pairing) the long hold,
-        the owner's sign that the next presses are for the page."""
-        until = self._clock() + self._hold_open_s
-        self._open_until = max(self._open_until, until)
+        the owner's sign that the next press, within PAIRING_ARMED_S, is for the page."""
+        now = self._clock()
+        self._open_until = max(self._open_until, now + self._hold_open_s)
         if for_pairing:
-            self._pairing_until = until
+            self._pairing_until = now + min(PAIRING_ARMED_S, self._hold_open_s)
 
     @property
     def pairing_armed(self) -> bool:
@@ -322,8 +338,9 @@ class SetupWindow:
 
     def disarm_pairing(self) -> None:
         """Presses are the session's again until the next hold: a press found no pairing to
-        confirm, or a pairing finished (one hold, one pairing: otherwise the owner's next press,
-        for a call, would confirm whatever request someone else opened meanwhile)."""
+        confirm, a pairing finished (one hold, one pairing: otherwise the owner's next press,
+        for a call, would confirm whatever request someone else opened meanwhile), a request
+        lapsed unfinished, or a paired browser looked at the page (the hold was to see it)."""
         self._pairing_until = 0.0
 
     def token_needed(self, needed: bool) -> None:

@@ -67,8 +67,8 @@ class SetupPage:
         self.session = session
         self.tokens = tokens
         self.feedback = feedback
-        self.pairings = Pairings(clock)
         self.window = SetupWindow(cfg.setup_page, clock)
+        self.pairings = Pairings(clock, on_lapse=self.window.disarm_pairing)
         self.limiter = RateLimiter(clock, per_s=2.0, burst=30)
         self.strict = RateLimiter(clock, per_s=0.2, burst=6)  # pairing and login attempts
         self.login_fn = login_fn

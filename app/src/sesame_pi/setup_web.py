@@ -37,11 +37,13 @@ MAX_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REFUSALS = {
-    Refusal.UNKNOWN: "That pairing request is unknown or has expired. Start again.",
+    Refusal.UNKNOWN: "That pairing request is unknown or has expired. Hold the device's button "
+    "for 5 seconds again, then start again.",
     Refusal.REPLAYED: "That pairing code was used already. Start again to get a new code.",
     Refusal.WRONG_CODE: "That is not the code shown for this request.",
     Refusal.CSRF: "The form was not this page's own. Start again.",
-    Refusal.EXPIRED: "The minute to press the button is over. Start again.",
+    Refusal.EXPIRED: "The minute to press the button is over. Hold the device's button for 5 "
+    "seconds again, then start again.",
     Refusal.NOT_PRESSED: "The button has not been pressed yet after the 5-second hold: do as "
     "the step below says, then Continue.",
     Refusal.BUSY: "Several browsers are waiting to pair already (someone else on this network "
@@ -265,10 +267,10 @@ class SetupServer:
             # A cookie the device no longer knows: say why, or the owner wonders what broke.
             forgotten = FORGOTTEN if request.cookies.get(SESSION_COOKIE) else None
             return self._html(views.unpaired(forgotten), 403)
-        if not self.page.pairings.waiting:
-            # A paired owner who held the button to open this page is not pairing a browser:
-            # their next press is for a call, not for a request someone else opens meanwhile.
-            self.page.window.disarm_pairing()
+        # A paired owner who held the button to open this page is not pairing a browser: their
+        # next press is for a call, not for a request someone else opened meanwhile (waiting
+        # now or later). To pair another browser, hold again.
+        self.page.window.disarm_pairing()
         return self._status_page(paired)
 
     def _status_page(
