@@ -190,3 +190,38 @@ def test_the_ducking_check_fails_the_old_buffered_bytes_rule(voices: Voices) -> 
     out = room.run(BufferedBytesMute(), scene)
     with pytest.raises(AssertionError, match="while the agent is silent"):
         check_ducking(scene, out)
+
+
+@pytest.mark.parametrize("engine", ["webrtc", "speex"])
+@pytest.mark.parametrize(
+    ("delay_ms", "change_to_ms", "judged"),
+    [
+        (400, 388, (21.0, 26.0)),  # the delay shrinks by 12 ms at 18 s (clock drift, a move)
+        (14, None, (2.0, 10.0)),  # the echo comes 6 ms before the stamps say
+    ],
+)
+def test_an_echo_ahead_of_its_reference_moves_the_reference(
+    voices: Voices,
+    engine: str,
+    delay_ms: int,
+    change_to_ms: int | None,
+    judged: tuple[float, float],
+) -> None:
+    """No engine cancels an echo that comes before its reference. A delay that shrank by less
+    than the shift's hysteresis kept the old shift and let the echo through for the rest of the
+    call (speex 45 to 2 dB); an echo a few ms earlier than the stamps was found, then ignored
+    (the shift stopped at zero)."""
+    scene = room.build(
+        voices.far,
+        voices.near,
+        seconds=SECONDS,
+        far_spans=FAR_SPANS,
+        near_spans=NEAR_SPANS,
+        delay_ms=delay_ms,
+        change=None if change_to_ms is None else (18.0, change_to_ms),
+    )
+    stage = EchoStage(engine)
+    out = room.run(stage, scene)
+    stage.close()
+    erle = room.erle_blocks(scene, out, *judged)
+    assert np.median(erle) >= LIMITS[engine]["median"], np.median(erle)

@@ -475,3 +475,39 @@ def test_stamps_on_two_clocks_are_counted_and_said_once(caplog: pytest.LogCaptur
         aligned.far_end(far, 24000, monotonic + k * 0.02)
         aligned.process(mic, monotonic + k * 0.02)
     assert aligned.stats()["ref_stale"] == 0
+
+
+class CountingResets(RecordingEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_a_delay_wandering_about_the_edge_of_aec3s_reach_does_not_flip_the_shift() -> None:
+    """Estimates of 146, 153, 147.5 ... ms (a room near AEC3's 150 ms reach, with clock drift)
+    moved the reference 0, 143, 0, 142 ... ms and reset AEC3 at each move, a second of echo
+    each time. The smaller move wins: one shift, one reset."""
+    engine = CountingResets()
+    stage = Stage(engine)
+    engine.resets = 0  # (the stage starts its engine afresh)
+    shifts = []
+    for delay in (146.0, 153.0, 147.5, 152.5, 148.0, 151.0, 146.5):
+        stage._estimator.delay_ms = delay
+        stage._apply_delay()
+        shifts.append(stage._shift / 16)
+    assert engine.resets == 1, shifts
+    assert shifts[0] == 0.0 and all(135 <= s <= 143 for s in shifts[1:]), shifts
+
+
+def test_a_delay_that_shrinks_a_little_moves_the_reference_without_resetting_aec3() -> None:
+    engine = CountingResets()
+    stage = Stage(engine)
+    engine.resets = 0
+    for delay, shift_ms in ((380.0, 370.0), (368.0, 358.0), (372.0, 358.0), (-6.0, -16.0)):
+        stage._estimator.delay_ms = delay
+        stage._apply_delay()
+        assert stage._shift / 16 == shift_ms, (delay, stage._shift / 16)
+    assert engine.resets == 2, "the 370 ms and the 374 ms moves; not the 12 ms one"

@@ -302,24 +302,37 @@ class Stage:
 
     def _apply_delay(self) -> None:
         """Shift the reference by the part of the delay the engine does not track itself, and
-        only when that moves by more than SHIFT_HYSTERESIS_MS: the echo path drifts by a few ms
-        (clock drift, a resampling sound server), which the adaptive filter follows, while each
-        shift makes it learn the path again."""
+        only when the echo leaves the span the engine copes with: the echo path drifts by a few
+        ms (clock drift, a resampling sound server), which the adaptive filter follows, while
+        each shift makes it learn the path again. Never with the echo ahead of its reference:
+        no engine cancels an echo that comes before what it is the echo of, so a delay that
+        shrinks, or an echo earlier than the stamps say, moves the reference at once (later
+        samples, for the second: the stamps put them on the timeline before they play)."""
         delay = self._estimator.delay_ms
         if delay is None:
             return
-        # Within the engine's own reach the path is left alone; beyond it, the echo lands just
-        # after the reference's start.
-        within = delay <= self.engine.tracks_delay_ms
-        wanted_ms = 0.0 if within else max(0.0, delay - MARGIN_MS)
-        wanted = round(wanted_ms * self.rate / 1000)
-        if abs(wanted - self._shift) < SHIFT_HYSTERESIS_MS * self.rate / 1000:
+        lead_ms = delay - self._shift * 1000 / self.rate  # where the echo lands in the reference
+        span_ms = max(self.engine.tracks_delay_ms, MARGIN_MS + SHIFT_HYSTERESIS_MS)
+        if MARGIN_MS / 2 <= lead_ms <= span_ms:
             return
+        # The echo lands MARGIN_MS after the reference's start, or, within the engine's own
+        # reach, the path is left alone: whichever is the smaller move (a delay that wanders
+        # about the edge of that reach moved 140 ms there and back, and reset AEC3, each time).
+        shift_ms = self._shift * 1000 / self.rate
+        choices = [delay - MARGIN_MS]
+        if MARGIN_MS / 2 <= delay <= self.engine.tracks_delay_ms:
+            choices.append(0.0)
+        wanted_ms = min(choices, key=lambda ms: abs(ms - shift_ms))
+        wanted = round(wanted_ms * self.rate / 1000)
+        if wanted == self._shift:
+            return
+        moved_ms = abs(wanted_ms - shift_ms)
         self._shift = wanted
-        if self.engine.tracks_delay_ms:
+        if self.engine.tracks_delay_ms and moved_ms >= SHIFT_HYSTERESIS_MS:
             # AEC3's delay tracker had settled on the old alignment and took about 4 s to let go
-            # of a 290 ms jump (measured live); a fresh one converges in under a second. (Speex
-            # keeps its filter: with the echo in its tail it adapts faster than it restarts.)
+            # of a 290 ms jump (measured live); a fresh one converges in under a second. A few
+            # ms it follows by itself. (Speex keeps its filter: with the echo in its tail it
+            # adapts faster than it restarts.)
             self.engine.reset()
         event(
             "echo_delay",
