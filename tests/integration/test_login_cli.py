@@ -553,6 +553,31 @@ def test_a_busy_token_service_is_no_refusal_the_pending_record_is_kept(
     assert consume_pending(cfg) is not None, "the same record works once the service lets it"
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (403, b"<html><body>Blocked by your network's filter</body></html>"),
+        (404, {"detail": "Not Found"}),
+        (407, b"Proxy Authentication Required"),
+    ],
+)
+def test_a_refusal_without_the_token_services_own_error_is_no_verdict_on_the_record(
+    etc: Path, endpoint: TokenEndpoint, tmp_path: Path, status: int, body: object
+) -> None:
+    """A proxy's block page, a wrong path, a proxy asking for its login: 4xx answers that are no
+    token service's. Each used to count as the service refusing the record: the first boot's
+    record was renamed `.refused` for good and the owner told to sign in again."""
+    pending = etc / "auth.pending.json"
+    write_token(pending, json.dumps(auth_record()))
+    endpoint.answers = [(status, body)]
+    cfg = Config(token_file=etc / "token", token_endpoint=endpoint.url, log_file=tmp_path / "l")
+    setup_logging(cfg)
+    with pytest.raises(LoginUnreachable, match=f"HTTP {status}"):
+        consume_pending(cfg)
+    assert pending.exists() and not (etc / "auth.pending.json.refused").exists()
+    assert consume_pending(cfg) is not None, "the same record works once the network lets it"
+
+
 def provider_for(
     etc: Path, endpoint: TokenEndpoint, tmp_path: Path, **settings: str
 ) -> TokenProvider:

@@ -90,9 +90,10 @@ class TokenEndpoint:
                     status, body = endpoint.issuer(query, form)
                 else:
                     status, body = 500, {}
-                data = json.dumps(body).encode()
+                raw = isinstance(body, bytes)  # (a page someone else answered with)
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if raw else "application/json")
                 if body is CUT_SHORT[1]:
                     self.send_header("Content-Length", "500")
                     self.end_headers()

@@ -282,6 +282,11 @@ def exchange_refresh_token(cfg: Config, refresh_token: str, api_key: str) -> Exc
             raise EndpointUnreachable(
                 f"token endpoint answered HTTP {exc.code} {code}".strip()
             ) from None
+        if not code:  # the service always says why it refuses: this is someone else's answer
+            raise AnswerUnusable(
+                f"token endpoint answered HTTP {exc.code} with no token service's error in it "
+                "(a proxy or a network filter in its place?)"
+            ) from None
         meaning = _REFUSALS.get(code.split(" ")[0].rstrip(":"), "")
         if not meaning and "API key not valid" in code:
             meaning = _REFUSALS["INVALID_API_KEY"]
