@@ -428,6 +428,26 @@ def test_login_from_a_file_saved_as_utf16_reads_it_as_the_sd_card_s_record_is_re
     assert_no_secret(issuer, result.stdout, result.stderr)
 
 
+def test_login_from_a_pipe_reads_a_utf16_record_as_a_file_is_read(
+    etc: Path, endpoint: TokenEndpoint, issuer: Issuer
+) -> None:
+    """`sesame-pi login < auth.json`, the README's first way: a pipe was read in the locale's
+    encoding, so the UTF-16 record `--from` and the SD card read was refused as neither JSON
+    nor a refresh token."""
+    record = codecs.BOM_UTF16_LE + RECORD_FROM_WINDOWS.encode("utf-16-le")
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame_pi.cli", "login"],
+        input=record,
+        capture_output=True,
+        timeout=60,
+        env=cli_env(etc, endpoint.url),
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert (etc / "token").read_text().strip() == issuer.issued[-1]
+    assert_no_secret(issuer, result.stdout.decode(), stderr)
+
+
 def test_a_record_that_is_no_text_says_to_save_it_as_utf8(
     etc: Path, endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
 ) -> None:

@@ -235,6 +235,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         try:
             if args.from_file:  # (saved as UTF-16 by a Windows editor too, as on the SD card)
                 source = record_text(args.from_file, args.from_file.read_bytes())
+            elif not sys.stdin.isatty():  # a file piped in: its bytes, decoded as a file's are
+                source = record_text(Path("standard input"), sys.stdin.buffer.read())
             else:
                 from .paste import read_paste
 
