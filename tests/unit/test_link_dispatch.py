@@ -56,3 +56,22 @@ async def test_an_unusable_answer_to_another_request_leaves_the_placement_waitin
     placing = state.expect("req-1")
     dispatch(state, p.BadAnswer("sample_rate 1", "someone-else"), stats, 0.0)
     assert not placing.done() and stats.bad_frames["bad_answer"] == 1
+
+
+async def test_answers_without_a_request_id_answer_the_request_they_can_only_be_for() -> None:
+    """A good call_connect_response without its request id was counted as unexpected and
+    dropped: the call the server had placed was abandoned after the whole handshake timeout.
+    Without one, a call answer answers the call being placed, and a disconnect answer the
+    hang-up of the call; neither answers the other."""
+    state, stats = ChannelState("session-1"), LinkStats()
+    placing = state.expect("req-1")
+    dispatch(state, p.CallDisconnectResponse(None), stats, 0.0)
+    assert not placing.done(), "a disconnect's answer is no answer to a call being placed"
+    assert dispatch(state, p.CallConnectResponse(7, 24000, "none", None), stats, 0.0) == []
+    assert placing.done() and state.call_id == 7
+    ending = state.expect("req-2")
+    dispatch(state, p.CallConnectResponse(8, 24000, "none", None), stats, 0.0)
+    assert not ending.done() and state.call_id == 7, "in a call, a call answer answers nothing"
+    dispatch(state, p.CallDisconnectResponse(None), stats, 0.0)
+    assert ending.result() == p.CallDisconnectResponse(None)
+    assert stats.bad_frames["unexpected_response"] == 2

@@ -43,11 +43,16 @@ class ChannelState:
         # server ending a call that has not begun (a refusal while it connects: ignored, it
         # cost the person the whole handshake timeout and a misleading reason).
         # (The service numbers a call_disconnect of its own: its id is not one of ours.)
-        # An unusable call answer without one answers the call being placed, if one is.
+        # A call answer without one, usable or not, answers the call being placed, if one is;
+        # a disconnect answer without one, the hang-up in a call (the protocol's answers carry
+        # the request's id, but a good answer without it left the call abandoned after the
+        # whole handshake timeout, and each hang-up waited its whole timeout).
         placing = self.call_id is None
+        answers_placing = isinstance(message, p.BadAnswer | p.CallConnectResponse) and placing
+        answers_hang_up = isinstance(message, p.CallDisconnectResponse) and not placing
         unaddressed = (
             request_id is None
-            and (isinstance(message, p.Error) or (isinstance(message, p.BadAnswer) and placing))
+            and (isinstance(message, p.Error) or answers_placing or answers_hang_up)
         ) or (isinstance(message, p.CallDisconnect) and placing)
         if request_id is not None and request_id in self.pending:
             future = self.pending.pop(request_id)
