@@ -359,3 +359,57 @@ async def test_a_fault_after_the_server_placed_the_call_ends_it_there_too() -> N
     assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.ERROR
     assert link.ended == ["error"], link.ended
     await session.close()
+
+
+class UnpluggedAudio(PacedMicrophone):
+    """The sound card is gone until `plugged` is set: every probe of the device retry fails."""
+
+    plugged: bool = False
+
+    def probe(self) -> None:
+        from sesame_pi.audio import AudioDeviceError
+
+        if not self.plugged:
+            raise AudioDeviceError("no sound card")
+
+
+async def test_a_device_error_and_a_token_problem_do_not_hide_each_other() -> None:
+    """The phase shows one problem at a time. A token problem, then a device error: once the
+    device came back the LED said offline, and a press waited and failed as if the Wi-Fi were
+    down. A device error, then a token problem (the first boot: no card, no token): the new
+    token brought "ready" and its tone, and the next press placed a call on no sound card."""
+    link, feedback = FakeLink(), FeedbackLog()
+    audio = UnpluggedAudio()
+    session = Session(Config(), link=link, audio=audio, feedback=feedback)
+    session.link_up()
+    link.up = False
+    session.token_needed("auth refused: HTTP 401")
+    session.audio_device_error("no sound card")
+    assert session.state is State.DEVICE_ERROR
+    audio.plugged = True
+    for _ in range(100):  # the device retry finds it back
+        await asyncio.sleep(0.02)
+        if session.state is not State.DEVICE_ERROR:
+            break
+    assert session.state is State.NEEDS_TOKEN, "the token is still needed"
+    assert Earcon.READY not in feedback.earcons[1:]
+
+    audio.plugged = False
+    session.audio_device_error("no sound card")
+    session.token_needed("auth refused: HTTP 401")
+    assert session.state is State.NEEDS_TOKEN
+    earcons = len(feedback.earcons)
+    link.up = True
+    session.link_up()  # a new token works
+    assert session.state is State.DEVICE_ERROR, "the sound card is still gone"
+    assert Earcon.READY not in feedback.earcons[earcons:]
+    session.button_pressed()
+    await settle()
+    assert "start_call" not in link.calls, "no call is placed on a device that is gone"
+    audio.plugged = True
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if session.state is State.IDLE:
+            break
+    assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.READY
+    await session.close()

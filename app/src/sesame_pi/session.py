@@ -119,6 +119,10 @@ class Session:
             maxlen=RECENT_CALLS_KEPT
         )
         self.device_problem: str | None = None
+        # The link asked for a new token and has not come up since. The phase shows one problem
+        # at a time: a device error and a token problem each hid the other when it cleared
+        # (REST then lands on whichever is left: see `_target`).
+        self._token_lacking = False
         self._press_began_out_of_call = False
         # The first boot's sign-in: None, "waiting" (for the network), or "stored" (its token
         # waits for the link to try it): shown as signing in, not as a token a person must give.
@@ -218,7 +222,7 @@ class Session:
         sound = SOUNDS.get(do)
         if sound is not None:
             if do is Do.SOUND_READY:
-                if not self._ready_owed or not (to is Phase.IDLE or (to == REST and self.link.up)):
+                if not self._ready_owed or self._resolve(to) is not Phase.IDLE:
                     return None
                 self._ready_owed = False
             if not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
@@ -227,13 +231,26 @@ class Session:
         return self._actions[do](occurrence)
 
     def _target(self, step: Step) -> Phase:
-        if isinstance(step.to, Phase):
-            return step.to
-        if step.to == REST:
-            return Phase.IDLE if self.link.up else Phase.OFFLINE
-        if step.to == AFTER_CALL:
-            return Phase.OFFLINE if self._outage else Phase.IDLE
-        return self.phase
+        return self._resolve(step.to)
+
+    def _resolve(self, to: Target) -> Phase:
+        """The phase `to` means now. The phase shows one problem at a time, so a device error
+        and a token problem each hid the other when it cleared: a device still gone is shown
+        where idle or offline would be (a press there placed a call on it), and REST, with the
+        device back, is NEEDS_TOKEN while a token is needed."""
+        if isinstance(to, Phase):
+            phase = to
+        elif to == REST:
+            phase = Phase.IDLE if self.link.up else Phase.OFFLINE
+            if self._token_lacking:
+                phase = Phase.NEEDS_TOKEN
+        elif to == AFTER_CALL:
+            phase = Phase.OFFLINE if self._outage else Phase.IDLE
+        else:
+            phase = self.phase
+        if self.device_problem is not None and phase in (Phase.IDLE, Phase.OFFLINE):
+            return Phase.DEVICE_ERROR
+        return phase
 
     def _move(self, new: Phase, fields: dict[str, object], before: State) -> None:
         """`before`: what was shown before the transition began (its actions may change it)."""
@@ -288,12 +305,16 @@ class Session:
 
     def link_up(self) -> None:
         self._outage = False
+        self._token_lacking = False  # (the link comes up only with a token the service took)
         self._on(Event.LINK_UP)
 
     def link_down(self, down: LinkDown) -> None:
         if down.routine:
             return  # after a call, or the server's idle close: the supervisor reopens at once
         self._outage = True  # (reported once: see AFTER_CALL)
+        # A try of a new token met a dead network: whether the token is good is the network's
+        # to say now (the link says again if it is refused).
+        self._token_lacking = False
         self.happen(Occurrence(Event.LINK_DOWN, down.detail, logged={"reason": down.detail}))
 
     def server_audio(self, pcm: bytes) -> None:
@@ -572,6 +593,7 @@ class Session:
 
     def _do_token_alert(self, occurrence: Occurrence) -> None:
         self._ready_owed = True  # said again once a token makes it ready
+        self._token_lacking = True
         if self._sign_in == "waiting":  # nothing for a person to do yet
             event(
                 "token_needed",

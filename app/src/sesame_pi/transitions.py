@@ -13,6 +13,8 @@
     LIVE ─server hangup─► IDLE;  LIVE ─length limit─► CALL_LIMIT ─press/redial─► CONNECTING
     CALL_LIMIT ─limit shown (60 s)─► REST
     any but STOPPING ─device error─► DEVICE_ERROR ─device back─► REST
+    (one problem is shown at a time: while a device is gone, IDLE and OFFLINE are shown as
+    DEVICE_ERROR; REST is NEEDS_TOKEN while a token is needed: see Session._resolve)
     any ─stop─► STOPPING
 
 A pair not in `TRANSITIONS` is ignored: nothing changes and nothing is done. A short press in a
