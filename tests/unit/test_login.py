@@ -127,3 +127,15 @@ def test_the_readme_shows_the_snippet_the_package_ships() -> None:
     shown = "\n".join(line.removeprefix("   ") for line in block.splitlines())
     assert shown.strip() == snippet.strip()
     assert 'indexedDB.open("firebaseLocalStorageDb")' in snippet and "copy" in snippet
+
+
+def test_a_guest_row_before_the_signed_in_one_does_not_hide_the_account() -> None:
+    """All of IndexedDB's rows pasted, a guest session's first: the first row with a refresh
+    token was taken, and the paste refused as anonymous (a first boot's record renamed
+    `.refused`). The signed-in account is taken; a list of guests alone is still refused."""
+    guest = record(isAnonymous=True, email=None, stsTokenManager={"refreshToken": "AMf-guest1"})
+    rows = [wrapped(guest), wrapped(record())]
+    creds = parse_credentials(json.dumps(rows))
+    assert creds.refresh_token == REFRESH and creds.email == "maker@example.org"
+    with pytest.raises(LoginError, match="anonymous visitor"):
+        parse_credentials(json.dumps([wrapped(guest)]))

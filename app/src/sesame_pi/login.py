@@ -128,11 +128,11 @@ def _user_record(data: Any, depth: int = 0) -> dict[str, Any] | None:
         except (ValueError, RecursionError):  # (also an integer over 4300 digits)
             return None
     if isinstance(data, list):
-        for item in data:
-            found = _user_record(item, depth + 1)
-            if found is not None:
-                return found
-        return None
+        # A signed-in account before an anonymous one: a list of IndexedDB rows may hold a
+        # guest session's row first, which hid the real account behind "anonymous".
+        found = [r for r in (_user_record(item, depth + 1) for item in data) if r is not None]
+        named = [r for r in found if r.get("isAnonymous") is not True]
+        return (named or found or [None])[0]
     if not isinstance(data, dict):
         return None
     manager = data.get("stsTokenManager")
