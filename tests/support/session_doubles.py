@@ -27,6 +27,7 @@ class PacedMicrophone:
     ending: int = 0
     played: int = 0
     heard: bytearray = field(default_factory=bytearray)  # the first seconds the agent said
+    left_to_play_s: float = 0.0  # what `play_out` says is still to play when the server hangs up
 
     def start_call(self, playback_rate: int) -> None:
         self.started.append(playback_rate)
@@ -36,6 +37,9 @@ class PacedMicrophone:
 
     def call_ending(self) -> None:
         self.ending += 1
+
+    def play_out(self) -> float:
+        return self.left_to_play_s
 
     async def next_frame(self) -> bytes:
         await asyncio.sleep(0.02)

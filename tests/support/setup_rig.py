@@ -58,6 +58,9 @@ class Silence:
     def call_ending(self) -> None:
         pass
 
+    def play_out(self) -> float:
+        return 0.0
+
     async def next_frame(self) -> bytes:
         await asyncio.sleep(0.02)
         return b"\x00\x00" * 320

@@ -1463,3 +1463,21 @@ async def test_a_writer_that_never_leaves_its_write_asks_for_a_restart(
     release.set()
     await asyncio.to_thread(writer._thread.join, 2.0)
     call.engine.close()
+
+
+async def test_play_out_says_how_long_the_agents_last_words_have_left() -> None:
+    """What the session waits for when the service ends a call: the playout buffer and what the
+    device holds, and running dry from then on is the end of the audio, not an underrun."""
+    call = Call(grace_s=2.0)
+    call.world.output_plays = True
+    engine = call.engine
+    assert engine.play_out() == 0.0, "no call: nothing to play"
+    engine.start_call(24000)
+    engine.play(bytes(24000 * 2))  # one second of the agent
+    await asyncio.sleep(0.2)
+    left = engine.play_out()
+    assert 0.6 <= left <= 1.0, left
+    await asyncio.sleep(left + 0.3)
+    assert engine.stats()["underruns"] == 0, engine.stats()
+    engine.stop_call()
+    engine.close()

@@ -413,3 +413,28 @@ async def test_a_device_error_and_a_token_problem_do_not_hide_each_other() -> No
             break
     assert session.state is State.IDLE and feedback.earcons[-1] is Earcon.READY
     await session.close()
+
+
+async def test_the_agents_last_words_play_out_when_the_service_ends_the_call() -> None:
+    """The agent's goodbye arrives faster than real time, and the service's call_disconnect
+    right after it: the audio was stopped at once, the last up to two seconds of speech
+    dropped, and the end tone played over what was left. The words play out first (bounded),
+    then the tone; the device is idle (a press works) meanwhile, and a new call ends it."""
+    link, feedback = FakeLink(), FeedbackLog()
+    audio = PacedMicrophone(left_to_play_s=0.3)
+    session = Session(Config(), link=link, audio=audio, feedback=feedback)
+    await go_live(session, link)
+    session.server_hangup("agent_hangup")
+    assert session.state is State.IDLE
+    assert audio.stopped == 0 and feedback.earcons[-1] is not Earcon.END, "the words play on"
+    await asyncio.sleep(0.4)
+    assert audio.stopped == 1 and feedback.earcons[-1] is Earcon.END, "then the tone"
+
+    link.calls.clear()
+    await go_live(session, link)
+    session.server_hangup("agent_hangup")
+    session.button_pressed()  # someone presses again at once: the new call's audio is its own
+    assert audio.stopped == 2 and feedback.earcons[-2:] == [Earcon.END, Earcon.CALL_START]
+    await asyncio.sleep(0.4)
+    assert audio.stopped == 2, "the play-out stopped once, not again under the new call"
+    await session.close()

@@ -32,6 +32,9 @@ class JitterAudio:
 
     def call_ending(self) -> None: ...
 
+    def play_out(self) -> float:
+        return 0.0
+
     async def next_frame(self) -> bytes:
         return b""
 

@@ -421,6 +421,16 @@ class AudioEngine:
         if jitter is not None:
             jitter.end_of_stream()
 
+    def play_out(self) -> float:
+        """The service ended the call: the agent's audio already here (its goodbye, arrived
+        faster than real time) plays out. Seconds until it has; `stop_call` after that."""
+        jitter = self._jitter
+        if jitter is None:
+            return 0.0
+        jitter.end_of_stream()
+        held_ms = self._speaker.held_ms() if self._speaker is not None else 0.0
+        return (jitter.buffered_ms + held_ms) / 1000
+
     def stop_call(self) -> None:
         """Close the microphone and drop unplayed agent audio; the speaker lingers for earcons."""
         self._in_call = False

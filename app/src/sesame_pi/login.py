@@ -132,7 +132,7 @@ def _user_record(data: Any, depth: int = 0) -> dict[str, Any] | None:
         # guest session's row first, which hid the real account behind "anonymous".
         found = [r for r in (_user_record(item, depth + 1) for item in data) if r is not None]
         named = [r for r in found if r.get("isAnonymous") is not True]
-        return (named or found or [None])[0]
+        return (named or found)[0] if found else None
     if not isinstance(data, dict):
         return None
     manager = data.get("stsTokenManager")

@@ -46,6 +46,9 @@ AUDIO_BUSY_WAIT_S = 5.0  # a reopen of the devices takes 50-500 ms; a stalled on
 # Agent audio held for a call about to go live: 2 s at the service's 24 kHz (1 s at 48), within
 # what the playout buffer takes at once (jitter_max_ms), so none of it is dropped there.
 EARLY_AUDIO_MAX_BYTES = 2 * 24000 * 2
+# The agent's last words when the service ends the call (they arrive faster than real time):
+# played out for up to this long before the audio stops and the end tone sounds.
+PLAY_OUT_MAX_S = 2.5
 SOUNDS = {
     Do.SOUND_START: Earcon.CALL_START,
     Do.SOUND_LIVE: Earcon.LIVE,
@@ -105,6 +108,10 @@ class Session:
         self._audio_banked = False
         self._limit_timer: asyncio.TimerHandle | None = None
         self._redials = 0  # since the last press (REDIALS_PER_PRESS)
+        # A call the service ended, its last words still playing: when they stop, and the
+        # tone that then says the call is over.
+        self._playing_out: asyncio.TimerHandle | None = None
+        self._after_play_out: Earcon | None = None
         self._stopped = asyncio.Event()
         self.calls_placed = 0
         self.calls_resumed = 0
@@ -225,7 +232,9 @@ class Session:
                 if not self._ready_owed or self._resolve(to) is not Phase.IDLE:
                     return None
                 self._ready_owed = False
-            if not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
+            if self._playing_out is not None and do in (Do.SOUND_END, Do.SOUND_LIMIT):
+                self._after_play_out = sound  # after the agent's last words, not over them
+            elif not (occurrence.event is Event.TOKEN_NEEDED and self._sign_in == "waiting"):
                 self.feedback.earcon(sound)  # (no error tone for a token on its way)
             return None
         return self._actions[do](occurrence)
@@ -355,6 +364,7 @@ class Session:
         previous = self._placing
         if previous is not None and not previous.done() and not previous.cancelling():
             return  # (a resume already under way when the link came up again)
+        self._end_play_out()  # (the last call's last words: the new call's audio starts afresh)
         name = "resume" if resume else "place-call"
         self._placing = self.tasks.spawn(self._place(resume, after=previous), name)
 
@@ -508,8 +518,29 @@ class Session:
         elif occurrence.event is Event.RESUME_EXPIRED:
             reason = "link lost; could not resume"
         summary = self._call_summary(reason)
-        self._stop_audio()
+        left_s = self.audio.play_out() if occurrence.event in (Event.HANGUP, Event.LIMIT) else 0
+        if left_s > 0:
+            wait_s = min(left_s, PLAY_OUT_MAX_S)
+            self._playing_out = asyncio.get_running_loop().call_later(wait_s, self._played_out)
+        else:
+            self._stop_audio()
         self._log_call_ended(summary, occurrence.answered)
+
+    def _played_out(self) -> None:
+        """The agent's last words have played (or PLAY_OUT_MAX_S passed): the audio stops, and
+        the end tone held back for them sounds. A new call placed meanwhile ends this sooner."""
+        self._playing_out = None
+        self._stop_audio()
+        sound, self._after_play_out = self._after_play_out, None
+        if sound is not None:
+            self.feedback.earcon(sound)
+
+    def _end_play_out(self, *, sound: bool = True) -> None:
+        if self._playing_out is not None:
+            self._playing_out.cancel()
+            if not sound:
+                self._after_play_out = None
+            self._played_out()
 
     def _do_forget(self, _: Occurrence) -> None:
         self.tasks.spawn(self.link.end_call("link lost"), "forget-call")
@@ -694,6 +725,7 @@ class Session:
         self._close_resume_window()
         if self._limit_timer is not None:
             self._limit_timer.cancel()
+        self._end_play_out(sound=False)
         await self.tasks.close()
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
