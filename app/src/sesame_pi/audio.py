@@ -1028,7 +1028,7 @@ class AudioEngine:
         gen = self._call_gen
         self._reopen_overdue = self.loop.call_later(REOPEN_WEDGED_S, self._reopen_wedged)
         done = self.loop.run_in_executor(None, self._reopen, gen, self._input, sides)
-        done.add_done_callback(lambda future: self._reopen_done(future, gen))
+        done.add_done_callback(lambda future: self._reopen_done(future, gen, sides))
 
     def _reopen_wedged(self) -> None:
         """The reopen worker has been inside PortAudio for REOPEN_WEDGED_S: the devices stay
@@ -1101,7 +1101,7 @@ class AudioEngine:
                 self._input = None
         return "; ".join(failed) or None
 
-    def _reopen_done(self, future: asyncio.Future[str | None], gen: int) -> None:
+    def _reopen_done(self, future: asyncio.Future[str | None], gen: int, sides: Sides) -> None:
         self._reopening = False
         if self._reopen_overdue is not None:
             self._reopen_overdue.cancel()
@@ -1124,7 +1124,9 @@ class AudioEngine:
             )
             return
         if self._echo is not None:
-            self._echo.realign()  # new streams, new time stamps: the canceller aligns afresh
+            # New streams, new sample counts. The same devices (no rescan): the same room and
+            # delays, which the canceller keeps; a fresh PortAudio may have found another card.
+            self._echo.realign(keep_path=not sides.rescan)
 
     def _recovered(self) -> None:
         gap = self._grace.end()
