@@ -1427,6 +1427,24 @@ async def test_a_reopen_that_never_returns_asks_for_a_restart_once_and_says_wher
     call.engine.close()
 
 
+async def test_a_wedged_reopen_with_restarts_off_says_to_restart_by_hand(
+    tasks: list[asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`loop_stall_exit_s = 0` (the app gives no `on_wedged`): the line must not promise a
+    restart that never comes."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(audio, "REOPEN_WEDGED_S", 0.4)
+    call, slow = await stalled_into_a_slow_reopen(tasks, grace_s=0.3, hang_s=5.0)
+    await asyncio.sleep(0.6)
+    (wedged,) = [r for r in caplog.records if getattr(r, "event", "") == "audio_device_wedged"]
+    assert wedged.action.startswith("restart the app"), wedged.action
+    slow.released.set()
+    await asyncio.sleep(0.3)
+    call.engine.close()
+
+
 async def test_a_reopen_that_returns_in_time_asks_for_no_restart(
     tasks: list[asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

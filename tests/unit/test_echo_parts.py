@@ -511,3 +511,23 @@ def test_a_delay_that_shrinks_a_little_moves_the_reference_without_resetting_aec
         stage._apply_delay()
         assert stage._shift / 16 == shift_ms, (delay, stage._shift / 16)
     assert engine.resets == 2, "the 370 ms and the 374 ms moves; not the 12 ms one"
+
+
+@pytest.mark.parametrize("duck", [False, True])
+def test_a_reference_read_after_the_frame_is_there_with_ducking_too(duck: bool) -> None:
+    """An echo earlier than its stamps moves the reference later than the frame; with ducking
+    on (which reads the reference at the frame itself), only the frame's end was pulled onto
+    the timeline, and the engine got silence for most frames."""
+    engine = RecordingEngine()
+    stage = Stage(engine, duck=duck)
+    stage._estimator.delay_ms = -20.0
+    stage._apply_delay()
+    assert stage._shift < 0
+    far = (tone(300, 16000, 2.0) * 8000).astype(np.int16)
+    frame = 320
+    for i in range(len(far) // frame - 2):
+        # the speaker stamps its audio 40 ms ahead of the frame that hears it
+        stage.far_end(far[i * frame : (i + 1) * frame].tobytes(), 16000, i * 0.02)
+        if i >= 2:
+            stage.process(bytes(2 * frame), (i - 2) * 0.02)
+    assert stage.stats()["ref_underflows"] == 0

@@ -61,6 +61,9 @@ def test_a_library_warning_is_a_json_line_in_the_log_not_bare_text_on_stderr(
     token = opaque()
     logs.register_secret(token)
     out = io.StringIO()
+    # (an earlier test's set-up left logging believing it captures, while pytest put its own
+    # `showwarning` back after that test: start from what a fresh process has)
+    logging.captureWarnings(False)
     try:
         logs.setup_logging(Config().replace(log_file=None), stdout=out)
         with warnings.catch_warnings():

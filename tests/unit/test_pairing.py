@@ -273,3 +273,22 @@ def test_a_request_refused_as_expired_is_a_lapse_too() -> None:
     with pytest.raises(PairingRefused) as refused:
         pairings.finish(owner.handle, owner.code, owner.csrf)
     assert refused.value.reason is Refusal.EXPIRED and len(lapses) == 1
+
+
+def test_a_request_that_lapses_at_the_press_leaves_the_strangers_unconfirmed() -> None:
+    """The owner asks, a stranger asks half a minute later, the owner's request runs out, and
+    the owner presses: nothing had looked at the table since, so the press itself found the
+    lapse and then confirmed the one left, the stranger's."""
+    clock = Clock()
+    window = SetupWindow("always", clock)
+    pairings = Pairings(clock, on_lapse=window.disarm_pairing)
+    window.open_for_a_while(for_pairing=True)
+    pairings.begin()  # the owner's
+    clock.now += 35
+    stranger = pairings.begin()
+    clock.now += PENDING_S - 30  # the owner's lapses; the stranger's still waits
+    assert pairings.press() is Press.LAPSED
+    assert not window.pairing_armed
+    with pytest.raises(PairingRefused) as refused:
+        pairings.finish(stranger.handle, stranger.code, stranger.csrf)
+    assert refused.value.reason is Refusal.UNKNOWN

@@ -438,3 +438,16 @@ async def test_the_agents_last_words_play_out_when_the_service_ends_the_call() -
     await asyncio.sleep(0.4)
     assert audio.stopped == 2, "the play-out stopped once, not again under the new call"
     await session.close()
+
+
+async def test_a_device_error_during_the_play_out_ends_it_without_a_late_end_tone() -> None:
+    link, feedback = FakeLink(), FeedbackLog()
+    audio = PacedMicrophone(left_to_play_s=0.3)
+    session = Session(Config(), link=link, audio=audio, feedback=feedback)
+    await go_live(session, link)
+    session.server_hangup("agent_hangup")
+    session.audio_device_error("speaker unplugged")
+    assert audio.stopped >= 1, "the play-out stops with the device"
+    await asyncio.sleep(0.5)
+    assert Earcon.END not in feedback.earcons, "no end tone after the error tone"
+    await session.close()

@@ -98,7 +98,10 @@ async def run_appliance(cfg: Config) -> int:
         guard.restart(reason)  # bound below, before any call can reopen a device
 
     # The parts first, then the session they report to.
-    audio = AudioEngine(cfg, loop, on_device_error=device_error, on_wedged=device_wedged)
+    # (`loop_stall_exit_s = 0`: the app never exits by itself, and the wedge's line says to
+    # restart it by hand)
+    wedged = device_wedged if cfg.loop_stall_exit_s else None
+    audio = AudioEngine(cfg, loop, on_device_error=device_error, on_wedged=wedged)
     feedback = Feedback(cfg, play_earcon=audio.play_earcon)
     heartbeat = Heartbeat(cfg.heartbeat_file) if cfg.heartbeat_file else None
     link = Link(cfg, tokens)

@@ -516,7 +516,7 @@ class Config:
         "logging",
         "the app logs where it is stuck once its event loop stops for 5 s, and exits (code 70,"
         " for Docker or systemd to restart it) once it has stopped this long, or once a sound"
-        " device's reopen has been stuck 30 s; `0` never exits",
+        " device's reopen or the speaker's last write has been stuck 30 s; `0` never exits",
         low=0,
         high=3600,
     )

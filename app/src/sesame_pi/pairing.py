@@ -116,6 +116,7 @@ class Press(StrEnum):
     NOT_MINE = "not_mine"  # nobody waits: the press is the session's (e.g. a call)
     CONFIRMED = "confirmed"
     AMBIGUOUS = "ambiguous"  # several browsers waited: none is confirmed
+    LAPSED = "lapsed"  # a request ran out just before it: none is confirmed
 
 
 class Pairings:
@@ -144,13 +145,15 @@ class Pairings:
 
     # ------------------------------------------------------------ pending requests
 
-    def _prune(self) -> None:
+    def _prune(self) -> bool:
+        """Drop the requests that ran out; True if any did."""
         now = self._clock()
         lapsed = [h for h, p in self._pending.items() if now - p.created > self._pending_s]
         for handle in lapsed:
             del self._pending[handle]
         if lapsed:
             self._lapsed()
+        return bool(lapsed)
 
     def _lapsed(self) -> None:
         if self._on_lapse is not None:
@@ -200,8 +203,11 @@ class Pairings:
 
         A request confirmed but not yet finished still counts as waiting: a second press with
         another request open (the owner pressing again while someone else asked meanwhile)
-        is as ambiguous as two open at once, and drops them all."""
-        self._prune()
+        is as ambiguous as two open at once, and drops them all. So does a request that ran
+        out just now: the owner's, say, with a stranger's asked since the only one left."""
+        if self._prune():
+            self._pending.clear()
+            return Press.LAPSED
         if not self._pending:
             return Press.NOT_MINE
         open_requests = [p for p in self._pending.values() if not p.confirmed]

@@ -625,6 +625,7 @@ class Session:
     def _do_token_alert(self, occurrence: Occurrence) -> None:
         self._ready_owed = True  # said again once a token makes it ready
         self._token_lacking = True
+        self._end_play_out(sound=False)  # (the error tone says enough; no end tone after it)
         if self._sign_in == "waiting":  # nothing for a person to do yet
             event(
                 "token_needed",
@@ -686,6 +687,7 @@ class Session:
         )
         occurrence.logged["detail"] = message
         self.device_problem = message
+        self._end_play_out(sound=False)
         self._stop_uplink()
         self._stop_audio()
         self._close_resume_window()  # no resume onto a device that is gone

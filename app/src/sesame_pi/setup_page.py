@@ -96,12 +96,9 @@ class SetupPage:
         if result is Press.NOT_MINE:
             self.window.disarm_pairing()
             return False
-        event(
-            "pairing_press",
-            logging.WARNING if result is Press.AMBIGUOUS else logging.INFO,
-            result=result.value,
-        )
-        self.feedback.earcon(Earcon.ERROR if result is Press.AMBIGUOUS else Earcon.SETUP)
+        spoilt = result in (Press.AMBIGUOUS, Press.LAPSED)
+        event("pairing_press", logging.WARNING if spoilt else logging.INFO, result=result.value)
+        self.feedback.earcon(Earcon.ERROR if spoilt else Earcon.SETUP)
         return True
 
     def on_long_hold(self) -> None:

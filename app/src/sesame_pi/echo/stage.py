@@ -189,8 +189,11 @@ class Stage:
             samples = samples[:n]
         start = self._mic_anchor.place(self._pos(adc_time))
         self._mic_anchor.advance(n)
-        # The engine reads the reference `shift` before the frame, the ducker at the frame itself.
-        reads_from = start if self._ducker is not None else start - self._shift
+        # The engine reads the reference `shift` before the frame (after it, for a negative
+        # shift), the ducker at the frame itself: the reference must reach the later of both.
+        reads_from = start - self._shift
+        if self._ducker is not None:
+            reads_from = max(start, reads_from)
         if self._reference_short(reads_from + n):
             self._pull_reference()
         # The whole frame goes through the engine in one call (a whole number of its blocks):
