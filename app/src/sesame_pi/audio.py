@@ -575,10 +575,12 @@ class AudioEngine:
                     waited_s=waits_s,
                     action="the writer closes the speaker when its write returns",
                 )
-                # (this may run on a reopen worker: the timer is set from the loop)
-                self.loop.call_soon_threadsafe(
-                    self.loop.call_later, REOPEN_WEDGED_S, self._writer_wedged, speaker
-                )
+                # (this may run on a reopen worker: the timer is set from the loop, which is
+                # gone only once the app has stopped)
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(
+                        self.loop.call_later, REOPEN_WEDGED_S, self._writer_wedged, speaker
+                    )
                 return
         self._close_stream(stream, abort)
 

@@ -128,7 +128,7 @@ class Session:
         self.device_problem: str | None = None
         # The link asked for a new token and has not come up since. The phase shows one problem
         # at a time: a device error and a token problem each hid the other when it cleared
-        # (REST then lands on whichever is left: see `_target`).
+        # (REST then lands on whichever is left: see `_resolve`).
         self._token_lacking = False
         self._press_began_out_of_call = False
         # The first boot's sign-in: None, "waiting" (for the network), or "stored" (its token
