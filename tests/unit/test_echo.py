@@ -58,19 +58,24 @@ class Run:
 _RUNS: dict[tuple[str, int], Run] = {}
 
 
+def scene_for(voices: Voices, delay_ms: float, change_to_ms: float | None = None) -> room.Scene:
+    """The room of these tests (the spans above), the delay changing at 18 s if asked."""
+    return room.build(
+        voices.far,
+        voices.near,
+        seconds=SECONDS,
+        far_spans=FAR_SPANS,
+        near_spans=NEAR_SPANS,
+        delay_ms=delay_ms,
+        change=None if change_to_ms is None else (18.0, change_to_ms),
+    )
+
+
 def run(voices: Voices, engine: str, delay_ms: int) -> Run:
     """One pass through the room, shared by the tests that read its figures."""
     key = (engine, delay_ms)
     if key not in _RUNS:
-        scene = room.build(
-            voices.far,
-            voices.near,
-            seconds=SECONDS,
-            far_spans=FAR_SPANS,
-            near_spans=NEAR_SPANS,
-            delay_ms=delay_ms,
-            change=(18.0, CHANGE[delay_ms]),
-        )
+        scene = scene_for(voices, delay_ms, CHANGE[delay_ms])
         stage = EchoStage(engine)
         out = room.run(stage, scene)
         _RUNS[key] = Run(scene, out, stage.stats())
@@ -211,15 +216,7 @@ def test_an_echo_ahead_of_its_reference_moves_the_reference(
     than the shift's hysteresis kept the old shift and let the echo through for the rest of the
     call (speex 45 to 2 dB); an echo a few ms earlier than the stamps was found, then ignored
     (the shift stopped at zero)."""
-    scene = room.build(
-        voices.far,
-        voices.near,
-        seconds=SECONDS,
-        far_spans=FAR_SPANS,
-        near_spans=NEAR_SPANS,
-        delay_ms=delay_ms,
-        change=None if change_to_ms is None else (18.0, change_to_ms),
-    )
+    scene = scene_for(voices, delay_ms, change_to_ms)
     stage = EchoStage(engine)
     out = room.run(stage, scene)
     stage.close()
@@ -249,10 +246,7 @@ def test_a_reopen_of_the_same_devices_keeps_the_echo_cancelled(voices: Voices, e
     """A microphone hiccup mid-call (one side reopened, the same card): the canceller learnt
     the delay and the room afresh, and the agent's voice came through for seconds (speex about
     4 s). The same devices keep both; a rescan (perhaps another card) still starts afresh."""
-    scene = room.build(
-        voices.far, voices.near, seconds=SECONDS, far_spans=FAR_SPANS, near_spans=NEAR_SPANS,
-        delay_ms=300,
-    )  # fmt: skip
+    scene = scene_for(voices, 300)
     erle = {}
     for keep_path in (True, False):
         stage = EchoStage(engine)

@@ -30,7 +30,7 @@ from .logs import event
 from .ports import AudioPort, FeedbackPort, LinkPort
 from .states import Earcon, State
 from .tasks import TaskSet
-from .transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase, Step, Target
+from .transitions import AFTER_CALL, REST, TRANSITIONS, Do, Event, Phase, Target
 
 __all__ = ["AudioPort", "FeedbackPort", "LinkPort", "Session"]
 
@@ -218,7 +218,7 @@ class Session:
         before = self.state
         self._sign_in_heard(occurrence.event)
         follow_ups = [self._act(do, occurrence, step.to) for do in step.does]
-        self._move(self._target(step), occurrence.logged, before)
+        self._move(self._resolve(step.to), occurrence.logged, before)
         for follow_up in follow_ups:
             if follow_up is not None:
                 self._on(follow_up)
@@ -238,9 +238,6 @@ class Session:
                 self.feedback.earcon(sound)  # (no error tone for a token on its way)
             return None
         return self._actions[do](occurrence)
-
-    def _target(self, step: Step) -> Phase:
-        return self._resolve(step.to)
 
     def _resolve(self, to: Target) -> Phase:
         """The phase `to` means now. The phase shows one problem at a time, so a device error
